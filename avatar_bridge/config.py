@@ -102,6 +102,9 @@ class SourceConfig:
     realtime: bool = True  # pace video files at their frame rate; false = as fast as possible
     loop: bool = False
     seed: int = field(default=0, metadata={"range": (0, 2**31 - 1)})
+    # --- added by the capture engineer (see docs/capture.md) ---
+    resize: str = ""  # WIDTHxHEIGHT applied to decoded images before detection/pose, e.g. "640x360"
+    duration: float = field(default=0.0, metadata={"range": (0.0, 1e7)})  # seconds to run; 0 = until the source ends
 
 
 @dataclass
@@ -111,29 +114,84 @@ class DetectorConfig:
     nms_threshold: float = field(default=0.45, metadata={"range": (0.0, 1.0)})
     every_n_frames: int = field(default=30, metadata={"range": (1, 100000)})
     max_people: int = field(default=4, metadata={"range": (1, 64)})
+    # --- added by the capture engineer (see docs/capture.md) ---
+    model_dir: str = ""  # where named ONNX detectors live; empty = $AVATAR_BRIDGE_MODELS or ~/.cache/avatar-bridge/models
+    threads: int = field(default=1, metadata={"range": (0, 256)})  # onnxruntime threads; 0 = library default
+    redetect_below: float = field(default=0.35, metadata={"range": (0.0, 1.0)})  # track mean keypoint score that triggers a detection
+    max_missed: int = field(default=15, metadata={"range": (0, 10000)})  # frames a lost track keeps its id
+    people: str = field(default="all", metadata={"choices": ("all", "driver")})  # estimate every tracked person or only the driver
+    driver: str = field(default="largest", metadata={"choices": ("largest", "central", "fixed")})  # who drives the avatar
+    driver_id: int = field(default=1, metadata={"range": (0, 1000000)})  # track id for driver = "fixed"
+    driver_switch_frames: int = field(default=20, metadata={"range": (1, 10000)})  # hysteresis before the driver changes
 
 
 @dataclass
 class PoseConfig:
-    model: str = ""  # registry name, .pth checkpoint, or .onnx file; empty = auto
-    arch: str = "resnet50"
-    input_size: list = field(default_factory=lambda: [256, 192])  # height, width
-    device: str = "cpu"
+    # registry name (``avatar-bridge weights``), .pth checkpoint, .onnx file, or "random" (untrained,
+    # for timing); empty = the registry checkpoint of ``arch`` at ``input_size``
+    model: str = ""
+    arch: str = field(default="resnet50", metadata={"choices": ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "mobilenetv2")})
+    input_size: list = field(default_factory=lambda: [256, 192])  # height, width (read from a static ONNX model)
+    num_keypoints: int = field(default=17, metadata={"range": (1, 1000)})
+    device: str = "cpu"  # cpu | cuda | cuda:N (torch backend; onnxruntime uses CUDA if its provider exists)
     threads: int = field(default=0, metadata={"range": (0, 256)})  # 0 = library default
     flip_test: bool = False
     decode: str = field(default="quarter", metadata={"choices": ("argmax", "quarter", "dark")})
-    fp16: bool = False
+    fp16: bool = False  # autocast fp16; only on CUDA (ignored on CPU)
+    # --- added by the pose engineer ---
+    backend: str = field(default="auto", metadata={"choices": ("auto", "torch", "onnxruntime")})  # auto: .onnx -> onnxruntime
+    channels_last: bool = True  # torch backend memory format
+    padding: float = field(default=1.25, metadata={"range": (1.0, 3.0)})  # box enlargement before cropping
+    channel_order: str = field(default="rgb", metadata={"choices": ("rgb", "bgr")})  # what the model expects
+    mean: list = field(default_factory=lambda: [123.675, 116.28, 103.53])  # per channel, 0..255 pixel units
+    std: list = field(default_factory=lambda: [58.395, 57.12, 57.375])  # per channel, 0..255 pixel units
+    max_batch: int = field(default=64, metadata={"range": (1, 1024)})  # crops per forward pass
+    ort_optimization: str = field(default="all", metadata={"choices": ("disable", "basic", "extended", "all")})
+    weights_dir: str = ""  # where named checkpoints are cached; empty = torch hub cache (TORCH_HOME)
+    download: bool = True  # false: never download, fail with the path to place the file at
 
 
 @dataclass
 class SmoothingConfig:
     method: str = field(default="kalman", metadata={"choices": ("kalman", "one_euro", "none")})
+    # Kalman (see avatar_bridge/smooth.py and docs/smoothing.md). Lengths are in body heights.
+    motion_model: str = field(default="constant_velocity", metadata={"choices": ("constant_velocity", "constant_acceleration")})
+    acceleration: float = field(default=0.5, metadata={"range": (0.001, 1000.0)})  # process noise, body heights/s^2 (constant velocity)
+    jerk: float = field(default=2.0, metadata={"range": (0.001, 100000.0)})  # process noise, body heights/s^3 (constant acceleration)
+    speed_gain: float = field(default=4.0, metadata={"range": (0.0, 1000.0)})  # 1/s: extra process noise per unit of joint speed (swinging limbs)
+    body_coupling: float = field(default=0.0, metadata={"range": (0.0, 10.0)})  # whole-body motion share of the process noise; 0 = joints independent
+    joint_share: float = field(default=1.0, metadata={"range": (0.0, 10.0)})  # per-joint share of the process noise when coupled
+    measurement_noise: float = field(default=0.006, metadata={"range": (0.0001, 1.0)})  # keypoint noise at confidence 1, body heights
+    confidence_exponent: float = field(default=1.0, metadata={"range": (0.0, 4.0)})  # sigma = measurement_noise / confidence**exponent
+    gate: float = field(default=40.0, metadata={"range": (0.0, 1e6)})  # Mahalanobis^2 gate (2 dof); 0 = off
+    gate_frames: int = field(default=2, metadata={"range": (1, 1000)})  # consecutive gated frames that count as a real move
+    # Both methods
+    min_confidence: float = field(default=0.1, metadata={"range": (0.0, 1.0)})  # below = not measured
+    hold_time: float = field(default=0.3, metadata={"range": (0.0, 10.0)})  # s a missing joint is predicted before it counts as lost
+    missing_decay: float = field(default=0.25, metadata={"range": (0.001, 60.0)})  # s, time constant of a lost joint's confidence decay
+    reacquire_time: float = field(default=0.15, metadata={"range": (0.0, 5.0)})  # s a re-found joint blends from where it was shown
+    # One Euro (coordinates in body heights)
+    min_cutoff: float = field(default=1.0, metadata={"range": (0.001, 100.0)})  # Hz
+    beta: float = field(default=1.0, metadata={"range": (0.0, 10000.0)})
+    d_cutoff: float = field(default=1.0, metadata={"range": (0.001, 100.0)})  # Hz
 
 
 @dataclass
 class RetargetConfig:
     mirror: bool = True
     upper_body: bool = False
+    # --- added by the retarget engineer (see docs/retarget.md) ---
+    depth: str = field(default="foreshortening", metadata={"choices": ("foreshortening", "planar")})  # planar = depth 0 (baseline)
+    min_score: float = field(default=0.3, metadata={"range": (0.0, 1.0)})  # keypoints below this are unseen
+    calibration_seconds: float = field(default=1.0, metadata={"range": (0.05, 60.0)})  # automatic calibration period
+    calibration_file: str = ""  # load at start if it exists; written after each calibration
+    hold_seconds: float = field(default=0.5, metadata={"range": (0.0, 60.0)})  # unseen bones keep their last rotation
+    ease_seconds: float = field(default=1.0, metadata={"range": (0.01, 60.0)})  # then ease to rest (arms down)
+    elbow_max_deg: float = field(default=150.0, metadata={"range": (0.0, 180.0)})
+    knee_max_deg: float = field(default=150.0, metadata={"range": (0.0, 180.0)})
+    spine_max_deg: float = field(default=60.0, metadata={"range": (0.0, 180.0)})  # total hips -> upperChest bend/twist
+    neck_max_deg: float = field(default=70.0, metadata={"range": (0.0, 180.0)})  # total upperChest -> head
+    fov_deg: float = field(default=60.0, metadata={"range": (10.0, 170.0)})  # assumed horizontal FOV, for hips depth in metres
 
 
 @dataclass
@@ -141,6 +199,15 @@ class VmcConfig:
     enabled: bool = True
     targets: list = field(default_factory=lambda: ["127.0.0.1:39539"])
     rate: float = field(default=60.0, metadata={"range": (1.0, 240.0)})
+    # --- added by the streaming engineer (see docs/protocol.md, "VMC") ---
+    # which bones are sent: all 55 | upper_body (no hips, no legs) | no_legs | no_hips
+    bones: str = field(default="all", metadata={"choices": ("all", "upper_body", "no_legs", "no_hips")})
+    mirror: bool = False  # mirror the avatar left/right on this output only
+    # rest = every Bone/Pos carries its rest-pose local offset; hips_only = zeros except the hips (only
+    # for receivers that ignore bone positions, e.g. EVMC4U with BonePositionSynchronize off)
+    positions: str = field(default="rest", metadata={"choices": ("rest", "hips_only")})
+    root_scale_offset: bool = False  # 14-argument /VMC/Ext/Root/Pos (scale 1,1,1 and offset 0,0,0)
+    max_bundle_bytes: int = field(default=1400, metadata={"range": (256, 1472)})  # per UDP datagram
 
 
 @dataclass
@@ -150,12 +217,26 @@ class WebSocketConfig:
     port: int = field(default=8765, metadata={"range": (0, 65535)})
     token: str = ""
     rate: float = field(default=60.0, metadata={"range": (1.0, 240.0)})
+    # --- added by the streaming engineer (see docs/protocol.md, "WebSocket") ---
+    # browser origins allowed besides http(s)://localhost|127.0.0.1|[::1] on any port; "*" allows any
+    origins: list = field(default_factory=list)
+    control_rate: float = field(default=20.0, metadata={"range": (1.0, 1000.0)})  # control msgs/s per client
+    max_clients: int = field(default=32, metadata={"range": (1, 1024)})
 
 
 @dataclass
 class RecordConfig:
     path: str = ""  # empty = no recording
     bvh: str = ""  # empty = no live BVH export
+    # --- added by the recording engineer ---
+    overwrite: bool = False  # replace an existing recording / BVH file instead of refusing
+    compress: bool = True  # zlib-compress frame blocks (about half the size)
+    flush_seconds: float = field(default=0.5, metadata={"range": (0.0, 60.0)})  # take time lost at most on a crash
+    fsync: bool = False  # also force each block to disk (survives power loss, not only a killed process)
+    bvh_fps: float = field(default=30.0, metadata={"range": (1.0, 240.0)})  # BVH frame rate (resampled with slerp)
+    bvh_track: int = field(default=-1, metadata={"range": (-1, 2**31 - 1)})  # -1 = the driving person / first seen
+    bvh_bones: str = field(default="body", metadata={"choices": ("body", "full")})  # full adds fingers, eyes, jaw
+    bvh_units: str = field(default="cm", metadata={"choices": ("cm", "m")})
 
 
 @dataclass

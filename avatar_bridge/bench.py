@@ -1,0 +1,166 @@
+"""``avatar-bridge bench``: run the live pipeline over a source and report fps and per-stage percentiles.
+
+It uses exactly the code of ``run`` (:class:`avatar_bridge.pipeline.Pipeline`), minus windows and
+sockets: frames are read as fast as possible (``--realtime`` to pace them like a camera) and each is
+processed, while an :class:`~avatar_bridge.stream.OutputClock` samples the pipeline at the output
+rate on its own thread (prediction + retargeting), as ``run`` does, with a sink that discards the
+frames. So the figures include the CPU the output thread takes. The first ``--warmup`` frames (model
+initialisation, first allocations) are left out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+
+from .metrics import PipelineMetrics
+from .pipeline import Pipeline, add_source_arguments, apply_source_arguments, open_config_source
+
+STAGE_ORDER = ("grab", "detect", "crop_boxes", "pose", "track", "smooth", "predict", "retarget")
+
+
+def configure_parser(parser: argparse.ArgumentParser, command: str) -> None:
+    add_source_arguments(parser)
+    parser.add_argument("--warmup", type=int, default=3, metavar="N", help="frames left out of the figures (default 3)")
+    parser.add_argument("--output-rate", type=float, metavar="HZ",
+                        help="rate of the output thread that predicts and retargets (default websocket.rate, 60)")
+    parser.add_argument("--no-outputs", action="store_true", help="no output thread: time only capture to keypoints")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
+
+
+def run_bench(config, max_frames: int | None = None, duration: float | None = None, warmup: int = 3,
+              outputs: bool = True, output_rate: float | None = None) -> dict:
+    """Process the configured source; returns the results as a JSON-ready dict."""
+    from .stream import OutputClock
+
+    source = open_config_source(config)
+    pipeline = Pipeline(config, PipelineMetrics(window=100000))
+    rate = output_rate or config.websocket.rate
+    if not 1.0 <= rate <= 1000.0:
+        raise ValueError(f"--output-rate {rate} is out of range: use 1 to 1000 Hz")
+    clock = OutputClock(pipeline.sample, [(_discard, rate)]) if outputs else None
+    frames = 0
+    started = None
+    try:
+        while True:
+            t0 = time.perf_counter()
+            frame = source.read()
+            grab_ms = (time.perf_counter() - t0) * 1000.0
+            if frame is None:
+                break
+            if frames == warmup:  # fresh figures from here on
+                pipeline.metrics = PipelineMetrics(window=100000)
+                started = time.monotonic()
+                if clock is not None:
+                    clock.start()
+            pipeline.metrics.add_stage("grab", grab_ms)
+            pipeline.process(frame)
+            frames += 1
+            if max_frames and frames >= max_frames + warmup:
+                break
+            if duration and started is not None and time.monotonic() - started >= duration:
+                break
+    finally:
+        if clock is not None:
+            clock.stop()
+        source.close()
+    if started is None:
+        raise RuntimeError(
+            f"source {config.source.source} gave only {frames} frames, not more than --warmup {warmup}: "
+            "use a longer source, --loop, or a smaller --warmup"
+        )
+    elapsed = time.monotonic() - started
+    snap = pipeline.metrics.snapshot()
+    measured = snap["frames"]
+    tracker = pipeline.tracker
+    return {
+        "source": str(config.source.source),
+        "resize": config.source.resize or None,
+        "image_size": [source.width, source.height],
+        "pose_model": config.pose.model or None,
+        "detector": config.detector.name,
+        "people_mode": config.detector.people,
+        "frames": measured,
+        "seconds": round(elapsed, 3),
+        # frames / wall time of the measured part: includes decoding and everything else
+        "fps": round(measured / elapsed, 2) if elapsed > 0 else 0.0,
+        "updates": snap["updates"],
+        "updates_per_s": round(snap["updates"] / elapsed, 2) if elapsed > 0 else 0.0,
+        "dropped": snap["dropped"],
+        "detector_runs": tracker.detections_run,
+        "frames_total": frames,
+        "stages_ms": {k: snap["stages_ms"][k] for k in STAGE_ORDER if k in snap["stages_ms"]},
+        "latency_ms": snap["latency_ms"],
+        "outputs": _clock_summary(clock, rate),
+        "machine": {"cpus": _cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+    }
+
+
+def _discard(frame) -> None:
+    """The bench's output sink: the frame was produced (and timed); nothing is sent."""
+
+
+def _clock_summary(clock, rate: float) -> dict | None:
+    if clock is None:
+        return None
+    stats = clock.stats()
+    r = lambda v: None if v is None else round(v, 3)  # noqa: E731
+    return {
+        "rate_hz": rate,
+        "frames": stats.frames,
+        "ticks": stats.ticks,
+        "late_ticks": stats.late_ticks,
+        "capture_to_output_ms": {"p50": r(stats.latency_ms_median), "p95": r(stats.latency_ms_p95)},
+        "interval_ms": {"p50": r(stats.interval_ms_median), "p95": r(stats.interval_ms_p95)},
+    }
+
+
+def _cpu_count() -> int:
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 0
+
+
+def format_table(result: dict) -> str:
+    lines = [
+        f"source {result['source']}  {result['image_size'][0]}x{result['image_size'][1]}  detector {result['detector']}  "
+        f"people {result['people_mode']}  pose {result['pose_model']}",
+        f"{result['frames']} frames in {result['seconds']:.2f} s: {result['fps']:.1f} fps, "
+        f"{result['updates_per_s']:.1f} pose updates/s, detector ran on {result['detector_runs']} of "
+        f"{result['frames_total']} frames, dropped {result['dropped']}",
+        "",
+        f"{'stage':<22}{'p50 ms':>10}{'p95 ms':>10}{'mean ms':>10}{'n':>8}",
+    ]
+    for group in ("stages_ms", "latency_ms"):
+        for name, v in result[group].items():
+            lines.append(f"{name:<22}{v['p50']:>10.2f}{v['p95']:>10.2f}{v['mean']:>10.2f}{v['n']:>8}")
+    out = result.get("outputs")
+    if out and out["capture_to_output_ms"]["p50"] is not None:
+        lat = out["capture_to_output_ms"]
+        lines.append(f"{'capture_to_output':<22}{lat['p50']:>10.2f}{lat['p95']:>10.2f}{'':>10}{out['frames']:>8}"
+                     f"   (output clock, {out['late_ticks']} late ticks)")
+    return "\n".join(lines)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from .config import load_config
+
+    if args.realtime is None:
+        args.realtime = False  # a benchmark processes files as fast as possible unless asked
+    config = apply_source_arguments(args, load_config(args.config))
+    # VMC/WebSocket are not part of a bench; a synthetic source needs no duration limit of its own.
+    if args.max_frames is None and not config.source.duration and config.source.source == "synthetic":
+        args.max_frames = 300
+    result = run_bench(config, max_frames=args.max_frames, duration=config.source.duration or None,
+                       warmup=max(args.warmup, 0), outputs=not args.no_outputs, output_rate=args.output_rate)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(format_table(result))
+    return 0
+

@@ -1,0 +1,342 @@
+"""``avatar-bridge bench-smoothing``: stabilizers against mocap ground truth.
+
+The CMU walk clip goes through :class:`~avatar_bridge.mocap.MocapSource` (30 fps, camera 3 m in
+front at 1 m height, 900 px focal length, 1280x720); its exact 2D keypoints are corrupted two ways
+with a fixed seed (issue #4):
+
+- *iid*: Gaussian noise, sigma 5 px, confidence 1.
+- *realistic*: per keypoint and frame a confidence c ~ U(0.3, 1.0) and Gaussian noise of sigma
+  2 + 10 (1 - c) px; 3% outliers moved 40 to 80 px on each axis with confidence 0.35; 5% dropouts
+  (no measurement, confidence 0). Filters see the confidences, never the sigmas.
+
+Raw (last value held through dropouts), a One Euro sweep (normalized image coordinates, like XR
+Animator) and a Kalman sweep (its process noise, other settings as shipped) are scored by RMSE to
+the truth (px), lag (frames, from the cross-correlation of velocities, sub-frame) and jitter (mean
+absolute second difference, px/frame^2). The floors of issue #4 are checked against the One Euro
+Pareto front (lowest RMSE for a given jitter), interpolated at the Kalman default's jitter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .config import SmoothingConfig, load_config
+from .mocap import MocapSource, coco17_world
+from .smooth import KalmanStabilizer, OneEuroStabilizer
+
+DEFAULT_BVH = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "mocap" / "cmu_131_01_walk.bvh"
+ONE_EURO_MIN_CUTOFFS = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
+ONE_EURO_BETAS = (1.0, 2.0, 5.0, 10.0, 20.0, 40.0, 60.0)
+ONE_EURO_D_CUTOFFS = (1.0, 2.0)
+XR_ANIMATOR_DEFAULTS = {"min_cutoff": 1.0, "beta": 1.0, "d_cutoff": 2.0}
+# Kalman sweep over its two process-noise settings (x the shipped default), as One Euro's over two.
+KALMAN_ACCELERATION_SCALES = (0.04, 0.1, 0.2, 0.5, 1.0, 2.0, 4.0)
+KALMAN_SPEED_GAIN_SCALES = (0.0, 0.25, 0.375, 0.5, 0.75, 1.0, 1.5)
+FPS = 30.0
+DELIVERY_DELAY = 0.05  # s between capture and the measurement reaching the filter (latency check)
+
+
+# --- data ---------------------------------------------------------------------------------------
+def corrupt(truth: np.ndarray, mode: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Noisy keypoints (N, K, 2) with NaN for dropouts, and confidences (N, K), per issue #4."""
+    rng = np.random.default_rng(seed)
+    n, k, _ = truth.shape
+    if mode == "iid":
+        return truth + rng.normal(0.0, 5.0, truth.shape), np.ones((n, k))
+    if mode != "realistic":
+        raise ValueError(f"unknown corruption {mode!r}: use iid or realistic")
+    conf = rng.uniform(0.3, 1.0, (n, k))
+    sigma = 2.0 + 10.0 * (1.0 - conf)
+    noisy = truth + rng.normal(0.0, 1.0, truth.shape) * sigma[..., None]
+    kind = rng.uniform(0.0, 1.0, (n, k))
+    dropout = kind < 0.05
+    outlier = (kind >= 0.05) & (kind < 0.08)
+    shift = rng.uniform(40.0, 80.0, truth.shape) * rng.choice([-1.0, 1.0], truth.shape)
+    noisy = np.where(outlier[..., None], truth + shift, noisy)
+    conf = np.where(outlier, 0.35, conf)
+    noisy[dropout] = np.nan
+    conf = np.where(dropout, 0.0, conf)
+    return noisy, conf
+
+
+def load_clip(path: Path, frames: int | None = None) -> tuple[np.ndarray, MocapSource]:
+    """Exact 2D keypoints (N, 17, 2) of the clip at 30 fps through the default camera."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"mocap clip {path} not found: pass --bvh PATH (e.g. ../shared/fixtures/mocap/cmu_131_01_walk.bvh)")
+    source = MocapSource(path, fps=FPS)
+    truth = source.keypoints2d.astype(np.float64)
+    return (truth if frames is None else truth[:frames]), source
+
+
+# --- metrics ------------------------------------------------------------------------------------
+def rmse(estimate: np.ndarray, truth: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.sum((estimate - truth) ** 2, axis=-1))))
+
+
+def jitter(track: np.ndarray) -> float:
+    """Mean absolute second difference over frames, keypoints and axes (px / frame^2)."""
+    return float(np.mean(np.abs(track[2:] - 2 * track[1:-1] + track[:-2])))
+
+
+def lag_frames(estimate: np.ndarray, truth: np.ndarray, max_lag: int = 10) -> float:
+    """Delay of ``estimate`` behind ``truth`` in frames: peak of the velocity cross-correlation,
+    refined with a parabola through the best integer lag and its neighbours."""
+    ve = np.diff(estimate, axis=0).reshape(len(estimate) - 1, -1)
+    vt = np.diff(truth, axis=0).reshape(len(truth) - 1, -1)
+    ve = ve - ve.mean(axis=0)
+    vt = vt - vt.mean(axis=0)
+    lags = np.arange(-max_lag, max_lag + 1)
+    n = len(ve)
+    corr = np.array([np.sum(ve[max(d, 0) : n + min(d, 0)] * vt[max(-d, 0) : n - max(d, 0)]) / (n - abs(d)) for d in lags])
+    i = int(np.argmax(corr))
+    if 0 < i < len(lags) - 1:
+        a, b, c = corr[i - 1], corr[i], corr[i + 1]
+        denom = a - 2 * b + c
+        offset = 0.5 * (a - c) / denom if denom < 0 else 0.0
+        return float(lags[i] + offset)
+    return float(lags[i])
+
+
+def score(estimate: np.ndarray, truth: np.ndarray) -> dict:
+    return {"rmse": rmse(estimate, truth), "jitter": jitter(estimate), "lag": lag_frames(estimate, truth)}
+
+
+# --- filters --------------------------------------------------------------------------------------
+def run_raw(noisy: np.ndarray) -> np.ndarray:
+    out = noisy.copy()
+    for i in range(len(out)):
+        missing = ~np.isfinite(out[i, :, 0])
+        out[i, missing] = out[i - 1, missing] if i else np.nanmean(noisy[0], axis=0)
+    return out
+
+
+def run_stabilizer(stabilizer, noisy: np.ndarray, conf: np.ndarray, delay: float = 0.0) -> np.ndarray:
+    """Feed frames at 30 fps; output at capture time, or with ``delay`` at capture + delay via predict."""
+    out = np.empty_like(noisy)
+    for i in range(len(noisy)):
+        t = i / FPS
+        kp, _ = stabilizer.update(noisy[i], conf[i], t)
+        out[i] = kp if delay == 0 else stabilizer.predict(t + delay)[0]
+    return out
+
+
+def one_euro(image_size: tuple[int, int], min_cutoff: float, beta: float, d_cutoff: float) -> OneEuroStabilizer:
+    return OneEuroStabilizer(min_cutoff=min_cutoff, beta=beta, d_cutoff=d_cutoff, scale=np.array(image_size, dtype=np.float64))
+
+
+def kalman_config(base: SmoothingConfig, acceleration_scale: float, speed_scale: float) -> SmoothingConfig:
+    """The shipped Kalman settings with its process noise terms scaled."""
+    return dataclasses.replace(
+        base,
+        acceleration=base.acceleration * acceleration_scale,
+        jerk=base.jerk * acceleration_scale,
+        speed_gain=base.speed_gain * speed_scale,
+    )
+
+
+def pareto_front(points: list[dict]) -> list[dict]:
+    """Points not beaten on both jitter and RMSE, sorted by jitter (RMSE then falls along it)."""
+    front = []
+    for p in sorted(points, key=lambda p: (p["jitter"], p["rmse"])):
+        if not front or p["rmse"] < front[-1]["rmse"]:
+            front.append(p)
+    return front
+
+
+def along_front(front: list[dict], jitter_value: float, key: str = "rmse") -> float | None:
+    """``key`` interpolated along a Pareto front at ``jitter_value``; None outside its jitter range."""
+    js = np.array([p["jitter"] for p in front])
+    if len(front) == 0 or jitter_value < js[0]:
+        return None
+    if jitter_value > js[-1]:
+        return float(front[-1][key])  # a point with less jitter and the lowest RMSE exists
+    return float(np.interp(jitter_value, js, [p[key] for p in front]))
+
+
+# --- benchmark --------------------------------------------------------------------------------------
+def run_benchmark(bvh: Path = DEFAULT_BVH, frames: int | None = None, seed: int = 0, config: SmoothingConfig | None = None) -> dict:
+    """Every case and sweep; returns a JSON-ready dict (see ``docs/smoothing.md``)."""
+    config = config or SmoothingConfig()
+    truth, source = load_clip(bvh, frames)
+    size = (source.width, source.height)
+    result = {"clip": str(bvh), "frames": int(len(truth)), "fps": FPS, "seed": seed, "kalman_defaults": dataclasses.asdict(config), "cases": {}}
+    for case_index, mode in enumerate(("iid", "realistic")):
+        noisy, conf = corrupt(truth, mode, seed + case_index)
+        case: dict = {"raw": score(run_raw(noisy), truth)}
+        case["one_euro_xr_defaults"] = {**XR_ANIMATOR_DEFAULTS, **score(run_stabilizer(one_euro(size, **XR_ANIMATOR_DEFAULTS), noisy, conf), truth)}
+        sweep = []
+        for mc in ONE_EURO_MIN_CUTOFFS:
+            for beta in ONE_EURO_BETAS:
+                for dc in ONE_EURO_D_CUTOFFS:
+                    est = run_stabilizer(one_euro(size, mc, beta, dc), noisy, conf)
+                    sweep.append({"min_cutoff": mc, "beta": beta, "d_cutoff": dc, **score(est, truth)})
+        case["one_euro_sweep"] = sweep
+        ksweep = []
+        for a in KALMAN_ACCELERATION_SCALES:
+            for g in KALMAN_SPEED_GAIN_SCALES:
+                cfg = kalman_config(config, a, g)
+                est = run_stabilizer(KalmanStabilizer(cfg), noisy, conf)
+                ksweep.append({"acceleration": cfg.acceleration, "speed_gain": cfg.speed_gain, **score(est, truth)})
+        case["kalman_sweep"] = ksweep
+        started = time.perf_counter()
+        est = run_stabilizer(KalmanStabilizer(config), noisy, conf)
+        per_frame_ms = (time.perf_counter() - started) * 1000 / len(truth)
+        case["kalman_default"] = {**score(est, truth), "ms_per_frame": per_frame_ms}
+        case["latency"] = latency_check(bvh, source, truth, noisy, conf, config, len(truth))
+        case["floors"] = check_floors(mode, case)
+        result["cases"][mode] = case
+    return result
+
+
+def latency_check(bvh, source, truth, noisy, conf, config, frames) -> dict:
+    """Measurements reach the filter 50 ms after capture; score the output sent at that moment
+    against the true pose at send time, with (predict to send time) and without compensation."""
+    fine = coco17_world(source.motion, fps=FPS * 6)  # truth every 1/180 s; 50 ms = 9 steps
+    step = int(round(DELIVERY_DELAY * FPS * 6))
+    idx = np.arange(frames) * 6 + step
+    ok = idx < len(fine)
+    truth_at_send = source.camera.project(fine[idx[ok]])
+    compensated = run_stabilizer(KalmanStabilizer(config), noisy, conf, delay=DELIVERY_DELAY)[ok]
+    plain = run_stabilizer(KalmanStabilizer(config), noisy, conf)[ok]
+    return {
+        "delay_ms": DELIVERY_DELAY * 1000,
+        "compensated": score(compensated, truth_at_send),
+        "uncompensated": score(plain, truth_at_send),
+    }
+
+
+def check_floors(mode: str, case: dict) -> dict:
+    """Issue #4 floors for one case; each entry has the figures and ``ok``."""
+    oe_front = pareto_front(case["one_euro_sweep"])
+    k_front = pareto_front(case["kalman_sweep"])
+    floors = {}
+    lat = case["latency"]
+    floors["latency"] = {
+        "compensated_lag": lat["compensated"]["lag"],
+        "compensated_rmse": lat["compensated"]["rmse"],
+        "uncompensated_rmse": lat["uncompensated"]["rmse"],
+        "ok": abs(lat["compensated"]["lag"]) <= 0.5 and lat["compensated"]["rmse"] < lat["uncompensated"]["rmse"],
+    }
+    if mode == "realistic":
+        d = case["kalman_default"]
+        oe_rmse = along_front(oe_front, d["jitter"])
+        oe_lag = along_front(oe_front, d["jitter"], "lag")
+        floors["default_vs_one_euro"] = {
+            "jitter": d["jitter"],
+            "kalman_rmse": d["rmse"],
+            "one_euro_rmse": oe_rmse,
+            "rmse_reduction": None if oe_rmse is None else 1.0 - d["rmse"] / oe_rmse,
+            "kalman_lag": d["lag"],
+            "one_euro_lag": oe_lag,
+            "ok": oe_rmse is not None and d["rmse"] <= 0.85 * oe_rmse and d["lag"] <= oe_lag + 1e-9,
+        }
+    else:
+        grid = np.linspace(2.5, 5.0, 26)
+        worst, worst_at, covered = -np.inf, None, True
+        for j in grid:
+            k = along_front(k_front, j)
+            o = along_front(oe_front, j)
+            if k is None or o is None:
+                covered = False
+                continue
+            if k / o - 1 > worst:
+                worst, worst_at = k / o - 1, float(j)
+        floors["best_vs_one_euro"] = {
+            "jitter_range": [2.5, 5.0],
+            "worst_excess": None if worst_at is None else float(worst),
+            "at_jitter": worst_at,
+            "covered": covered,
+            "ok": covered and worst <= 0.05,
+        }
+    return floors
+
+
+# --- reporting ---------------------------------------------------------------------------------------
+def format_table(result: dict) -> str:
+    lines = [f"clip {result['clip']}: {result['frames']} frames at {result['fps']:g} fps, seed {result['seed']}"]
+    for mode, case in result["cases"].items():
+        lines.append(f"\n[{mode}]")
+        lines.append(f"{'filter':<44} {'RMSE px':>8} {'jitter':>7} {'lag fr':>7}")
+        row = lambda name, r: lines.append(f"{name:<44} {r['rmse']:8.2f} {r['jitter']:7.2f} {r['lag']:7.2f}")
+        row("raw (held through dropouts)", case["raw"])
+        row("One Euro, XR Animator defaults (1, 1, d 2)", case["one_euro_xr_defaults"])
+        for p in pareto_front(case["one_euro_sweep"]):
+            row(f"One Euro front: cutoff {p['min_cutoff']:g} beta {p['beta']:g} d {p['d_cutoff']:g}", p)
+        for p in pareto_front(case["kalman_sweep"]):
+            row(f"Kalman front: acceleration {p['acceleration']:g} speed gain {p['speed_gain']:g}", p)
+        row("Kalman, shipped default", case["kalman_default"])
+        lat = case["latency"]
+        row("Kalman default, 50 ms late, compensated", lat["compensated"])
+        row("Kalman default, 50 ms late, uncompensated", lat["uncompensated"])
+        lines.append(f"Kalman cost: {case['kalman_default']['ms_per_frame']:.3f} ms per person per frame")
+        for name, f in case["floors"].items():
+            figures = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in f.items() if k != "ok")
+            lines.append(f"floor {name}: {'PASS' if f['ok'] else 'FAIL'} ({figures})")
+    return "\n".join(lines)
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(result["cases"]), figsize=(12, 4.8))
+    for ax, (mode, case) in zip(np.atleast_1d(axes), result["cases"].items()):
+        oe = case["one_euro_sweep"]
+        ax.scatter([p["jitter"] for p in oe], [p["rmse"] for p in oe], s=10, c="#bbbbbb", label="One Euro sweep")
+        front = pareto_front(oe)
+        ax.plot([p["jitter"] for p in front], [p["rmse"] for p in front], "-", c="#555555", label="One Euro best (front)")
+        ks = case["kalman_sweep"]
+        ax.scatter([p["jitter"] for p in ks], [p["rmse"] for p in ks], s=10, c="#f4a6a6", label="Kalman sweep (process noise)")
+        kf = pareto_front(ks)
+        ax.plot([p["jitter"] for p in kf], [p["rmse"] for p in kf], "o-", c="#d62728", ms=4, label="Kalman best (front)")
+        d = case["kalman_default"]
+        ax.plot(d["jitter"], d["rmse"], "*", c="#d62728", ms=14, label="Kalman default")
+        xr = case["one_euro_xr_defaults"]
+        ax.plot(xr["jitter"], xr["rmse"], "s", c="#1f77b4", label="One Euro, XR Animator defaults")
+        raw = case["raw"]
+        ax.plot(raw["jitter"], raw["rmse"], "x", c="k", ms=9, label="raw")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("jitter: mean |2nd difference| (px/frame²)")
+        ax.set_ylabel("RMSE to ground truth (px)")
+        ax.set_title(f"{mode} corruption")
+        ax.grid(True, which="both", alpha=0.3)
+    np.atleast_1d(axes)[0].legend(fontsize=8)
+    fig.suptitle("Stabilizers on the CMU 131_01 walk, 30 fps, 1280x720 (lower left is better)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def configure_parser(parser: argparse.ArgumentParser, command: str) -> None:
+    parser.add_argument("--bvh", type=Path, default=DEFAULT_BVH, help="mocap clip (default: the CMU walk fixture)")
+    parser.add_argument("--config", help="TOML config or preset whose [smoothing] section is benchmarked")
+    parser.add_argument("--frames", type=int, help="use only the first N frames (quick runs)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, help="also write the full results as JSON to this file ('-' = stdout only JSON)")
+    parser.add_argument("--plot", type=Path, help="write a PNG plot of RMSE against jitter")
+
+
+def run_command(args: argparse.Namespace) -> int:
+    config = load_config(args.config).smoothing
+    if args.frames is not None and args.frames < 30:
+        raise ValueError(f"--frames {args.frames} is too short: use at least 30 frames")
+    result = run_benchmark(args.bvh, frames=args.frames, seed=args.seed, config=config)
+    if args.json is not None and str(args.json) == "-":
+        print(json.dumps(result, indent=1))
+    else:
+        print(format_table(result))
+        if args.json is not None:
+            args.json.write_text(json.dumps(result, indent=1))
+    if args.plot is not None:
+        plot(result, args.plot)
+    return 0

@@ -1,0 +1,539 @@
+"""Frame sources: camera, video file, image folder, and dispatch to the keypoint-only sources.
+
+Every source has ``width``, ``height``, ``fps``, ``read() -> Frame | None`` (None = ended) and
+``close()``, and is a context manager. ``open_source(spec, **options)`` picks one from a string.
+
+Why a reader thread for cameras: a live loop must always work on the newest image. If the pose loop
+is slower than the camera, frames the loop never saw are discarded (and counted in
+``Frame.dropped``) instead of piling up in a queue and adding latency.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import cv2
+import numpy as np
+
+from .types import Frame
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+NO_CAMERA_HINT = "pass --source FILE for a video file or --source synthetic for the built-in performer"
+
+
+class FrameSource(Protocol):
+    width: int
+    height: int
+    fps: float
+
+    def read(self) -> Frame | None: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> "FrameSource": ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+class _ContextSource:
+    """Context-manager boilerplate shared by the sources here."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def parse_size(text: str | None) -> tuple[int, int] | None:
+    """``"640x360"`` -> (640, 360); None or "" -> None."""
+    if not text:
+        return None
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"size {text!r} is not WIDTHxHEIGHT: write it like 640x360") from None
+    if not (16 <= w <= 7680 and 16 <= h <= 4320):
+        raise ValueError(f"size {text!r} is out of range: width 16 to 7680, height 16 to 4320")
+    return w, h
+
+
+def _resize(image: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
+    if size is None or (image.shape[1], image.shape[0]) == size:
+        return image
+    shrink = size[0] < image.shape[1]
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+def _check_image(image: Any, where: str) -> np.ndarray | None:
+    """A decoded frame we can use: HxWx3 uint8. Grey/BGRA frames are converted; junk is refused."""
+    if not isinstance(image, np.ndarray) or image.ndim not in (2, 3) or image.size == 0:
+        log.warning("%s: discarded a frame that is not an image (%r)", where, type(image).__name__)
+        return None
+    if image.dtype != np.uint8:
+        log.warning("%s: discarded a frame of dtype %s (expected uint8)", where, image.dtype)
+        return None
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    if image.shape[2] != 3:
+        log.warning("%s: discarded a frame with %d channels", where, image.shape[2])
+        return None
+    return image
+
+
+# --- video file ------------------------------------------------------------------------------------
+
+
+class VideoFileSource(_ContextSource):
+    """A video file decoded with OpenCV.
+
+    ``realtime=True`` paces frames at the file's frame rate as a camera would deliver them, and
+    skips frames (counted in ``Frame.dropped``) when the consumer falls behind. ``realtime=False``
+    hands out every frame as fast as it can be decoded (benchmarks); decoding and resizing then run
+    on a reader thread one frame ahead, so they overlap the pose work instead of adding to it.
+
+    Timestamps (the "capture time" latencies are measured from): in realtime mode, the moment the
+    frame was due, as a camera would have captured it, so decoding and any lateness count as
+    latency; as fast as possible there is no capture clock, so a frame is stamped when the
+    consumer takes it (latency = the pipeline's own work; decoding is reported as ``grab``).
+    A file truncated or corrupt mid-way ends cleanly at the last decodable frame, with a warning; a
+    file with no decodable frame at all is refused when opened.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        realtime: bool = True,
+        loop: bool = False,
+        resize: tuple[int, int] | None = None,
+        fps: float | None = None,
+        prefetch: bool = True,
+    ) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"video file {self.path} not found: check the path given to --source")
+        self._cap = cv2.VideoCapture(str(self.path))
+        if not self._cap.isOpened():
+            self._cap.release()
+            raise ValueError(
+                f"video file {self.path} could not be opened: not a video OpenCV can decode, or corrupt; "
+                "convert it to H.264 MP4 (e.g. ffmpeg -i IN -c:v libx264 OUT.mp4)"
+            )
+        native_w = int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH))
+        native_h = int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        file_fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        self.fps = float(fps or (file_fps if 1.0 <= file_fps <= 1000.0 else 30.0))
+        self.frame_count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        self.resize = resize
+        self.width, self.height = resize if resize else (native_w, native_h)
+        self.realtime = realtime
+        self.loop = loop
+        self.decode_failed = False  # True when the file ended before its announced frame count
+        self._decoded = 0  # frames decoded in this pass over the file
+        self._file_pos = 0  # frames consumed from the file in total (pacing clock)
+        self._index = 0  # frames handed out
+        self._start: float | None = None
+        self._closed = False
+        first = self._decode()
+        if first is None:
+            self._cap.release()
+            raise ValueError(f"video file {self.path} has no decodable frames: the file is corrupt or empty")
+        self._pending: tuple[np.ndarray, float] | None = (first, time.monotonic())
+        self._queue: queue.Queue | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if not realtime and prefetch:
+            self._queue = queue.Queue(maxsize=1)
+            self._thread = threading.Thread(target=self._reader, name=f"decode-{self.path.name}", daemon=True)
+            self._thread.start()
+
+    def _decode(self) -> np.ndarray | None:
+        """The next frame (resized), rewinding at the end when looping; None at the end of the file."""
+        ok, image = self._cap.read()
+        if not ok and self.loop and self._decoded > 0:
+            self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            self._decoded = 0
+            ok, image = self._cap.read()
+        if not ok:
+            if self.frame_count and self._decoded < self.frame_count - 1 and not self.decode_failed:
+                self.decode_failed = True
+                log.warning(
+                    "video file %s ended after %d of %d frames: the file is truncated or corrupt",
+                    self.path, self._decoded, self.frame_count,
+                )
+            return None
+        self._decoded += 1
+        self._file_pos += 1
+        return _resize(image, self.resize)
+
+    def _reader(self) -> None:
+        """Prefetch thread (as-fast-as-possible mode): decode one frame ahead of the consumer."""
+        while not self._stop.is_set():
+            image = self._decode()
+            item = None if image is None else (image, time.monotonic())
+            while not self._stop.is_set():
+                try:
+                    self._queue.put(item, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            if item is None:
+                return
+
+    def _next(self) -> tuple[np.ndarray, float] | None:
+        if self._pending is not None:
+            item, self._pending = self._pending, None
+            return item
+        if self._queue is not None:
+            while not self._closed:
+                try:
+                    return self._queue.get(timeout=0.1)
+                except queue.Empty:
+                    if self._thread is None or not self._thread.is_alive():
+                        return None
+            return None
+        image = self._decode()
+        return None if image is None else (image, time.monotonic())
+
+    def read(self) -> Frame | None:
+        if self._closed:
+            return None
+        dropped = 0
+        if self.realtime:
+            now = time.monotonic()
+            if self._start is None:
+                self._start = now
+            # _file_pos counts the pending first frame, so the frame about to be handed out is _file_pos - 1
+            position = self._file_pos - (1 if self._pending is not None else 0)
+            due = self._start + position / self.fps
+            if now < due:
+                time.sleep(due - now)
+            elif self._pending is None:
+                # Behind schedule: skip the frames whose time has passed, as a camera would.
+                behind = int((now - self._start) * self.fps) - self._file_pos
+                for _ in range(max(0, behind)):
+                    if not self._cap.grab():
+                        break
+                    self._file_pos += 1
+                    self._decoded += 1
+                    dropped += 1
+        item = self._next()
+        if item is None:
+            return None
+        image, stamp = item
+        if self.realtime:
+            stamp = self._start + (self._file_pos - 1) / self.fps  # when this frame was due
+        else:
+            stamp = time.monotonic()
+        frame = Frame(self._index, stamp, self.width, self.height, image=image, dropped=dropped)
+        self._index += 1
+        return frame
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+        self._cap.release()
+
+
+# --- image folder ----------------------------------------------------------------------------------
+
+
+class ImageFolderSource(_ContextSource):
+    """The images of a folder in name order, as frames at ``fps`` (paced when ``realtime``)."""
+
+    def __init__(
+        self,
+        folder: str | Path,
+        fps: float = 30.0,
+        realtime: bool = False,
+        loop: bool = False,
+        resize: tuple[int, int] | None = None,
+    ) -> None:
+        self.folder = Path(folder)
+        if not self.folder.is_dir():
+            raise FileNotFoundError(f"image folder {self.folder} not found")
+        self.paths = sorted(p for p in self.folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not self.paths:
+            raise ValueError(
+                f"image folder {self.folder} has no images ({', '.join(IMAGE_SUFFIXES)}): "
+                "point --source at a folder of frames, a video file or a camera"
+            )
+        self.fps = float(fps)
+        self.realtime = realtime
+        self.loop = loop
+        self.resize = resize
+        first = self._load(self.paths[0])
+        if first is None:
+            raise ValueError(f"image {self.paths[0]} could not be decoded: the file is corrupt or not an image")
+        self.width, self.height = resize if resize else (first.shape[1], first.shape[0])
+        self._pos = 0
+        self._index = 0
+        self._start: float | None = None
+        self._closed = False
+
+    @staticmethod
+    def _load(path: Path) -> np.ndarray | None:
+        return cv2.imread(str(path), cv2.IMREAD_COLOR)
+
+    def read(self) -> Frame | None:
+        dropped = 0
+        while not self._closed:
+            if self._pos >= len(self.paths):
+                if not self.loop:
+                    return None
+                self._pos = 0
+            if self.realtime:
+                now = time.monotonic()
+                self._start = now if self._start is None else self._start
+                due = self._start + self._index / self.fps
+                if now < due:
+                    time.sleep(due - now)
+            path = self.paths[self._pos]
+            self._pos += 1
+            image = self._load(path)
+            if image is None:
+                log.warning("image %s could not be decoded: skipped", path)
+                dropped += 1
+                continue
+            image = _resize(image, self.resize or (self.width, self.height))
+            frame = Frame(self._index, time.monotonic(), self.width, self.height, image=image, dropped=dropped)
+            self._index += 1
+            return frame
+        return None
+
+    def close(self) -> None:
+        self._closed = True
+
+
+# --- camera ----------------------------------------------------------------------------------------
+
+
+def _open_video_capture(device: int | str) -> cv2.VideoCapture:
+    return cv2.VideoCapture(device)
+
+
+class CameraSource(_ContextSource):
+    """A live camera (index, /dev/video* path or stream URL) read on its own thread.
+
+    ``read()`` returns the newest frame; frames the consumer was too slow to take are counted in
+    ``Frame.dropped``. When the camera stops delivering (unplugged, driver hiccup) the reader
+    reopens it with exponential backoff; ``connected`` is False meanwhile, and ``read()`` keeps
+    waiting (or returns None after ``give_up_after`` seconds without frames, when set).
+    """
+
+    def __init__(
+        self,
+        device: int | str,
+        width: int = 1280,
+        height: int = 720,
+        fps: float = 30.0,
+        resize: tuple[int, int] | None = None,
+        failures_before_reopen: int = 5,
+        backoff: tuple[float, float] = (0.25, 4.0),
+        give_up_after: float | None = None,
+        open_capture: Callable[[int | str], Any] = _open_video_capture,
+    ) -> None:
+        self.device = device
+        self.requested = (int(width), int(height), float(fps))
+        self._open_capture = open_capture
+        self.failures_before_reopen = failures_before_reopen
+        self.backoff = backoff
+        self.give_up_after = give_up_after
+        self.resize = resize
+        self.reopen_count = 0
+        cap = self._open()
+        if cap is None:
+            raise RuntimeError(f"camera {device!r} could not be opened (no camera found or it is busy): {NO_CAMERA_HINT}")
+        self._cap = cap
+        granted_w = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)) or width
+        granted_h = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)) or height
+        granted_fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0) or fps
+        self.granted = (granted_w, granted_h, granted_fps)
+        if self.granted[:2] != self.requested[:2] or abs(self.granted[2] - self.requested[2]) > 0.5:
+            log.info(
+                "camera %r: requested %dx%d @ %.1f fps, granted %dx%d @ %.1f fps",
+                device, *self.requested, *self.granted,
+            )
+        self.width, self.height = resize if resize else (granted_w, granted_h)
+        self.fps = granted_fps
+        self.connected = True
+        self._cond = threading.Condition()
+        self._latest: np.ndarray | None = None
+        self._latest_time = 0.0
+        self._latest_seq = 0  # frames captured so far
+        self._taken_seq = 0  # seq of the last frame handed out
+        self._index = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._reader, name=f"camera-{device}", daemon=True)
+        self._thread.start()
+
+    def _open(self):
+        cap = self._open_capture(self.device)
+        if cap is None or not cap.isOpened():
+            if cap is not None:
+                cap.release()
+            return None
+        w, h, fps = self.requested
+        cap.set(cv2.CAP_PROP_FRAME_WIDTH, w)
+        cap.set(cv2.CAP_PROP_FRAME_HEIGHT, h)
+        cap.set(cv2.CAP_PROP_FPS, fps)
+        cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # a driver-side queue would add latency
+        return cap
+
+    def _reader(self) -> None:
+        failures = 0
+        where = f"camera {self.device!r}"
+        while not self._stop.is_set():
+            ok, image = self._cap.read()
+            image = _check_image(image, where) if ok else None
+            if image is None:
+                failures += 1
+                if failures >= self.failures_before_reopen:
+                    self._reconnect()
+                    failures = 0
+                else:
+                    self._stop.wait(0.01)
+                continue
+            failures = 0
+            stamp = time.monotonic()
+            image = _resize(image, self.resize or (self.width, self.height))
+            with self._cond:
+                self._latest = image
+                self._latest_time = stamp
+                self._latest_seq += 1
+                self._cond.notify_all()
+
+    def _reconnect(self) -> None:
+        """Release and reopen the camera, waiting longer after each failed attempt."""
+        with self._cond:
+            self.connected = False
+            self._cond.notify_all()
+        log.warning("camera %r stopped delivering frames: reopening", self.device)
+        self._cap.release()
+        delay = self.backoff[0]
+        while not self._stop.is_set():
+            if self._stop.wait(delay):
+                return
+            cap = self._open()
+            if cap is not None:
+                self._cap = cap
+                self.reopen_count += 1
+                log.info("camera %r reopened", self.device)
+                with self._cond:
+                    self.connected = True
+                return
+            delay = min(delay * 2.0, self.backoff[1])
+
+    def read(self, timeout: float | None = None) -> Frame | None:
+        """The newest frame not handed out yet; waits for one. None once closed (or gave up)."""
+        limit = timeout if timeout is not None else self.give_up_after
+        deadline = None if limit is None else time.monotonic() + limit
+        with self._cond:
+            if self._stop.is_set():
+                return None
+            while self._latest_seq == self._taken_seq:
+                if self._stop.is_set():
+                    return None
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return None
+                self._cond.wait(0.1 if remaining is None else min(remaining, 0.1))
+            dropped = self._latest_seq - self._taken_seq - 1
+            self._taken_seq = self._latest_seq
+            image, stamp = self._latest, self._latest_time
+        frame = Frame(self._index, stamp, self.width, self.height, image=image, dropped=dropped)
+        self._index += 1
+        return frame
+
+    def close(self) -> None:
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        self._thread.join(timeout=5.0)
+        self._cap.release()
+
+
+# --- dispatch --------------------------------------------------------------------------------------
+
+
+def _camera_device(spec: str) -> int | str | None:
+    """The camera a spec names, or None when it names something else."""
+    text = spec.strip()
+    if text.isdigit():
+        return int(text)
+    if text.startswith("/dev/video"):
+        return text
+    if "://" in text:  # rtsp://, http:// streams behave like cameras: live, read on a thread
+        return text
+    return None
+
+
+def open_source(spec: str | int, **options: Any) -> FrameSource:
+    """Open the frame source a ``--source`` value names.
+
+    ``spec``: a camera index (``0``) or device path (``/dev/video0``) or stream URL, a video file, a
+    folder of images, ``synthetic``, a ``.bvh`` mocap file, or an ``.abrec`` recording. Options
+    (all optional): ``width``, ``height``, ``fps`` (camera request / synthetic size), ``realtime``,
+    ``loop``, ``seed``, ``duration``, ``resize`` ((w, h) applied to decoded images).
+    """
+    width = int(options.get("width", 1280))
+    height = int(options.get("height", 720))
+    fps = float(options.get("fps", 30.0))
+    realtime = bool(options.get("realtime", True))
+    loop = bool(options.get("loop", False))
+    resize = options.get("resize")
+    if isinstance(resize, str):
+        resize = parse_size(resize)
+    spec_text = str(spec).strip()
+    if not spec_text:
+        raise ValueError("empty --source: " + "pass a camera index (0), a video file, an image folder, a .bvh file, an .abrec recording or 'synthetic'")
+
+    if spec_text == "synthetic":
+        from .synthetic import SyntheticSource
+
+        return SyntheticSource(
+            width=width, height=height, fps=fps, seed=int(options.get("seed", 0)),
+            duration=options.get("duration"), realtime=realtime,
+        )
+    device = spec if isinstance(spec, int) else _camera_device(spec_text)
+    if device is not None:
+        if isinstance(device, str) and device.startswith("/dev/") and not os.path.exists(device):
+            raise RuntimeError(f"camera {device} does not exist (no camera found): {NO_CAMERA_HINT}")
+        return CameraSource(device, width=width, height=height, fps=fps, resize=resize)
+
+    path = Path(spec_text).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(
+            f"source {spec_text!r} not found: pass a camera index (0), a video file, an image folder, "
+            "a .bvh file, an .abrec recording or 'synthetic'"
+        )
+    suffix = path.suffix.lower()
+    if suffix == ".bvh":
+        from .mocap import MocapSource
+
+        return MocapSource(path, fps=fps, realtime=realtime, loop=loop)
+    if suffix == ".abrec":
+        from .record import PlaybackSource
+
+        return PlaybackSource(path, realtime=realtime)
+    if path.is_dir():
+        return ImageFolderSource(path, fps=fps, realtime=realtime, loop=loop, resize=resize)
+    if suffix in IMAGE_SUFFIXES:
+        raise ValueError(f"source {path} is a single image: put images in a folder and pass the folder")
+    return VideoFileSource(path, realtime=realtime, loop=loop, resize=resize)

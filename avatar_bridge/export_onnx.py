@@ -1,0 +1,100 @@
+"""``avatar-bridge export-onnx``: write a SimpleBaseline to ONNX with a dynamic batch dimension.
+
+The exported file runs through :class:`avatar_bridge.pose.OnnxBackend` (onnxruntime), which is the
+fastest CPU path. After writing, the export is checked: onnxruntime's output on a random batch must
+match torch's within ``tolerance`` (1e-4 by default), so a bad export never goes unnoticed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .model import ARCHITECTURES, SimpleBaseline, build_model
+
+log = logging.getLogger(__name__)
+
+INPUT_NAME = "input"
+OUTPUT_NAME = "heatmaps"
+
+
+def export_onnx(model: SimpleBaseline, path: str | Path, input_size: tuple[int, int] = (256, 192), opset: int = 17) -> Path:
+    """Export ``model`` (eval mode, fp32, CPU) to ``path``; batch is dynamic, H and W are fixed."""
+    path = Path(path)
+    if path.suffix.lower() != ".onnx":
+        raise ValueError(f"export path {path} must end in .onnx")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = model.eval().float().cpu()
+    dummy = torch.zeros(2, 3, int(input_size[0]), int(input_size[1]))
+    torch.onnx.export(
+        model, (dummy,), str(path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], opset_version=opset,
+        dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}, do_constant_folding=True, dynamo=False,
+    )
+    return path
+
+
+def max_abs_difference(model: SimpleBaseline, path: str | Path, batch: int = 3, input_size: tuple[int, int] = (256, 192),
+                       seed: int = 0) -> float:
+    """Largest |torch - onnxruntime| over the heatmaps of a random batch."""
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, 3, int(input_size[0]), int(input_size[1])), dtype=np.float32)
+    with torch.inference_mode():
+        expected = model.eval().float().cpu()(torch.from_numpy(x)).numpy()
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    actual = session.run(None, {session.get_inputs()[0].name: x})[0]
+    if actual.shape != expected.shape:
+        raise RuntimeError(f"{path}: onnxruntime output shape {actual.shape} differs from torch {expected.shape}")
+    return float(np.abs(actual - expected).max())
+
+
+def configure_parser(parser: argparse.ArgumentParser, command: str) -> None:
+    parser.add_argument("--model", default="", help="registry name or .pth checkpoint; 'random' for untrained weights "
+                        "(default: the registry checkpoint of --arch at --input-size)")
+    parser.add_argument("--arch", default="resnet50", choices=ARCHITECTURES, help="architecture of a .pth / random model")
+    parser.add_argument("--input-size", default="256x192", help="HEIGHTxWIDTH, e.g. 256x192 or 384x288")
+    parser.add_argument("--keypoints", type=int, default=17, help="heatmap count of a .pth / random model")
+    parser.add_argument("--out", required=True, help="output .onnx path")
+    parser.add_argument("--opset", type=int, default=17, help="ONNX opset")
+    parser.add_argument("--tolerance", type=float, default=1e-4, help="max allowed |torch - onnxruntime| on the check")
+    parser.add_argument("--download", action=argparse.BooleanOptionalAction, default=True,
+                        help="allow downloading a named checkpoint")
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"--input-size {text!r}: write HEIGHTxWIDTH, e.g. 256x192") from None
+    if h < 32 or w < 32 or h % 32 or w % 32:
+        raise ValueError(f"--input-size {text!r}: height and width must be multiples of 32 (e.g. 256x192, 384x288)")
+    return h, w
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from .weights import REGISTRY, checkpoint_input_size, load_pretrained, registry_name
+
+    size = parse_size(args.input_size)
+    torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
+    if args.model == "random":
+        model = build_model(args.arch, args.keypoints)
+    else:
+        name = args.model or registry_name(args.arch, size)
+        size = checkpoint_input_size(name) or size
+        arch = REGISTRY[name].arch if name in REGISTRY else args.arch
+        model = load_pretrained(name, arch, args.keypoints, allow_download=args.download)
+    path = export_onnx(model, args.out, size, args.opset)
+    diff = max_abs_difference(model, path, input_size=size)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, input {INPUT_NAME} Nx3x{size[0]}x{size[1]}, "
+          f"output {OUTPUT_NAME}); max |torch - onnxruntime| = {diff:.2e}")
+    if diff > args.tolerance:
+        raise RuntimeError(f"{path}: onnxruntime differs from torch by {diff:.2e} > {args.tolerance:g}: "
+                           "try another --opset or report the torch/onnxruntime versions")
+    return 0

@@ -1,0 +1,79 @@
+"""SimpleBaseline (Xiao et al., ECCV 2018): a classification backbone, three deconvolutions, heatmaps.
+
+The backbone is torchvision's own ResNet or MobileNetV2 module (without its classifier), so the
+parameter names are torchvision's: ``backbone.conv1.weight``, ``backbone.layer1.0.bn1.weight`` ... for
+ResNet and ``backbone.0.0.weight`` ... (``features.*``) for MobileNetV2. :mod:`avatar_bridge.weights`
+maps the published checkpoint layouts onto these names.
+
+Output: K heatmaps at 1/4 of the input resolution (256x192 in -> 64x48 out).
+"""
+
+from __future__ import annotations
+
+import torch
+import torchvision
+from torch import nn
+
+RESNET_DEPTHS = {"resnet18": 18, "resnet34": 34, "resnet50": 50, "resnet101": 101, "resnet152": 152}
+ARCHITECTURES = (*RESNET_DEPTHS, "mobilenetv2")
+DECONV_CHANNELS = 256
+DECONV_LAYERS = 3
+
+
+def _backbone(arch: str) -> tuple[nn.Module, int]:
+    """torchvision backbone without pooling/classifier, and its output channel count."""
+    if arch in RESNET_DEPTHS:
+        net = getattr(torchvision.models, arch)(weights=None)
+        channels = net.fc.in_features  # 512 for ResNet-18/34, 2048 for the bottleneck ResNets
+        del net.avgpool, net.fc  # SimpleBaseline keeps the stride-32 feature map
+        return net, channels
+    if arch == "mobilenetv2":
+        return torchvision.models.mobilenet_v2(weights=None).features, 1280
+    raise ValueError(f"unknown pose architecture {arch!r}: choose one of {', '.join(ARCHITECTURES)}")
+
+
+class SimpleBaseline(nn.Module):
+    """Backbone -> 3 x (ConvTranspose 4x4 s2, 256 ch, BN, ReLU) -> 1x1 conv to ``num_keypoints`` heatmaps."""
+
+    def __init__(self, arch: str = "resnet50", num_keypoints: int = 17):
+        super().__init__()
+        if not 1 <= int(num_keypoints) <= 1000:
+            raise ValueError(f"num_keypoints must be between 1 and 1000, got {num_keypoints}")
+        self.arch = arch
+        self.num_keypoints = int(num_keypoints)
+        self.backbone, channels = _backbone(arch)
+        layers: list[nn.Module] = []
+        for _ in range(DECONV_LAYERS):
+            layers += [
+                nn.ConvTranspose2d(channels, DECONV_CHANNELS, 4, stride=2, padding=1, output_padding=0, bias=False),
+                nn.BatchNorm2d(DECONV_CHANNELS),
+                nn.ReLU(inplace=True),
+            ]
+            channels = DECONV_CHANNELS
+        self.deconv_layers = nn.Sequential(*layers)
+        self.final_layer = nn.Conv2d(DECONV_CHANNELS, self.num_keypoints, kernel_size=1)
+        self._init_head()
+
+    def _init_head(self) -> None:
+        # The initialisation of the paper's code: small normal weights in the head.
+        for m in self.deconv_layers.modules():
+            if isinstance(m, nn.ConvTranspose2d):
+                nn.init.normal_(m.weight, std=0.001)
+        nn.init.normal_(self.final_layer.weight, std=0.001)
+        nn.init.zeros_(self.final_layer.bias)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        if self.arch == "mobilenetv2":
+            return self.backbone(x)
+        b = self.backbone
+        x = b.maxpool(b.relu(b.bn1(b.conv1(x))))
+        return b.layer4(b.layer3(b.layer2(b.layer1(x))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) normalized RGB -> (N, K, H/4, W/4) heatmaps."""
+        return self.final_layer(self.deconv_layers(self.features(x)))
+
+
+def build_model(arch: str = "resnet50", num_keypoints: int = 17) -> SimpleBaseline:
+    """A SimpleBaseline with random weights (load a checkpoint with :func:`avatar_bridge.weights.load_checkpoint`)."""
+    return SimpleBaseline(arch, num_keypoints)

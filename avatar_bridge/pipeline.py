@@ -1,0 +1,548 @@
+"""``avatar-bridge run``: source -> detector/tracker -> pose -> stabilizer -> retarget -> outputs.
+
+Threads and why:
+- the capture loop (main thread) takes the newest frame, finds people (detector only every N frames
+  or when a track is lost; crops otherwise come from each person's keypoints), estimates their
+  keypoints and feeds each person's stabilizer. It never waits for the outputs.
+- the output clock (:class:`avatar_bridge.stream.OutputClock`) ticks at the outputs' rate and calls
+  :meth:`Pipeline.sample` which predicts every person's keypoints at the send time (latency
+  compensation) and retargets them to rig poses. Avatars get a steady 60 Hz even at a 20 fps camera.
+- a camera is read on its own thread (:class:`avatar_bridge.capture.CameraSource`).
+
+Keypoint-only sources (synthetic performer, BVH, recordings) skip detection and pose: their
+``Frame.truth`` people go straight to the stabilizer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import cv2
+import numpy as np
+
+from .capture import FrameSource, open_source, parse_size
+from .config import AppConfig, ConfigError, DetectorConfig, load_config
+from .keypoints import SKELETON_EDGES
+from .metrics import PipelineMetrics
+from .stream import OutputFrame, OutputPerson
+from .track import Tracker, TrackerSettings
+from .types import Frame, FramePoses, Pose2D, RigPose
+
+log = logging.getLogger(__name__)
+
+LOST_AFTER_S = 0.5  # a person not updated for this long is reported as not tracking
+FORGET_AFTER_S = 3.0  # ...and dropped from the outputs after this long
+
+
+def tracker_settings(config: DetectorConfig, only_driver: bool | None = None) -> TrackerSettings:
+    """The tracker options that live in the ``[detector]`` config section."""
+    return TrackerSettings(
+        every_n_frames=config.every_n_frames,
+        max_people=config.max_people,
+        redetect_below=config.redetect_below,
+        max_missed=config.max_missed,
+        driver_policy=config.driver,
+        driver_id=config.driver_id,
+        driver_switch_frames=config.driver_switch_frames,
+        only_driver=(config.people == "driver") if only_driver is None else only_driver,
+    )
+
+
+@dataclass
+class _Person:
+    """One tracked person's stabilizer, retargeter (its own calibration) and last measurement."""
+
+    track_id: int
+    stabilizer: Any
+    retargeter: Any
+    last_update: float
+    latest: Pose2D
+
+
+class Pipeline:
+    """The per-frame work of ``run`` and ``bench``, independent of windows, signals and sockets."""
+
+    def __init__(self, config: AppConfig, metrics: PipelineMetrics | None = None):
+        self.config = config
+        self.metrics = metrics or PipelineMetrics()
+        self.tracker = Tracker(tracker_settings(config.detector))
+        self.detector = None  # image stages are built on the first image, so keypoint sources need no models
+        self.estimator = None
+        self._people: dict[int, _Person] = {}
+        self._lock = threading.Lock()  # guards _people between the capture loop and the output clock
+        self.driver: int | None = None
+        self.latest: FramePoses | None = None
+        self._latest_capture = 0.0
+        self._size = (0, 0)
+        self.paused = False
+
+    # --- stages, built on demand ------------------------------------------------------------------
+
+    def _image_stages(self) -> None:
+        from .detect import detector_from_config
+        from .pose import load_estimator
+
+        self.detector = detector_from_config(self.config.detector, device=self.config.pose.device)
+        self.estimator = load_estimator(self.config.pose)
+
+    def _new_person(self, pose: Pose2D, timestamp: float) -> _Person:
+        from .retarget import Retargeter
+        from .smooth import make_stabilizer
+
+        # body height None: the stabilizer measures it from the keypoints (boxes include padding)
+        return _Person(pose.track_id, make_stabilizer(self.config.smoothing), Retargeter(self.config.retarget),
+                       timestamp, pose)
+
+    # --- control (WebSocket messages, keys) -------------------------------------------------------
+
+    def select_driver(self, track_id: int) -> None:
+        self.tracker.driver_selector.select(track_id)
+        self.driver = int(track_id)
+
+    def calibrate(self) -> None:
+        """Start a new calibration period for everyone tracked now (they should face the camera)."""
+        with self._lock:
+            people = list(self._people.values())
+        for person in people:
+            person.retargeter.calibrate()
+
+    # --- per frame --------------------------------------------------------------------------------
+
+    def process(self, frame: Frame) -> FramePoses:
+        """Find and stabilize every person of ``frame``; returns the raw (unsmoothed) poses and timings."""
+        timings: dict[str, float] = {}
+        perf = time.perf_counter
+        if frame.image is not None:
+            if self.estimator is None:
+                self._image_stages()
+            image = frame.image
+            detect_ms = [0.0]
+
+            def detect() -> list:
+                t = perf()
+                found = self.detector.detect(image)
+                detect_ms[0] = (perf() - t) * 1000.0
+                return found
+
+            t0 = perf()
+            boxes = self.tracker.boxes(frame.index, detect, (frame.width, frame.height))
+            t1 = perf()
+            poses = self.estimator.estimate(image, boxes)
+            t2 = perf()
+            people = self.tracker.update(poses, frame.index)
+            t3 = perf()
+            if detect_ms[0]:
+                timings["detect"] = detect_ms[0]
+            timings["crop_boxes"] = (t1 - t0) * 1000.0 - detect_ms[0]
+            timings["pose"] = (t2 - t1) * 1000.0
+            timings["track"] = (t3 - t2) * 1000.0
+            driver = self.tracker.driver
+            if self.tracker.settings.only_driver and driver is not None:
+                people = [p for p in people if p.track_id == driver]
+        else:
+            people = list(frame.truth or [])
+            driver = self._truth_driver(people)
+        keypoints_time = time.monotonic()
+        self.metrics.add_latency("capture_to_keypoints", (keypoints_time - frame.timestamp) * 1000.0)
+
+        t4 = perf()
+        with self._lock:
+            for person in people:
+                state = self._people.get(person.track_id)
+                if state is None:
+                    state = self._new_person(person, frame.timestamp)
+                    self._people[person.track_id] = state
+                state.stabilizer.update(person.keypoints, person.scores, frame.timestamp)
+                state.last_update = frame.timestamp
+                state.latest = person
+            for tid in [tid for tid, s in self._people.items() if frame.timestamp - s.last_update > FORGET_AFTER_S]:
+                del self._people[tid]
+            self.driver = driver
+            self._latest_capture = frame.timestamp
+            self._size = (frame.width, frame.height)
+        timings["smooth"] = (perf() - t4) * 1000.0
+        for name, ms in timings.items():
+            self.metrics.add_stage(name, ms)
+        self.metrics.frame_done(len(people), frame.dropped)
+        self.latest = FramePoses(frame.index, frame.timestamp, frame.width, frame.height, people, timings)
+        return self.latest
+
+    def _truth_driver(self, people: list[Pose2D]) -> int | None:
+        if not people:
+            return None
+        selector = self.tracker.driver_selector
+        if selector.policy == "fixed":
+            return selector.fixed_id if any(p.track_id == selector.fixed_id for p in people) else None
+        if self.driver in {p.track_id for p in people}:
+            return self.driver
+        return people[0].track_id
+
+    def sample(self, t: float) -> OutputFrame | None:
+        """Every person's pose predicted at time ``t`` and retargeted (the output clock's callback)."""
+        if self.paused:
+            return None
+        perf = time.perf_counter
+        with self._lock:
+            if not self._people:
+                return None
+            states = list(self._people.values())
+            driver, capture_time, size = self.driver, self._latest_capture, self._size
+            t0 = perf()
+            predicted = [(s, *s.stabilizer.predict(t)) for s in states]
+        t1 = perf()
+        people = []
+        for state, keypoints, scores in predicted:
+            tracking = (t - state.last_update) < LOST_AFTER_S
+            pose = Pose2D(np.asarray(keypoints, np.float32), np.asarray(scores, np.float32), state.latest.box, state.track_id)
+            rig = state.retargeter.solve(keypoints, scores, t, image_size=size, track_id=state.track_id)
+            if rig is not None and not tracking:
+                rig.tracking = False
+            people.append(OutputPerson(state.track_id, pose, rig, tracking))
+        t2 = perf()
+        self.metrics.add_stage("predict", (t1 - t0) * 1000.0)
+        self.metrics.add_stage("retarget", (t2 - t1) * 1000.0)
+        return OutputFrame(capture_time, size[0], size[1], people, driver)
+
+
+# --- overlay ---------------------------------------------------------------------------------------
+
+
+def draw_overlay(canvas: np.ndarray, people: list[Pose2D], driver: int | None, text: str) -> np.ndarray:
+    """Skeletons, track ids (the driver in green) and a status text drawn onto ``canvas`` in place."""
+    scale = max(canvas.shape[0] / 720.0, 0.5)
+    thick = max(int(round(2 * scale)), 1)
+    for person in people:
+        color = (80, 220, 80) if person.track_id == driver else (60, 160, 255)
+        kp = person.keypoints
+        ok = person.scores > 0.2
+        for a, b in SKELETON_EDGES:
+            if ok[a] and ok[b]:
+                cv2.line(canvas, tuple(int(v) for v in kp[a]), tuple(int(v) for v in kp[b]), color, thick, cv2.LINE_AA)
+        for x, y in kp[ok]:
+            cv2.circle(canvas, (int(x), int(y)), thick + 1, color, -1, cv2.LINE_AA)
+        if ok.any():
+            top = kp[ok][np.argmin(kp[ok][:, 1])]
+            label = f"#{person.track_id}" + (" driver" if person.track_id == driver else "")
+            cv2.putText(canvas, label, (int(top[0]), int(top[1] - 12 * scale)), cv2.FONT_HERSHEY_SIMPLEX,
+                        0.7 * scale, color, thick, cv2.LINE_AA)
+    cv2.putText(canvas, text, (10, int(30 * scale)), cv2.FONT_HERSHEY_SIMPLEX, 0.7 * scale, (255, 255, 255),
+                thick + 2, cv2.LINE_AA)
+    cv2.putText(canvas, text, (10, int(30 * scale)), cv2.FONT_HERSHEY_SIMPLEX, 0.7 * scale, (0, 0, 0), thick, cv2.LINE_AA)
+    return canvas
+
+
+# --- command line ----------------------------------------------------------------------------------
+
+
+def add_source_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options shared by ``run`` and ``bench``: config, source, models."""
+    parser.add_argument("--config", metavar="NAME|PATH", help="preset name (cpu-fast, cpu-balanced, gpu-accurate, default) or a TOML file")
+    parser.add_argument("--source", help="camera index (0), /dev/videoN, video file, image folder, synthetic, FILE.bvh or FILE.abrec")
+    parser.add_argument("--model", help="pose model: .onnx file, .pth checkpoint or registry name (pose.model)")
+    parser.add_argument("--detector", help="none, yolox-nano, light-person-detector, yolox:PATH.onnx, "
+                        "fasterrcnn_resnet50_fpn, fasterrcnn_mobilenet_v3_large_fpn or ssdlite (detector.name)")
+    parser.add_argument("--detector-dir", metavar="DIR", help="folder with the named ONNX detectors (detector.model_dir)")
+    parser.add_argument("--device", help="cpu or cuda (pose.device)")
+    parser.add_argument("--threads", type=int, help="onnxruntime/torch threads for the pose model (pose.threads)")
+    parser.add_argument("--resize", metavar="WxH", help="resize decoded images, e.g. 640x360 (source.resize)")
+    parser.add_argument("--people", choices=("all", "driver"), help="estimate every person or only the driving one")
+    parser.add_argument("--every", type=int, metavar="N", help="run the detector at least every N frames")
+    pace = parser.add_mutually_exclusive_group()
+    pace.add_argument("--realtime", dest="realtime", action="store_true", default=None, help="pace files at their frame rate")
+    pace.add_argument("--fast", dest="realtime", action="store_false", help="process files as fast as possible")
+    parser.add_argument("--loop", action="store_true", default=None, help="restart files at their end")
+    parser.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
+    parser.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+
+
+def apply_source_arguments(args: argparse.Namespace, config: AppConfig) -> AppConfig:
+    """CLI overrides on top of the config file; validated again so the errors name the key."""
+    overrides = {
+        ("source", "source"): args.source,
+        ("pose", "model"): args.model,
+        ("detector", "name"): args.detector,
+        ("detector", "model_dir"): args.detector_dir,
+        ("pose", "device"): args.device,
+        ("pose", "threads"): args.threads,
+        ("source", "resize"): args.resize,
+        ("detector", "people"): args.people,
+        ("detector", "every_n_frames"): args.every,
+        ("source", "realtime"): args.realtime,
+        ("source", "loop"): args.loop,
+        ("source", "duration"): args.duration,
+    }
+    for (section, key), value in overrides.items():
+        if value is not None:
+            setattr(getattr(config, section), key, value)
+    config.validate()
+    parse_size(config.source.resize)
+    if args.max_frames is not None and args.max_frames < 1:
+        raise ConfigError(f"--max-frames {args.max_frames} must be at least 1")
+    return config
+
+
+def open_config_source(config: AppConfig) -> FrameSource:
+    s = config.source
+    return open_source(
+        s.source, width=s.width, height=s.height, fps=s.fps, realtime=s.realtime, loop=s.loop, seed=s.seed,
+        duration=s.duration or None, resize=parse_size(s.resize),
+    )
+
+
+def configure_parser(parser: argparse.ArgumentParser, command: str) -> None:
+    add_source_arguments(parser)
+    from .vmc import add_arguments as add_vmc_arguments
+
+    add_vmc_arguments(parser)
+    ws = parser.add_argument_group("WebSocket output (web viewer, three-vrm clients)")
+    ws.add_argument("--ws-host", help="bind address (default 127.0.0.1; any other needs --ws-token)")
+    ws.add_argument("--ws-port", type=int, help="port (default 8765; 0 = any free port)")
+    ws.add_argument("--ws-token", help="token clients must present")
+    ws.add_argument("--no-ws", action="store_true", help="no WebSocket server")
+    out = parser.add_argument_group("preview and files")
+    out.add_argument("--headless", action="store_true", help="no preview window")
+    out.add_argument("--save-overlay", metavar="OUT.mp4", help="write the preview (skeleton overlay) to a video file")
+    out.add_argument("--record", metavar="FILE.abrec", help="record the take")
+    out.add_argument("--bvh", metavar="OUT.bvh", help="write the driving person's motion as BVH at the end")
+    out.add_argument("--quiet", action="store_true", help="no status line")
+
+
+def build_config(args: argparse.Namespace) -> AppConfig:
+    name = args.config
+    if name is None and (Path(__file__).resolve().parent.parent / "configs" / "default.toml").is_file():
+        name = "default"
+    config = load_config(name)
+    apply_source_arguments(args, config)
+    from .vmc import apply_arguments as apply_vmc_arguments
+
+    apply_vmc_arguments(args, config.vmc)
+    if getattr(args, "ws_host", None) is not None:
+        config.websocket.host = args.ws_host
+    if getattr(args, "ws_port", None) is not None:
+        config.websocket.port = args.ws_port
+    if getattr(args, "ws_token", None) is not None:
+        config.websocket.token = args.ws_token
+    if getattr(args, "no_ws", False):
+        config.websocket.enabled = False
+    if getattr(args, "record", None):
+        config.record.path = args.record
+    if getattr(args, "bvh", None):
+        config.record.bvh = args.bvh
+    config.validate()
+    return config
+
+
+class _StopFlag:
+    """Set by SIGTERM/SIGINT, the q key, or the end of the run budget."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.reason = ""
+
+    def set(self, reason: str) -> None:
+        if not self.event.is_set():
+            self.reason = reason
+            self.event.set()
+
+
+def _install_signal_handlers(stop: _StopFlag) -> Callable[[], None]:
+    """SIGTERM and SIGINT set the stop flag (the loop finishes its frame and closes everything)."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def handler(signum, _frame):
+        stop.set(signal.Signals(signum).name)
+
+    for sig in previous:
+        signal.signal(sig, handler)
+
+    def restore() -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+    return restore
+
+
+def _has_display() -> bool:
+    if sys.platform.startswith("linux"):
+        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    return True
+
+
+class _Outputs:
+    """The sinks of a run (VMC, WebSocket, recording, BVH) and their clock; closed in reverse order."""
+
+    def __init__(self, config: AppConfig, pipeline: Pipeline, source: FrameSource):
+        self.config = config
+        self.pipeline = pipeline
+        self.closers: list[Callable[[], None]] = []
+        self.sinks: list[tuple[Callable, float]] = []
+        self.clock = None
+        self.server = None
+        self.recorder = None
+        self.bvh_rigs: list[RigPose] = []
+        self._source = source
+
+    def open(self) -> None:
+        config = self.config
+        if config.vmc.enabled:
+            from .vmc import VmcSender
+
+            vmc = VmcSender(config.vmc)
+            self.closers.append(vmc.close)
+            self.sinks.append((vmc.send, config.vmc.rate))
+        if config.websocket.enabled:
+            from .server import WebSocketServer
+
+            self.server = WebSocketServer(config.websocket, on_control=self._on_control)
+            self.server.start()
+            self.closers.append(self.server.stop)
+            self.sinks.append((self.server.publish, config.websocket.rate))
+            log.info("web viewer: %s", getattr(self.server, "url", f"http://{config.websocket.host}:{config.websocket.port}/"))
+        if config.record.path:
+            from .record import RecordingHeader, RecordingWriter
+
+            source = {"spec": str(config.source.source), "width": self._source.width, "height": self._source.height,
+                      "fps": float(self._source.fps)}
+            self.recorder = RecordingWriter(config.record.path, RecordingHeader(source=source, fps=float(self._source.fps)))
+            self.closers.append(self.recorder.close)
+            self.sinks.append((self._record, float(self._source.fps)))
+        if config.record.bvh:
+            from . import bvh
+
+            if not hasattr(bvh, "write_bvh"):
+                raise RuntimeError("--bvh needs avatar_bridge.bvh.write_bvh, which this version lacks: record with --record and export later")
+            if not Path(config.record.bvh).expanduser().resolve().parent.is_dir():
+                raise FileNotFoundError(f"folder for --bvh {config.record.bvh} does not exist: create it first")
+            self.sinks.append((self._collect_bvh, float(self._source.fps)))
+        if self.sinks:
+            from .stream import OutputClock
+
+            self.clock = OutputClock(self.pipeline.sample, self.sinks)
+            self.clock.start()
+
+    def _on_control(self, message: Any) -> None:
+        """A validated :class:`avatar_bridge.protocol.ControlMessage` from a WebSocket client."""
+        if message.type == "calibrate":
+            self.pipeline.calibrate()
+        elif message.type == "select" and message.id is not None:
+            self.pipeline.select_driver(message.id)
+        elif message.type == "pause" and message.paused is not None:
+            self.pipeline.paused = bool(message.paused)
+
+    def _record(self, frame: OutputFrame) -> None:
+        poses = FramePoses(self.pipeline.latest.frame_index if self.pipeline.latest else 0, frame.sample_time or frame.capture_time,
+                           frame.width, frame.height, [p.pose2d for p in frame.people if p.pose2d is not None])
+        self.recorder.write(poses, [p.rig for p in frame.people if p.rig is not None])
+
+    def _collect_bvh(self, frame: OutputFrame) -> None:
+        person = frame.driving_person()
+        if person is not None and person.rig is not None:
+            self.bvh_rigs.append(person.rig)
+
+    def close(self) -> None:
+        if self.clock is not None:
+            self.clock.stop()
+        for close in reversed(self.closers):
+            try:
+                close()
+            except Exception:  # one output failing to close must not keep the others open
+                log.exception("closing an output failed")
+        if self.config.record.bvh:
+            from .bvh import write_bvh
+
+            if self.bvh_rigs:
+                write_bvh(self.config.record.bvh, self.bvh_rigs, fps=float(self._source.fps))
+                log.info("wrote %d frames to %s", len(self.bvh_rigs), self.config.record.bvh)
+            else:
+                log.warning("nobody was tracked: %s not written", self.config.record.bvh)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    config = build_config(args)
+    headless = args.headless
+    if not headless and not _has_display():
+        log.warning("no display found: running headless (pass --headless to silence this)")
+        headless = True
+    stop = _StopFlag()
+    restore_signals = _install_signal_handlers(stop)
+    source = open_config_source(config)
+    metrics = PipelineMetrics()
+    pipeline = Pipeline(config, metrics)
+    outputs = _Outputs(config, pipeline, source)
+    writer = None
+    started = time.monotonic()
+    last_status = started
+    frames = 0
+    try:
+        outputs.open()
+        while not stop.event.is_set():
+            t_grab = time.perf_counter()
+            frame = source.read()
+            if frame is None:
+                stop.set("source ended")
+                break
+            metrics.add_stage("grab", (time.perf_counter() - t_grab) * 1000.0)
+            if not pipeline.paused:
+                poses = pipeline.process(frame)
+            else:
+                poses = pipeline.latest or FramePoses(frame.index, frame.timestamp, frame.width, frame.height)
+            frames += 1
+            now = time.monotonic()
+            if not headless or args.save_overlay:
+                canvas = frame.image.copy() if frame.image is not None else np.zeros((frame.height, frame.width, 3), np.uint8)
+                snap_lat = metrics.snapshot()["latency_ms"].get("capture_to_keypoints", {})
+                text = f"{metrics.fps():.1f} fps  latency p95 {snap_lat.get('p95', float('nan')):.0f} ms  dropped {metrics.dropped}"
+                draw_overlay(canvas, poses.people, pipeline.driver, text)
+                if args.save_overlay:
+                    if writer is None:
+                        writer = cv2.VideoWriter(args.save_overlay, cv2.VideoWriter_fourcc(*"mp4v"), float(source.fps),
+                                                 (canvas.shape[1], canvas.shape[0]))
+                        if not writer.isOpened():
+                            raise RuntimeError(f"cannot write --save-overlay {args.save_overlay}: check the folder exists and the name ends in .mp4")
+                    writer.write(canvas)
+                if not headless:
+                    cv2.imshow("avatar-bridge (q to quit)", canvas)
+                    key = cv2.waitKey(1) & 0xFF
+                    if key in (ord("q"), 27):
+                        stop.set("q pressed")
+                    elif key == ord("c"):
+                        pipeline.calibrate()
+            if not args.quiet and now - last_status >= 1.0:
+                last_status = now
+                print("\r" + metrics.status_line()[:200], end="", file=sys.stderr, flush=True)
+            if args.max_frames and frames >= args.max_frames:
+                stop.set("max frames")
+            if config.source.duration and now - started >= config.source.duration:
+                stop.set("duration")
+    except KeyboardInterrupt:
+        stop.set("SIGINT")
+    finally:
+        restore_signals()
+        outputs.close()
+        source.close()
+        if writer is not None:
+            writer.release()
+        if not headless:
+            cv2.destroyAllWindows()
+    snap = metrics.snapshot()
+    if not args.quiet:
+        print(file=sys.stderr)
+    clock_stats = outputs.clock.stats() if outputs.clock is not None else None
+    print(
+        f"stopped ({stop.reason}): {snap['frames']} frames, {snap['updates']} pose updates, "
+        f"{snap['fps']:.1f} fps, dropped {snap['dropped']}"
+        + (f", outputs sent {clock_stats.frames} frames" if clock_stats else ""),
+        file=sys.stderr,
+    )
+    return 0

@@ -1,0 +1,897 @@
+"""Retargeting: COCO-17 2D keypoints -> humanoid bone rotations (:class:`~avatar_bridge.types.RigPose`).
+
+Three steps, each replaceable on its own:
+
+1. **Calibration** (:class:`Calibration`): the 2D length of every body segment and the apparent body
+   size while the user stands facing the camera, gathered automatically over the first confident
+   ``calibration_seconds`` (or again on demand with :meth:`Retargeter.calibrate`), saved/loaded as JSON.
+2. **Lifting** (a :class:`Lifter`): 2D keypoints -> 3D joints in the *camera-aligned canonical
+   frame* (metres, X = image right, Y = up, Z = towards the camera; a user facing the camera faces
+   +Z with their left on +X, exactly like the avatar). :class:`ForeshorteningLifter` recovers each
+   segment's depth offset from its foreshortening, |dz| = sqrt(max(L^2 - l^2, 0)) with L the
+   calibrated length at the current scale, and picks the sign from anatomy (knees bend backwards,
+   elbows towards the biceps, hands and knees tend in front, the nose says which way the body is
+   turned) and from temporal continuity (a segment keeps the side of the image plane it was on unless
+   its signed depth, extrapolated from the last frames, crosses zero). A learned 2D-to-3D lifter can
+   replace it: anything with ``lift(keypoints, scores, timestamp) -> (17, 3)`` (NaN = unknown joint).
+3. **Rotation solving** (:func:`solve_rotations`): per bone the world rotation that takes its rest
+   direction to the observed one, with the twist from the limb plane (elbow/knee hinge) or the torso,
+   converted to parent-local quaternions; then joint limits, the unseen-bone policy (hold, then ease
+   to rest with the arms down), quaternion continuity and mirror mode.
+
+All rotations are in the canonical frame of :mod:`avatar_bridge.skeleton` (identity = T-pose).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from . import quat
+from .config import RetargetConfig
+from .keypoints import KEYPOINT_INDEX, NUM_KEYPOINTS
+from .skeleton import BONE_INDEX, BONE_NAMES, LEG_BONES, REST_OFFSETS, forward_kinematics, mirror_rotations
+from .types import RigPose
+
+K = KEYPOINT_INDEX
+NOSE, L_EYE, R_EYE, L_EAR, R_EAR = 0, 1, 2, 3, 4
+L_SH, R_SH, L_EL, R_EL, L_WR, R_WR = 5, 6, 7, 8, 9, 10
+L_HIP, R_HIP, L_KN, R_KN, L_AN, R_AN = 11, 12, 13, 14, 15, 16
+FACE = (NOSE, L_EYE, R_EYE, L_EAR, R_EAR)
+
+# Face points in the head bone's rest frame (metres from the head bone origin at the top of the neck).
+# The synthetic performer draws its face with these; the lifter fits them to estimate head rotation.
+FACE_TEMPLATE = np.array(
+    [
+        [0.0, 0.03, 0.10],  # nose
+        [0.032, 0.06, 0.085],  # left eye
+        [-0.032, 0.06, 0.085],  # right eye
+        [0.075, 0.04, -0.01],  # left ear
+        [-0.075, 0.04, -0.01],  # right ear
+    ]
+)
+
+# Segments whose 2D length is calibrated: name -> (parent keypoint, child keypoint).
+LIMB_SEGMENTS: dict[str, tuple[int, int]] = {
+    "left_upper_arm": (L_SH, L_EL),
+    "left_lower_arm": (L_EL, L_WR),
+    "right_upper_arm": (R_SH, R_EL),
+    "right_lower_arm": (R_EL, R_WR),
+    "left_upper_leg": (L_HIP, L_KN),
+    "left_lower_leg": (L_KN, L_AN),
+    "right_upper_leg": (R_HIP, R_KN),
+    "right_lower_leg": (R_KN, R_AN),
+}
+SEGMENTS: tuple[str, ...] = ("shoulders", "hips", "torso") + tuple(LIMB_SEGMENTS)
+
+# Canonical segment lengths (metres) from the skeleton, used for missing calibration and proportions.
+_SHOULDER_Y = 0.10 + 0.12 + 0.12 + 0.10  # hips bone -> shoulder joints
+CANONICAL_LENGTHS: dict[str, float] = {
+    "shoulders": 2 * (0.03 + 0.10),
+    "hips": 2 * 0.09,
+    "torso": _SHOULDER_Y + 0.06,  # hip joints centre -> shoulder joints centre
+    "left_upper_arm": 0.27, "left_lower_arm": 0.25, "right_upper_arm": 0.27, "right_lower_arm": 0.25,
+    "left_upper_leg": 0.41, "left_lower_leg": 0.40, "right_upper_leg": 0.41, "right_lower_leg": 0.40,
+}
+# The "body size" used for scale and metres per pixel: torso + one leg (hip centre to ankle).
+CANONICAL_BODY_M = CANONICAL_LENGTHS["torso"] + 0.41 + 0.40
+
+
+def _hips_rest_height() -> float:
+    return float(REST_OFFSETS[BONE_INDEX["hips"]][1])
+
+
+# --------------------------------------------------------------------------------------------------
+# Skeleton <-> COCO-17
+
+
+def joints_from_rig(rotations: dict[str, np.ndarray], hips_position: np.ndarray | None = None) -> np.ndarray:
+    """COCO-17 joint positions (17, 3) of the canonical skeleton posed with ``rotations``.
+
+    This is the forward model the solver inverts: shoulders/elbows/wrists at the upper arm, lower arm
+    and hand bones, hips/knees/ankles at the upper leg, lower leg and foot bones, face points from
+    :data:`FACE_TEMPLATE` in the head bone's frame.
+    """
+    pos, rot = forward_kinematics(rotations, hips_position)
+    out = np.zeros((NUM_KEYPOINTS, 3))
+    for side, sign in (("left", 0), ("right", 1)):
+        out[L_SH + sign] = pos[BONE_INDEX[f"{side}UpperArm"]]
+        out[L_EL + sign] = pos[BONE_INDEX[f"{side}LowerArm"]]
+        out[L_WR + sign] = pos[BONE_INDEX[f"{side}Hand"]]
+        out[L_HIP + sign] = pos[BONE_INDEX[f"{side}UpperLeg"]]
+        out[L_KN + sign] = pos[BONE_INDEX[f"{side}LowerLeg"]]
+        out[L_AN + sign] = pos[BONE_INDEX[f"{side}Foot"]]
+    head = BONE_INDEX["head"]
+    out[list(FACE)] = pos[head] + quat.rotate(rot[head], FACE_TEMPLATE)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Calibration
+
+
+@dataclass
+class Calibration:
+    """What the retargeter knows about the user's body, measured in pixels while they stood.
+
+    ``segments`` are 2D segment lengths at calibration scale; ``body_px`` is torso + leg length (the
+    reference for the apparent-size scale); ``hip_center`` the 2D hip centre at calibration.
+    """
+
+    segments: dict[str, float]
+    body_px: float
+    hip_center: tuple[float, float]
+    image_size: tuple[int, int]
+    frames: int = 0
+    measured: list[str] = field(default_factory=list)  # segments seen (others come from proportions)
+
+    def save(self, path: str | Path) -> None:
+        data = {"format": "avatar-bridge-calibration", "version": 1, **asdict(self)}
+        Path(path).write_text(json.dumps(data, indent=2), encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Calibration":
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"calibration file {path} not found: calibrate first (it is written by --save-calibration)")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"calibration file {path} is not valid JSON ({exc}): delete it and calibrate again") from None
+        if not isinstance(data, dict) or data.get("format") != "avatar-bridge-calibration":
+            raise ValueError(f"{path} is not an avatar-bridge calibration file (missing \"format\": \"avatar-bridge-calibration\")")
+        try:
+            segments = {str(k): float(v) for k, v in data["segments"].items()}
+            calib = cls(
+                segments=segments,
+                body_px=float(data["body_px"]),
+                hip_center=(float(data["hip_center"][0]), float(data["hip_center"][1])),
+                image_size=(int(data["image_size"][0]), int(data["image_size"][1])),
+                frames=int(data.get("frames", 0)),
+                measured=[str(s) for s in data.get("measured", [])],
+            )
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+            raise ValueError(f"calibration file {path} is incomplete or malformed ({exc!r}): delete it and calibrate again") from None
+        missing = [s for s in SEGMENTS if s not in segments]
+        if missing:
+            raise ValueError(f"calibration file {path} lacks segment {missing[0]!r}: delete it and calibrate again")
+        bad = [k for k, v in segments.items() if not (math.isfinite(v) and v > 0)]
+        if bad or not (math.isfinite(calib.body_px) and calib.body_px > 0):
+            key = bad[0] if bad else "body_px"
+            raise ValueError(f"calibration file {path}: {key} must be a positive length in pixels: delete it and calibrate again")
+        return calib
+
+
+def _segment_lengths(kp: np.ndarray, ok: np.ndarray) -> dict[str, float]:
+    """2D length of every segment whose end points are confident (NaN otherwise)."""
+    out = {}
+    sh_mid, hip_mid = (kp[L_SH] + kp[R_SH]) / 2, (kp[L_HIP] + kp[R_HIP]) / 2
+    out["shoulders"] = np.linalg.norm(kp[L_SH] - kp[R_SH]) if ok[L_SH] and ok[R_SH] else np.nan
+    out["hips"] = np.linalg.norm(kp[L_HIP] - kp[R_HIP]) if ok[L_HIP] and ok[R_HIP] else np.nan
+    torso_ok = ok[L_SH] and ok[R_SH] and ok[L_HIP] and ok[R_HIP]
+    out["torso"] = np.linalg.norm(sh_mid - hip_mid) if torso_ok else np.nan
+    for name, (a, b) in LIMB_SEGMENTS.items():
+        out[name] = np.linalg.norm(kp[a] - kp[b]) if ok[a] and ok[b] else np.nan
+    return {k: float(v) for k, v in out.items()}
+
+
+def calibration_from_frames(
+    frames: list[tuple[np.ndarray, np.ndarray]], image_size: tuple[int, int], min_score: float = 0.3
+) -> Calibration:
+    """Calibrate from (keypoints, scores) frames of a user standing and facing the camera.
+
+    A segment's length is the 90th percentile of its 2D length (foreshortening only shortens, noise
+    goes both ways), averaged over left and right; a segment never seen is filled in from the
+    canonical proportions, scaled by the segments that were seen.
+    """
+    if not frames:
+        raise ValueError("calibration needs at least one frame with the torso visible: stand facing the camera")
+    per_segment: dict[str, list[float]] = {s: [] for s in SEGMENTS}
+    hip_centers = []
+    for kp, sc in frames:
+        ok = sc >= min_score
+        for name, length in _segment_lengths(kp, ok).items():
+            if math.isfinite(length) and length > 0:
+                per_segment[name].append(length)
+        if ok[L_HIP] and ok[R_HIP]:
+            hip_centers.append((kp[L_HIP] + kp[R_HIP]) / 2)
+        elif ok[L_SH] and ok[R_SH]:
+            hip_centers.append((kp[L_SH] + kp[R_SH]) / 2)
+    measured = {s: float(np.percentile(v, 90)) for s, v in per_segment.items() if v}
+    # A side never seen borrows the other side's length (left and right bones match in people).
+    for limb in ("upper_arm", "lower_arm", "upper_leg", "lower_leg"):
+        left, right = measured.get(f"left_{limb}"), measured.get(f"right_{limb}")
+        if left is None and right is not None:
+            measured[f"left_{limb}"] = right
+        elif right is None and left is not None:
+            measured[f"right_{limb}"] = left
+    if not measured:
+        raise ValueError("calibration saw no body segment with confident end points: stand facing the camera, whole torso in view")
+    # Pixels per metre from what was seen (median over segments), used to fill in the rest.
+    ppm = float(np.median([measured[s] / CANONICAL_LENGTHS[s] for s in measured]))
+    segments = {s: measured.get(s, CANONICAL_LENGTHS[s] * ppm) for s in SEGMENTS}
+    body_px = segments["torso"] + (segments["left_upper_leg"] + segments["left_lower_leg"])
+    center = np.mean(hip_centers, axis=0) if hip_centers else np.array(image_size, float) / 2
+    return Calibration(
+        segments=segments,
+        body_px=float(body_px),
+        hip_center=(float(center[0]), float(center[1])),
+        image_size=(int(image_size[0]), int(image_size[1])),
+        frames=len(frames),
+        measured=sorted(s for s in measured if per_segment[s] or s in measured),
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Lifting 2D -> 3D
+
+
+class Lifter(Protocol):
+    """Turns one person's 2D keypoints into 3D joints (17, 3) in the camera-aligned canonical frame.
+
+    Metres, hip centre at the origin, X = image right, Y = up, Z = towards the camera; NaN rows mark
+    joints it could not place. Stateful lifters use ``timestamp`` for temporal continuity.
+    """
+
+    def lift(self, keypoints: np.ndarray, scores: np.ndarray, timestamp: float) -> np.ndarray: ...
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    n = np.linalg.norm(v, axis=-1, keepdims=True)
+    return v / np.maximum(n, 1e-12)
+
+
+@dataclass
+class _SignState:
+    """Signed depth of one segment (dz / L) and its rate, for temporal continuity."""
+
+    value: float = 0.0
+    rate: float = 0.0
+    time: float = -math.inf
+
+
+class ForeshorteningLifter:
+    """Depth from foreshortening against the calibrated segment lengths, sign from anatomy + continuity.
+
+    Works with a pinhole model when the focal length is known (``focal_px``, from the configured
+    field of view): each child joint lies on its pixel's viewing ray at the calibrated distance from
+    its parent, which has two solutions (nearer / farther than the parent) - the perspective form of
+    |dz| = sqrt(L^2 - l^2). The absolute distance comes from the apparent size, assuming the user has
+    the canonical body size (only the strength of the perspective correction depends on that).
+    """
+
+    def __init__(self, calibration: Calibration, min_score: float = 0.3, planar: bool = False,
+                 continuity_seconds: float = 0.5, focal_px: float = 0.0, image_size: tuple[int, int] | None = None) -> None:
+        self.calibration = calibration
+        self.min_score = min_score
+        self.planar = planar  # depth 0 everywhere: the naive baseline
+        self.continuity_seconds = continuity_seconds
+        self.focal_px = focal_px  # 0 = orthographic
+        self.image_size = image_size or calibration.image_size
+        self.scale = 0.0  # current apparent size / calibration size
+        self._scale_time = -math.inf
+        self._signs: dict[str, _SignState] = {}
+
+    def reset(self) -> None:
+        self.scale = 0.0
+        self._scale_time = -math.inf
+        self._signs.clear()
+
+    # -- scale ---------------------------------------------------------------------------------------
+    def _update_scale(self, lengths: dict[str, float], timestamp: float) -> float:
+        """Apparent size relative to calibration.
+
+        Every segment's 2D length is at most its true length, so each ratio l / L is a lower bound on
+        the scale. The torso is rarely foreshortened much; the third largest limb ratio guards against
+        a bent-over torso while ignoring one or two limbs magnified by perspective or noise.
+        """
+        cal = self.calibration.segments
+        limbs = sorted((lengths[s] / cal[s] for s in LIMB_SEGMENTS if math.isfinite(lengths[s])), reverse=True)
+        torso = lengths["torso"] / cal["torso"] if math.isfinite(lengths["torso"]) else 0.0
+        observed = max(torso, LIMB_SCALE_SHARE * (limbs[2] if len(limbs) > 2 else 0.0))
+        if observed <= 0:
+            observed = limbs[0] if limbs else 0.0
+        if observed <= 0:
+            return self.scale if self.scale > 0 else 1.0
+        if self.scale <= 0 or timestamp - self._scale_time > 2.0:
+            self.scale = observed
+        else:
+            dt = max(timestamp - self._scale_time, 1e-3)
+            self.scale += (1.0 - math.exp(-dt / 0.1)) * (observed - self.scale)
+        self._scale_time = timestamp
+        return self.scale
+
+    # -- sign choice ---------------------------------------------------------------------------------
+    def _choose(self, name: str, near: float, far: float, prior: float, timestamp: float, prior_weight: float = 1.0) -> float:
+        """Pick the nearer or farther solution of a segment, as signed depth towards the camera / L.
+
+        ``near`` >= ``far`` are the two candidates; ``prior`` in [-1, 1] is how much anatomy prefers
+        ``near``. Continuity: the last signed value extrapolated with its rate of change; a recent one
+        outweighs a weak prior, so a segment changes side only where its depth crosses the image plane.
+        """
+        state = self._signs.setdefault(name, _SignState())
+        age = timestamp - state.time
+        if age <= self.continuity_seconds:
+            predicted = state.value + state.rate * age
+            trust = 1.0 - age / self.continuity_seconds
+            half_gap = (near - far) / 2
+            cost_near = trust * (near - predicted) ** 2 - PRIOR_GAIN * prior_weight * prior * half_gap
+            cost_far = trust * (far - predicted) ** 2 + PRIOR_GAIN * prior_weight * prior * half_gap
+            signed = near if cost_near <= cost_far else far
+            rate = (signed - state.value) / max(age, 1e-3)
+            state.rate = RATE_KEEP * state.rate + (1 - RATE_KEEP) * rate
+        else:
+            signed = near if prior >= 0 else far
+            state.rate = 0.0
+        state.value, state.time = signed, timestamp
+        return signed
+
+    # -- lifting -------------------------------------------------------------------------------------
+    def lift(self, keypoints: np.ndarray, scores: np.ndarray, timestamp: float) -> np.ndarray:
+        kp = np.asarray(keypoints, dtype=np.float64)
+        ok = (np.asarray(scores) >= self.min_score) & np.all(np.isfinite(kp), axis=-1)
+        kp = np.where(ok[:, None], kp, 0.0)
+        cal = self.calibration
+        lengths = _segment_lengths(kp, ok)
+        scale = self._update_scale(lengths, timestamp)
+        out = np.full((NUM_KEYPOINTS, 3), np.nan)
+        have_hips = ok[L_HIP] and ok[R_HIP]
+        have_shoulders = ok[L_SH] and ok[R_SH]
+        if not (have_hips or have_shoulders):
+            return out
+
+        # Viewing rays (x right, y up, depth away from the camera). Orthographic: parallel rays, the
+        # image is taken as seen from a very distant camera with the same pixel scale.
+        width, height = self.image_size
+        ortho = self.focal_px <= 0
+        focal = 1e6 if ortho else self.focal_px
+        rays = np.stack([(kp[:, 0] - width / 2) / focal, -(kp[:, 1] - height / 2) / focal, np.ones(NUM_KEYPOINTS)], -1)
+        dist_cal = focal * CANONICAL_BODY_M / cal.body_px  # metres to the user at calibration
+        metres = {seg: cal.segments[seg] * dist_cal / focal for seg in SEGMENTS}
+        dist = dist_cal / scale
+        pts = np.full((NUM_KEYPOINTS, 3), np.nan)  # camera coordinates, metres
+
+        def on_ray(parent: np.ndarray, ray: np.ndarray, length: float) -> tuple[np.ndarray, np.ndarray, float]:
+            """Nearer and farther points on ``ray`` at ``length`` from ``parent`` (the closest point twice if none)."""
+            a = ray @ ray
+            b = ray @ parent
+            disc = b * b - a * (parent @ parent - length * length)
+            root = math.sqrt(max(disc, 0.0)) if not self.planar else 0.0
+            if self.planar:
+                t = parent[2] / ray[2]  # same depth as the parent
+                return ray * t, ray * t, 0.0
+            return ray * (b - root) / a, ray * (b + root) / a, root / a
+
+        def signed(parent: np.ndarray, child: np.ndarray, length: float) -> float:
+            return float(parent[2] - child[2]) / max(length, 1e-9)
+
+        def canon(v: np.ndarray) -> np.ndarray:
+            return np.array([v[0], v[1], -v[2]])
+
+        # Which way the body is turned: cos from the shoulder/hip line widths (signed: + facing the
+        # camera), sin's sign from the nose relative to the ears (or the eyes, or the shoulders).
+        cos_terms = []
+        if have_shoulders:
+            cos_terms.append((kp[L_SH, 0] - kp[R_SH, 0]) / (cal.segments["shoulders"] * scale))
+        if have_hips:
+            cos_terms.append((kp[L_HIP, 0] - kp[R_HIP, 0]) / (cal.segments["hips"] * scale))
+        cos_yaw = float(np.clip(np.mean(cos_terms), -1.0, 1.0))
+        nose_side = 0.0
+        for a, b in ((L_EAR, R_EAR), (L_EYE, R_EYE), (L_SH, R_SH)):
+            if ok[NOSE] and ok[a] and ok[b]:
+                nose_side = kp[NOSE, 0] - (kp[a, 0] + kp[b, 0]) / 2
+                break
+        sin_sign = 1.0 if nose_side >= 0 else -1.0
+        sin_yaw = sin_sign * math.sqrt(max(1.0 - cos_yaw**2, 0.0))
+        facing = np.array([sin_yaw, 0.0, cos_yaw])  # horizontal forward of the body, canonical axes
+
+        def across(seg: str, left: int, right: int, center: np.ndarray) -> None:
+            """Both ends of a line across the body; the far end is the side the body turned away from."""
+            for joint, is_left in ((left, True), (right, False)):
+                near, far, _ = on_ray(center, rays[joint], metres[seg] / 2)
+                left_far = sin_sign > 0
+                pts[joint] = far if (is_left == left_far) else near
+
+        if have_hips:
+            mid = (rays[L_HIP] + rays[R_HIP]) / 2
+            hip_center = mid * dist
+            across("hips", L_HIP, R_HIP, hip_center)
+        if have_shoulders:
+            sh_ray = (rays[L_SH] + rays[R_SH]) / 2
+            if have_hips:
+                # Torso lean: towards the facing direction more often than away.
+                near, far, _ = on_ray(hip_center, sh_ray, metres["torso"])
+                up_near = _unit(canon(near - hip_center))
+                up_far = _unit(canon(far - hip_center))
+                prior = float(np.clip((up_near - up_far) @ facing * 4.0, -1.0, 1.0))
+                value = self._choose("torso", signed(hip_center, near, metres["torso"]), signed(hip_center, far, metres["torso"]),
+                                     prior, timestamp, 4.0)
+                sh_center = near if value == signed(hip_center, near, metres["torso"]) else far
+            else:
+                sh_center = sh_ray * dist
+                hip_center = sh_center - np.array([0.0, metres["torso"], 0.0])
+            across("shoulders", L_SH, R_SH, sh_center)
+
+        # Body frame (canonical axes) for the limb priors.
+        if have_shoulders and have_hips:
+            left_axis = _unit(canon(pts[L_SH] - pts[R_SH] + pts[L_HIP] - pts[R_HIP]))
+            up = _unit(canon(sh_center - hip_center))
+        elif have_shoulders:
+            left_axis, up = _unit(canon(pts[L_SH] - pts[R_SH])), np.array([0.0, 1.0, 0.0])
+        else:
+            left_axis, up = _unit(canon(pts[L_HIP] - pts[R_HIP])), np.array([0.0, 1.0, 0.0])
+        forward = np.cross(left_axis, up)
+        forward = _unit(forward) if np.linalg.norm(forward) > 1e-6 else facing
+
+        def place(seg: str, parent: int, child: int, prior_fn, weight: float) -> np.ndarray | None:
+            if not (ok[child] and np.all(np.isfinite(pts[parent]))):
+                return None
+            near, far, _ = on_ray(pts[parent], rays[child], metres[seg])
+            d_near, d_far = _unit(canon(near - pts[parent])), _unit(canon(far - pts[parent]))
+            prior = float(np.clip(prior_fn(d_near) - prior_fn(d_far), -1.0, 1.0))
+            s_near, s_far = signed(pts[parent], near, metres[seg]), signed(pts[parent], far, metres[seg])
+            value = self._choose(seg, s_near, s_far, prior, timestamp, weight)
+            pts[child] = near if value == s_near else far
+            return d_near if value == s_near else d_far
+
+        def bend_toward(d1: np.ndarray, toward: np.ndarray, alt: np.ndarray) -> np.ndarray:
+            """Unit direction of ``toward`` perpendicular to ``d1`` (``alt`` blended in when parallel)."""
+            b = toward + max(float(d1 @ toward), 0.0) * alt
+            b = b - (b @ d1) * d1
+            return _unit(b)
+
+        for side in ("left", "right"):
+            o = 0 if side == "left" else 1
+            # Arms: the elbow tends in front when raised; the forearm bends towards the biceps side.
+            d1 = place(f"{side}_upper_arm", L_SH + o, L_EL + o, lambda d: float(d @ forward) * (ARM_NEUTRAL_HANG - float(-d @ up)), 1.0)
+            if d1 is not None:
+                biceps = bend_toward(d1, forward, up)
+                place(f"{side}_lower_arm", L_EL + o, L_WR + o,
+                      lambda d, d1=d1, b=biceps: float((d - (d @ d1) * d1) @ b), ELBOW_WEIGHT)
+            # Legs: the knee tends in front; the knee only bends backwards (a hinge).
+            d1 = place(f"{side}_upper_leg", L_HIP + o, L_KN + o, lambda d: THIGH_PRIOR * float(d @ forward), 1.0)
+            if d1 is not None:
+                back = bend_toward(d1, -forward, -up)
+                place(f"{side}_lower_leg", L_KN + o, L_AN + o,
+                      lambda d, d1=d1, b=back: float((d - (d @ d1) * d1) @ b), KNEE_WEIGHT)
+
+        # Face: fit the template's rotation to the 2D face points (weak perspective, affine fit), and
+        # place the face points around the head at the depth that rotation gives them.
+        face_ok = [i for i in FACE if ok[i]]
+        if len(face_ok) >= 4 and have_shoulders:
+            face_2d = np.stack([kp[face_ok, 0], -kp[face_ok, 1]], -1)
+            rot = _fit_face_rotation(face_2d, FACE_TEMPLATE[[FACE.index(i) for i in face_ok]])
+            if rot is not None:
+                offsets = FACE_TEMPLATE @ rot.T  # canonical axes, metres
+                offsets = offsets - offsets[[FACE.index(i) for i in face_ok]].mean(axis=0)
+                center = rays[face_ok].mean(axis=0) * sh_center[2]
+                for j, i in enumerate(FACE):
+                    depth = center[2] - offsets[j, 2]
+                    xy = rays[i, :2] * depth if ok[i] else center[:2] + offsets[j, :2]
+                    pts[i] = [*xy, depth]
+
+        known = np.all(np.isfinite(pts), axis=-1)
+        out[known] = np.stack([pts[known, 0], pts[known, 1], -pts[known, 2]], -1) - canon(hip_center)
+        return out
+
+
+PRIOR_GAIN = 0.05
+RATE_KEEP = 0.5
+ARM_NEUTRAL_HANG = 0.6
+LIMB_SCALE_SHARE = 0.9
+THIGH_PRIOR = 1.0
+ELBOW_WEIGHT = 4.0
+KNEE_WEIGHT = 8.0
+
+
+def _fit_face_rotation(points2d: np.ndarray, template: np.ndarray) -> np.ndarray | None:
+    """Rotation (3, 3) taking template points to the observed face, from a weak-perspective affine fit."""
+    t = template - template.mean(axis=0)
+    o = points2d - points2d.mean(axis=0)
+    a, *_ = np.linalg.lstsq(t, o, rcond=None)  # (3, 2): o ~ t @ a
+    r1, r2 = a[:, 0], a[:, 1]
+    if np.linalg.norm(r1) < 1e-9 or np.linalg.norm(r2) < 1e-9:
+        return None
+    r1 = r1 / np.linalg.norm(r1)
+    r2 = r2 - (r2 @ r1) * r1
+    if np.linalg.norm(r2) < 1e-9:
+        return None
+    r2 = r2 / np.linalg.norm(r2)
+    return np.stack([r1, r2, np.cross(r1, r2)])
+
+
+# --------------------------------------------------------------------------------------------------
+# Rotation solving
+
+
+def _frame(x_axis: np.ndarray, y_hint: np.ndarray) -> np.ndarray | None:
+    """Right-handed rotation matrix whose X column is along ``x_axis`` and Y column closest to ``y_hint``."""
+    x = _unit(x_axis)
+    z = np.cross(x, y_hint)
+    if np.linalg.norm(z) < 1e-6:
+        return None
+    z = _unit(z)
+    return np.stack([x, np.cross(z, x), z], axis=-1)
+
+
+def _kabsch(rest: np.ndarray, observed: np.ndarray) -> np.ndarray:
+    """Rotation quaternion best taking centred ``rest`` points onto centred ``observed`` points."""
+    a = rest - rest.mean(axis=0)
+    b = observed - observed.mean(axis=0)
+    u, _, vt = np.linalg.svd(a.T @ b)
+    d = np.sign(np.linalg.det(vt.T @ u.T))
+    m = vt.T @ np.diag([1.0, 1.0, d]) @ u.T
+    return quat.from_matrix(m)
+
+
+def _twist_angle(q: np.ndarray, axis: np.ndarray) -> float:
+    """Signed angle of the twist of ``q`` about unit ``axis`` (swing-twist decomposition)."""
+    return 2.0 * math.atan2(float(q[:3] @ axis), float(q[3]))
+
+
+def _wrap(angle: float) -> float:
+    return (angle + math.pi) % (2 * math.pi) - math.pi
+
+
+# Rest direction of each limb bone and the normal of its bend plane at rest (rest_dir x bend_dir).
+_LIMBS = {
+    # bone: (parent joint, child joint, grandchild joint, rest direction, rest bend normal)
+    "leftUpperArm": (L_SH, L_EL, L_WR, np.array([1.0, 0, 0]), np.array([0, -1.0, 0])),
+    "rightUpperArm": (R_SH, R_EL, R_WR, np.array([-1.0, 0, 0]), np.array([0, 1.0, 0])),
+    "leftUpperLeg": (L_HIP, L_KN, L_AN, np.array([0, -1.0, 0]), np.array([1.0, 0, 0])),
+    "rightUpperLeg": (R_HIP, R_KN, R_AN, np.array([0, -1.0, 0]), np.array([1.0, 0, 0])),
+}
+_LOWER = {"leftUpperArm": "leftLowerArm", "rightUpperArm": "rightLowerArm", "leftUpperLeg": "leftLowerLeg", "rightUpperLeg": "rightLowerLeg"}
+ARMS_DOWN_DEG = 70.0  # the rest pose unseen arms ease to: upper arms rotated this far down from the T-pose
+
+
+def rest_pose_rotations() -> dict[str, np.ndarray]:
+    """The pose unseen bones ease to: T-pose with the upper arms down."""
+    a = math.radians(ARMS_DOWN_DEG)
+    return {
+        "leftUpperArm": quat.from_axis_angle(np.array([0, 0, 1.0]), -a),
+        "rightUpperArm": quat.from_axis_angle(np.array([0, 0, 1.0]), a),
+    }
+
+
+@dataclass
+class Limits:
+    elbow_max_deg: float = 150.0
+    knee_max_deg: float = 150.0
+    spine_max_deg: float = 60.0
+    neck_max_deg: float = 70.0
+
+
+def _clamp_angle(q: np.ndarray, max_rad: float) -> np.ndarray:
+    """Limit a rotation's angle, keeping its axis."""
+    q = q if q[3] >= 0 else -q
+    angle = 2.0 * math.acos(min(1.0, float(q[3])))
+    if angle <= max_rad or angle < 1e-9:
+        return q
+    return quat.slerp(quat.IDENTITY, q, max_rad / angle)
+
+
+def solve_rotations(joints: np.ndarray, limits: Limits | None = None) -> tuple[dict[str, np.ndarray], set[str]]:
+    """World-aimed, parent-local rotations of the body bones from COCO-17 3D joints (17, 3).
+
+    ``joints`` are in the canonical frame (NaN rows = unknown). Returns the local rotations of the
+    bones it could solve and the set of those bone names. Joint limits are applied here; bones it
+    cannot see are left out (the caller's unseen policy decides them).
+    """
+    limits = limits or Limits()
+    j = np.asarray(joints, dtype=np.float64)
+    known = np.all(np.isfinite(j), axis=-1)
+    local: dict[str, np.ndarray] = {}
+    world: dict[str, np.ndarray] = {}
+    solved: set[str] = set()
+
+    have_hips = known[L_HIP] and known[R_HIP]
+    have_sh = known[L_SH] and known[R_SH]
+    world_up = np.array([0.0, 1.0, 0.0])
+    torso_up = None
+    if have_hips and have_sh:
+        torso_up = _unit((j[L_SH] + j[R_SH] - j[L_HIP] - j[R_HIP]) / 2)
+
+    # Hips: hip line + half the torso lean (the spine chain carries the other half and the twist).
+    hips_q = quat.IDENTITY.copy()
+    if have_hips:
+        hint = _unit(world_up + torso_up) if torso_up is not None else world_up
+        m = _frame(j[L_HIP] - j[R_HIP], hint)
+        if m is not None:
+            hips_q = quat.from_matrix(m)
+            solved.add("hips")
+    world["hips"] = hips_q
+    local["hips"] = hips_q
+
+    # Spine, chest, upperChest: equal shares of the rotation from the hips to the shoulder frame.
+    chest_q = hips_q
+    if have_sh:
+        m = _frame(j[L_SH] - j[R_SH], torso_up if torso_up is not None else world_up)
+        if m is not None:
+            rel = quat.mul(quat.conjugate(hips_q), quat.from_matrix(m))
+            rel = _clamp_angle(quat.continuous(rel, quat.IDENTITY), math.radians(limits.spine_max_deg))
+            share = quat.slerp(quat.IDENTITY, rel, 1.0 / 3.0)
+            for name in ("spine", "chest", "upperChest"):
+                local[name] = share
+                solved.add(name)
+            chest_q = quat.mul(hips_q, rel)
+    world["upperChest"] = chest_q
+
+    # Neck + head: face points fitted to the template (Kabsch), split between neck and head.
+    if np.all(known[list(FACE)]):
+        head_world = _kabsch(FACE_TEMPLATE, j[list(FACE)])
+        rel = quat.continuous(quat.mul(quat.conjugate(chest_q), head_world), quat.IDENTITY)
+        rel = _clamp_angle(rel, math.radians(limits.neck_max_deg))
+        half = quat.slerp(quat.IDENTITY, rel, 0.5)
+        local["neck"] = half
+        local["head"] = half
+        solved.update(("neck", "head"))
+
+    # Limbs: aim at the observed direction; twist from the bend plane when bent, else from the parent.
+    for upper, (a, b, c, rest_dir, rest_normal) in _LIMBS.items():
+        lower = _LOWER[upper]
+        is_arm = "Arm" in upper
+        parent_q = world["upperChest"] if is_arm else world["hips"]
+        if not (known[a] and known[b]):
+            continue
+        d1 = _unit(j[b] - j[a])
+        swing = quat.mul(quat.from_two_vectors(quat.rotate(parent_q, rest_dir), d1), parent_q)
+        upper_q = swing
+        d2 = _unit(j[c] - j[b]) if known[c] else None
+        if d2 is not None:
+            normal = np.cross(d1, d2)
+            sin_bend = float(np.linalg.norm(normal))
+            bend_w = float(np.clip((sin_bend - 0.17) / 0.25, 0.0, 1.0))  # plane trusted from ~10 to ~25 degrees
+            if bend_w > 0:
+                # Twist about the bone so its rest bend normal lands on the observed plane normal,
+                # limited to what a shoulder / hip can rotate (beyond it the hinge clamps instead).
+                n = _unit(normal)
+                plane = quat.from_matrix(
+                    np.stack([d1, n, np.cross(d1, n)], -1) @ np.stack([rest_dir, rest_normal, np.cross(rest_dir, rest_normal)], -1).T
+                )
+                tau = _wrap(_twist_angle(quat.mul(plane, quat.conjugate(swing)), d1))
+                max_twist = math.radians(120.0 if is_arm else 90.0)
+                tau = float(np.clip(tau, -max_twist, max_twist))
+                upper_q = quat.mul(quat.from_axis_angle(d1, bend_w * tau), swing)
+        upper_local = quat.mul(quat.conjugate(parent_q), upper_q)
+        local[upper] = upper_local
+        world[upper] = upper_q
+        solved.add(upper)
+        if d2 is None:
+            continue
+        # Lower limb: a hinge about the rest bend normal, limited to [0, max flexion].
+        rest_in_upper = rest_dir  # rest directions of upper and lower limb bones coincide
+        target_local = quat.rotate(quat.conjugate(upper_q), d2)
+        bend_axis_local = rest_normal
+        # Angle of d2 around the hinge axis, measured from the rest direction.
+        perp = target_local - (target_local @ bend_axis_local) * bend_axis_local
+        flex = math.atan2(float(np.cross(rest_in_upper, perp) @ bend_axis_local), float(rest_in_upper @ perp))
+        max_flex = math.radians(limits.elbow_max_deg if is_arm else limits.knee_max_deg)
+        flex = max(flex, 0.0)  # no hyperextension
+        flex = min(flex, max_flex)
+        local[lower] = quat.from_axis_angle(bend_axis_local, flex)
+        world[lower] = quat.mul(upper_q, local[lower])
+        solved.add(lower)
+
+    # Feet stay level with the ground, facing where the hips face (COCO-17 does not see them).
+    hips_fwd = quat.rotate(hips_q, np.array([0.0, 0, 1.0]))
+    yaw = math.atan2(hips_fwd[0], hips_fwd[2])
+    foot_world = quat.from_axis_angle(np.array([0, 1.0, 0]), yaw)
+    for side in ("left", "right"):
+        lower = f"{side}LowerLeg"
+        if lower in world:
+            local[f"{side}Foot"] = quat.mul(quat.conjugate(world[lower]), foot_world)
+            solved.add(f"{side}Foot")
+    return local, solved
+
+
+# --------------------------------------------------------------------------------------------------
+# Bone groups for visibility / confidence
+
+_BONE_KEYPOINTS: dict[str, tuple[int, ...]] = {
+    "hips": (L_HIP, R_HIP),
+    "spine": (L_SH, R_SH), "chest": (L_SH, R_SH), "upperChest": (L_SH, R_SH),
+    "neck": FACE, "head": FACE,
+    "leftUpperArm": (L_SH, L_EL), "leftLowerArm": (L_EL, L_WR),
+    "rightUpperArm": (R_SH, R_EL), "rightLowerArm": (R_EL, R_WR),
+    "leftUpperLeg": (L_HIP, L_KN), "leftLowerLeg": (L_KN, L_AN), "leftFoot": (L_KN, L_AN),
+    "rightUpperLeg": (R_HIP, R_KN), "rightLowerLeg": (R_KN, R_AN), "rightFoot": (R_KN, R_AN),
+}
+
+
+@dataclass
+class _BoneMemory:
+    rotation: np.ndarray
+    confidence: float
+    seen_time: float
+
+
+class Retargeter:
+    """Per-person retargeting: 2D keypoints in, :class:`RigPose` out (one instance per track id).
+
+    ``solve`` calibrates itself from the first ``calibration_seconds`` of confident frames (a
+    provisional calibration from the frames so far is used meanwhile); ``calibrate()`` starts a new
+    calibration period; ``save``/``load`` keep it in a JSON file. ``lifter`` replaces the
+    foreshortening lifter (e.g. a learned 2D-to-3D model).
+    """
+
+    def __init__(self, config: RetargetConfig | None = None, lifter: Lifter | None = None) -> None:
+        self.config = config or RetargetConfig()
+        self.limits = Limits(self.config.elbow_max_deg, self.config.knee_max_deg, self.config.spine_max_deg, self.config.neck_max_deg)
+        self.calibration: Calibration | None = None
+        self._custom_lifter = lifter
+        self._lifter: Lifter | None = lifter
+        self._calib_frames: list[tuple[np.ndarray, np.ndarray]] = []
+        self._calib_start: float | None = None
+        self._calibrating = True
+        self._memory: dict[str, _BoneMemory] = {}
+        self._previous: dict[str, np.ndarray] = {}
+        self._image_size: tuple[int, int] | None = None
+        self._last_time = -math.inf
+        if self.config.calibration_file:
+            path = Path(self.config.calibration_file)
+            if path.is_file():
+                self.set_calibration(Calibration.load(path))
+
+    # -- calibration ---------------------------------------------------------------------------------
+    @property
+    def calibrated(self) -> bool:
+        """True once a full calibration period has been measured (or loaded)."""
+        return self.calibration is not None and not self._calibrating
+
+    def calibrate(self) -> None:
+        """Start a new calibration period from the next confident frames (user stands facing the camera)."""
+        self._calib_frames = []
+        self._calib_start = None
+        self._calibrating = True
+
+    def set_calibration(self, calibration: Calibration) -> None:
+        self.calibration = calibration
+        self._calibrating = False
+        self._calib_frames = []
+        if self._custom_lifter is None:
+            self._lifter = self._make_lifter(calibration)
+
+    def _make_lifter(self, calibration: Calibration) -> ForeshorteningLifter:
+        width = calibration.image_size[0]
+        focal = (width / 2) / math.tan(math.radians(self.config.fov_deg) / 2)
+        return ForeshorteningLifter(calibration, self.config.min_score, planar=self.config.depth == "planar", focal_px=focal)
+
+    def save(self, path: str | Path) -> None:
+        if self.calibration is None:
+            raise RuntimeError("nothing to save: the retargeter has not been calibrated yet (solve some frames or load a calibration)")
+        self.calibration.save(path)
+
+    def load(self, path: str | Path) -> None:
+        self.set_calibration(Calibration.load(path))
+
+    def _calibration_frame(self, kp: np.ndarray, sc: np.ndarray, timestamp: float, image_size: tuple[int, int]) -> None:
+        ok = sc >= self.config.min_score
+        torso = ok[[L_SH, R_SH]].all() and (ok[[L_HIP, R_HIP]].all() or self.config.upper_body)
+        if not torso:
+            return
+        if self._calib_start is None:
+            self._calib_start = timestamp
+        self._calib_frames.append((kp.copy(), sc.copy()))
+        done = timestamp - self._calib_start >= self.config.calibration_seconds
+        calibration = calibration_from_frames(self._calib_frames, image_size, self.config.min_score)
+        if done:
+            self.set_calibration(calibration)
+            if self.config.calibration_file:
+                calibration.save(self.config.calibration_file)
+        else:
+            # Provisional: keep the lifter's state (scale, depth signs) but use the newest lengths.
+            self.calibration = calibration
+            if self._custom_lifter is None:
+                if isinstance(self._lifter, ForeshorteningLifter):
+                    self._lifter.calibration = calibration
+                else:
+                    self._lifter = self._make_lifter(calibration)
+
+    # -- solving -------------------------------------------------------------------------------------
+    def solve(self, keypoints: np.ndarray, scores: np.ndarray, timestamp: float, image_size: tuple[int, int] = (1280, 720),
+              track_id: int = 0) -> RigPose:
+        kp = np.asarray(keypoints, dtype=np.float64)
+        sc = np.asarray(scores, dtype=np.float64).reshape(-1)
+        if kp.ndim != 2 or kp.shape[1] != 2 or kp.shape[0] != NUM_KEYPOINTS or sc.shape[0] != NUM_KEYPOINTS:
+            raise ValueError(f"retarget expects COCO-17 keypoints (17, 2) and scores (17,), got {kp.shape} and {sc.shape}")
+        bad = ~np.all(np.isfinite(kp), axis=-1) | ~np.isfinite(sc)
+        kp = np.where(bad[:, None], 0.0, kp)
+        sc = np.where(bad, 0.0, np.clip(sc, 0.0, 1.0))
+        self._image_size = (int(image_size[0]), int(image_size[1]))
+
+        if self._calibrating:
+            self._calibration_frame(kp, sc, timestamp, self._image_size)
+        joints = None
+        if self._lifter is not None:
+            joints = np.asarray(self._lifter.lift(kp, sc, timestamp), dtype=np.float64)
+            if joints.shape != (NUM_KEYPOINTS, 3):
+                raise ValueError(f"lifter returned shape {joints.shape}, expected (17, 3)")
+        local, solved = solve_rotations(joints, self.limits) if joints is not None else ({}, set())
+        if self.config.upper_body:
+            solved -= set(LEG_BONES)
+        rotations, confidence = self._apply_unseen_policy(local, solved, sc, timestamp)
+        hips_position = self._hips_position(kp, sc)
+        tracking = bool(solved)
+        if self.config.mirror:
+            rotations = mirror_rotations(rotations)
+            confidence = {_mirror_name(k): v for k, v in confidence.items()}
+            hips_position = hips_position * np.array([-1.0, 1.0, 1.0])
+        # Continuity: never let a quaternion flip sign between frames.
+        for name, q in rotations.items():
+            q = quat.normalize(q)
+            rotations[name] = quat.continuous(q, self._previous.get(name))
+        self._previous = dict(rotations)
+        self._last_time = timestamp
+        return RigPose(timestamp=float(timestamp), track_id=int(track_id), hips_position=hips_position,
+                       rotations=rotations, confidence=confidence, tracking=tracking)
+
+    def _apply_unseen_policy(self, local: dict[str, np.ndarray], solved: set[str], sc: np.ndarray, timestamp: float):
+        """Seen bones take the solved rotation; unseen ones hold, then ease to the rest pose."""
+        rest = rest_pose_rotations()
+        rotations: dict[str, np.ndarray] = {}
+        confidence: dict[str, float] = {}
+        for name, kps in _BONE_KEYPOINTS.items():
+            bone_conf = float(np.min(sc[list(kps)])) if kps else 0.0
+            if name in solved and name in local:
+                q = local[name]
+                self._memory[name] = _BoneMemory(q, bone_conf, timestamp)
+                rotations[name], confidence[name] = q, bone_conf
+                continue
+            target = rest.get(name, quat.IDENTITY)
+            memory = self._memory.get(name)
+            if self.config.upper_body and name in LEG_BONES or memory is None:
+                rotations[name], confidence[name] = target, 0.0
+                continue
+            unseen = timestamp - memory.seen_time
+            if unseen <= self.config.hold_seconds:
+                rotations[name], confidence[name] = memory.rotation, memory.confidence * 0.5
+            else:
+                t = min((unseen - self.config.hold_seconds) / self.config.ease_seconds, 1.0)
+                t = t * t * (3 - 2 * t)  # smoothstep
+                rotations[name], confidence[name] = quat.slerp(memory.rotation, target, t), 0.0
+        for name in ("leftToes", "rightToes", "leftHand", "rightHand", "leftShoulder", "rightShoulder"):
+            rotations.setdefault(name, quat.IDENTITY.copy())
+        return rotations, confidence
+
+    def _hips_position(self, kp: np.ndarray, sc: np.ndarray) -> np.ndarray:
+        """Hips position (metres, canonical, not mirrored) from the 2D hip centre and apparent size."""
+        rest = np.array([0.0, _hips_rest_height(), 0.0])
+        cal = self.calibration
+        if cal is None:
+            return rest
+        ok = sc >= self.config.min_score
+        if ok[L_HIP] and ok[R_HIP] and not self.config.upper_body:
+            center = (kp[L_HIP] + kp[R_HIP]) / 2
+        elif ok[L_SH] and ok[R_SH]:
+            center = (kp[L_SH] + kp[R_SH]) / 2 + np.array([0.0, cal.segments["torso"]])
+        else:
+            return self._previous_hips if hasattr(self, "_previous_hips") else rest
+        scale = self._lifter.scale if isinstance(self._lifter, ForeshorteningLifter) and self._lifter.scale > 0 else 1.0
+        px_per_m_cal = cal.body_px / CANONICAL_BODY_M
+        px_per_m = px_per_m_cal * scale
+        width = cal.image_size[0]
+        focal = (width / 2) / math.tan(math.radians(self.config.fov_deg) / 2)
+        depth_cal = focal / px_per_m_cal  # metres from the camera at calibration
+        x = (center[0] - width / 2) / px_per_m - (cal.hip_center[0] - width / 2) / px_per_m_cal
+        y = -((center[1] - cal.image_size[1] / 2) / px_per_m - (cal.hip_center[1] - cal.image_size[1] / 2) / px_per_m_cal)
+        z = depth_cal * (1.0 - 1.0 / scale)
+        if self.config.upper_body:
+            y = 0.0
+        pos = rest + np.array([x, y, z])
+        self._previous_hips = pos
+        return pos
+
+
+def _mirror_name(name: str) -> str:
+    if name.startswith("left"):
+        return "right" + name[4:]
+    if name.startswith("right"):
+        return "left" + name[5:]
+    return name

@@ -1,0 +1,478 @@
+"""Keypoint stabilization: per-joint Kalman filters (filterpy) and a One Euro alternative.
+
+One stabilizer per tracked person. Both kinds implement
+
+    update(keypoints (K, 2), scores (K,), timestamp) -> (keypoints, scores)   # filtered at timestamp
+    predict(t) -> (keypoints, scores)                                         # state at any time t
+
+so the outputs can send the pose predicted for the moment of sending (latency compensation) and
+run at a fixed rate above the pose rate.
+
+Why the Kalman filter looks the way it does:
+- Units come from the body, not the image: process noise is an acceleration in body heights per
+  second squared and measurement noise a fraction of the body height, so the same settings work
+  for a person 200 px or 800 px tall. The body height is given or estimated from the keypoints.
+- Measurement noise grows as confidence falls (sigma = noise / confidence**exponent): a heatmap
+  peak at 0.3 is several times less precise than one at 0.9, and trusting both equally is what
+  makes plain filters either jittery or laggy.
+- A Mahalanobis gate drops single-frame outliers (a wrist jumping to the other wrist); if the
+  measurement stays away for ``gate_frames`` frames it is a real move and the joint re-locks.
+- Joints share one filterpy ``KalmanFilter`` whose state stacks every joint, with x and y as the two
+  columns of the state (same covariance, since R is the same for both axes). With
+  ``body_coupling`` > 0 the state also holds a whole-body offset shared by all joints, so motion
+  common to the body (walking, swaying) is estimated from every keypoint at once while each joint
+  keeps its own residual motion.
+- Non-finite keypoints or scores count as missing; NaN never reaches the state.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+from filterpy.common import Q_discrete_white_noise
+from filterpy.kalman import KalmanFilter
+
+from .config import ConfigError, SmoothingConfig
+
+# Default body height when none is given and it cannot be estimated yet (px).
+FALLBACK_BODY_HEIGHT_PX = 400.0
+
+
+def _clean(keypoints: np.ndarray, scores: np.ndarray, min_confidence: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Copy inputs as float64, with non-finite or low-confidence keypoints marked unmeasured."""
+    kp = np.array(keypoints, dtype=np.float64, copy=True).reshape(-1, 2)
+    sc = np.array(scores, dtype=np.float64, copy=True).reshape(-1)
+    if sc.shape[0] != kp.shape[0]:
+        raise ValueError(f"stabilizer: {kp.shape[0]} keypoints but {sc.shape[0]} scores; pass one score per keypoint")
+    finite = np.all(np.isfinite(kp), axis=1) & np.isfinite(sc)
+    sc = np.where(finite, np.clip(sc, 0.0, 1.0), 0.0)
+    kp[~finite] = 0.0
+    measured = sc >= max(min_confidence, 1e-6)
+    return kp, sc, measured
+
+
+def _check_time(timestamp: float) -> float:
+    t = float(timestamp)
+    if not math.isfinite(t):
+        raise ValueError(f"stabilizer: timestamp must be a finite number of seconds, got {timestamp!r}")
+    return t
+
+
+def estimate_body_height(keypoints: np.ndarray, measured: np.ndarray) -> float | None:
+    """Body height in pixels from COCO-17 limb lengths (robust to leaning and partial views).
+
+    Sums head-to-shoulder, torso, thigh and shin along one side (the longer visible one), scaled by
+    the average proportions of a standing adult; None when too few joints are visible.
+    """
+    if keypoints.shape[0] < 17:
+        return None
+    chains = {
+        "torso": ((5, 11), (6, 12)),  # shoulder-hip, ~0.30 of height
+        "thigh": ((11, 13), (12, 14)),  # ~0.245
+        "shin": ((13, 15), (14, 16)),  # ~0.245
+        "upper_arm": ((5, 7), (6, 8)),  # ~0.17
+    }
+    share = {"torso": 0.30, "thigh": 0.245, "shin": 0.245, "upper_arm": 0.17}
+    estimates = []
+    for name, pairs in chains.items():
+        lengths = [np.linalg.norm(keypoints[a] - keypoints[b]) for a, b in pairs if measured[a] and measured[b]]
+        if lengths:
+            estimates.append(max(lengths) / share[name])
+    if len(estimates) < 2:
+        return None
+    return float(np.median(estimates))
+
+
+class KalmanStabilizer:
+    """Per-joint constant-velocity (or -acceleration) Kalman filter for one person's keypoints."""
+
+    def __init__(self, config: SmoothingConfig, num_keypoints: int = 17, body_height_px: float | None = None) -> None:
+        self.config = config
+        self.num_keypoints = k = num_keypoints
+        self.fixed_body_height = body_height_px
+        self.body_height = float(body_height_px or FALLBACK_BODY_HEIGHT_PX)
+        self.order = 3 if config.motion_model == "constant_acceleration" else 2
+        self.coupled = config.body_coupling > 0
+        # Position-like entries: one per joint, plus the shared body offset when coupled.
+        self.num_pos = k + (1 if self.coupled else 0)
+        basis = np.eye(k, self.num_pos)
+        if self.coupled:
+            basis[:, k] = 1.0
+        self.basis = basis  # joint position = basis @ position entries
+        self.filter = KalmanFilter(dim_x=self.num_pos * self.order, dim_z=k)
+        self.initialized = False
+        self.last_time = 0.0
+        self.last_seen = np.full(k, -np.inf)  # time of the last accepted measurement per joint
+        self.seen = np.zeros(k, dtype=bool)
+        self.confidence = np.zeros(k)  # confidence of the last accepted measurement
+        self.rejections = np.zeros(k, dtype=np.int64)  # consecutive gated frames
+        self.blend_offset = np.zeros((k, 2))  # re-acquisition blend: output offset that fades out
+        self.blend_start = np.full(k, -np.inf)
+        self._pending_blend: dict[int, np.ndarray] = {}  # joint -> output position before a re-lock
+        self.innovation_level = 1.0  # running mean of the normalized innovation (1 = model is right)
+        self.history: deque[tuple[float, np.ndarray, np.ndarray, np.ndarray]] = deque(maxlen=8)
+
+    # --- model matrices ---------------------------------------------------------------------
+    def _transition(self, dt: float) -> tuple[np.ndarray, np.ndarray]:
+        """F and Q for a step of ``dt`` seconds (block structure: derivative order x position entry)."""
+        n = self.num_pos
+        one = np.zeros((self.order, self.order))
+        for i in range(self.order):
+            for j in range(i, self.order):
+                one[i, j] = dt ** (j - i) / math.factorial(j - i)
+        F = np.kron(one, np.eye(n))
+        if dt <= 0:
+            return F, np.zeros_like(F)
+        base = Q_discrete_white_noise(dim=self.order, dt=dt, var=1.0)
+        c = self.config
+        noise = (c.acceleration if self.order == 2 else c.jerk) * self.body_height
+        # Faster joints get more process noise: a swinging limb's acceleration scales with its
+        # speed (a = omega * v for an oscillation), while a still joint is smoothed hard.
+        vel = self.filter.x[n : 2 * n] if self.initialized else np.zeros((n, 2))
+        speed = np.linalg.norm(np.concatenate([self.basis @ vel, vel[self.num_keypoints :]]), axis=1)
+        gain = c.speed_gain if self.order == 2 else 0.0  # jerk has other units; CA uses ``jerk`` alone
+        per_entry = (noise + gain * speed) ** 2
+        if self.coupled:
+            # Joints keep a share of the motion of their own; the body offset takes the common part.
+            per_entry[: self.num_keypoints] = (noise * c.joint_share + gain * speed[: self.num_keypoints]) ** 2
+            per_entry[self.num_keypoints] = (noise * c.body_coupling) ** 2
+        return F, np.kron(base, np.diag(per_entry))
+
+    def _measurement_sigma(self, scores: np.ndarray) -> np.ndarray:
+        c = self.config
+        return c.measurement_noise * self.body_height / np.maximum(scores, 0.05) ** c.confidence_exponent
+
+    def _joint_rows(self, joints: np.ndarray) -> np.ndarray:
+        """H rows (len(joints), dim_x) that read the positions of ``joints``."""
+        H = np.zeros((len(joints), self.filter.dim_x))
+        H[:, : self.num_pos] = self.basis[joints]
+        return H
+
+    def _own_states(self, j: int) -> np.ndarray:
+        """State indices that belong to joint ``j`` alone (its position, velocity, ...)."""
+        return np.arange(self.order) * self.num_pos + j
+
+    # --- lifecycle ----------------------------------------------------------------------------
+    def _initialize(self, kp: np.ndarray, sc: np.ndarray, measured: np.ndarray, t: float) -> None:
+        n, k = self.num_pos, self.num_keypoints
+        x = np.zeros((self.filter.dim_x, 2))
+        center = kp[measured].mean(axis=0)
+        if self.coupled:
+            x[k] = center
+            x[:k] = np.where(measured[:, None], kp - center, 0.0)
+        else:
+            x[:k] = np.where(measured[:, None], kp, center)
+        sigma = self._measurement_sigma(sc)
+        big = self.body_height
+        pos_var = np.where(measured, sigma**2, big**2)
+        P = np.zeros((self.filter.dim_x, self.filter.dim_x))
+        P[np.arange(k), np.arange(k)] = pos_var
+        if self.coupled:
+            P[k, k] = 0.0  # the split between body offset and joint is arbitrary; joints carry it
+        for d in range(1, self.order):
+            rate = self.body_height * (2.0 if d == 1 else 10.0)  # ~2 body heights/s, 10 /s^2
+            idx = d * n + np.arange(n)
+            P[idx, idx] = rate**2
+        self.filter.x = x
+        self.filter.P = P
+        self.initialized = True
+        self.last_time = t
+        self.seen = measured.copy()
+        self.last_seen = np.where(measured, t, -np.inf)
+        self.confidence = np.where(measured, sc, 0.0)
+
+    def reset(self) -> None:
+        """Forget the person (e.g. the track was lost)."""
+        self.initialized = False
+        self.history.clear()
+        self.seen[:] = False
+        self.rejections[:] = 0
+        self.blend_start[:] = -np.inf
+
+    def _advance(self, t: float) -> None:
+        dt = t - self.last_time
+        if dt > 0:
+            F, Q = self._transition(dt)
+            self.filter.predict(F=F, Q=Q)
+            # Joints missing past the hold time stop moving: extrapolating them drifts off.
+            stale = (t - self.last_seen) > self.config.hold_time
+            if np.any(stale):
+                for j in np.flatnonzero(stale):
+                    self.filter.x[self._own_states(j)[1:]] = 0.0
+            self.last_time = t
+
+    def update(self, keypoints: np.ndarray, scores: np.ndarray, timestamp: float) -> tuple[np.ndarray, np.ndarray]:
+        """Fuse one frame's measurements; returns the filtered keypoints (K, 2) and scores (K,)."""
+        t = _check_time(timestamp)
+        kp, sc, measured = _clean(keypoints, scores, self.config.min_confidence)
+        if kp.shape[0] != self.num_keypoints:
+            raise ValueError(f"stabilizer: expected {self.num_keypoints} keypoints, got {kp.shape[0]}")
+        if self.fixed_body_height is None:
+            height = estimate_body_height(kp, measured)
+            if height is not None:
+                # Slow average: the scale should follow walking towards the camera, not noise.
+                a = 0.1 if self.initialized else 1.0
+                self.body_height += a * (height - self.body_height)
+        if not self.initialized:
+            if not measured.any():
+                return self.predict(t)
+            self._initialize(kp, sc, measured, t)
+            self._record(t)
+            return self.predict(t)
+        if t < self.last_time:
+            t = self.last_time  # out-of-order frame: fuse it as if it arrived now
+        self._advance(t)
+
+        joints = np.flatnonzero(measured)
+        if joints.size:
+            stale = (t - self.last_seen[joints]) > self.config.hold_time
+            never = ~self.seen[joints]
+            # Re-lock joints that were lost, never seen, or gated away for too long.
+            relock = stale | never
+            sigma = self._measurement_sigma(sc[joints])
+            H = self._joint_rows(joints)
+            innovation = kp[joints] - H @ self.filter.x
+            var = np.einsum("ij,jk,ik->i", H, self.filter.P, H) + sigma**2
+            d2 = np.sum(innovation**2, axis=1) / var  # Mahalanobis distance^2, 2 dof
+            # Gate relative to the typical innovation (its running mean), so a noise level the
+            # model underestimates does not turn into rejecting every measurement.
+            gated = (d2 > self.config.gate * self.innovation_level) & ~relock if self.config.gate > 0 else np.zeros(len(joints), bool)
+            forced = gated & (self.rejections[joints] + 1 >= self.config.gate_frames)
+            gated &= ~forced
+            relock |= forced
+            self.rejections[joints] = np.where(gated, self.rejections[joints] + 1, 0)
+            for i in np.flatnonzero(relock):
+                self._unlock(joints[i], t, blend=bool(stale[i]) and not never[i])
+            keep = ~gated
+            if keep.any():
+                use = joints[keep]
+                R = np.diag(sigma[keep] ** 2)
+                self.filter.update(kp[use], R=R, H=H[keep])
+                typical = float(np.median(d2[keep & ~relock])) / 1.386 if np.any(keep & ~relock) else 1.0  # chi2(2) median
+                self.innovation_level = max(1.0, self.innovation_level + 0.05 * (typical - self.innovation_level))
+                self.last_seen[use] = t
+                self.seen[use] = True
+                self.confidence[use] = sc[use]
+        self._record(t)
+        return self.predict(t)
+
+    def _unlock(self, j: int, t: float, blend: bool) -> None:
+        """Open joint ``j``'s own state so the next update takes the measurement.
+
+        ``blend``: the joint was lost, so its output slides from where it was last shown instead
+        of jumping (a joint gated away for ``gate_frames`` frames moved for real and jumps).
+        """
+        if blend:
+            before = self._output_positions(t)[j]
+        own = self._own_states(j)
+        P = self.filter.P
+        P[own, :] = 0.0
+        P[:, own] = 0.0
+        P[own[0], own[0]] = self.body_height**2
+        for d, idx in enumerate(own[1:], start=1):
+            P[idx, idx] = (self.body_height * (2.0 if d == 1 else 10.0)) ** 2
+            self.filter.x[idx] = 0.0
+        if blend and self.config.reacquire_time > 0:
+            self._pending_blend[j] = before
+
+    def _record(self, t: float) -> None:
+        pending = self._pending_blend
+        if pending:
+            now = self._state_positions(t)
+            for j, before in pending.items():
+                self.blend_offset[j] = before - now[j]
+                self.blend_start[j] = t
+            pending.clear()
+        n = self.num_pos
+        pos = self.basis @ self.filter.x[:n]
+        vel = self.basis @ self.filter.x[n : 2 * n]
+        self.history.append((t, pos, vel, self.confidence.copy()))
+
+    # --- outputs ------------------------------------------------------------------------------
+    def _state_positions(self, t: float) -> np.ndarray:
+        """Joint positions from the filter state extrapolated from its time to ``t``."""
+        n = self.num_pos
+        x = self.filter.x
+        dt = t - self.last_time
+        horizon = np.clip(dt, 0.0, self.config.hold_time)
+        pos = x[:n] + x[n : 2 * n] * horizon
+        if self.order == 3:
+            pos = pos + 0.5 * x[2 * n : 3 * n] * horizon**2
+        return self.basis @ pos
+
+    def _output_positions(self, t: float) -> np.ndarray:
+        pos = self._state_positions(t)
+        return pos + self._blend(t)[:, None] * self.blend_offset
+
+    def _blend(self, t: float) -> np.ndarray:
+        rt = self.config.reacquire_time
+        if rt <= 0:
+            return np.zeros(self.num_keypoints)
+        return np.clip(1.0 - (t - self.blend_start) / rt, 0.0, 1.0)
+
+    def _scores(self, t: float, confidence: np.ndarray) -> np.ndarray:
+        age = np.maximum(t - self.last_seen, 0.0)
+        over = np.maximum(age - self.config.hold_time, 0.0)
+        decay = np.exp(-over / max(self.config.missing_decay, 1e-6))
+        return np.where(self.seen, confidence * decay, 0.0)
+
+    def predict(self, t: float) -> tuple[np.ndarray, np.ndarray]:
+        """Keypoints (K, 2) and scores (K,) at time ``t``.
+
+        After the last update: extrapolated with the motion model (at most ``hold_time`` ahead).
+        Between earlier updates: cubic Hermite interpolation of the filtered positions and
+        velocities, so a fixed-rate output above the pose rate stays smooth.
+        """
+        t = _check_time(t)
+        k = self.num_keypoints
+        if not self.initialized:
+            return np.zeros((k, 2), np.float32), np.zeros(k, np.float32)
+        if t >= self.last_time or len(self.history) < 2:
+            pos = self._output_positions(max(t, self.history[0][0] if self.history else t))
+            return pos.astype(np.float32), self._scores(t, self.confidence).astype(np.float32)
+        times = [h[0] for h in self.history]
+        i = int(np.searchsorted(times, t))
+        if i == 0:
+            t0, p0, _, c0 = self.history[0]
+            return p0.astype(np.float32), self._scores(t0, c0).astype(np.float32)
+        t0, p0, v0, c0 = self.history[i - 1]
+        t1, p1, v1, c1 = self.history[i]
+        h = t1 - t0
+        s = (t - t0) / h if h > 0 else 1.0
+        h00, h10, h01, h11 = 2 * s**3 - 3 * s**2 + 1, s**3 - 2 * s**2 + s, -2 * s**3 + 3 * s**2, s**3 - s**2
+        pos = h00 * p0 + h10 * h * v0 + h01 * p1 + h11 * h * v1
+        return pos.astype(np.float32), self._scores(t, c1).astype(np.float32)
+
+
+class OneEuroStabilizer:
+    """One Euro filter (Casiez et al. 2012) per coordinate: cutoff rises with speed.
+
+    Coordinates are divided by ``scale`` before filtering (the body height by default; the
+    benchmark passes the image size to reproduce peers' normalized-coordinate settings), so
+    ``beta`` does not depend on the image size.
+    """
+
+    def __init__(
+        self,
+        min_cutoff: float = 1.0,
+        beta: float = 1.0,
+        d_cutoff: float = 1.0,
+        scale: float | np.ndarray = FALLBACK_BODY_HEIGHT_PX,
+        min_confidence: float = 0.1,
+        hold_time: float = 0.25,
+        missing_decay: float = 0.25,
+    ) -> None:
+        self.min_cutoff, self.beta, self.d_cutoff = min_cutoff, beta, d_cutoff
+        self.scale = np.asarray(scale, dtype=np.float64)
+        self.min_confidence, self.hold_time, self.missing_decay = min_confidence, hold_time, missing_decay
+        self.x: np.ndarray | None = None  # (K, 2) filtered, normalized
+        self.dx: np.ndarray | None = None  # (K, 2) filtered derivative, normalized per second
+        self.last_time = 0.0
+        self.last_seen: np.ndarray | None = None
+        self.confidence: np.ndarray | None = None
+
+    @staticmethod
+    def _alpha(cutoff: np.ndarray | float, dt: float) -> np.ndarray:
+        tau = 1.0 / (2.0 * math.pi * np.asarray(cutoff))
+        return 1.0 / (1.0 + tau / dt)
+
+    def update(self, keypoints: np.ndarray, scores: np.ndarray, timestamp: float) -> tuple[np.ndarray, np.ndarray]:
+        t = _check_time(timestamp)
+        kp, sc, measured = _clean(keypoints, scores, self.min_confidence)
+        z = kp / self.scale
+        if self.x is None:
+            if not measured.any():
+                return self.predict(t)
+            self.x = np.where(measured[:, None], z, z[measured].mean(axis=0))
+            self.dx = np.zeros_like(z)
+            self.last_seen = np.where(measured, t, -np.inf)
+            self.confidence = np.where(measured, sc, 0.0)
+            self.last_time = t
+            return self.predict(t)
+        dt = t - self.last_time
+        if dt <= 0:
+            return self.predict(self.last_time)
+        first = measured & ~np.isfinite(self.last_seen)
+        self.x[first] = z[first]
+        m = measured & ~first
+        # A joint seen again after a gap is measured against the held value over the whole gap.
+        gap = np.where(m, t - self.last_seen, dt)[:, None]
+        gap = np.maximum(gap, dt)
+        raw_dx = (z - self.x) / gap
+        a_d = self._alpha(self.d_cutoff, dt)
+        dx = self.dx + a_d * (raw_dx - self.dx)
+        cutoff = self.min_cutoff + self.beta * np.abs(dx)
+        a = self._alpha(cutoff, dt)
+        x = self.x + a * (z - self.x)
+        self.x = np.where(m[:, None], x, self.x)
+        self.dx = np.where(m[:, None], dx, self.dx)
+        self.last_seen = np.where(measured, t, self.last_seen)
+        self.confidence = np.where(measured, sc, self.confidence)
+        self.last_time = t
+        return self.predict(t)
+
+    def predict(self, t: float) -> tuple[np.ndarray, np.ndarray]:
+        """Filtered keypoints at ``t``: extrapolated with the filtered derivative (at most hold_time)."""
+        t = _check_time(t)
+        if self.x is None:
+            k = 17
+            return np.zeros((k, 2), np.float32), np.zeros(k, np.float32)
+        horizon = float(np.clip(t - self.last_time, 0.0, self.hold_time))
+        fresh = (t - self.last_seen) <= self.hold_time
+        pos = (self.x + np.where(fresh[:, None], self.dx, 0.0) * horizon) * self.scale
+        over = np.maximum(t - self.last_seen - self.hold_time, 0.0)
+        scores = np.where(np.isfinite(self.last_seen), self.confidence * np.exp(-over / max(self.missing_decay, 1e-6)), 0.0)
+        return pos.astype(np.float32), scores.astype(np.float32)
+
+    def reset(self) -> None:
+        self.x = None
+
+
+class PassThroughStabilizer:
+    """``method = "none"``: hands measurements through; predict holds the last ones."""
+
+    def __init__(self) -> None:
+        self.keypoints = np.zeros((17, 2), np.float32)
+        self.scores = np.zeros(17, np.float32)
+
+    def update(self, keypoints: np.ndarray, scores: np.ndarray, timestamp: float) -> tuple[np.ndarray, np.ndarray]:
+        _check_time(timestamp)
+        kp, sc, measured = _clean(keypoints, scores, 1e-6)
+        self.keypoints = kp.astype(np.float32)
+        self.scores = np.where(measured, sc, 0.0).astype(np.float32)
+        return self.keypoints.copy(), self.scores.copy()
+
+    def predict(self, t: float) -> tuple[np.ndarray, np.ndarray]:
+        _check_time(t)
+        return self.keypoints.copy(), self.scores.copy()
+
+    def reset(self) -> None:
+        self.__init__()
+
+
+Stabilizer = KalmanStabilizer | OneEuroStabilizer | PassThroughStabilizer
+
+
+def make_stabilizer(config: SmoothingConfig, body_height_px: float | None = None, num_keypoints: int = 17) -> Stabilizer:
+    """The stabilizer ``config.method`` names, for one person.
+
+    ``body_height_px``: the person's height in pixels if known; None estimates it from the keypoints.
+    """
+    if config.method == "kalman":
+        return KalmanStabilizer(config, num_keypoints=num_keypoints, body_height_px=body_height_px)
+    if config.method == "one_euro":
+        return OneEuroStabilizer(
+            min_cutoff=config.min_cutoff,
+            beta=config.beta,
+            d_cutoff=config.d_cutoff,
+            scale=body_height_px or FALLBACK_BODY_HEIGHT_PX,
+            min_confidence=config.min_confidence,
+            hold_time=config.hold_time,
+            missing_decay=config.missing_decay,
+        )
+    if config.method == "none":
+        return PassThroughStabilizer()
+    raise ConfigError(f"smoothing.method = {config.method!r} is not allowed: choose one of kalman, one_euro, none")

@@ -1,0 +1,272 @@
+"""Output clock: drives the streaming sinks (VMC, WebSocket, ...) at their own fixed rates.
+
+Why a separate clock: the pose loop runs at whatever the camera and the network allow (often 15-30
+fps, jittery), while avatar receivers want a steady 60 Hz. So the sinks are not fed by the pose loop;
+a thread ticks at each sink's rate and asks the pipeline for the pose *at the send time*. The
+pipeline implements ``sample(t)`` with the stabilizer's ``predict(t)`` (latency compensation) and the
+retargeter, and returns an :class:`OutputFrame` (or None when there is nothing to send).
+
+Usage (what ``avatar-bridge run`` does)::
+
+    clock = OutputClock(sample, [(vmc.send, 60.0), (server.publish, 60.0)])
+    clock.start()
+    ...
+    clock.stop()
+    print(clock.stats())   # ticks, frames, sink errors, latency median/p95
+
+A sink is any callable ``sink(frame: OutputFrame) -> None``. It runs on the clock thread, so it must
+return quickly (VmcSender sends UDP datagrams, WebSocketServer.publish only hands the frame to its own
+event loop). An exception in a sink is logged (at most once per 5 s per sink) and never stops the other
+sinks or the clock.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from avatar_bridge.types import Pose2D, RigPose
+
+log = logging.getLogger(__name__)
+
+ERROR_LOG_INTERVAL_S = 5.0
+
+
+@dataclass
+class OutputPerson:
+    """One tracked person as the outputs see it: 2D keypoints and/or the solved rig."""
+
+    track_id: int
+    pose2d: Pose2D | None = None  # keypoints in pixels of the capture image
+    rig: RigPose | None = None
+    tracking: bool = True  # False while the tracker only extrapolates (person lost)
+
+
+@dataclass
+class OutputFrame:
+    """What the pipeline's ``sample(t)`` returns for one output tick."""
+
+    capture_time: float  # monotonic time the newest camera frame behind this pose was captured
+    width: int  # capture image size in pixels (keypoints are normalized by it)
+    height: int
+    people: list[OutputPerson] = field(default_factory=list)
+    driver: int | None = None  # track id of the person driving the avatar; None = the first person
+    sample_time: float | None = None  # the t the pose was predicted for (filled by OutputClock)
+
+    def driving_person(self) -> OutputPerson | None:
+        """The person that drives single-avatar outputs (VMC): ``driver`` or else the first one."""
+        for person in self.people:
+            if person.track_id == self.driver:
+                return person
+        return self.people[0] if self.people else None
+
+
+Sample = Callable[[float], "OutputFrame | None"]
+Sink = Callable[[OutputFrame], None]
+
+
+@dataclass
+class ClockStats:
+    ticks: int  # times the clock woke up and called sample()
+    frames: int  # ticks where sample() returned a frame
+    late_ticks: int  # schedule slots skipped because the thread woke up more than a period late
+    sample_errors: int
+    sink_errors: dict[str, int]
+    sends: dict[str, int]  # frames handed to each sink
+    latency_ms_median: float | None  # send time - capture time, over the last 1000 frames
+    latency_ms_p95: float | None
+    interval_ms_median: float | None  # time between consecutive ticks
+    interval_ms_p95: float | None
+
+
+def _percentiles(values: deque) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
+    arr = np.asarray(values, dtype=np.float64)
+    return float(np.median(arr)), float(np.percentile(arr, 95))
+
+
+class _SinkSlot:
+    """One sink with its own schedule and error counters."""
+
+    def __init__(self, sink: Sink, rate: float, name: str):
+        if not callable(sink):
+            raise TypeError(f"output sink {sink!r} is not callable: pass a function taking an OutputFrame")
+        if not (rate > 0 and np.isfinite(rate)):
+            raise ValueError(f"output rate for sink {name} is {rate!r}: use a positive number of Hz, e.g. 60")
+        self.sink = sink
+        self.period = 1.0 / float(rate)
+        self.name = name
+        self.next_due = 0.0
+        self.sends = 0
+        self.errors = 0
+        self.suppressed = 0
+        self.last_log = -float("inf")
+
+
+def _sink_name(sink: Sink) -> str:
+    owner = getattr(sink, "__self__", None)
+    if owner is not None:
+        return f"{type(owner).__name__}.{getattr(sink, '__name__', 'call')}"
+    return getattr(sink, "__name__", type(sink).__name__)
+
+
+class OutputClock:
+    """A thread that calls ``sample(t)`` on each sink's schedule and hands the frame to the due sinks.
+
+    ``sinks`` is a list of ``(callable, rate_hz)`` pairs (or bare callables, which use ``rate``).
+    When several sinks are due at the same tick, ``sample`` is called once and all of them get the
+    same frame. If the thread falls behind (machine overloaded) it skips the missed slots instead of
+    bursting, and counts them in ``late_ticks``.
+    """
+
+    def __init__(
+        self,
+        sample: Sample,
+        sinks: Sequence[Sink | tuple[Sink, float]],
+        rate: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        if not callable(sample):
+            raise TypeError("OutputClock needs sample(t) -> OutputFrame | None as its first argument")
+        self._sample = sample
+        self._clock = clock
+        self._slots: list[_SinkSlot] = []
+        for item in sinks:
+            sink, sink_rate = item if isinstance(item, tuple) else (item, rate)
+            name = _sink_name(sink)
+            if any(slot.name == name for slot in self._slots):
+                name = f"{name}#{len(self._slots)}"
+            self._slots.append(_SinkSlot(sink, sink_rate, name))
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._ticks = 0
+        self._frames = 0
+        self._late = 0
+        self._sample_errors = 0
+        self._sample_last_log = -float("inf")
+        self._latency_ms: deque = deque(maxlen=1000)
+        self._interval_ms: deque = deque(maxlen=1000)
+
+    # --- lifecycle ---------------------------------------------------------------------------------
+
+    def start(self) -> "OutputClock":
+        if self._thread is not None:
+            raise RuntimeError("OutputClock.start() called twice")
+        now = self._clock()
+        for slot in self._slots:
+            slot.next_due = now
+        self._thread = threading.Thread(target=self._run, name="avatar-bridge-output-clock", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def __enter__(self) -> "OutputClock":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    # --- the loop ----------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        last_tick = None
+        while not self._stop.is_set():
+            if not self._slots:
+                self._stop.wait(0.1)
+                continue
+            due_at = min(slot.next_due for slot in self._slots)
+            delay = due_at - self._clock()
+            if delay > 0 and self._stop.wait(delay):
+                break
+            now = self._clock()
+            due = [slot for slot in self._slots if slot.next_due <= now + 1e-4]
+            if not due:
+                continue
+            for slot in due:
+                slot.next_due += slot.period
+                if slot.next_due < now - slot.period:  # woke up far too late: skip, don't burst
+                    missed = int((now - slot.next_due) / slot.period)
+                    slot.next_due += missed * slot.period
+                    with self._lock:
+                        self._late += missed
+            if last_tick is not None:
+                with self._lock:
+                    self._interval_ms.append((now - last_tick) * 1000.0)
+            last_tick = now
+            self.tick(now, due)
+
+    def tick(self, t: float, slots: list[_SinkSlot] | None = None) -> OutputFrame | None:
+        """One output step at time ``t``: sample, then send to ``slots`` (default: every sink).
+
+        Public so a caller without a thread (tests, offline rendering) can drive the sinks itself.
+        """
+        slots = self._slots if slots is None else slots
+        with self._lock:
+            self._ticks += 1
+        try:
+            frame = self._sample(t)
+        except Exception:  # the pipeline's problem must not kill the output thread
+            with self._lock:
+                self._sample_errors += 1
+            if t - self._sample_last_log >= ERROR_LOG_INTERVAL_S:
+                self._sample_last_log = t
+                log.exception("output sample(t) failed (%d times so far); outputs skip this tick", self._sample_errors)
+            return None
+        if frame is None:
+            return None
+        if frame.sample_time is None:
+            frame.sample_time = t
+        with self._lock:
+            self._frames += 1
+            if isinstance(frame.capture_time, (int, float)):
+                self._latency_ms.append((self._clock() - frame.capture_time) * 1000.0)
+        for slot in slots:
+            try:
+                slot.sink(frame)
+                slot.sends += 1
+            except Exception:
+                slot.errors += 1
+                now = self._clock()
+                if now - slot.last_log >= ERROR_LOG_INTERVAL_S:
+                    log.exception(
+                        "output %s failed (%d errors, %d not logged since the last report); other outputs continue",
+                        slot.name, slot.errors, slot.suppressed,
+                    )
+                    slot.last_log = now
+                    slot.suppressed = 0
+                else:
+                    slot.suppressed += 1
+        return frame
+
+    def stats(self) -> ClockStats:
+        with self._lock:
+            lat_med, lat_p95 = _percentiles(self._latency_ms)
+            int_med, int_p95 = _percentiles(self._interval_ms)
+            return ClockStats(
+                ticks=self._ticks,
+                frames=self._frames,
+                late_ticks=self._late,
+                sample_errors=self._sample_errors,
+                sink_errors={s.name: s.errors for s in self._slots},
+                sends={s.name: s.sends for s in self._slots},
+                latency_ms_median=lat_med,
+                latency_ms_p95=lat_p95,
+                interval_ms_median=int_med,
+                interval_ms_p95=int_p95,
+            )

@@ -1,0 +1,267 @@
+// avatar-bridge web viewer: connects to the server's WebSocket (protocol v1), shows a procedural
+// avatar built from the hello message (or a dropped .vrm), applies the newest frame once per render,
+// draws the 2D keypoints, and reports connection state, fps and latency.
+
+import * as THREE from 'three';
+import { Connection } from './connection.js';
+import { KeypointPanel } from './keypoints.js';
+import { ProceduralAvatar, loadVrm } from './avatars.js';
+
+const $ = (id) => document.getElementById(id);
+
+// ?ws=ws://host:port/ picks another server; ?token=... is passed on (servers bound beyond loopback need it).
+function serverUrl() {
+  const params = new URLSearchParams(location.search);
+  let url = params.get('ws');
+  if (!url) {
+    const web = location.protocol === 'http:' || location.protocol === 'https:';
+    url = web ? `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/` : 'ws://127.0.0.1:8765/';
+  }
+  const token = params.get('token');
+  if (token && !url.includes('token=')) url += `${url.includes('?') ? '&' : '?'}token=${encodeURIComponent(token)}`;
+  return url;
+}
+
+// --- scene -----------------------------------------------------------------------------------------
+const canvas = $('view');
+const renderer = new THREE.WebGLRenderer({ canvas, antialias: true, preserveDrawingBuffer: true });
+renderer.setPixelRatio(window.devicePixelRatio || 1);
+const scene = new THREE.Scene();
+scene.background = new THREE.Color(0x1d2229);
+// The avatar faces +Z, so a camera on +Z looking back sees its front (its left arm on screen right).
+const camera = new THREE.PerspectiveCamera(35, 1, 0.05, 50);
+camera.position.set(0, 1.1, 4.2);
+camera.lookAt(0, 0.9, 0);
+scene.add(new THREE.HemisphereLight(0xffffff, 0x404048, 1.6));
+const sun = new THREE.DirectionalLight(0xffffff, 1.8);
+sun.position.set(1.5, 3, 2.5);
+scene.add(sun);
+const grid = new THREE.GridHelper(6, 12, 0x5a6270, 0x3a414c);
+scene.add(grid);
+
+function resize() {
+  const w = canvas.clientWidth || window.innerWidth;
+  const h = canvas.clientHeight || window.innerHeight;
+  renderer.setSize(w, h, false);
+  camera.aspect = w / Math.max(h, 1);
+  camera.updateProjectionMatrix();
+}
+window.addEventListener('resize', resize);
+resize();
+
+// --- state -----------------------------------------------------------------------------------------
+const panel = new KeypointPanel($('keypoints'));
+const state = {
+  connection: 'idle',
+  connectionDetail: '',
+  hello: null,
+  framesReceived: 0,
+  framesApplied: 0,
+  lastFrame: null,
+  lastAppliedSeq: null,
+  pendingFrame: null,
+  avatar: null,
+  errors: [],
+  frameTimes: [],
+  latencyMs: null,
+  rttMs: null,
+  selectedId: null,
+  paused: false,
+};
+
+function setAvatar(avatar) {
+  if (state.avatar) {
+    scene.remove(state.avatar.root);
+    state.avatar.dispose();
+  }
+  state.avatar = avatar;
+  scene.add(avatar.root);
+  $('avatar-name').textContent = avatar.name;
+  if (state.lastFrame) state.pendingFrame = state.lastFrame; // show the current pose at once
+}
+
+function reportError(message) {
+  state.errors.push(message);
+  if (state.errors.length > 20) state.errors.shift();
+  $('error').textContent = message;
+  $('error').hidden = false;
+}
+
+function drivingPerson(frame) {
+  const people = frame.people || [];
+  const wanted = frame.driver ?? null;
+  return people.find((p) => p.id === wanted) || people[0] || null;
+}
+
+function onHello(msg) {
+  if (msg.protocol !== 'avatar-bridge' || msg.version !== 1) {
+    reportError(`server speaks ${msg.protocol} version ${msg.version}; this viewer needs avatar-bridge version 1 - update the viewer or the server`);
+    return;
+  }
+  state.hello = msg;
+  panel.setEdges(msg.skeleton_edges);
+  if (!state.avatar || state.avatar.kind === 'procedural') {
+    try {
+      setAvatar(new ProceduralAvatar(msg.bones));
+    } catch (err) {
+      reportError(err.message);
+    }
+  }
+}
+
+function onFrame(msg) {
+  state.framesReceived += 1;
+  state.lastFrame = msg;
+  state.pendingFrame = msg;
+  const now = performance.now();
+  state.frameTimes.push(now);
+  while (state.frameTimes.length && now - state.frameTimes[0] > 1000) state.frameTimes.shift();
+  if (typeof msg.latency_ms === 'number') state.latencyMs = msg.latency_ms;
+}
+
+const connection = new Connection(serverUrl(), {
+  onMessage(msg) {
+    switch (msg.type) {
+      case 'hello': onHello(msg); break;
+      case 'frame': onFrame(msg); break;
+      case 'pong':
+        if (typeof msg.nonce === 'string' && msg.nonce.startsWith('t')) {
+          state.rttMs = performance.now() - Number(msg.nonce.slice(1));
+        }
+        break;
+      case 'ack': break;
+      case 'error': reportError(`server: ${msg.message}`); break;
+      default: break; // unknown types are ignored so newer servers stay compatible
+    }
+  },
+  onState(name, detail) {
+    state.connection = name;
+    state.connectionDetail = detail;
+    const el = $('connection');
+    el.textContent = `${name}${detail ? ` (${detail.replace(/\?.*$/, '')})` : ''}`;
+    el.className = `state-${name}`;
+  },
+});
+connection.open();
+setInterval(() => connection.send({ type: 'ping', nonce: `t${performance.now()}` }), 2000);
+
+// --- controls --------------------------------------------------------------------------------------
+$('calibrate').addEventListener('click', () => connection.send({ type: 'calibrate' }));
+$('pause').addEventListener('click', () => {
+  state.paused = !state.paused;
+  connection.send({ type: 'pause', paused: state.paused });
+  $('pause').textContent = state.paused ? 'Resume' : 'Pause';
+});
+$('person').addEventListener('change', (e) => {
+  const id = Number(e.target.value);
+  if (Number.isInteger(id)) connection.send({ type: 'select', id });
+});
+$('default-avatar').addEventListener('click', () => {
+  if (state.hello) setAvatar(new ProceduralAvatar(state.hello.bones));
+});
+
+async function loadVrmFile(buffer, name) {
+  $('avatar-name').textContent = `loading ${name}...`;
+  try {
+    const avatar = await loadVrm(buffer, name, state.hello?.bones);
+    setAvatar(avatar);
+    $('error').hidden = true;
+    return avatar.kind;
+  } catch (err) {
+    reportError(err.message);
+    $('avatar-name').textContent = state.avatar ? state.avatar.name : 'none';
+    throw err;
+  }
+}
+
+async function loadFile(file) {
+  if (!file.name.toLowerCase().endsWith('.vrm')) {
+    reportError(`${file.name}: drop a .vrm file (VRM 0.x or 1.0)`);
+    return;
+  }
+  await loadVrmFile(await file.arrayBuffer(), file.name).catch(() => {});
+}
+
+$('vrm-file').addEventListener('change', (e) => {
+  if (e.target.files[0]) loadFile(e.target.files[0]);
+});
+window.addEventListener('dragover', (e) => {
+  e.preventDefault();
+  document.body.classList.add('dragging');
+});
+window.addEventListener('dragleave', () => document.body.classList.remove('dragging'));
+window.addEventListener('drop', (e) => {
+  e.preventDefault();
+  document.body.classList.remove('dragging');
+  const file = e.dataTransfer?.files?.[0];
+  if (file) loadFile(file);
+});
+
+// --- render loop -----------------------------------------------------------------------------------
+function updatePeopleList(frame) {
+  const select = $('person');
+  const ids = (frame.people || []).map((p) => p.id);
+  const key = ids.join(',');
+  if (select.dataset.key !== key) {
+    select.dataset.key = key;
+    select.replaceChildren(...ids.map((id) => new Option(`person ${id}`, String(id))));
+  }
+  if (frame.driver != null) select.value = String(frame.driver);
+}
+
+function updateHud() {
+  $('fps').textContent = `${state.frameTimes.length}`;
+  $('latency').textContent = state.latencyMs == null ? '-' : `${state.latencyMs.toFixed(0)} ms`;
+  $('rtt').textContent = state.rttMs == null ? '-' : `${state.rttMs.toFixed(0)} ms`;
+  const f = state.lastFrame;
+  $('people').textContent = f ? `${(f.people || []).length}` : '-';
+  $('seq').textContent = f ? `${f.seq}` : '-';
+}
+
+const clock = new THREE.Clock();
+function tick() {
+  const dt = clock.getDelta();
+  const frame = state.pendingFrame;
+  if (frame && state.avatar) {
+    state.pendingFrame = null;
+    const person = drivingPerson(frame);
+    if (person) {
+      state.avatar.apply(person);
+      state.framesApplied += 1;
+      state.lastAppliedSeq = frame.seq;
+    }
+    panel.draw(frame);
+    updatePeopleList(frame);
+  }
+  state.avatar?.update(dt);
+  renderer.render(scene, camera);
+  updateHud();
+  requestAnimationFrame(tick);
+}
+requestAnimationFrame(tick);
+
+// --- test hook -------------------------------------------------------------------------------------
+// Read-only views of what the page received and what it actually put on the avatar's bone objects.
+window.avatarBridge = {
+  get connection() { return state.connection; },
+  get connects() { return connection.connects; },
+  get framesReceived() { return state.framesReceived; },
+  get framesApplied() { return state.framesApplied; },
+  get lastFrame() { return state.lastFrame; },
+  get lastAppliedSeq() { return state.lastAppliedSeq; },
+  get hello() { return state.hello; },
+  get avatarKind() { return state.avatar ? state.avatar.kind : null; },
+  get avatarName() { return state.avatar ? state.avatar.name : null; },
+  get errors() { return state.errors.slice(); },
+  appliedRotation(bone) { return state.avatar ? state.avatar.appliedRotation(bone) : null; },
+  appliedHipsPosition() { return state.avatar ? state.avatar.appliedHipsPosition() : null; },
+  /** Everything applied by the last render, read back in one go (consistent: JS is single-threaded). */
+  appliedPose(bones) {
+    const rotations = {};
+    for (const b of bones) rotations[b] = this.appliedRotation(b);
+    return { seq: state.lastAppliedSeq, hips: this.appliedHipsPosition(), rotations };
+  },
+  rawBoneWorldPosition(bone) { return state.avatar?.rawBoneWorldPosition?.(bone) ?? null; },
+  loadVrmFromUrl: async (url) => loadVrmFile(await (await fetch(url)).arrayBuffer(), url),
+  send: (msg) => connection.send(msg),
+};

@@ -1,0 +1,60 @@
+"""Run by tests/test_blender_bvh.py inside the bpy venv: import a BVH with Blender's own importer and
+print the world-space head of every bone at the requested frames as one JSON line.
+
+Usage: python blender_import_bvh.py FILE.bvh OUT.json FRAME [FRAME ...]
+Frames are BVH file frame numbers (0 = first MOTION line). Exits with os._exit because bpy can hang
+at interpreter exit (see ../shared/research/client-testing.md).
+"""
+
+import json
+import os
+import sys
+
+
+def main() -> int:
+    import bpy
+
+    path, out_path = sys.argv[1], sys.argv[2]
+    frames = [int(f) for f in sys.argv[3:]]
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    # axis_forward="Y", axis_up="Z" = no axis conversion: Blender's world coordinates are the file's.
+    result = bpy.ops.import_anim.bvh(
+        filepath=path, target="ARMATURE", global_scale=1.0, frame_start=1, use_fps_scale=False,
+        update_scene_fps=False, update_scene_duration=True, rotate_mode="NATIVE",
+        axis_forward="Y", axis_up="Z",
+    )
+    if result != {"FINISHED"}:
+        raise RuntimeError(f"import_anim.bvh returned {result}")
+    armature = next(ob for ob in bpy.context.scene.objects if ob.type == "ARMATURE")
+    scene = bpy.context.scene
+    heads = {}
+    for frame in frames:
+        scene.frame_set(frame + 1)  # frame_start=1: file frame 0 lands on Blender frame 1
+        depsgraph = bpy.context.evaluated_depsgraph_get()
+        evaluated = armature.evaluated_get(depsgraph)
+        heads[str(frame)] = {
+            bone.name: list(evaluated.matrix_world @ bone.head) for bone in evaluated.pose.bones
+        }
+    info = {
+        "blender": bpy.app.version_string,
+        "bones": [b.name for b in armature.data.bones],
+        "frame_end": scene.frame_end,
+        "heads": heads,
+    }
+    with open(out_path, "w") as f:
+        json.dump(info, f)
+    return 0
+
+
+if __name__ == "__main__":
+    code = 1
+    try:
+        code = main()
+    except BaseException as exc:  # report, then leave through os._exit below
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -1,0 +1,114 @@
+"""Test harness for the clients: the product's WebSocketServer publishing a known motion.
+
+Why: a client test must show that what the client put on its avatar equals what was sent. The
+harness runs the real :class:`avatar_bridge.server.WebSocketServer` on loopback (a free port; it
+also serves the built viewer over HTTP) and publishes a deterministic waving motion at a fixed rate,
+remembering each published pose by its ``seq`` (the server numbers frames 1, 2, 3, ... in publish
+order). The end-to-end test against ``avatar-bridge run --source synthetic`` is in the test files.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+
+from avatar_bridge import quat
+from avatar_bridge.config import WebSocketConfig
+from avatar_bridge.server import WebSocketServer
+from avatar_bridge.skeleton import BODY_BONES, REST_OFFSETS
+from avatar_bridge.stream import OutputFrame, OutputPerson
+from avatar_bridge.types import Pose2D, RigPose
+
+
+def pose_at(t: float) -> dict[str, np.ndarray]:
+    """A clearly visible motion: arms waving, elbows and knees bending, head turning, spine leaning.
+    Every body bone gets a non-trivial rotation."""
+    s = np.sin(2 * np.pi * 0.5 * t)
+    c = np.cos(2 * np.pi * 0.5 * t)
+    axis_angle = {
+        "hips": ((0, 1, 0), 0.3 * s),
+        "spine": ((0, 0, 1), 0.10 * s),
+        "chest": ((1, 0, 0), 0.10 * c),
+        "upperChest": ((0, 1, 0), 0.15 * s),
+        "neck": ((1, 0, 0), 0.10 * s),
+        "head": ((0, 1, 0), 0.5 * s),
+        "leftShoulder": ((0, 0, 1), 0.1 + 0.05 * s),
+        "rightShoulder": ((0, 0, 1), -0.1 - 0.05 * s),
+        # The left arm points +X at rest: a rotation about -Z lowers it.
+        "leftUpperArm": ((0.2, 0.3, -1.0), 0.9 + 0.5 * s),
+        "leftLowerArm": ((0, 1, 0), 0.8 + 0.4 * c),
+        "leftHand": ((1, 0, 0), 0.3 * s),
+        "rightUpperArm": ((0.2, -0.3, 1.0), 0.9 - 0.5 * s),
+        "rightLowerArm": ((0, -1, 0), 0.8 - 0.4 * c),
+        "rightHand": ((1, 0, 0), -0.3 * s),
+        "leftUpperLeg": ((1, 0, 0.1), -0.4 * max(s, 0.0) - 0.05),
+        "leftLowerLeg": ((1, 0, 0), 0.7 * max(s, 0.0) + 0.05),
+        "leftFoot": ((1, 0, 0), -0.2 * s),
+        "leftToes": ((1, 0, 0), 0.1),
+        "rightUpperLeg": ((1, 0, -0.1), -0.4 * max(-s, 0.0) - 0.05),
+        "rightLowerLeg": ((1, 0, 0), 0.7 * max(-s, 0.0) + 0.05),
+        "rightFoot": ((1, 0, 0), 0.2 * s),
+        "rightToes": ((1, 0, 0), 0.1),
+    }
+    assert set(axis_angle) == set(BODY_BONES)
+    return {name: quat.from_axis_angle(np.array(axis), angle) for name, (axis, angle) in axis_angle.items()}
+
+
+def output_frame(t: float, capture_time: float) -> OutputFrame:
+    rotations = pose_at(t)
+    hips = REST_OFFSETS[0] + np.array([0.15 * np.sin(t), -0.05 * abs(np.sin(2 * t)), 0.0])
+    # A stick figure for the keypoint panel, in pixels of a 1280x720 image.
+    base = np.array([[0.5, 0.2], [0.51, 0.19], [0.49, 0.19], [0.52, 0.2], [0.48, 0.2], [0.56, 0.3],
+                     [0.44, 0.3], [0.6, 0.42], [0.4, 0.42], [0.62, 0.52], [0.38, 0.52], [0.54, 0.55],
+                     [0.46, 0.55], [0.55, 0.72], [0.45, 0.72], [0.55, 0.9], [0.45, 0.9]])
+    base[:, 0] += 0.05 * np.sin(t)
+    pose2d = Pose2D(keypoints=(base * [1280, 720]).astype(np.float32), scores=np.full(17, 0.9, np.float32), track_id=1)
+    rig = RigPose(timestamp=capture_time, track_id=1, hips_position=hips, rotations=rotations,
+                  confidence={name: 0.9 for name in rotations})
+    return OutputFrame(capture_time=capture_time, width=1280, height=720,
+                       people=[OutputPerson(track_id=1, pose2d=pose2d, rig=rig)], driver=1)
+
+
+class PublishingServer:
+    """WebSocketServer on 127.0.0.1 publishing :func:`output_frame` at ``rate``; ``sent[seq]`` = RigPose."""
+
+    def __init__(self, rate: float = 30.0, port: int = 0):
+        self.rate = rate
+        self.controls: list = []
+        self.sent: dict[int, RigPose] = {}
+        self.server = WebSocketServer(WebSocketConfig(port=port, rate=rate), on_control=self.controls.append)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._publish, daemon=True)
+        self._t0 = time.monotonic()
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    def __enter__(self) -> "PublishingServer":
+        self.server.start()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.server.stop()
+
+    def control_types(self) -> list[str]:
+        return [c.type for c in self.controls]
+
+    def _publish(self) -> None:
+        seq = 0
+        while not self._stop.is_set():
+            now = time.monotonic()
+            frame = output_frame(now - self._t0, now)
+            seq += 1
+            self.sent[seq] = frame.people[0].rig
+            self.server.publish(frame)
+            self._stop.wait(1.0 / self.rate)

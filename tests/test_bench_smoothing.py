@@ -1,0 +1,85 @@
+"""bench-smoothing: corruption model, metrics with known answers, and a short run of the benchmark."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import MOCAP, need
+
+from avatar_bridge.bench_smoothing import (
+    along_front,
+    corrupt,
+    jitter,
+    lag_frames,
+    pareto_front,
+    rmse,
+    run_benchmark,
+)
+from avatar_bridge.cli import main
+
+
+def test_corruption_matches_issue_definition():
+    truth = np.zeros((400, 17, 2))
+    noisy, conf = corrupt(truth, "iid", seed=0)
+    assert np.all(conf == 1) and abs(noisy.std() - 5.0) < 0.1
+    noisy, conf = corrupt(truth, "realistic", seed=0)
+    dropout = conf == 0
+    outlier = conf == 0.35
+    assert abs(dropout.mean() - 0.05) < 0.005 and abs(outlier.mean() - 0.03) < 0.004
+    assert np.all(np.isnan(noisy[dropout]))
+    shift = np.abs(noisy[outlier])
+    assert shift.min() >= 40 and shift.max() <= 80
+    normal = ~dropout & ~outlier
+    assert conf[normal].min() >= 0.3 and conf[normal].max() <= 1.0
+    # Noise grows as confidence falls: sigma 2 + 10 (1 - c).
+    high, low = normal & (conf > 0.9), normal & (conf < 0.4)
+    assert 1.5 < noisy[high].std() < 3.5 and 7.5 < noisy[low].std() < 10.5
+    # Fixed seed: same corruption every time.
+    np.testing.assert_array_equal(corrupt(truth, "realistic", 0)[1], conf)
+    with pytest.raises(ValueError, match="iid or realistic"):
+        corrupt(truth, "gaussian")
+
+
+def test_metrics_known_answers():
+    t = np.arange(200) / 30
+    truth = np.stack([100 * np.sin(2 * np.pi * 0.7 * t), 50 * np.cos(2 * np.pi * 0.4 * t)], axis=-1)[:, None, :]
+    assert rmse(truth + [3.0, 4.0], truth) == pytest.approx(5.0)
+    assert jitter(np.cumsum(np.ones((50, 1, 2)), axis=0)) == pytest.approx(0.0)  # constant velocity
+    # Delay by 2.5 frames (linear interpolation): the lag estimate is sub-frame and close.
+    late = np.stack([100 * np.sin(2 * np.pi * 0.7 * (t - 2.5 / 30)), 50 * np.cos(2 * np.pi * 0.4 * (t - 2.5 / 30))], axis=-1)[:, None, :]
+    assert lag_frames(late, truth) == pytest.approx(2.5, abs=0.1)
+    assert lag_frames(truth, late) == pytest.approx(-2.5, abs=0.1)
+    front = pareto_front([{"jitter": 1, "rmse": 10}, {"jitter": 2, "rmse": 6}, {"jitter": 3, "rmse": 8}, {"jitter": 4, "rmse": 4}])
+    assert [p["jitter"] for p in front] == [1, 2, 4]
+    assert along_front(front, 3.0) == pytest.approx(5.0)
+    assert along_front(front, 0.5) is None and along_front(front, 9.0) == 4
+
+
+def test_short_benchmark_structure(tmp_path, capsys):
+    result = run_benchmark(need(MOCAP), frames=45)
+    assert result["frames"] == 45
+    for mode in ("iid", "realistic"):
+        case = result["cases"][mode]
+        assert set(case) >= {"raw", "one_euro_xr_defaults", "one_euro_sweep", "kalman_sweep", "kalman_default", "latency", "floors"}
+        assert len(case["one_euro_sweep"]) == 98
+        for row in [case["raw"], case["kalman_default"], *case["kalman_sweep"]]:
+            assert np.isfinite([row["rmse"], row["jitter"], row["lag"]]).all()
+        # Any filter is smoother than the raw measurements.
+        assert case["kalman_default"]["jitter"] < case["raw"]["jitter"]
+        assert "ok" in case["latency"] and "ok" in next(iter(case["floors"].values()))
+    assert result["cases"]["iid"]["raw"]["rmse"] == pytest.approx(7.07, abs=0.4)  # sqrt(2) * 5 px
+    # The CLI prints the table and writes JSON and the plot.
+    out_json, out_png = tmp_path / "r.json", tmp_path / "r.png"
+    assert main(["bench-smoothing", "--bvh", str(MOCAP), "--frames", "40", "--json", str(out_json), "--plot", str(out_png)]) == 0
+    assert "floor default_vs_one_euro" in capsys.readouterr().out
+    assert json.loads(out_json.read_text())["frames"] == 40
+    assert out_png.stat().st_size > 10_000
+
+
+def test_cli_errors(tmp_path, capsys):
+    assert main(["bench-smoothing", "--bvh", str(tmp_path / "none.bvh")]) == 2
+    assert "none.bvh not found" in capsys.readouterr().err
+    assert main(["bench-smoothing", "--frames", "5"]) == 2
+    assert "too short" in capsys.readouterr().err

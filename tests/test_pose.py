@@ -1,0 +1,202 @@
+"""Top-down inference: geometry, decoders, batching, flip test, both backends, config handling."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from avatar_bridge.config import PoseConfig
+from avatar_bridge.pose import (
+    Normalization, OnnxBackend, TopDownEstimator, TorchBackend, boxes_to_center_size, crop_matrices,
+    decode_heatmaps, load_estimator,
+)
+from conftest import COCO_DIR, POSE_ONNX, need
+
+torch.set_num_threads(1)
+
+
+def gaussian_maps(centers: np.ndarray, h: int = 64, w: int = 48, sigma: float = 2.0) -> np.ndarray:
+    """(N, K, 2) sub-pixel peak positions -> (N, K, h, w) Gaussian heatmaps with peak value 1."""
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    dx = xs[None, None] - centers[..., 0, None, None]
+    dy = ys[None, None] - centers[..., 1, None, None]
+    return np.exp(-(dx**2 + dy**2) / (2 * sigma**2)).astype(np.float32)
+
+
+def test_box_to_center_size_keeps_model_aspect_and_pads():
+    centers, sizes = boxes_to_center_size(np.array([[10, 20, 110, 420], [0, 0, 300, 100]]), aspect=0.75, padding=1.25)
+    np.testing.assert_allclose(centers, [[60, 220], [150, 50]])
+    np.testing.assert_allclose(sizes, [[300 * 1.25, 400 * 1.25], [300 * 1.25, 400 * 1.25]])  # tall: widen; wide: heighten
+
+
+def test_crop_matrix_maps_box_to_crop():
+    centers, sizes = boxes_to_center_size(np.array([[100, 50, 196, 178]]), aspect=0.75, padding=1.0)
+    mat = crop_matrices(centers, sizes, 192, 256)[0]
+    corners = np.array([[100, 50, 1], [196, 178, 1]], np.float64) @ mat.T
+    np.testing.assert_allclose(corners, [[0, 0], [192, 256]], atol=1e-9)
+
+
+@pytest.mark.parametrize("method,tolerance", [("argmax", 0.51), ("quarter", 0.3), ("dark", 0.02)])
+def test_decoders_find_subpixel_peaks_vectorized(method, tolerance):
+    rng = np.random.default_rng(1)
+    truth = np.stack([rng.uniform(6, 41, (5, 17)), rng.uniform(6, 57, (5, 17))], axis=-1).astype(np.float32)
+    coords, maxval = decode_heatmaps(gaussian_maps(truth), method)
+    assert coords.shape == (5, 17, 2) and maxval.shape == (5, 17)
+    assert np.abs(coords - truth).max() < tolerance
+    assert np.all(maxval > 0.8)
+
+
+def test_quarter_offset_moves_toward_higher_neighbour():
+    hm = np.zeros((1, 1, 5, 5), np.float32)
+    hm[0, 0, 2, 2] = 1.0
+    hm[0, 0, 2, 3] = 0.5  # right neighbour higher than left
+    hm[0, 0, 1, 2] = 0.4  # upper neighbour higher than lower
+    coords, _ = decode_heatmaps(hm, "quarter")
+    np.testing.assert_allclose(coords[0, 0], [2.25, 1.75])
+
+
+def test_unknown_decoder_is_an_error():
+    with pytest.raises(ValueError, match="unknown heatmap decoder 'soft'"):
+        decode_heatmaps(np.zeros((1, 1, 4, 4), np.float32), "soft")
+
+
+class BlobNet(torch.nn.Module):
+    """A real (untrained) network whose heatmap is the input's brightness sampled at every 4th pixel
+    (heatmap cell i <-> crop pixel 4 i, the SimpleBaseline target convention):
+    with a bright dot in the image, the heatmap peak is where the crop put the dot, so the whole
+    crop -> forward -> decode -> inverse-affine chain can be checked against a known position."""
+
+    num_keypoints = 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        brightness = x.mean(dim=1, keepdim=True)
+        pooled = brightness[:, :, ::4, ::4]
+        return torch.softmax((pooled * 4).flatten(1), dim=1).view_as(pooled) * 50
+
+
+def dot_image(points: list[tuple[float, float]], size=(720, 1280)) -> np.ndarray:
+    image = np.zeros((*size, 3), np.uint8)
+    for x, y in points:
+        cv2.circle(image, (int(round(x)), int(round(y))), 6, (255, 255, 255), -1, lineType=cv2.LINE_AA)
+    return cv2.GaussianBlur(image, (0, 0), 4)
+
+
+@pytest.mark.parametrize("flip", [False, True])
+@pytest.mark.parametrize("decode", ["quarter", "dark"])
+def test_keypoints_come_back_in_image_pixels(flip, decode):
+    dots = [(200.0, 300.0), (640.0, 200.0), (1000.0, 500.0)]
+    boxes = np.array([[120, 100, 300, 520], [560, 60, 760, 330], [900, 420, 1060, 600]], np.float32)
+    estimator = TopDownEstimator(TorchBackend(BlobNet(), channels_last=False), decode=decode, flip_test=flip)
+    poses = estimator.estimate(dot_image(dots), boxes)
+    assert len(poses) == 3
+    for pose, (x, y), box in zip(poses, dots, boxes):
+        assert pose.keypoints.shape == (1, 2) and pose.keypoints.dtype == np.float32
+        scale = (box[3] - box[1]) * 1.25 / 64  # image pixels per heatmap pixel
+        assert np.hypot(pose.keypoints[0, 0] - x, pose.keypoints[0, 1] - y) < 0.75 * scale
+        assert 0.0 <= pose.scores[0] <= 1.0
+        np.testing.assert_array_equal(pose.box, box)
+
+
+def test_buffers_are_reused_between_frames():
+    estimator = TopDownEstimator(TorchBackend(BlobNet(), channels_last=False))
+    image = dot_image([(100, 100)])
+    estimator.estimate(image, np.array([[50, 50, 150, 150]] * 4))
+    buffer = estimator._batch
+    estimator.estimate(image, np.array([[50, 50, 150, 150]] * 2))
+    estimator.estimate(image, np.array([[50, 50, 150, 150]] * 4))
+    assert estimator._batch is buffer  # fewer or as many people: no new allocation
+    estimator.estimate(image, np.array([[50, 50, 150, 150]] * 5))
+    assert len(estimator._batch) >= 8  # grown by doubling
+
+
+def test_normalization_channel_order_mean_std():
+    image = np.zeros((64, 64, 3), np.uint8)
+    image[:] = (10, 100, 200)  # BGR
+    rgb = TopDownEstimator(TorchBackend(BlobNet()), normalization=Normalization("rgb", (0, 0, 0), (1, 2, 4)))
+    batch, _, _ = rgb.preprocess(image, np.array([[16, 0, 40, 64]]))
+    np.testing.assert_allclose(batch[0, :, 128, 96], [200 / 1, 100 / 2, 10 / 4])
+    bgr = TopDownEstimator(TorchBackend(BlobNet()), normalization=Normalization("bgr", (10, 10, 10), (1, 1, 1)))
+    batch, _, _ = bgr.preprocess(image, np.array([[16, 0, 40, 64]]))
+    np.testing.assert_allclose(batch[0, :, 128, 96], [0, 90, 190])
+    with pytest.raises(ValueError, match="pose.mean / pose.std"):
+        Normalization("rgb", (0, 0, 0), (1, 0, 1)).scale_offset()
+
+
+def test_bad_inputs_are_clear_errors():
+    estimator = TopDownEstimator(TorchBackend(BlobNet()))
+    assert estimator.estimate(np.zeros((10, 10, 3), np.uint8), np.zeros((0, 4))) == []
+    with pytest.raises(ValueError, match="BGR uint8 image of shape"):
+        estimator.estimate(None, np.array([[0, 0, 5, 5]]))
+    with pytest.raises(ValueError, match="BGR uint8 image"):
+        estimator.estimate(np.zeros((10, 10), np.float32), np.array([[0, 0, 5, 5]]))
+    with pytest.raises(ValueError, match="pose.decode = 'x'"):
+        TopDownEstimator(TorchBackend(BlobNet()), decode="x")
+
+
+def test_cuda_request_without_gpu_is_a_clear_error():
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(RuntimeError, match="torch sees no CUDA GPU: use --device cpu"):
+        load_estimator(PoseConfig(model="random", arch="resnet18", device="cuda"))
+
+
+def test_torch_backend_cpu_settings():
+    backend = TorchBackend(BlobNet(), device="cpu", fp16=True, channels_last=True)
+    assert backend.fp16 is False  # fp16 autocast only on CUDA
+    buffer = backend.prepare(2, 8, 8)
+    assert buffer.shape == (2, 3, 8, 8) and not backend._host.is_pinned()
+    out = backend(np.ones((2, 3, 8, 8), np.float32))
+    assert out.shape == (2, 1, 2, 2) and out.dtype == np.float32
+
+
+def test_load_estimator_random_torch_model_batches_people():
+    estimator = load_estimator(PoseConfig(model="random", arch="resnet18", input_size=[128, 96], threads=1))
+    assert isinstance(estimator.backend, TorchBackend)
+    poses = estimator.estimate(np.full((240, 320, 3), 127, np.uint8), np.array([[10, 10, 100, 200], [150, 20, 300, 230]]))
+    assert [p.keypoints.shape for p in poses] == [(17, 2), (17, 2)]
+
+
+def test_load_estimator_errors():
+    with pytest.raises(ValueError, match="neither a file nor a checkpoint name"):
+        load_estimator(PoseConfig(model="no-such-model"))
+    with pytest.raises(FileNotFoundError, match="missing.pth not found"):
+        load_estimator(PoseConfig(model="/nonexistent/missing.pth"))
+    with pytest.raises(FileNotFoundError, match="ONNX model /nonexistent/m.onnx not found"):
+        load_estimator(PoseConfig(model="/nonexistent/m.onnx"))
+    with pytest.raises(ValueError, match="needs pose.model = a .onnx file"):
+        load_estimator(PoseConfig(model="random", backend="onnxruntime"))
+    with pytest.raises(ValueError, match="give \\[height, width\\]"):
+        load_estimator(PoseConfig(model="random", input_size=[256]))
+
+
+def test_offline_default_model_names_file_and_flag(tmp_path):
+    cfg = PoseConfig(model="", arch="mobilenetv2", weights_dir=str(tmp_path), download=False)
+    with pytest.raises(FileNotFoundError, match=f"place it at {tmp_path}/mobilenetv2_coco_256x192-d1e58e7b_20200727.pth"):
+        load_estimator(cfg)
+
+
+def test_bad_onnx_file_is_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(ValueError, match="bad.onnx cannot be loaded by onnxruntime"):
+        OnnxBackend(bad)
+
+
+def test_fixture_model_runs_through_onnxruntime():
+    need(POSE_ONNX)
+    image = cv2.imread(str(need(COCO_DIR / "000000196141.jpg")))
+    estimator = load_estimator(PoseConfig(model=str(POSE_ONNX), input_size=[384, 288], threads=1))
+    assert (estimator.input_h, estimator.input_w) == (256, 192)  # read from the model, not the config
+    assert estimator.backend.static_batch == 1
+    boxes = np.array([[30, 30, 200, 400], [250, 40, 400, 420], [400, 50, 600, 400]], np.float32)
+    poses = estimator.estimate(image, boxes)  # 3 people through a batch-1 model: run in chunks
+    assert len(poses) == 3
+    for pose, box in zip(poses, boxes):
+        assert pose.keypoints.shape == (17, 2) and pose.scores.shape == (17,)
+        assert np.all((pose.scores >= 0) & (pose.scores <= 1))
+        pad = 0.5 * (box[3] - box[1])
+        assert np.all(pose.keypoints[:, 1] > box[1] - pad) and np.all(pose.keypoints[:, 1] < box[3] + pad)
+    single = estimator.estimate(image, boxes[1:2])[0]
+    np.testing.assert_allclose(single.keypoints, poses[1].keypoints, atol=1e-4)  # batching changes nothing

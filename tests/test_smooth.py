@@ -1,0 +1,224 @@
+"""Keypoint stabilizers: Kalman (filterpy) and One Euro, on synthetic tracks with known answers."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from avatar_bridge.config import ConfigError, SmoothingConfig, config_from_dict
+from avatar_bridge.smooth import KalmanStabilizer, OneEuroStabilizer, PassThroughStabilizer, make_stabilizer
+
+K = 17
+BODY = 400.0  # px
+
+
+def line(t, velocity=(120.0, -60.0), start=(300.0, 400.0)):
+    """All joints on a constant-velocity track, spread so they are distinct points."""
+    offsets = np.stack([np.arange(K) * 10.0, np.arange(K) * 5.0], axis=1)
+    return np.asarray(start) + offsets + np.asarray(velocity) * t
+
+
+def run(stab, times, positions, scores=None, rng=None, noise=0.0):
+    out = []
+    for i, t in enumerate(times):
+        z = positions(t) + (rng.normal(0, noise, (K, 2)) if noise else 0.0)
+        out.append(stab.update(z, np.ones(K) if scores is None else scores[i], t))
+    return out
+
+
+def test_converges_on_constant_velocity_track():
+    rng = np.random.default_rng(1)
+    stab = KalmanStabilizer(SmoothingConfig(), body_height_px=BODY)
+    times = np.arange(90) / 30
+    out = run(stab, times, line, rng=rng, noise=2.0)
+    err = np.mean([np.linalg.norm(o[0] - line(t), axis=1).mean() for o, t in zip(out[30:], times[30:])])
+    assert err < 0.8 * 2.0 * np.sqrt(np.pi / 2)  # below the raw measurements' mean error (2.5 px)
+    np.testing.assert_allclose(stab.filter.x[K : 2 * K].mean(axis=0), [120, -60], atol=8)
+    assert np.all(out[-1][1] == 1.0)
+
+
+def test_future_prediction_matches_constant_velocity():
+    stab = KalmanStabilizer(SmoothingConfig(), body_height_px=BODY)
+    times = np.arange(60) / 30
+    run(stab, times, line)
+    t = times[-1] + 0.1
+    kp, scores = stab.predict(t)
+    np.testing.assert_allclose(kp, line(t), atol=0.5)
+    assert np.all(scores == 1.0)
+    # Interpolation between two past updates lies on the track too.
+    mid = (times[-3] + times[-2]) / 2
+    np.testing.assert_allclose(stab.predict(mid)[0], line(mid), atol=0.5)
+
+
+def test_variable_dt():
+    rng = np.random.default_rng(2)
+    times = np.cumsum(rng.uniform(0.01, 0.09, 80))
+    stab = KalmanStabilizer(SmoothingConfig(), body_height_px=BODY)
+    out = run(stab, times, line)
+    np.testing.assert_allclose(out[-1][0], line(times[-1]), atol=0.5)
+    np.testing.assert_allclose(stab.predict(times[-1] + 0.05)[0], line(times[-1] + 0.05), atol=0.5)
+
+
+def test_gate_rejects_single_jump_and_accepts_sustained_move():
+    still = lambda t: line(t, velocity=(0.0, 0.0))
+    cfg = SmoothingConfig(gate_frames=2)
+    stab = KalmanStabilizer(cfg, body_height_px=BODY)
+    times = np.arange(40) / 30
+    run(stab, times, still)
+    # One frame with the left wrist (9) jumped onto the right wrist's place 150 px away.
+    z = still(0)
+    z[9] = z[10] + [150.0, 0.0]
+    kp, _ = stab.update(z, np.ones(K), 40 / 30)
+    assert np.linalg.norm(kp[9] - still(0)[9]) < 1.0
+    kp, _ = stab.update(still(0), np.ones(K), 41 / 30)
+    assert np.linalg.norm(kp[9] - still(0)[9]) < 1.0
+    # The wrist really moves 100 px and stays there: followed after gate_frames frames.
+    moved = still(0).copy()
+    moved[9] += [100.0, 0.0]
+    outs = [stab.update(moved, np.ones(K), (42 + i) / 30)[0] for i in range(6)]
+    assert np.linalg.norm(outs[0][9] - still(0)[9]) < 1.0  # first frame of the move: gated
+    assert np.linalg.norm(outs[-1][9] - moved[9]) < 2.0
+    # The other joints never noticed.
+    np.testing.assert_allclose(outs[-1][:9], still(0)[:9], atol=0.5)
+
+
+def test_dropout_then_reacquisition_without_jump():
+    cfg = SmoothingConfig(hold_time=0.2, missing_decay=0.2, reacquire_time=0.2)
+    stab = KalmanStabilizer(cfg, body_height_px=BODY)
+    moving = lambda t: line(t, velocity=(90.0, 0.0))
+    outputs, scores = [], []
+    for i in range(120):
+        t = i / 30
+        z = moving(t)
+        sc = np.ones(K)
+        if 40 <= i < 70:  # the left wrist is occluded for one second
+            sc[9] = 0.0
+            z[9] = np.nan  # and its value is garbage
+        kp, s = stab.update(z, sc, t)
+        outputs.append(kp[9].copy())
+        scores.append(s[9])
+        assert np.all(np.isfinite(kp))
+    outputs, scores = np.array(outputs), np.array(scores)
+    # Predicted along its track during the hold time, with full confidence.
+    np.testing.assert_allclose(outputs[44], moving(44 / 30)[9], atol=1.0)
+    assert scores[44] == pytest.approx(1.0)
+    # Then marked missing: confidence decays towards 0 and the joint stops moving.
+    assert scores[69] < 0.05 and scores[55] < scores[50] < 1.0
+    assert np.allclose(outputs[60], outputs[69], atol=1e-3)
+    # Re-acquired: no step larger than a few frames of motion, and back on the track after the blend.
+    steps = np.linalg.norm(np.diff(outputs[66:85], axis=0), axis=1)
+    assert steps.max() < 25.0  # the gap left it ~60 px behind; it catches up over 0.2 s, not in one frame
+    np.testing.assert_allclose(outputs[-1], moving(119 / 30)[9], atol=1.0)
+    assert scores[-1] == pytest.approx(1.0)
+
+
+def test_nan_and_inf_never_propagate():
+    stab = KalmanStabilizer(SmoothingConfig(), body_height_px=None)
+    rng = np.random.default_rng(3)
+    for i in range(30):
+        z = line(i / 30) + rng.normal(0, 1, (K, 2))
+        sc = np.ones(K)
+        z[i % K] = [np.nan, np.inf]
+        sc[(i + 3) % K] = np.nan
+        kp, s = stab.update(z, sc, i / 30)
+        assert np.all(np.isfinite(kp)) and np.all(np.isfinite(s))
+        assert np.all(np.isfinite(stab.filter.x)) and np.all(np.isfinite(stab.filter.P))
+    one_euro = OneEuroStabilizer()
+    kp, s = one_euro.update(np.full((K, 2), np.nan), np.ones(K), 0.0)
+    assert np.all(np.isfinite(kp)) and np.all(s == 0)
+    with pytest.raises(ValueError, match="timestamp"):
+        stab.update(line(0), np.ones(K), float("nan"))
+    with pytest.raises(ValueError, match="one score per keypoint"):
+        stab.update(line(0), np.ones(K - 1), 2.0)
+
+
+def test_confidence_weighting_trusts_confident_measurements():
+    """Same noisy data; a low score on the bad frames makes the filter follow them less."""
+    truth = lambda t: line(t, velocity=(0.0, 0.0))
+    rng = np.random.default_rng(4)
+    errs = {}
+    for weighted in (False, True):
+        stab = KalmanStabilizer(SmoothingConfig(gate=0.0), body_height_px=BODY)
+        rng = np.random.default_rng(4)
+        err = []
+        for i in range(90):
+            bad = i % 3 == 0
+            z = truth(0) + rng.normal(0, 12.0 if bad else 1.0, (K, 2))
+            sc = np.full(K, 0.3 if (bad and weighted) else 1.0)
+            kp, _ = stab.update(z, sc, i / 30)
+            err.append(np.linalg.norm(kp - truth(0), axis=1).mean())
+        errs[weighted] = np.mean(err[30:])
+    assert errs[True] < 0.7 * errs[False]
+
+
+def test_body_height_sets_scale():
+    """The same motion scaled 2x in pixels with a 2x body height gives 2x the output."""
+    rng = np.random.default_rng(5)
+    z = [line(i / 30) + rng.normal(0, 2, (K, 2)) for i in range(40)]
+    small = KalmanStabilizer(SmoothingConfig(), body_height_px=BODY)
+    large = KalmanStabilizer(SmoothingConfig(), body_height_px=2 * BODY)
+    for i, zi in enumerate(z):
+        a, _ = small.update(zi, np.ones(K), i / 30)
+        b, _ = large.update(2 * zi, np.ones(K), i / 30)
+    np.testing.assert_allclose(b, 2 * a, rtol=1e-4, atol=1e-3)
+
+
+def test_body_coupling_and_constant_acceleration_models():
+    rng = np.random.default_rng(6)
+    times = np.arange(60) / 30
+    accelerating = lambda t: line(t) + np.array([80.0, 0.0]) * t**2
+    for cfg in (SmoothingConfig(body_coupling=1.0, joint_share=0.5), SmoothingConfig(motion_model="constant_acceleration")):
+        stab = KalmanStabilizer(cfg, body_height_px=BODY)
+        out = run(stab, times, accelerating, rng=rng, noise=1.0)
+        err = np.linalg.norm(out[-1][0] - accelerating(times[-1]), axis=1).mean()
+        assert err < 3.0, cfg
+        kp, _ = stab.predict(times[-1] + 0.05)
+        assert np.linalg.norm(kp - accelerating(times[-1] + 0.05), axis=1).mean() < 4.0
+
+
+def test_one_euro_smooths_and_follows():
+    rng = np.random.default_rng(7)
+    stab = OneEuroStabilizer(min_cutoff=1.0, beta=0.5, d_cutoff=1.0, scale=BODY)
+    still = line(0, velocity=(0, 0))
+    outs = [stab.update(still + rng.normal(0, 3, (K, 2)), np.ones(K), i / 30)[0] for i in range(60)]
+    assert np.abs(outs[-1] - still).mean() < 1.5  # noise (2.4 px mean abs) reduced
+    for i in range(60, 120):
+        kp, _ = stab.update(line((i - 60) / 30, velocity=(300, 0)), np.ones(K), i / 30)
+    assert np.abs(kp - line(59 / 30, velocity=(300, 0))).mean() < 15  # follows a fast move with little lag
+
+
+def test_config_fields_validated_with_clear_errors():
+    cfg = config_from_dict({"smoothing": {"method": "one_euro", "acceleration": 2, "beta": 0.7}}).smoothing
+    assert cfg.method == "one_euro" and cfg.acceleration == 2.0
+    assert isinstance(make_stabilizer(cfg), OneEuroStabilizer)
+    assert isinstance(make_stabilizer(SmoothingConfig()), KalmanStabilizer)
+    assert isinstance(make_stabilizer(SmoothingConfig(method="none")), PassThroughStabilizer)
+    with pytest.raises(ConfigError, match=r"smoothing.acceleration = -1.0 is out of range"):
+        config_from_dict({"smoothing": {"acceleration": -1}})
+    with pytest.raises(ConfigError, match="smoothing.motion_model = 'jerky' is not allowed"):
+        config_from_dict({"smoothing": {"motion_model": "jerky"}})
+    with pytest.raises(ConfigError, match="unknown key smoothing.gain"):
+        config_from_dict({"smoothing": {"gain": 1}})
+    with pytest.raises(ConfigError, match="smoothing.gate_frames must be an integer"):
+        config_from_dict({"smoothing": {"gate_frames": 1.5}})
+    with pytest.raises(ConfigError, match="smoothing.method"):
+        make_stabilizer(dataclasses.replace(SmoothingConfig(), method="median"))
+
+
+def test_pass_through_and_predict_before_data():
+    assert np.all(KalmanStabilizer(SmoothingConfig()).predict(1.0)[1] == 0)
+    p = PassThroughStabilizer()
+    kp, sc = p.update(line(0), np.ones(K), 0.0)
+    np.testing.assert_allclose(kp, line(0))
+    np.testing.assert_allclose(p.predict(5.0)[0], line(0))
+
+
+def test_cost_per_frame_is_small():
+    """Not a speed assertion: the benchmark measures speed; this only runs many frames cleanly."""
+    stab = KalmanStabilizer(SmoothingConfig(), body_height_px=BODY)
+    rng = np.random.default_rng(8)
+    for i in range(300):
+        stab.update(line(i / 30) + rng.normal(0, 2, (K, 2)), rng.uniform(0.3, 1, K), i / 30)
+    np.testing.assert_allclose(stab.predict(299 / 30)[0], line(299 / 30), atol=4.0)

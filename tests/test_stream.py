@@ -1,0 +1,148 @@
+"""OutputClock: per-sink rates, one sample per tick, sink/sample failures isolated, latency measured."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import pytest
+
+from avatar_bridge.stream import OutputClock, OutputFrame, OutputPerson
+
+
+class Recorder:
+    """A sink that records the frames it gets (thread-safe)."""
+
+    def __init__(self):
+        self.frames: list[OutputFrame] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, frame: OutputFrame) -> None:
+        with self.lock:
+            self.frames.append(frame)
+
+
+def run_for(clock: OutputClock, seconds: float) -> None:
+    clock.start()
+    time.sleep(seconds)
+    clock.stop()
+    assert not clock.running
+
+
+def test_sinks_run_at_their_own_rates_from_one_sample_per_tick():
+    samples = []
+
+    def sample(t: float) -> OutputFrame:
+        samples.append(t)
+        return OutputFrame(capture_time=t - 0.05, width=640, height=480, people=[OutputPerson(1)])
+
+    fast, slow = Recorder(), Recorder()
+    clock = OutputClock(sample, [(fast, 40.0), (slow, 20.0)])
+    run_for(clock, 1.0)
+    stats = clock.stats()
+    # 20 Hz slots coincide with every other 40 Hz slot: sample() runs once per 40 Hz tick, not per sink.
+    assert len(samples) == stats.ticks
+    assert len(fast.frames) <= stats.ticks < len(fast.frames) + len(slow.frames)
+    assert 0.4 <= len(slow.frames) / len(fast.frames) <= 0.6
+    assert len(fast.frames) >= 10
+    # Both sinks got the very same frame objects when due together, stamped with the tick time.
+    slow_ids = {id(f) for f in slow.frames}
+    assert slow_ids <= {id(f) for f in fast.frames}
+    assert all(f.sample_time is not None for f in fast.frames)
+    times = [f.sample_time for f in fast.frames]
+    assert times == sorted(times)
+    # capture_time is 50 ms before the sample time, so the measured latency is at least 50 ms.
+    assert stats.latency_ms_median >= 50.0 and stats.latency_ms_p95 >= stats.latency_ms_median
+    assert stats.sends == {"Recorder": len(fast.frames), "Recorder#1": len(slow.frames)}
+
+
+def test_failing_sink_is_logged_once_and_does_not_stop_the_others(caplog):
+    good = Recorder()
+
+    def broken(frame: OutputFrame) -> None:
+        raise RuntimeError("receiver exploded")
+
+    clock = OutputClock(lambda t: OutputFrame(t, 10, 10), [(broken, 50.0), (good, 50.0)])
+    with caplog.at_level(logging.ERROR, logger="avatar_bridge.stream"):
+        run_for(clock, 0.6)
+    stats = clock.stats()
+    assert stats.sink_errors["broken"] >= 10
+    assert stats.sends["Recorder"] == len(good.frames) == stats.frames >= 10
+    logged = [r for r in caplog.records if "output broken failed" in r.getMessage()]
+    assert len(logged) == 1  # rate-limited: once per 5 s
+    assert "receiver exploded" in caplog.text
+
+
+def test_failing_or_empty_sample_skips_the_tick_and_keeps_ticking(caplog):
+    calls = []
+
+    def sample(t: float):
+        calls.append(t)
+        if len(calls) % 3 == 0:
+            raise ValueError("stabilizer not ready")
+        if len(calls) % 3 == 1:
+            return None
+        return OutputFrame(t, 10, 10)
+
+    sink = Recorder()
+    clock = OutputClock(sample, [sink], rate=60.0)
+    with caplog.at_level(logging.ERROR, logger="avatar_bridge.stream"):
+        run_for(clock, 0.5)
+    stats = clock.stats()
+    assert stats.ticks == len(calls) >= 9
+    assert stats.sample_errors == len(calls) // 3
+    assert stats.frames == len(sink.frames) == sum(1 for i in range(1, len(calls) + 1) if i % 3 == 2)
+    assert len([r for r in caplog.records if "sample(t) failed" in r.getMessage()]) == 1
+
+
+def test_tick_drives_sinks_without_a_thread():
+    sink = Recorder()
+    clock = OutputClock(lambda t: OutputFrame(t - 0.01, 10, 10), [sink])
+    frame = clock.tick(123.0)
+    assert frame is sink.frames[0] and frame.sample_time == 123.0
+
+
+def test_driving_person_prefers_driver_then_first():
+    people = [OutputPerson(4), OutputPerson(9)]
+    assert OutputFrame(0, 1, 1, people, driver=9).driving_person().track_id == 9
+    assert OutputFrame(0, 1, 1, people, driver=None).driving_person().track_id == 4
+    assert OutputFrame(0, 1, 1, people, driver=77).driving_person().track_id == 4
+    assert OutputFrame(0, 1, 1, [], driver=1).driving_person() is None
+
+
+def test_bad_arguments_are_clear():
+    with pytest.raises(ValueError, match="positive number of Hz"):
+        OutputClock(lambda t: None, [(Recorder(), 0.0)])
+    with pytest.raises(TypeError, match="not callable"):
+        OutputClock(lambda t: None, ["vmc"])
+    clock = OutputClock(lambda t: None, [])
+    clock.start()
+    with pytest.raises(RuntimeError, match="twice"):
+        clock.start()
+    clock.stop()
+
+
+def test_stop_is_prompt_even_at_a_low_rate():
+    clock = OutputClock(lambda t: None, [(Recorder(), 1.0)]).start()
+    time.sleep(0.05)
+    started = time.monotonic()
+    clock.stop()
+    assert time.monotonic() - started < 0.5 and not clock.running
+
+
+def test_bench_stream_command_runs_and_reports(capsys):
+    from avatar_bridge import cli
+
+    code = cli.main(["bench-stream", "--frames", "5", "--seconds", "0.4", "--clients", "2", "--json"])
+    assert code == 0
+    out = capsys.readouterr().out
+    result = __import__("json").loads(out[out.index("{"):])
+    assert result["vmc"]["datagrams_per_frame"] >= 4 and result["vmc"]["largest_datagram"] <= 1400
+    assert set(result["publish_json"]) == {"1 people", "2 people", "4 people", "16 people"}
+    runs = result["delivery"]
+    assert [(r["clients"], r["stuck_client"]) for r in runs] == [(2, False), (2, True)]
+    assert all(r["published"] > 0 and r["delay"]["n"] > 0 for r in runs)
+    assert len(runs[1]["dropped_per_client"]) == 3  # two readers and the stuck one
+    with __import__("pytest").raises(ValueError, match="must be positive"):
+        cli.main(["-v", "bench-stream", "--clients", "0"])

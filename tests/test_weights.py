@@ -1,0 +1,227 @@
+"""Checkpoint registry, verified download over real local HTTP, and strict loading of all layouts."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from avatar_bridge import weights
+from avatar_bridge.cli import main as cli_main
+from avatar_bridge.model import build_model
+from avatar_bridge.weights import REGISTRY, CheckpointInfo, detect_layout, download, fetch, load_checkpoint
+
+torch.set_num_threads(1)
+
+
+def randomized(arch: str, num_keypoints: int = 17, seed: int = 0):
+    """A model whose every tensor (BN statistics included) holds distinct random values."""
+    model = build_model(arch, num_keypoints)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for key, value in model.state_dict().items():
+            if value.dtype.is_floating_point:
+                value.copy_(torch.rand(value.shape, generator=gen) + 0.5)
+            else:
+                value.fill_(int(torch.randint(1, 1000, (1,), generator=gen)))
+    return model
+
+
+def assert_same(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for key in sa:
+        if not key.endswith("num_batches_tracked"):
+            assert torch.equal(sa[key], sb[key]), key
+
+
+def layout_state(model, layout: str) -> dict:
+    """The model's weights renamed as each publisher names them."""
+    out = {}
+    for key, value in model.state_dict().items():
+        head = key.startswith(("deconv_layers.", "final_layer."))
+        backbone_key = key[len("backbone."):] if key.startswith("backbone.") else key
+        if model.arch == "mobilenetv2" and not head and layout in ("mmpose0", "mmpose1"):
+            backbone_key = weights.torchvision_mobilenetv2_to_mmpose(backbone_key)
+        if layout == "microsoft":
+            out[key if head else backbone_key] = value.clone()
+        elif layout == "mmpose0":
+            out["keypoint_head." + key if head else "backbone." + backbone_key] = value.clone()
+        elif layout == "mmpose1":
+            out["head." + key if head else "backbone." + backbone_key] = value.clone()
+        else:
+            out[key] = value.clone()
+    return out
+
+
+@pytest.mark.parametrize("arch,layout,wrap", [
+    ("resnet18", "microsoft", "raw"),
+    ("resnet18", "microsoft", "module"),  # DataParallel prefix inside {"state_dict": ...}
+    ("resnet18", "mmpose0", "state_dict"),
+    ("resnet18", "mmpose1", "state_dict"),
+    ("resnet18", "native", "raw"),
+    ("mobilenetv2", "mmpose0", "state_dict"),
+    ("mobilenetv2", "mmpose1", "state_dict"),
+])
+def test_every_layout_loads_back_bit_exactly(tmp_path, arch, layout, wrap):
+    source = randomized(arch)
+    state = layout_state(source, layout)
+    assert detect_layout(list(state)) == layout
+    if wrap == "module":
+        obj = {"state_dict": {"module." + k: v for k, v in state.items()}}
+    elif wrap == "state_dict":
+        obj = {"state_dict": state, "meta": {"mmpose_version": "0.x"}}
+    else:
+        obj = state
+    path = tmp_path / f"{arch}-{layout}.pth"
+    torch.save(obj, path)
+    loaded = load_checkpoint(build_model(arch), path)
+    assert_same(source, loaded)
+
+
+def test_mmpose_mobilenetv2_names_are_mmposes_own():
+    state = layout_state(build_model("mobilenetv2"), "mmpose0")
+    assert "backbone.conv1.conv.weight" in state
+    assert "backbone.layer1.0.conv.0.conv.weight" in state  # depthwise first: no expansion in layer1
+    assert "backbone.layer1.0.conv.1.bn.running_mean" in state
+    assert "backbone.layer7.0.conv.2.conv.weight" in state
+    assert "backbone.conv2.conv.weight" in state
+    assert not any(".features." in k or k.startswith("backbone.0.") for k in state)
+    assert weights.mmpose_mobilenetv2_to_torchvision("layer2.1.conv.2.bn.bias") == "3.conv.3.bias"
+    assert weights.mmpose_mobilenetv2_to_torchvision("layer2.1.conv.0.bn.bias") == "3.conv.0.1.bias"
+
+
+def test_old_checkpoints_without_num_batches_tracked_load(tmp_path):
+    source = randomized("resnet18")
+    state = {k: v for k, v in layout_state(source, "microsoft").items() if not k.endswith("num_batches_tracked")}
+    torch.save(state, tmp_path / "old.pth")
+    assert_same(source, load_checkpoint(build_model("resnet18"), tmp_path / "old.pth"))
+
+
+def test_wrong_architecture_lists_missing_and_unexpected_keys(tmp_path):
+    torch.save({"state_dict": layout_state(build_model("resnet18"), "mmpose0")}, tmp_path / "r18.pth")
+    with pytest.raises(ValueError) as err:
+        load_checkpoint(build_model("resnet50"), tmp_path / "r18.pth")
+    text = str(err.value)
+    assert "\n" not in text
+    assert "r18.pth" in text and "resnet50" in text and "pose.arch" in text
+    assert "shape mismatch" in text and "missing" in text
+
+
+def test_wrong_keypoint_count_reports_shape_mismatch(tmp_path):
+    torch.save(layout_state(build_model("resnet18", 17), "native"), tmp_path / "k17.pth")
+    with pytest.raises(ValueError, match=r"2 shape mismatch: final_layer.weight \(17, 256, 1, 1\) vs model \(21, 256, 1, 1\).*pose.num_keypoints") as err:
+        load_checkpoint(build_model("resnet18", 21), tmp_path / "k17.pth")
+    assert "k17.pth" in str(err.value)
+
+
+def test_corrupt_and_non_checkpoint_files_are_one_line_errors(tmp_path):
+    good = tmp_path / "good.pth"
+    torch.save(layout_state(build_model("resnet18"), "native"), good)
+    corrupt = tmp_path / "corrupt.pth"
+    corrupt.write_bytes(good.read_bytes()[: 10000])
+    with pytest.raises(ValueError, match="corrupt.pth cannot be read as a torch checkpoint.*download it again") as err:
+        load_checkpoint(build_model("resnet18"), corrupt)
+    assert "\n" not in str(err.value)
+    text = tmp_path / "notes.pth"
+    text.write_text("hello")
+    with pytest.raises(ValueError, match="notes.pth cannot be read"):
+        load_checkpoint(build_model("resnet18"), text)
+    other = tmp_path / "other.pth"
+    torch.save({"epoch": 3, "lr": 0.1}, other)
+    with pytest.raises(ValueError, match="other.pth is not a model checkpoint"):
+        load_checkpoint(build_model("resnet18"), other)
+    with pytest.raises(FileNotFoundError, match="missing.pth not found"):
+        load_checkpoint(build_model("resnet18"), tmp_path / "missing.pth")
+
+
+def test_registry_entries_are_consistent():
+    assert {"simplebaseline-resnet50-256x192", "simplebaseline-mobilenetv2-256x192"} <= set(REGISTRY)
+    for info in REGISTRY.values():
+        assert info.url.startswith("https://download.openmmlab.com/mmpose/top_down/")
+        assert f"-{info.sha256}_" in info.filename  # hash prefix is part of the published file name
+        assert f"{info.input_size[0]}x{info.input_size[1]}" in info.filename
+        assert 60 < info.coco_ap < 80
+    assert REGISTRY["simplebaseline-resnet50-256x192"].coco_ap == 71.8
+    assert weights.registry_name("resnet152", [384, 288]) == "simplebaseline-resnet152-384x288"
+    with pytest.raises(ValueError, match="no pretrained checkpoint for arch 'resnet18'"):
+        weights.registry_name("resnet18", [256, 192])
+
+
+# --- download over real local HTTP ------------------------------------------------------------------
+
+
+@pytest.fixture
+def http_root(tmp_path):
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *a, **k: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_download_checks_hash_and_shows_progress(http_root, tmp_path, capfd):
+    root, base = http_root
+    payload = bytes(range(256)) * 4000
+    (root / "ckpt.pth").write_bytes(payload)
+    digest = hashlib.sha256(payload).hexdigest()
+    dest = tmp_path / "cache" / "ckpt.pth"
+    assert download(f"{base}/ckpt.pth", dest, digest[:8]) == dest
+    assert dest.read_bytes() == payload
+    assert "ckpt.pth: [" in capfd.readouterr().err
+    assert not list(dest.parent.glob("*.part"))
+
+
+def test_hash_mismatch_leaves_nothing_behind(http_root, tmp_path):
+    root, base = http_root
+    (root / "ckpt.pth").write_bytes(b"tampered" * 1000)
+    dest = tmp_path / "cache" / "ckpt.pth"
+    with pytest.raises(RuntimeError, match="does not start with the expected 0badc0de.*nothing was written"):
+        download(f"{base}/ckpt.pth", dest, "0badc0de", progress=False)
+    assert not dest.exists() and not list(dest.parent.glob("*"))
+
+
+def test_no_network_error_says_where_to_place_the_file(tmp_path):
+    with socket.socket() as s:  # a port that nothing listens on: connection refused, like being offline
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dest = tmp_path / "cache" / "res50.pth"
+    with pytest.raises(RuntimeError) as err:
+        download(f"http://127.0.0.1:{port}/res50.pth", dest, progress=False)
+    text = str(err.value)
+    assert "\n" not in text and f"place it at {dest}" in text and "--model" in text
+
+
+def test_fetch_uses_cache_then_downloads_named_checkpoint(http_root, tmp_path, monkeypatch):
+    root, base = http_root
+    source = randomized("resnet18")
+    torch.save({"state_dict": layout_state(source, "mmpose0")}, root / "r18_coco_256x192-00000000_2020.pth")
+    digest = hashlib.sha256((root / "r18_coco_256x192-00000000_2020.pth").read_bytes()).hexdigest()[:8]
+    info = CheckpointInfo("test-r18", "resnet18", (256, 192), f"{base}/r18_coco_256x192-00000000_2020.pth", digest, 70.0)
+    monkeypatch.setitem(REGISTRY, "test-r18", info)
+    cache = tmp_path / "cache"
+    with pytest.raises(FileNotFoundError, match=f"place it at {cache / info.filename}"):
+        fetch("test-r18", cache, allow_download=False)
+    path = fetch("test-r18", cache, progress=False)
+    assert path == cache / info.filename and path.is_file()
+    assert fetch("test-r18", cache, allow_download=False) == path  # cached: no network needed
+    assert_same(source, weights.load_pretrained("test-r18", "resnet50", weights_dir=cache))  # arch from the registry
+    with pytest.raises(ValueError, match="unknown checkpoint 'nope'.*avatar-bridge weights"):
+        fetch("nope", cache)
+
+
+def test_weights_cli_lists_registry(tmp_path, capsys):
+    assert cli_main(["weights", "list", "--dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "simplebaseline-resnet50-256x192" in out and "71.8" in out and str(tmp_path) in out
