@@ -16,7 +16,7 @@ import platform
 import time
 
 from .metrics import PipelineMetrics
-from .pipeline import Pipeline, add_source_arguments, apply_source_arguments, open_config_source
+from .pipeline import Pipeline, add_source_arguments, apply_source_arguments, is_keypoint_source, open_config_source
 
 STAGE_ORDER = ("grab", "detect", "crop_boxes", "pose", "track", "smooth", "predict", "retarget")
 
@@ -35,8 +35,9 @@ def run_bench(config, max_frames: int | None = None, duration: float | None = No
     """Process the configured source; returns the results as a JSON-ready dict."""
     from .stream import OutputClock
 
-    source = open_config_source(config)
     pipeline = Pipeline(config, PipelineMetrics(window=100000))
+    pipeline.prepare(images=not is_keypoint_source(config.source.source))
+    source = open_config_source(config)
     rate = output_rate or config.websocket.rate
     if not 1.0 <= rate <= 1000.0:
         raise ValueError(f"--output-rate {rate} is out of range: use 1 to 1000 Hz")

@@ -21,12 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import quat
 from .camera import PinholeCamera
 from .config import RetargetConfig, SmoothingConfig
 from .keypoints import KEYPOINT_INDEX as K
-from .retarget import Retargeter
-from .skeleton import BONE_INDEX, forward_kinematics
+from .retarget import Retargeter, body_transforms
 
 DEFAULT_MOCAP = Path(__file__).resolve().parent.parent.parent / "shared" / "fixtures" / "mocap" / "cmu_131_01_walk.bvh"
 
@@ -68,13 +66,11 @@ def _camera_to_world(camera: PinholeCamera) -> np.ndarray:
 
 def recovered_directions(rotations: dict[str, np.ndarray], to_world: np.ndarray) -> dict[str, np.ndarray]:
     """World direction of each reported bone from the RigPose rotations (forward kinematics)."""
-    _, world_rot = forward_kinematics(rotations)
-    out = {}
-    for bone, (_, axis) in LIMB_BONES.items():
-        out[bone] = to_world @ quat.rotate(world_rot[BONE_INDEX[bone]], np.array(axis))
-    out["hips"] = to_world @ quat.rotate(world_rot[BONE_INDEX["hips"]], np.array([1.0, 0, 0]))
-    out["shoulders"] = to_world @ quat.rotate(world_rot[BONE_INDEX["upperChest"]], np.array([1.0, 0, 0]))
-    out["spine"] = to_world @ quat.rotate(world_rot[BONE_INDEX["upperChest"]], np.array([0.0, 1.0, 0]))
+    _, world_rot = body_transforms(rotations)
+    out = {bone: to_world @ (world_rot[bone] @ np.array(axis)) for bone, (_, axis) in LIMB_BONES.items()}
+    out["hips"] = to_world @ world_rot["hips"][:, 0]
+    out["shoulders"] = to_world @ world_rot["upperChest"][:, 0]
+    out["spine"] = to_world @ world_rot["upperChest"][:, 1]
     return out
 
 

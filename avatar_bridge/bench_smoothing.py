@@ -9,8 +9,9 @@ with a fixed seed (issue #4):
   2 + 10 (1 - c) px; 3% outliers moved 40 to 80 px on each axis with confidence 0.35; 5% dropouts
   (no measurement, confidence 0). Filters see the confidences, never the sigmas.
 
-Raw (last value held through dropouts), a One Euro sweep (normalized image coordinates, like XR
-Animator) and a Kalman sweep (its process noise, other settings as shipped) are scored by RMSE to
+Raw (last value held through dropouts), a One Euro sweep (min cutoff x beta x d cutoff, normalized
+image coordinates like XR Animator) and a Kalman sweep (its three process-noise terms: acceleration,
+speed gain, innovation gain; other settings as shipped) are scored by RMSE to
 the truth (px), lag (frames, from the cross-correlation of velocities, sub-frame) and jitter (mean
 absolute second difference, px/frame^2). The floors of issue #4 are checked against the One Euro
 Pareto front (lowest RMSE for a given jitter), interpolated at the Kalman default's jitter.
@@ -36,8 +37,9 @@ ONE_EURO_BETAS = (1.0, 2.0, 5.0, 10.0, 20.0, 40.0, 60.0)
 ONE_EURO_D_CUTOFFS = (1.0, 2.0)
 XR_ANIMATOR_DEFAULTS = {"min_cutoff": 1.0, "beta": 1.0, "d_cutoff": 2.0}
 # Kalman sweep over its two process-noise settings (x the shipped default), as One Euro's over two.
-KALMAN_ACCELERATION_SCALES = (0.04, 0.1, 0.2, 0.5, 1.0, 2.0, 4.0)
-KALMAN_SPEED_GAIN_SCALES = (0.0, 0.25, 0.375, 0.5, 0.75, 1.0, 1.5)
+KALMAN_ACCELERATION_SCALES = (0.02, 0.05, 0.1, 0.3, 0.6, 1.0, 2.0)
+KALMAN_SPEED_GAIN_SCALES = (0.0, 1 / 6, 2 / 6, 3 / 6, 4 / 6, 1.0, 1.5)
+KALMAN_INNOVATION_GAIN_SCALES = (0.0, 1.0, 3.3)
 FPS = 30.0
 DELIVERY_DELAY = 0.05  # s between capture and the measurement reaching the filter (latency check)
 
@@ -130,13 +132,14 @@ def one_euro(image_size: tuple[int, int], min_cutoff: float, beta: float, d_cuto
     return OneEuroStabilizer(min_cutoff=min_cutoff, beta=beta, d_cutoff=d_cutoff, scale=np.array(image_size, dtype=np.float64))
 
 
-def kalman_config(base: SmoothingConfig, acceleration_scale: float, speed_scale: float) -> SmoothingConfig:
-    """The shipped Kalman settings with its process noise terms scaled."""
+def kalman_config(base: SmoothingConfig, acceleration_scale: float, speed_scale: float, innovation_scale: float = 1.0) -> SmoothingConfig:
+    """The shipped Kalman settings with its three process-noise terms scaled."""
     return dataclasses.replace(
         base,
         acceleration=base.acceleration * acceleration_scale,
         jerk=base.jerk * acceleration_scale,
         speed_gain=base.speed_gain * speed_scale,
+        innovation_gain=base.innovation_gain * innovation_scale,
     )
 
 
@@ -180,9 +183,10 @@ def run_benchmark(bvh: Path = DEFAULT_BVH, frames: int | None = None, seed: int 
         ksweep = []
         for a in KALMAN_ACCELERATION_SCALES:
             for g in KALMAN_SPEED_GAIN_SCALES:
-                cfg = kalman_config(config, a, g)
-                est = run_stabilizer(KalmanStabilizer(cfg), noisy, conf)
-                ksweep.append({"acceleration": cfg.acceleration, "speed_gain": cfg.speed_gain, **score(est, truth)})
+                for ig in KALMAN_INNOVATION_GAIN_SCALES:
+                    cfg = kalman_config(config, a, g, ig)
+                    est = run_stabilizer(KalmanStabilizer(cfg), noisy, conf)
+                    ksweep.append({"acceleration": cfg.acceleration, "speed_gain": cfg.speed_gain, "innovation_gain": cfg.innovation_gain, **score(est, truth)})
         case["kalman_sweep"] = ksweep
         started = time.perf_counter()
         est = run_stabilizer(KalmanStabilizer(config), noisy, conf)
@@ -204,10 +208,15 @@ def latency_check(bvh, source, truth, noisy, conf, config, frames) -> dict:
     truth_at_send = source.camera.project(fine[idx[ok]])
     compensated = run_stabilizer(KalmanStabilizer(config), noisy, conf, delay=DELIVERY_DELAY)[ok]
     plain = run_stabilizer(KalmanStabilizer(config), noisy, conf)[ok]
+    # References without any noise: how far straight-line extrapolation can go on this motion.
+    lead = DELIVERY_DELAY * FPS  # frames
+    backward = np.concatenate([np.zeros_like(truth[:1]), np.diff(truth, axis=0)])
     return {
         "delay_ms": DELIVERY_DELAY * 1000,
         "compensated": score(compensated, truth_at_send),
         "uncompensated": score(plain, truth_at_send),
+        "exact_keypoints_exact_velocity": score((truth + np.gradient(truth, axis=0) * lead)[ok], truth_at_send),
+        "exact_keypoints_causal_velocity": score((truth + backward * lead)[ok], truth_at_send),
     }
 
 
@@ -269,11 +278,13 @@ def format_table(result: dict) -> str:
         for p in pareto_front(case["one_euro_sweep"]):
             row(f"One Euro front: cutoff {p['min_cutoff']:g} beta {p['beta']:g} d {p['d_cutoff']:g}", p)
         for p in pareto_front(case["kalman_sweep"]):
-            row(f"Kalman front: acceleration {p['acceleration']:g} speed gain {p['speed_gain']:g}", p)
+            row(f"Kalman front: accel {p['acceleration']:g} speed {p['speed_gain']:g} innov {p['innovation_gain']:g}", p)
         row("Kalman, shipped default", case["kalman_default"])
         lat = case["latency"]
         row("Kalman default, 50 ms late, compensated", lat["compensated"])
         row("Kalman default, 50 ms late, uncompensated", lat["uncompensated"])
+        row("(no noise: exact points + central-diff velocity)", lat["exact_keypoints_exact_velocity"])
+        row("(no noise: exact points + causal velocity)", lat["exact_keypoints_causal_velocity"])
         lines.append(f"Kalman cost: {case['kalman_default']['ms_per_frame']:.3f} ms per person per frame")
         for name, f in case["floors"].items():
             figures = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in f.items() if k != "ok")

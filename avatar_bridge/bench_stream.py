@@ -114,6 +114,15 @@ def bench_delivery(clients: int, stuck: bool, rate: float, seconds: float, peopl
         deadline = time.monotonic() + 10
         while server.client_count < clients + int(stuck) and time.monotonic() < deadline:
             time.sleep(0.01)
+        if stuck:  # fill the stuck client's socket buffers first, so its writer really is blocked
+            big = synthetic_frame(24)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and max(c.dropped for c in server.client_stats()) < 3:
+                server.publish(big)
+                time.sleep(0.002)
+            time.sleep(0.3)
+            for per_client in delays:
+                per_client.clear()
         base = synthetic_frame(people)
         clock = OutputClock(lambda t: OutputFrame(t, base.width, base.height, base.people, 1), [(server.publish, rate)])
         clock.start()

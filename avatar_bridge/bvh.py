@@ -507,15 +507,16 @@ def write_bvh(
         raise ValueError("no motion to write: the take has no pose for this person")
     if not np.all(np.isfinite(rotations)) or not np.all(np.isfinite(hips_positions)):
         raise ValueError("motion has NaN or infinite values: cannot write BVH")
-    if resample:
-        _, hips_positions, rotations = resample_motion(timestamps, hips_positions, rotations, fps)
     scale = BVH_UNITS[units]
     hierarchy, order = bvh_hierarchy_text(names, offsets, scale)
-    columns = [_skeleton.BONE_INDEX[name] for name in order]
-    angles = quaternions_to_bvh_euler(rotations[:, columns])  # (M, J, 3)
+    rotations = rotations[:, [_skeleton.BONE_INDEX[name] for name in order]]  # (N, J, 4) in channel order
+    if resample:
+        _, hips_positions, rotations = resample_motion(timestamps, hips_positions, rotations, fps)
+    angles = quaternions_to_bvh_euler(rotations)  # (M, J, 3)
     values = np.concatenate([hips_positions * scale, angles.reshape(angles.shape[0], -1)], axis=1)
     path = Path(path)
-    rows = "\n".join(" ".join(f"{v:.5f}" for v in row) for row in values.tolist())
+    row_format = " ".join(["%.5f"] * values.shape[1])
+    rows = "\n".join(row_format % tuple(row) for row in values.tolist())
     text = f"{hierarchy}MOTION\nFrames: {values.shape[0]}\nFrame Time: {1.0 / fps:.8f}\n{rows}\n"
     try:
         path.write_text(text, encoding="utf-8")
@@ -548,6 +549,17 @@ class BvhRecorder:
         self.units = units
         self._poses: list = []
         self.result: BvhExport | None = None
+
+    @classmethod
+    def from_config(cls, config) -> "BvhRecorder":
+        """A recorder for ``config.record`` (:class:`avatar_bridge.config.RecordConfig`): ``bvh`` and ``bvh_*``."""
+        if not config.bvh:
+            raise ValueError("record.bvh is empty: give the BVH file (--bvh OUT.bvh)")
+        path = Path(config.bvh).expanduser()
+        if path.exists() and not config.overwrite:
+            raise FileExistsError(f"BVH file {path} already exists: choose another name or set record.overwrite = true")
+        track = None if config.bvh_track < 0 else config.bvh_track
+        return cls(path, track, fps=config.bvh_fps, bones=config.bvh_bones, units=config.bvh_units)
 
     def add(self, poses) -> None:
         """Add the RigPoses of one frame (a RigPose or a list); other people are ignored."""

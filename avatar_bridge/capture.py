@@ -73,7 +73,7 @@ def _resize(image: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
 
-def _check_image(image: Any, where: str) -> np.ndarray | None:
+def as_bgr_image(image: Any, where: str) -> np.ndarray | None:
     """A decoded frame we can use: HxWx3 uint8. Grey/BGRA frames are converted; junk is refused."""
     if not isinstance(image, np.ndarray) or image.ndim not in (2, 3) or image.size == 0:
         log.warning("%s: discarded a frame that is not an image (%r)", where, type(image).__name__)
@@ -363,11 +363,7 @@ class CameraSource(_ContextSource):
         granted_h = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)) or height
         granted_fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0) or fps
         self.granted = (granted_w, granted_h, granted_fps)
-        if self.granted[:2] != self.requested[:2] or abs(self.granted[2] - self.requested[2]) > 0.5:
-            log.info(
-                "camera %r: requested %dx%d @ %.1f fps, granted %dx%d @ %.1f fps",
-                device, *self.requested, *self.granted,
-            )
+        log.info("camera %r: requested %dx%d @ %.1f fps, granted %dx%d @ %.1f fps", device, *self.requested, *self.granted)
         self.width, self.height = resize if resize else (granted_w, granted_h)
         self.fps = granted_fps
         self.connected = True
@@ -399,7 +395,7 @@ class CameraSource(_ContextSource):
         where = f"camera {self.device!r}"
         while not self._stop.is_set():
             ok, image = self._cap.read()
-            image = _check_image(image, where) if ok else None
+            image = as_bgr_image(image, where) if ok else None
             if image is None:
                 failures += 1
                 if failures >= self.failures_before_reopen:
@@ -490,7 +486,8 @@ def open_source(spec: str | int, **options: Any) -> FrameSource:
     ``spec``: a camera index (``0``) or device path (``/dev/video0``) or stream URL, a video file, a
     folder of images, ``synthetic``, a ``.bvh`` mocap file, or an ``.abrec`` recording. Options
     (all optional): ``width``, ``height``, ``fps`` (camera request / synthetic size), ``realtime``,
-    ``loop``, ``seed``, ``duration``, ``resize`` ((w, h) applied to decoded images).
+    ``loop``, ``seed``, ``duration`` and ``render`` (synthetic only: stop after that many seconds,
+    draw a stick-figure image), ``resize`` ((w, h) applied to decoded images).
     """
     width = int(options.get("width", 1280))
     height = int(options.get("height", 720))
@@ -509,7 +506,7 @@ def open_source(spec: str | int, **options: Any) -> FrameSource:
 
         return SyntheticSource(
             width=width, height=height, fps=fps, seed=int(options.get("seed", 0)),
-            duration=options.get("duration"), realtime=realtime,
+            duration=options.get("duration"), realtime=realtime, render=bool(options.get("render", False)),
         )
     device = spec if isinstance(spec, int) else _camera_device(spec_text)
     if device is not None:

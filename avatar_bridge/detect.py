@@ -171,7 +171,9 @@ class TorchvisionDetector:
         score_threshold: float = 0.5,
         max_people: int = 4,
         device: str = "cpu",
+        pretrained: bool = True,
     ) -> None:
+        """``pretrained=False`` builds the network with random weights (tests, timing; finds nothing real)."""
         import torch
         from torchvision.models import detection as tvd
 
@@ -184,10 +186,12 @@ class TorchvisionDetector:
             "ssdlite": (tvd.ssdlite320_mobilenet_v3_large, tvd.SSDLite320_MobileNet_V3_Large_Weights.DEFAULT),
         }
         builder, weights = builders[name]
+        options = {"score_thresh": score_threshold} if name == "ssdlite" else {"box_score_thresh": score_threshold}
+        if not pretrained:
+            weights = None
+            options.update(weights_backbone=None, num_classes=91)
         try:
-            model = builder(weights=weights, box_score_thresh=score_threshold) if name != "ssdlite" else builder(
-                weights=weights, score_thresh=score_threshold
-            )
+            model = builder(weights=weights, **options)
         except OSError as exc:  # URLError is an OSError: no network, proxy, DNS
             cache = Path(torch.hub.get_dir()) / "checkpoints"
             raise RuntimeError(

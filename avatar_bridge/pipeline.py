@@ -29,7 +29,7 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 
-from .capture import FrameSource, open_source, parse_size
+from .capture import FrameSource, as_bgr_image, open_source, parse_size
 from .config import AppConfig, ConfigError, DetectorConfig, load_config
 from .keypoints import SKELETON_EDGES
 from .metrics import PipelineMetrics
@@ -85,7 +85,17 @@ class Pipeline:
         self._size = (0, 0)
         self.paused = False
 
-    # --- stages, built on demand ------------------------------------------------------------------
+    # --- stages ----------------------------------------------------------------------------------
+
+    def prepare(self, images: bool) -> None:
+        """Load models and modules before the source starts, so the first frames are not late.
+
+        ``images``: build the detector and pose model too (not needed for keypoint-only sources).
+        """
+        from . import retarget, smooth  # noqa: F401  (imported now: their import takes a while)
+
+        if images and self.estimator is None:
+            self._image_stages()
 
     def _image_stages(self) -> None:
         from .detect import detector_from_config
@@ -121,10 +131,18 @@ class Pipeline:
         """Find and stabilize every person of ``frame``; returns the raw (unsmoothed) poses and timings."""
         timings: dict[str, float] = {}
         perf = time.perf_counter
+        image = None
         if frame.image is not None:
+            # A frame of the wrong type is skipped (logged), never allowed to stop the loop.
+            image = as_bgr_image(frame.image, f"frame {frame.index}")
+            if image is None:
+                self.metrics.frame_done(0, frame.dropped + 1)
+                return FramePoses(frame.index, frame.timestamp, frame.width, frame.height)
+            if (image.shape[1], image.shape[0]) != (frame.width, frame.height):
+                frame.width, frame.height = image.shape[1], image.shape[0]
+        if image is not None:
             if self.estimator is None:
                 self._image_stages()
-            image = frame.image
             detect_ms = [0.0]
 
             def detect() -> list:
@@ -290,11 +308,17 @@ def apply_source_arguments(args: argparse.Namespace, config: AppConfig) -> AppCo
     return config
 
 
+def is_keypoint_source(spec: str) -> bool:
+    """Sources that deliver keypoints, not images: no detector or pose model needed."""
+    text = str(spec).strip().lower()
+    return text == "synthetic" or text.endswith((".bvh", ".abrec"))
+
+
 def open_config_source(config: AppConfig) -> FrameSource:
     s = config.source
     return open_source(
         s.source, width=s.width, height=s.height, fps=s.fps, realtime=s.realtime, loop=s.loop, seed=s.seed,
-        duration=s.duration or None, resize=parse_size(s.resize),
+        resize=parse_size(s.resize),  # the run loop enforces source.duration itself
     )
 
 
@@ -303,11 +327,9 @@ def configure_parser(parser: argparse.ArgumentParser, command: str) -> None:
     from .vmc import add_arguments as add_vmc_arguments
 
     add_vmc_arguments(parser)
-    ws = parser.add_argument_group("WebSocket output (web viewer, three-vrm clients)")
-    ws.add_argument("--ws-host", help="bind address (default 127.0.0.1; any other needs --ws-token)")
-    ws.add_argument("--ws-port", type=int, help="port (default 8765; 0 = any free port)")
-    ws.add_argument("--ws-token", help="token clients must present")
-    ws.add_argument("--no-ws", action="store_true", help="no WebSocket server")
+    from .server import add_arguments as add_ws_arguments
+
+    add_ws_arguments(parser)
     out = parser.add_argument_group("preview and files")
     out.add_argument("--headless", action="store_true", help="no preview window")
     out.add_argument("--save-overlay", metavar="OUT.mp4", help="write the preview (skeleton overlay) to a video file")
@@ -325,14 +347,9 @@ def build_config(args: argparse.Namespace) -> AppConfig:
     from .vmc import apply_arguments as apply_vmc_arguments
 
     apply_vmc_arguments(args, config.vmc)
-    if getattr(args, "ws_host", None) is not None:
-        config.websocket.host = args.ws_host
-    if getattr(args, "ws_port", None) is not None:
-        config.websocket.port = args.ws_port
-    if getattr(args, "ws_token", None) is not None:
-        config.websocket.token = args.ws_token
-    if getattr(args, "no_ws", False):
-        config.websocket.enabled = False
+    from .server import apply_arguments as apply_ws_arguments
+
+    apply_ws_arguments(args, config.websocket)
     if getattr(args, "record", None):
         config.record.path = args.record
     if getattr(args, "bvh", None):
@@ -382,7 +399,7 @@ def _has_display() -> bool:
 class _Outputs:
     """The sinks of a run (VMC, WebSocket, recording, BVH) and their clock; closed in reverse order."""
 
-    def __init__(self, config: AppConfig, pipeline: Pipeline, source: FrameSource):
+    def __init__(self, config: AppConfig, pipeline: Pipeline):
         self.config = config
         self.pipeline = pipeline
         self.closers: list[Callable[[], None]] = []
@@ -390,10 +407,10 @@ class _Outputs:
         self.clock = None
         self.server = None
         self.recorder = None
-        self.bvh_rigs: list[RigPose] = []
-        self._source = source
+        self.bvh = None
 
-    def open(self) -> None:
+    def open_network(self) -> None:
+        """VMC and WebSocket first: they do not need the source, which starts its clock when opened."""
         config = self.config
         if config.vmc.enabled:
             from .vmc import VmcSender
@@ -408,23 +425,30 @@ class _Outputs:
             self.server.start()
             self.closers.append(self.server.stop)
             self.sinks.append((self.server.publish, config.websocket.rate))
-            log.info("web viewer: %s", getattr(self.server, "url", f"http://{config.websocket.host}:{config.websocket.port}/"))
-        if config.record.path:
+            print(f"web viewer: {self.server.http_url}", file=sys.stderr, flush=True)
+
+    def open_files(self, source: FrameSource) -> None:
+        """Recording and BVH (they describe the source), then start the output clock."""
+        config = self.config
+        self._source = source
+        rec = config.record
+        if rec.path:
             from .record import RecordingHeader, RecordingWriter
 
             source = {"spec": str(config.source.source), "width": self._source.width, "height": self._source.height,
                       "fps": float(self._source.fps)}
-            self.recorder = RecordingWriter(config.record.path, RecordingHeader(source=source, fps=float(self._source.fps)))
+            self.recorder = RecordingWriter(
+                Path(rec.path).expanduser(), RecordingHeader(source=source, fps=float(self._source.fps)),
+                compress=rec.compress, flush_seconds=rec.flush_seconds, fsync=rec.fsync, overwrite=rec.overwrite,
+            )
             self.closers.append(self.recorder.close)
             self.sinks.append((self._record, float(self._source.fps)))
-        if config.record.bvh:
-            from . import bvh
+        if rec.bvh:
+            from .bvh import BvhRecorder
 
-            if not hasattr(bvh, "write_bvh"):
-                raise RuntimeError("--bvh needs avatar_bridge.bvh.write_bvh, which this version lacks: record with --record and export later")
-            if not Path(config.record.bvh).expanduser().resolve().parent.is_dir():
-                raise FileNotFoundError(f"folder for --bvh {config.record.bvh} does not exist: create it first")
-            self.sinks.append((self._collect_bvh, float(self._source.fps)))
+            self.bvh = BvhRecorder.from_config(rec)
+            self.closers.append(self._close_bvh)
+            self.sinks.append((self._collect_bvh, rec.bvh_fps))
         if self.sinks:
             from .stream import OutputClock
 
@@ -446,9 +470,20 @@ class _Outputs:
         self.recorder.write(poses, [p.rig for p in frame.people if p.rig is not None])
 
     def _collect_bvh(self, frame: OutputFrame) -> None:
-        person = frame.driving_person()
-        if person is not None and person.rig is not None:
-            self.bvh_rigs.append(person.rig)
+        """The driving person (record.bvh_track < 0) or the configured track, one RigPose per tick."""
+        if self.config.record.bvh_track < 0:
+            person = frame.driving_person()
+            if person is not None and person.rig is not None:
+                if self.bvh.track_id is None:
+                    self.bvh.track_id = person.track_id
+                self.bvh.add(person.rig)
+        else:
+            self.bvh.add([p.rig for p in frame.people if p.rig is not None])
+
+    def _close_bvh(self) -> None:
+        result = self.bvh.close()
+        if result is not None:
+            print(f"wrote {result.path}: {result.frames} frames at {result.fps:g} fps", file=sys.stderr)
 
     def close(self) -> None:
         if self.clock is not None:
@@ -458,14 +493,6 @@ class _Outputs:
                 close()
             except Exception:  # one output failing to close must not keep the others open
                 log.exception("closing an output failed")
-        if self.config.record.bvh:
-            from .bvh import write_bvh
-
-            if self.bvh_rigs:
-                write_bvh(self.config.record.bvh, self.bvh_rigs, fps=float(self._source.fps))
-                log.info("wrote %d frames to %s", len(self.bvh_rigs), self.config.record.bvh)
-            else:
-                log.warning("nobody was tracked: %s not written", self.config.record.bvh)
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -476,16 +503,22 @@ def run_command(args: argparse.Namespace) -> int:
         headless = True
     stop = _StopFlag()
     restore_signals = _install_signal_handlers(stop)
-    source = open_config_source(config)
     metrics = PipelineMetrics()
     pipeline = Pipeline(config, metrics)
-    outputs = _Outputs(config, pipeline, source)
+    outputs = _Outputs(config, pipeline)
+    source = None
     writer = None
-    started = time.monotonic()
-    last_status = started
     frames = 0
     try:
-        outputs.open()
+        pipeline.prepare(images=False)
+        outputs.open_network()
+        # The source before the models: a missing camera is reported at once. Image sources start
+        # their clocks at the first read (cameras keep only the newest frame), so loading is not late.
+        source = open_config_source(config)
+        pipeline.prepare(images=not is_keypoint_source(config.source.source))
+        outputs.open_files(source)
+        started = time.monotonic()
+        last_status = started
         while not stop.event.is_set():
             t_grab = time.perf_counter()
             frame = source.read()
@@ -530,7 +563,8 @@ def run_command(args: argparse.Namespace) -> int:
     finally:
         restore_signals()
         outputs.close()
-        source.close()
+        if source is not None:
+            source.close()
         if writer is not None:
             writer.release()
         if not headless:
@@ -539,10 +573,15 @@ def run_command(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(file=sys.stderr)
     clock_stats = outputs.clock.stats() if outputs.clock is not None else None
+    latency = snap["latency_ms"].get("capture_to_keypoints")
+    outputs_text = ""
+    if clock_stats is not None and clock_stats.latency_ms_p95 is not None:
+        outputs_text = f", outputs sent {clock_stats.frames} frames (capture to send p95 {clock_stats.latency_ms_p95:.0f} ms)"
     print(
         f"stopped ({stop.reason}): {snap['frames']} frames, {snap['updates']} pose updates, "
         f"{snap['fps']:.1f} fps, dropped {snap['dropped']}"
-        + (f", outputs sent {clock_stats.frames} frames" if clock_stats else ""),
+        + (f", capture to keypoints p95 {latency['p95']:.0f} ms" if latency else "")
+        + outputs_text,
         file=sys.stderr,
     )
     return 0

@@ -335,8 +335,6 @@ def load_estimator(config: PoseConfig | None = None) -> TopDownEstimator:
     ``config.model``: a ``.onnx`` file (onnxruntime), a ``.pth`` checkpoint, a registry name,
     ``random`` (untrained weights, for timing), or empty for the registry checkpoint of ``arch``.
     """
-    from .weights import REGISTRY, checkpoint_input_size, load_pretrained, registry_name
-
     config = config or PoseConfig()
     model = config.model.strip()
     input_size = tuple(int(v) for v in config.input_size)
@@ -354,7 +352,8 @@ def load_estimator(config: PoseConfig | None = None) -> TopDownEstimator:
             log.info("%s has a fixed input size %dx%d; using it", model, *backend.static_size)
             input_size = backend.static_size
     else:
-        from .model import build_model
+        from .model import build_model  # torch is imported only for the torch backend
+        from .weights import REGISTRY, checkpoint_input_size, load_pretrained, registry_name
 
         if model.lower().endswith(".onnx"):
             raise ValueError(f"pose.backend = torch cannot run {model}: use backend auto or onnxruntime")

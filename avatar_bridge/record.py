@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import struct
+import threading
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -210,12 +211,24 @@ class RecordingWriter:
         header_json = json.dumps(self.header.to_json(), default=_json_default).encode("utf-8")
         self._write_raw(_PREAMBLE.pack(MAGIC, FORMAT_VERSION, 0) + _chunk(b"HEAD", header_json))
 
+    @classmethod
+    def from_config(cls, config, header: RecordingHeader | None = None) -> "RecordingWriter":
+        """A writer for ``config.record`` (:class:`avatar_bridge.config.RecordConfig`): path and options."""
+        if not config.path:
+            raise ValueError("record.path is empty: give the recording file (--record FILE.abrec)")
+        return cls(
+            Path(config.path).expanduser(), header, compress=config.compress, flush_seconds=config.flush_seconds,
+            fsync=config.fsync, overwrite=config.overwrite,
+        )
+
     # -- public --
     def write(self, frame_poses: FramePoses, rig_poses: Sequence[RigPose] = ()) -> None:
         """Append one frame: every person's 2D keypoints and the rig poses solved from them."""
         if self._closed:
             raise RuntimeError(f"recording {self.path} is closed: open a new RecordingWriter")
         people = frame_poses.people
+        if not np.isfinite(frame_poses.timestamp):
+            raise ValueError(f"frame {frame_poses.frame_index} has timestamp {frame_poses.timestamp}: timestamps must be finite seconds")
         if len(people) > 255 or len(rig_poses) > 255:
             raise ValueError(f"frame {frame_poses.frame_index} has more than 255 people: a recording holds up to 255")
         row = np.zeros((), self._frame_dtype)
@@ -262,7 +275,8 @@ class RecordingWriter:
         self._last_timestamp = t
         if self._block_start is None:
             self._block_start = t
-        if t - self._block_start >= self.flush_seconds or len(self._frames) >= MAX_BLOCK_FRAMES:
+        # |...|: a clock that steps backwards must not hold frames back
+        if abs(t - self._block_start) >= self.flush_seconds or len(self._frames) >= MAX_BLOCK_FRAMES:
             self.flush()
 
     def write_calibration(self, calibration: dict, timestamp: float) -> None:
@@ -516,7 +530,6 @@ class Recording:
     frame_table: np.ndarray
     person_table: np.ndarray
     rig_table: np.ndarray
-    rig_frame: np.ndarray  # (R,) frame row each rig pose belongs to
     calibrations: list[dict]
     complete: bool  # the writer closed the file (END chunk present)
     damage: str | None  # what stopped the reading early, None when the file is intact
@@ -559,31 +572,26 @@ class Recording:
                 self.default_track()  # raises the no-person error
             listing = ", ".join(f"{k} ({v} frames)" for k, v in sorted(counts.items()))
             raise RecordingError(f"track {track_id} is not in {self.path}: its tracks are {listing}; pass --track with one of them")
-        rows = self.rig_table[self.rig_table["track_id"] == track_id]
-        order = np.argsort(rows["timestamp"], kind="stable")
-        rows = rows[order]
-        # Map the recorded bone order onto the current skeleton (same names; future-proof).
-        bone_count = len(skeleton.BONES)
-        rotations = np.tile(np.array([0.0, 0.0, 0.0, 1.0]), (len(rows), bone_count, 1))
-        confidence = np.full((len(rows), bone_count), np.nan)
+        rows = np.flatnonzero(self.rig_table["track_id"] == track_id)
+        rows = rows[np.argsort(self.rig_table["timestamp"][rows], kind="stable")]
+        table = self.rig_table[rows]
+        # Map the recorded bone order onto the current skeleton by name (the same today; future-proof).
+        known = [(j, skeleton.BONE_INDEX[n]) for j, n in enumerate(self.header.bones) if n in skeleton.BONE_INDEX]
+        src, dst = (np.array(x, dtype=np.int64) for x in zip(*known))
+        recorded = np.asarray(table["rotations"][:, src], dtype=np.float64)  # (N, k, 4), NaN rows = absent
+        rotations = np.tile(np.array([0.0, 0.0, 0.0, 1.0]), (len(rows), len(skeleton.BONES), 1))
+        rotations[:, dst] = np.where(np.isnan(recorded[..., 3:]), rotations[:, dst], recorded)
+        confidence = np.full((len(rows), len(skeleton.BONES)), np.nan)
+        confidence[:, dst] = table["confidence"][:, src]
         offsets = skeleton.REST_OFFSETS.copy()
-        recorded = np.asarray(rows["rotations"], dtype=np.float64)
-        recorded_conf = np.asarray(rows["confidence"], dtype=np.float64)
-        for j, name in enumerate(self.header.bones):
-            i = skeleton.BONE_INDEX.get(name)
-            if i is None:
-                continue
-            present = ~np.isnan(recorded[:, j, 3])
-            rotations[present, i] = recorded[present, j]
-            confidence[:, i] = recorded_conf[:, j]
-            offsets[i] = self.header.rest_offsets[j]
+        offsets[dst] = self.header.rest_offsets[src]
         return RigTrack(
             track_id=int(track_id),
-            timestamps=np.asarray(rows["timestamp"], dtype=np.float64),
-            hips=np.asarray(rows["hips"], dtype=np.float64),
+            timestamps=np.asarray(table["timestamp"], dtype=np.float64),
+            hips=np.asarray(table["hips"], dtype=np.float64),
             rotations=rotations,
             confidence=confidence,
-            tracking=np.asarray(rows["tracking"], dtype=bool),
+            tracking=np.asarray(table["tracking"], dtype=bool),
             rest_offsets=offsets,
         )
 
@@ -606,10 +614,9 @@ def read_recording(path: str | Path) -> Recording:
     frames = np.concatenate([b.frames for b in blocks]) if blocks else np.zeros(0, frame_dtype)
     people = np.concatenate([b.people for b in blocks]) if blocks else np.zeros(0, person_dtype)
     rigs = np.concatenate([b.rigs for b in blocks]) if blocks else np.zeros(0, rig_dtype)
-    rig_frame = np.repeat(np.arange(len(frames)), frames["n_rigs"].astype(np.int64))
     if reader.damage:
         _damage_warning(path, reader.damage, len(frames))
-    return Recording(path, header, frames, people, rigs, rig_frame, calibrations, reader.complete, reader.damage)
+    return Recording(path, header, frames, people, rigs, calibrations, reader.complete, reader.damage)
 
 
 # --- playback -------------------------------------------------------------------------------------
@@ -649,7 +656,6 @@ class PlaybackSource:
         source = self.header.source
         self.width = int(source.get("width", 0))
         self.height = int(source.get("height", 0))
-        self._pending: list[RecordedFrame] = []
         self._frames = self._frame_stream()
         self._lookahead: RecordedFrame | None = next(self._frames, None)
         if self._lookahead is None:
@@ -818,8 +824,6 @@ class _LatestFrame:
     """The newest played-back frame, handed from the reading loop to the output clock thread."""
 
     def __init__(self) -> None:
-        import threading
-
         self._lock = threading.Lock()
         self.frame: PlaybackFrame | None = None
         self.driver: int | None = None
@@ -860,7 +864,6 @@ def play_recording(
     *,
     speed: float = 1.0,
     loop: bool = False,
-    realtime: bool = True,
     rate: float = 60.0,
     duration: float | None = None,
     latest: _LatestFrame | None = None,
@@ -875,7 +878,7 @@ def play_recording(
     latest = latest or _LatestFrame()
     played = dropped = 0
     started = time.monotonic()
-    with PlaybackSource(path, speed=speed, loop=loop, realtime=realtime) as source:
+    with PlaybackSource(path, speed=speed, loop=loop) as source:
         clock = OutputClock(latest.sample, list(sinks), rate=rate)
         clock.start()
         try:
@@ -890,8 +893,7 @@ def play_recording(
                 latest.set(frame)
                 played += 1
                 dropped += frame.dropped
-            if not realtime:
-                clock.tick(time.monotonic())  # the last frame reaches the sinks even when reading outran the clock
+            clock.tick(time.monotonic())  # the final pose reaches every sink before the outputs close
         finally:
             clock.stop()
         stats = clock.stats()
@@ -914,11 +916,10 @@ def configure_parser(parser: argparse.ArgumentParser, command: str) -> None:
         from . import server, vmc
 
         parser.add_argument("file", metavar="FILE", help="recording (.abrec) to play")
-        parser.add_argument("--config", default=None, metavar="PRESET|FILE", help="TOML config for the outputs (default: built-in defaults)")
+        parser.add_argument("--config", default=None, metavar="PRESET|FILE", help="TOML config for the outputs (default: the default preset, as for run)")
         parser.add_argument("--speed", type=float, default=1.0, help="time scale: 2 = twice as fast (default 1)")
         parser.add_argument("--loop", action="store_true", help="start again at the end (stop with Ctrl+C)")
         parser.add_argument("--duration", type=float, default=None, metavar="SECONDS", help="stop after this long")
-        parser.add_argument("--as-fast-as-possible", dest="realtime", action="store_false", help="no pacing (tests, conversion)")
         vmc.add_arguments(parser)
         server.add_arguments(parser)
     elif command == "record":
@@ -980,7 +981,10 @@ def _play_command(args: argparse.Namespace) -> int:
     from . import vmc as vmc_module
     from .config import load_config
 
-    config = load_config(args.config)
+    name = args.config
+    if name is None and (Path(__file__).resolve().parent.parent / "configs" / "default.toml").is_file():
+        name = "default"  # same default as `run`
+    config = load_config(name)
     vmc_module.apply_arguments(args, config.vmc)
     server_module.apply_arguments(args, config.websocket)
     config.validate()
@@ -1008,7 +1012,7 @@ def _play_command(args: argparse.Namespace) -> int:
             flush=True,
         )
         result = play_recording(
-            args.file, sinks, speed=args.speed, loop=args.loop, realtime=args.realtime, duration=args.duration, latest=latest
+            args.file, sinks, speed=args.speed, loop=args.loop, duration=args.duration, latest=latest
         )
     finally:
         for close in reversed(closers):

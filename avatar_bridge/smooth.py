@@ -15,6 +15,12 @@ Why the Kalman filter looks the way it does:
 - Measurement noise grows as confidence falls (sigma = noise / confidence**exponent): a heatmap
   peak at 0.3 is several times less precise than one at 0.9, and trusting both equally is what
   makes plain filters either jittery or laggy.
+- Process noise is not one constant: a joint's expected acceleration grows with its speed
+  (``speed_gain``: a swinging limb accelerates in proportion to its speed, a still one hardly) and
+  with how surprising its recent measurements were (``innovation_gain``: a limb that starts to move
+  shows it in the innovations a frame or two before the velocity estimate catches up). Still joints
+  are smoothed hard, moving ones follow quickly - the Kalman counterpart of One Euro's speed-
+  dependent cutoff, and what makes it beat One Euro at equal jitter.
 - A Mahalanobis gate drops single-frame outliers (a wrist jumping to the other wrist); if the
   measurement stays away for ``gate_frames`` frames it is a real move and the joint re-locks.
 - Joints share one filterpy ``KalmanFilter`` whose state stacks every joint, with x and y as the two
@@ -112,6 +118,7 @@ class KalmanStabilizer:
         self.blend_offset = np.zeros((k, 2))  # re-acquisition blend: output offset that fades out
         self.blend_start = np.full(k, -np.inf)
         self._pending_blend: dict[int, np.ndarray] = {}  # joint -> output position before a re-lock
+        self.surprise = np.ones(k)  # per joint running mean of the normalized innovation
         self.innovation_level = 1.0  # running mean of the normalized innovation (1 = model is right)
         self.history: deque[tuple[float, np.ndarray, np.ndarray, np.ndarray]] = deque(maxlen=8)
 
@@ -134,12 +141,17 @@ class KalmanStabilizer:
         vel = self.filter.x[n : 2 * n] if self.initialized else np.zeros((n, 2))
         speed = np.linalg.norm(np.concatenate([self.basis @ vel, vel[self.num_keypoints :]]), axis=1)
         gain = c.speed_gain if self.order == 2 else 0.0  # jerk has other units; CA uses ``jerk`` alone
-        per_entry = (noise + gain * speed) ** 2
+        share = np.ones(n)
         if self.coupled:
             # Joints keep a share of the motion of their own; the body offset takes the common part.
-            per_entry[: self.num_keypoints] = (noise * c.joint_share + gain * speed[: self.num_keypoints]) ** 2
-            per_entry[self.num_keypoints] = (noise * c.body_coupling) ** 2
-        return F, np.kron(base, np.diag(per_entry))
+            share[: self.num_keypoints] = c.joint_share
+            share[self.num_keypoints] = c.body_coupling
+        per_entry = (noise * share + gain * speed) ** 2
+        # Joints whose recent innovations are larger than the model expects are manoeuvring:
+        # open them up at once instead of waiting for the (lagging) velocity to grow.
+        boost = np.ones(n)
+        boost[: self.num_keypoints] += c.innovation_gain * np.maximum(self.surprise - 1.0, 0.0)
+        return F, np.kron(base, np.diag(per_entry * boost))
 
     def _measurement_sigma(self, scores: np.ndarray) -> np.ndarray:
         c = self.config
@@ -244,6 +256,9 @@ class KalmanStabilizer:
             gated &= ~forced
             relock |= forced
             self.rejections[joints] = np.where(gated, self.rejections[joints] + 1, 0)
+            ok = ~gated & ~relock
+            level = d2[ok] / (2.0 * self.innovation_level)
+            self.surprise[joints[ok]] += self.config.innovation_rate * (level - self.surprise[joints[ok]])
             for i in np.flatnonzero(relock):
                 self._unlock(joints[i], t, blend=bool(stale[i]) and not never[i])
             keep = ~gated

@@ -193,6 +193,8 @@ class VmcSender:
         self.config = config if config is not None else VmcConfig()
         if self.config.bones not in BONE_MASKS:
             raise ValueError(f"vmc.bones = {self.config.bones!r}: choose one of {', '.join(BONE_MASKS)}")
+        if self.config.positions not in ("rest", "hips_only"):
+            raise ValueError(f"vmc.positions = {self.config.positions!r}: choose rest or hips_only")
         if not self.config.targets:
             raise ValueError("vmc.targets is empty: give at least one HOST:PORT (e.g. --vmc 127.0.0.1:39539) or disable VMC with --no-vmc")
         self._clock = clock

@@ -115,13 +115,25 @@ def main(config):
 
     wanted = config["frames"]
     deadline = time.monotonic() + config.get("timeout", 30)
+    samples = []  # (seq, directions) after each of the last applications: a test matches any it knows
+    apply_ms = []  # duration of timer calls that applied a frame (the cost Blender's UI thread pays)
     while (session.driver is None or session.driver.frames_applied < wanted) and time.monotonic() < deadline:
+        before = session.driver.frames_applied if session.driver else 0
+        t_call = time.perf_counter()
         module.timer_callback()
+        if session.driver is not None and session.driver.frames_applied > before:
+            apply_ms.append((time.perf_counter() - t_call) * 1000.0)
+        driver = session.driver
+        if driver is not None and driver.frames_applied > wanted - 8 and (not samples or samples[-1]["seq"] != driver.last_seq):
+            mapped = {vrm: arm for arm, vrm in driver.vrm_of.items()}
+            samples.append({"seq": driver.last_seq, "live": bone_directions(bpy, ob, mapped.values())})
         time.sleep(1 / 60)
     driver = session.driver
     assert driver is not None and driver.frames_applied >= wanted, (
         f"applied {driver.frames_applied if driver else 0} frames in time; receiver: "
         f"{session.receiver.slot.status} {session.receiver.slot.error}")
+    result["samples"] = samples
+    result["apply_ms"] = apply_ms
     mapped = dict(sorted((vrm, arm) for arm, vrm in driver.vrm_of.items()))
     result["map"] = mapped
     result["seq"] = driver.last_seq

@@ -112,3 +112,99 @@ class PublishingServer:
             self.sent[seq] = frame.people[0].rig
             self.server.publish(frame)
             self._stop.wait(1.0 / self.rate)
+
+
+# --- the real pipeline: `avatar-bridge run --source synthetic --headless` --------------------------
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pipeline_available() -> str | None:
+    """None when `avatar-bridge run --source synthetic` can run here, else the reason it cannot."""
+    import importlib.util
+
+    for module in ("avatar_bridge.pipeline", "avatar_bridge.synthetic", "avatar_bridge.server"):
+        if importlib.util.find_spec(module) is None:
+            return f"{module} is not there yet"
+    return None
+
+
+class RunningPipeline:
+    """`avatar-bridge run --source synthetic --headless --no-vmc` on a free port, as a subprocess."""
+
+    def __init__(self, extra_args: tuple[str, ...] = ()):
+        self.port = free_port()
+        self.args = ["--source", "synthetic", "--headless", "--no-vmc", "--quiet", "--ws-port", str(self.port),
+                     "--duration", "120", *extra_args]
+        self.proc = None
+
+    def __enter__(self) -> "RunningPipeline":
+        import socket
+        import subprocess
+        import sys
+
+        self.proc = subprocess.Popen([sys.executable, "-m", "avatar_bridge", "run", *self.args],
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"avatar-bridge run exited with {self.proc.returncode}:\n{self.proc.stdout.read()[-3000:]}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return self
+            except OSError:
+                time.sleep(0.1)
+        self.__exit__()
+        raise RuntimeError("avatar-bridge run did not open its WebSocket port within 30 s")
+
+    def __exit__(self, *exc) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except Exception:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+class FrameRecorder:
+    """A plain `websockets` client that keeps every frame it receives by seq (what the server sent)."""
+
+    def __init__(self, url: str):
+        from websockets.sync.client import connect
+
+        self.frames: dict[int, dict] = {}
+        self.hello: dict | None = None
+        self._ws = connect(url)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import json
+
+        try:
+            for text in self._ws:
+                msg = json.loads(text)
+                if msg.get("type") == "hello":
+                    self.hello = msg
+                elif msg.get("type") == "frame":
+                    self.frames[msg["seq"]] = msg
+        except Exception:
+            pass
+
+    def driving_pose(self, seq: int) -> dict | None:
+        msg = self.frames.get(seq)
+        if msg is None:
+            return None
+        people = msg["people"]
+        person = next((p for p in people if p["id"] == msg["driver"]), people[0] if people else None)
+        return None if person is None else person["pose"]
+
+    def close(self) -> None:
+        self._ws.close()
+        self._thread.join(5)

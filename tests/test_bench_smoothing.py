@@ -15,7 +15,6 @@ from avatar_bridge.bench_smoothing import (
     lag_frames,
     pareto_front,
     rmse,
-    run_benchmark,
 )
 from avatar_bridge.cli import main
 
@@ -49,8 +48,9 @@ def test_metrics_known_answers():
     assert jitter(np.cumsum(np.ones((50, 1, 2)), axis=0)) == pytest.approx(0.0)  # constant velocity
     # Delay by 2.5 frames (linear interpolation): the lag estimate is sub-frame and close.
     late = np.stack([100 * np.sin(2 * np.pi * 0.7 * (t - 2.5 / 30)), 50 * np.cos(2 * np.pi * 0.4 * (t - 2.5 / 30))], axis=-1)[:, None, :]
-    assert lag_frames(late, truth) == pytest.approx(2.5, abs=0.1)
-    assert lag_frames(truth, late) == pytest.approx(-2.5, abs=0.1)
+    # (parabolic peak refinement is biased towards whole frames by up to ~0.2 frame)
+    assert lag_frames(late, truth) == pytest.approx(2.5, abs=0.25) and lag_frames(late, truth) != 2.0
+    assert lag_frames(truth, late) == pytest.approx(-2.5, abs=0.25)
     front = pareto_front([{"jitter": 1, "rmse": 10}, {"jitter": 2, "rmse": 6}, {"jitter": 3, "rmse": 8}, {"jitter": 4, "rmse": 4}])
     assert [p["jitter"] for p in front] == [1, 2, 4]
     assert along_front(front, 3.0) == pytest.approx(5.0)
@@ -58,24 +58,28 @@ def test_metrics_known_answers():
 
 
 def test_short_benchmark_structure(tmp_path, capsys):
-    result = run_benchmark(need(MOCAP), frames=45)
-    assert result["frames"] == 45
+    """The CLI on a 40-frame slice: table on stdout, JSON and plot files, every figure finite."""
+    out_json, out_png = tmp_path / "r.json", tmp_path / "r.png"
+    assert main(["bench-smoothing", "--bvh", str(need(MOCAP)), "--frames", "40", "--json", str(out_json), "--plot", str(out_png)]) == 0
+    table = capsys.readouterr().out
+    assert "floor default_vs_one_euro" in table and "floor best_vs_one_euro" in table and "RMSE px" in table
+    assert out_png.stat().st_size > 10_000
+    result = json.loads(out_json.read_text())
+    assert result["frames"] == 40
     for mode in ("iid", "realistic"):
         case = result["cases"][mode]
         assert set(case) >= {"raw", "one_euro_xr_defaults", "one_euro_sweep", "kalman_sweep", "kalman_default", "latency", "floors"}
-        assert len(case["one_euro_sweep"]) == 98
-        for row in [case["raw"], case["kalman_default"], *case["kalman_sweep"]]:
+        assert len(case["one_euro_sweep"]) == 98 and len(case["kalman_sweep"]) == 147
+        latency_rows = [v for v in case["latency"].values() if isinstance(v, dict)]
+        assert len(latency_rows) == 4
+        for row in [case["raw"], case["kalman_default"], *case["kalman_sweep"], *latency_rows]:
             assert np.isfinite([row["rmse"], row["jitter"], row["lag"]]).all()
         # Any filter is smoother than the raw measurements.
         assert case["kalman_default"]["jitter"] < case["raw"]["jitter"]
-        assert "ok" in case["latency"] and "ok" in next(iter(case["floors"].values()))
-    assert result["cases"]["iid"]["raw"]["rmse"] == pytest.approx(7.07, abs=0.4)  # sqrt(2) * 5 px
-    # The CLI prints the table and writes JSON and the plot.
-    out_json, out_png = tmp_path / "r.json", tmp_path / "r.png"
-    assert main(["bench-smoothing", "--bvh", str(MOCAP), "--frames", "40", "--json", str(out_json), "--plot", str(out_png)]) == 0
-    assert "floor default_vs_one_euro" in capsys.readouterr().out
-    assert json.loads(out_json.read_text())["frames"] == 40
-    assert out_png.stat().st_size > 10_000
+        assert all("ok" in floor for floor in case["floors"].values()) and "latency" in case["floors"]
+    assert result["cases"]["iid"]["raw"]["rmse"] == pytest.approx(7.07, abs=0.5)  # sqrt(2) * 5 px
+    # Raw keeps the measurement timing: no lag.
+    assert abs(result["cases"]["iid"]["raw"]["lag"]) < 0.2
 
 
 def test_cli_errors(tmp_path, capsys):

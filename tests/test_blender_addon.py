@@ -103,6 +103,11 @@ def test_addon_drives_vrm_armature_from_websocket_and_records(tmp_path):
                                         "render": str(render) if render else None})
         rig = server.sent[result["seq"]]
     assert "avatar_bridge_blender" in result["installed_from"] and str(tmp_path) in result["installed_from"]
+    check_armature_follows(result, rig)
+
+
+def check_armature_follows(result: dict, rig) -> None:
+    """The live pose matches ``rig`` (a RigPose), really moved the bones, and was recorded."""
     # The VRM add-on's humanoid assignment gave the map: all the body bones its armature has.
     assert {"hips", "spine", "chest", "neck", "head", "leftUpperArm", "leftLowerArm", "rightUpperLeg",
             "rightLowerLeg", "leftFoot"} <= set(result["map"])
@@ -123,6 +128,69 @@ def test_addon_drives_vrm_armature_from_websocket_and_records(tmp_path):
     assert result["frames_recorded"] >= 20 and len(result["keyframes"]) >= 10
     replay_errors = [angle_deg(result["replayed"][a], result["live"][a]) for a in result["live"]]
     assert max(replay_errors) < 0.05
+
+
+@pytest.mark.slow
+def test_addon_drives_armature_from_vmc(tmp_path):
+    """The VMC path: the product's VmcSender -> UDP -> the add-on's stdlib OSC receiver -> armature."""
+    need_bpy()
+    import threading
+
+    from avatar_bridge.config import VmcConfig
+    from avatar_bridge.vmc import VmcSender
+    from client_harness import output_frame
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    rig = output_frame(1.3, time.monotonic()).people[0].rig  # one fixed pose, sent over and over
+    sender = VmcSender(VmcConfig(targets=[f"127.0.0.1:{port}"]))
+    stop = threading.Event()
+
+    def send():
+        while not stop.is_set():
+            sender.send_rig(rig)
+            stop.wait(1 / 30)
+
+    thread = threading.Thread(target=send, daemon=True)
+    thread.start()
+    try:
+        result = run_blender(tmp_path, {"vmc_port": port, "frames": 20})
+    finally:
+        stop.set()
+        thread.join(5)
+        sender.close()
+    check_armature_follows(result, rig)
+
+
+@pytest.mark.slow
+def test_addon_against_avatar_bridge_run_synthetic(tmp_path):
+    """The real product streams (`avatar-bridge run --source synthetic`); the armature follows it."""
+    need_bpy()
+    from client_harness import FrameRecorder, RunningPipeline, pipeline_available
+
+    reason = pipeline_available()
+    if reason:
+        pytest.skip(f"avatar-bridge run --source synthetic is not available: {reason}")
+    with RunningPipeline() as run:
+        recorder = FrameRecorder(f"ws://127.0.0.1:{run.port}/")
+        try:
+            result = run_blender(tmp_path, {"url": f"ws://127.0.0.1:{run.port}/", "frames": 30, "timeout": 60})
+        finally:
+            recorder.close()
+    matched = [s for s in result["samples"] if recorder.driving_pose(s["seq"]) is not None]
+    assert matched, "the recorder saw none of the frames Blender applied"
+    moved = 0
+    for sample in matched:
+        pose = recorder.driving_pose(sample["seq"])
+        rotations = {name: np.array(t["rotation"]) for name, t in pose.items()}
+        expected = expected_directions(rotations, result)
+        for arm, direction in expected.items():
+            error = angle_deg(sample["live"][arm], direction)
+            assert error < 0.5, f"{arm} is {error:.2f} deg off frame {sample['seq']}"
+            moved += angle_deg(result["rest"][arm], sample["live"][arm]) > 5
+    assert moved > 0, "the synthetic performer never moved a bone away from rest"
+    assert result["frames_recorded"] >= 30 and result["action"] is not None
 
 
 def test_websocket_client_reads_protocol_frames():

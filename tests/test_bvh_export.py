@@ -264,3 +264,22 @@ def test_write_bvh_takes_rig_poses_in_any_order(tmp_path):
         np.testing.assert_allclose(motion.world_positions(f)[0, motion.index("rightFoot")], ours[skeleton.BONE_INDEX["rightFoot"]], atol=2e-5)
     with pytest.raises(ValueError, match="or a list of RigPoses alone"):
         write_bvh(tmp_path / "x.bvh", times, hips)
+
+
+def test_bvh_recorder_from_the_record_config(tmp_path):
+    from avatar_bridge.config import RecordConfig
+
+    config = RecordConfig(bvh=str(tmp_path / "run.bvh"), bvh_fps=60.0, bvh_track=5, bvh_bones="full", bvh_units="m")
+    recorder = BvhRecorder.from_config(config)
+    assert (recorder.track_id, recorder.fps, recorder.bones, recorder.units) == (5, 60.0, "full", "m")
+    times, hips, rotations = random_motion(4, seed=1)
+    for i in range(4):
+        recorder.add([RigPose(times[i], 4, hips[i], {}), RigPose(times[i], 5, hips[i], {"head": rotations[i, 5]})])
+    export = recorder.close()
+    assert export.frames == 7 and export.joints == len(skeleton.BONES)  # 0.1 s at 60 fps
+    with pytest.raises(FileExistsError, match="already exists"):
+        BvhRecorder.from_config(config)
+    config.overwrite = True
+    assert BvhRecorder.from_config(config).track_id == 5
+    with pytest.raises(ValueError, match="record.bvh is empty"):
+        BvhRecorder.from_config(RecordConfig())

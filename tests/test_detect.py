@@ -111,3 +111,28 @@ def test_torchvision_detector_offline_error(tmp_path, monkeypatch):
     assert "ssdlite320_mobilenet_v3_large" in message  # the weights file name (from the URL)
     assert str(tmp_path / "torch") in message  # where to place it
     assert "--detector" in message and "\n" not in message
+
+
+def test_torchvision_detector_code_path_with_random_weights():
+    """The real torchvision network (random weights: nothing to download) through our detect(); its
+    class head is biased towards "person" so the person filtering, ordering and limits are exercised."""
+    import torch
+
+    from avatar_bridge.detect import TorchvisionDetector
+
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    detector = TorchvisionDetector("fasterrcnn_mobilenet_v3_large_fpn", score_threshold=0.05, max_people=3, pretrained=False)
+    with torch.no_grad():
+        detector.model.roi_heads.box_predictor.cls_score.bias[1] += 8.0  # label 1 = person in torchvision's COCO
+    image = cv2.imread(str(need(COCO_DIR) / "000000196141.jpg"))
+    detections = detector.detect(image)
+    assert len(detections) == 3  # capped by max_people
+    h, w = image.shape[:2]
+    for d in detections:
+        assert d.box.shape == (4,) and d.box.dtype == np.float32
+        assert 0 <= d.box[0] <= d.box[2] <= w and 0 <= d.box[1] <= d.box[3] <= h
+    assert [d.score for d in detections] == sorted((d.score for d in detections), reverse=True)
+    with torch.no_grad():
+        detector.model.roi_heads.box_predictor.cls_score.bias[1] -= 30.0  # now nobody is a person
+    assert detector.detect(image) == []

@@ -176,3 +176,39 @@ def test_protocol_imports_without_websockets():
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "1"
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(
+    st.text(max_size=300),
+    st.binary(max_size=50),
+    json_values.map(json.dumps),
+    st.fixed_dictionaries({"type": st.sampled_from(list(protocol.CONTROL_TYPES))}, optional={
+        "id": json_values, "paused": json_values, "nonce": json_values, "extra": json_values}).map(json.dumps),
+))
+def test_any_client_input_is_either_a_control_message_or_a_protocol_error(data):
+    try:
+        message = protocol.parse_control(data)
+    except protocol.ProtocolError as exc:
+        assert str(exc) and "\n" not in str(exc)
+    else:
+        assert message.type in protocol.CONTROL_TYPES
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.floats(allow_nan=True, allow_infinity=True, width=32), min_size=17 * 2 + 17 + 4 + 3, max_size=17 * 2 + 17 + 4 + 3))
+def test_frame_json_is_always_valid_for_any_float_values(values):
+    v = np.array(values, dtype=np.float64)
+    rig = RigPose(0.0, 1, v[51:54], {"leftUpperArm": v[54:58]}, {"head": float(v[0])})
+    person = OutputPerson(1, Pose2D(v[:34].reshape(17, 2).astype(np.float32), v[34:51].astype(np.float32)), rig)
+    text = protocol.encode(protocol.frame_message(OutputFrame(1.0, 640, 480, [person]), 1, 1.0))
+    assert json.loads(text)["people"][0]["id"] == 1

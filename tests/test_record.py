@@ -117,6 +117,16 @@ def test_round_trip_keeps_every_field(tmp_path, compress):
     assert header.calibration == {"height_m": 1.7, "scale": 1.5}
     assert header.source["spec"] == "test"
     assert recording.track_counts() == {1: 50, 2: 50}
+    track = recording.rig_track(2)
+    expected = [rigs[1] for _, rigs in written]
+    np.testing.assert_array_equal(track.timestamps, [r.timestamp for r in expected])
+    np.testing.assert_allclose(track.hips, [r.hips_position for r in expected], atol=1e-6)
+    spine, jaw = skeleton.BONE_INDEX["spine"], skeleton.BONE_INDEX["jaw"]
+    np.testing.assert_allclose(track.rotations[:, spine], [r.rotations["spine"] for r in expected], atol=1e-7)
+    np.testing.assert_array_equal(track.rotations[:, jaw], np.tile(quat.IDENTITY, (50, 1)))  # not in the pose: rest
+    np.testing.assert_allclose(track.confidence[:, spine], [r.confidence["spine"] for r in expected], atol=1e-3)
+    assert np.all(np.isnan(track.confidence[:, jaw]))
+    assert list(track.tracking) == [r.tracking for r in expected]
 
 
 def test_compression_makes_files_smaller(tmp_path):
@@ -438,19 +448,85 @@ def test_play_through_websocket_to_a_real_client(tmp_path):
 
 
 def test_record_command_runs_the_pipeline(tmp_path, capsys):
-    from conftest import MOCAP, need
-
+    """`record -o` = `run --record`: the synthetic performer through the whole pipeline into a take."""
     take = tmp_path / "walk.abrec"
-    argv = ["record", "-o", str(take), "--source", str(need(MOCAP)), "--realtime", "--max-frames", "30",
+    argv = ["record", "-o", str(take), "--source", "synthetic", "--max-frames", "40",
             "--headless", "--quiet", "--no-ws", "--no-vmc"]
     assert cli.main(argv) == 0
     recording = read_recording(take)
     assert recording.complete and len(recording) >= 3  # the pipeline records at its output clock (30 Hz)
-    assert recording.track_counts() and recording.header.source["spec"] == str(MOCAP)
+    assert recording.track_counts() and recording.header.source["spec"] == "synthetic"
     rig = next(f for f in recording.frames() if f.rigs).rigs[0]
     assert "leftUpperArm" in rig.rotations and np.all(np.isfinite(rig.hips_position))
+    assert cli.main(["export-bvh", str(take), "-o", str(tmp_path / "walk.bvh")]) == 0
     assert cli.main(argv) == 2
     assert "already exists" in capsys.readouterr().err
-    assert cli.main(argv + ["--overwrite"]) == 0
+    short = argv[:argv.index("40")] + ["3"] + argv[argv.index("40") + 1:]
+    assert cli.main(short + ["--overwrite"]) == 0
+    assert read_recording(take).complete  # a new take replaced the old one
     assert cli.main(["record", "-o", str(tmp_path / "walk.mp4"), "--source", "synthetic"]) == 2
     assert "must end in .abrec" in capsys.readouterr().err
+
+
+def test_writer_from_the_record_config(tmp_path):
+    from avatar_bridge.config import RecordConfig
+
+    config = RecordConfig(path=str(tmp_path / "cfg.abrec"), compress=False, flush_seconds=0.0, fsync=True)
+    writer = RecordingWriter.from_config(config)
+    writer.write(*frame_at(0))
+    assert writer.frames_flushed == 1  # flush_seconds 0: every frame is its own block
+    writer.close()
+    assert b"FRMS" in (tmp_path / "cfg.abrec").read_bytes() and b"FRMZ" not in (tmp_path / "cfg.abrec").read_bytes()
+    with pytest.raises(FileExistsError):
+        RecordingWriter.from_config(config)
+    config.overwrite = True
+    RecordingWriter.from_config(config).close()
+    with pytest.raises(ValueError, match="record.path is empty"):
+        RecordingWriter.from_config(RecordConfig())
+
+
+def test_writer_flushes_when_the_clock_steps_back_and_rejects_nan(tmp_path):
+    writer = RecordingWriter(tmp_path / "clock.abrec", flush_seconds=0.5)
+    poses, rigs = frame_at(0)
+    writer.write(poses, rigs)
+    poses.timestamp -= 10.0  # e.g. a source restarted its clock
+    writer.write(poses, rigs)
+    assert writer.frames_flushed == 2
+    poses.timestamp = float("nan")
+    with pytest.raises(ValueError, match="timestamp nan: timestamps must be finite"):
+        writer.write(poses, rigs)
+    writer.close()
+    assert len(read_recording(tmp_path / "clock.abrec")) == 2
+
+
+def test_play_controls_select_the_driver_and_pause(tmp_path):
+    """WebSocket control messages (parsed by the real protocol module) steer playback."""
+    import threading
+
+    from avatar_bridge.protocol import parse_control
+    from avatar_bridge.record import _LatestFrame
+
+    path = tmp_path / "two.abrec"
+    write_take(path, 45, people=2)  # 1.5 s
+    latest = _LatestFrame()
+    latest.control(parse_control('{"type": "select", "id": 2}'))
+    sent = []
+    done = threading.Event()
+
+    def pause_then_resume():
+        time.sleep(0.3)
+        latest.control(parse_control('{"type": "pause", "paused": true}'))
+        time.sleep(0.5)
+        latest.control(parse_control('{"type": "pause", "paused": false}'))
+        done.set()
+
+    threading.Thread(target=pause_then_resume, daemon=True).start()
+    started = time.monotonic()
+    result = play_recording(path, [(sent.append, 30.0)], latest=latest)
+    elapsed = time.monotonic() - started
+    assert done.is_set() and 1.8 <= elapsed <= 3.5, elapsed  # 1.47 s of take + 0.5 s paused
+    assert result["frames"] + result["dropped"] == 45
+    assert sent and all(frame.driving_person().track_id == 2 for frame in sent)
+    assert {p.track_id for p in sent[-1].people} == {1, 2}
+    last_rig = sent[-1].driving_person().rig
+    np.testing.assert_allclose(last_rig.rotations["spine"], frame_at(44, people=2)[1][1].rotations["spine"], atol=1e-7)

@@ -222,3 +222,29 @@ def test_cost_per_frame_is_small():
     for i in range(300):
         stab.update(line(i / 30) + rng.normal(0, 2, (K, 2)), rng.uniform(0.3, 1, K), i / 30)
     np.testing.assert_allclose(stab.predict(299 / 30)[0], line(299 / 30), atol=4.0)
+
+
+def test_speed_and_innovation_terms_follow_a_sudden_move_faster():
+    """All joints at rest suddenly move at 600 px/s: the adaptive terms cut the lag, and at rest
+    they cost little extra jitter. (Gate off: with it on, both re-lock after ``gate_frames``.)"""
+    rng = np.random.default_rng(9)
+
+    def onset(t):
+        pos = line(0, velocity=(0, 0)).copy()
+        pos[:, 0] += 600.0 * max(t - 1.0, 0.0)
+        return pos
+
+    times = np.arange(45) / 30
+    noise = [rng.normal(0, 2, (K, 2)) for _ in times]
+    lag_err, still_jitter = {}, {}
+    for name, cfg in {
+        "plain": SmoothingConfig(speed_gain=0.0, innovation_gain=0.0, gate=0.0),
+        "adaptive": SmoothingConfig(gate=0.0),
+    }.items():
+        stab = KalmanStabilizer(cfg, body_height_px=BODY)
+        out = np.array([stab.update(onset(t) + n, np.ones(K), t)[0] for t, n in zip(times, noise)])
+        still = out[10:30]
+        still_jitter[name] = np.abs(np.diff(still, 2, axis=0)).mean()
+        lag_err[name] = np.abs(out[31:41, :, 0] - np.array([onset(t)[:, 0] for t in times[31:41]])).mean()
+    assert lag_err["adaptive"] < 0.4 * lag_err["plain"]
+    assert still_jitter["adaptive"] < 1.3 * still_jitter["plain"]

@@ -368,3 +368,10 @@ def test_config_section_validates_the_new_keys():
         config_from_dict({"vmc": {"bones": "arms"}})
     with pytest.raises(ConfigError, match="vmc.max_bundle_bytes = 9000 is out of range: allowed 256 to 1472"):
         config_from_dict({"vmc": {"max_bundle_bytes": 9000}})
+
+
+def test_bad_mask_or_positions_in_a_hand_made_config():
+    with pytest.raises(ValueError, match="vmc.bones = 'arms'"):
+        vmc.VmcSender(VmcConfig(targets=["127.0.0.1:9"], bones="arms"))
+    with pytest.raises(ValueError, match="vmc.positions = 'none'"):
+        vmc.VmcSender(VmcConfig(targets=["127.0.0.1:9"], positions="none"))

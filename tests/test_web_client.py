@@ -169,7 +169,7 @@ def test_dropped_vrm_is_driven_with_the_right_axes(browser, kind):
         applied_before = page.evaluate("avatarBridge.framesApplied")
         wait_frames(page, applied_before + 5)
         pairs = list(DIRECTION_CHECKS)
-        bones = sorted({b for pair in pairs for b in pair})
+        bones = sorted({b for pair in pairs for b in pair} | {"head"})
         for _ in range(3):
             snap = page.evaluate(
                 """(bones) => { const p = avatarBridge.appliedPose(bones);
@@ -190,3 +190,63 @@ def test_dropped_vrm_is_driven_with_the_right_axes(browser, kind):
         assert changed > 0.01 * total, f"{kind}: only {changed} of {total} pixels show the model"
         assert not [c for c in console if c.startswith("pageerror")], console
         page.close()
+
+
+def test_viewer_against_avatar_bridge_run_synthetic(browser):
+    """The real product: `avatar-bridge run --source synthetic --headless` serves the page and streams;
+    the avatar's bones carry the rotations of the frames the server sent (seen by a second client)."""
+    from client_harness import FrameRecorder, RunningPipeline, pipeline_available
+
+    reason = pipeline_available()
+    if reason:
+        pytest.skip(f"avatar-bridge run --source synthetic is not available: {reason}")
+    with RunningPipeline() as run:
+        recorder = FrameRecorder(f"ws://127.0.0.1:{run.port}/")
+        try:
+            page, console = open_page(browser, f"http://127.0.0.1:{run.port}/")
+            wait_frames(page, 30, timeout_s=60)
+            compared = 0
+            moved: set[str] = set()
+            deadline = time.monotonic() + 20
+            while compared < 5 and time.monotonic() < deadline:
+                applied = page.evaluate("(bones) => avatarBridge.appliedPose(bones)", list(BODY_BONES))
+                sent = recorder.driving_pose(applied["seq"])
+                if sent is None:  # the recorder can miss a frame (each client gets only the newest)
+                    time.sleep(0.05)
+                    continue
+                for bone, t in sent.items():
+                    if bone in applied["rotations"]:
+                        assert quat_close(applied["rotations"][bone], t["rotation"]) < 1e-4, bone
+                assert np.allclose(applied["hips"], sent["hips"]["position"], atol=1e-4)
+                moved |= {b for b in BODY_BONES if abs(applied["rotations"][b][3]) < 0.999}  # > 5 deg from rest
+                compared += 1
+                time.sleep(0.3)
+            assert compared == 5, "the recorder never saw the frames the page applied"
+            # The synthetic performer moves: the avatar is not stuck in the rest pose.
+            assert len(moved) >= 4, moved
+            time.sleep(0.5)
+            png = page.screenshot()
+            changed, total = figure_pixels(png)
+            assert changed > 0.01 * total, f"only {changed} of {total} pixels differ from the background"
+            if os.environ.get("AVATAR_BRIDGE_WRITE_DOCS_IMAGES"):
+                SHOT_DIR.mkdir(parents=True, exist_ok=True)
+                (SHOT_DIR / "web-viewer.png").write_bytes(png)
+            assert not [c for c in console if c.startswith("pageerror")], console
+            page.close()
+        finally:
+            recorder.close()
+
+
+def test_committed_viewer_build_matches_the_source(tmp_path):
+    """avatar_bridge/web/ is committed build output: it must be what clients/web/src builds to."""
+    web = ROOT / "clients" / "web"
+    node = shutil.which("node")
+    if node is None or not (web / "node_modules" / "esbuild").exists():
+        pytest.skip("needs node and `npm ci` in clients/web (the build output is committed, CI does not build it)")
+    proc = subprocess.run([node, "build.mjs", str(tmp_path)], cwd=web, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    committed = ROOT / "avatar_bridge" / "web"
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == sorted(p.name for p in committed.iterdir())
+    stale = [n for n in names if (tmp_path / n).read_bytes() != (committed / n).read_bytes()]
+    assert not stale, f"{stale} are out of date: run `cd clients/web && npm run build` and commit avatar_bridge/web/"

@@ -1,12 +1,13 @@
 // Builds the viewer into avatar_bridge/web/ (index.html, style.css, app.js): the server serves that
 // folder, and it is committed so users and CI need no npm. Run: npm ci && npm run build
+// (node build.mjs OUT_DIR writes elsewhere: the test that checks the committed build is current).
 import { build } from 'esbuild';
 import { copyFileSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const out = join(here, '..', '..', 'avatar_bridge', 'web');
+const out = process.argv[2] || join(here, '..', '..', 'avatar_bridge', 'web');
 
 mkdirSync(out, { recursive: true });
 for (const name of readdirSync(out)) rmSync(join(out, name), { recursive: true });

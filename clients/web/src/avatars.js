@@ -159,16 +159,37 @@ export class VrmAvatar {
     if (hipsNode) hipsNode.getWorldPosition(worldHips);
     this.hipScale = this.restHipsStream.y > 1e-3 && worldHips.y > 1e-3 ? worldHips.y / this.restHipsStream.y : 1;
     this.boneNames = Object.keys(vrm.humanoid.humanBones).filter((b) => vrm.humanoid.getNormalizedBoneNode(b));
+    // A model may lack optional bones the stream drives (often upperChest). As the VRM spec asks, a
+    // missing bone's rotation is folded into its children: each model bone gets the product of the
+    // stream's local rotations from just below its nearest present ancestor down to itself.
+    const parentOf = new Map((streamBones || []).map((b) => [b.name, b.parent]));
+    const present = new Set(this.boneNames);
+    this.chains = new Map();
+    for (const name of this.boneNames) {
+      const chain = [name];
+      let p = parentOf.get(name);
+      while (p != null && !present.has(p)) {
+        chain.unshift(p);
+        p = parentOf.get(p);
+      }
+      this.chains.set(name, chain);
+    }
   }
 
   apply(person) {
     const pose = person.pose || {};
     const [sx, sy, sz] = this.sign;
     const humanoid = this.vrm.humanoid;
+    const part = new THREE.Quaternion();
     for (const name of this.boneNames) {
       const node = humanoid.getNormalizedBoneNode(name);
-      const q = pose[name]?.rotation || IDENTITY;
-      node.quaternion.set(q[0] * sx, q[1] * sy, q[2] * sz, q[3]);
+      node.quaternion.identity();
+      for (const bone of this.chains.get(name)) {
+        const q = pose[bone]?.rotation;
+        if (q) node.quaternion.multiply(part.fromArray(q));
+      }
+      const q = node.quaternion;
+      q.set(q.x * sx, q.y * sy, q.z * sz, q.w);
     }
     const hips = humanoid.getNormalizedBoneNode('hips');
     const p = pose.hips?.position;

@@ -65,8 +65,8 @@ const state = {
   frameTimes: [],
   latencyMs: null,
   rttMs: null,
-  selectedId: null,
   paused: false,
+  renders: 0,
 };
 
 function setAvatar(avatar) {
@@ -235,6 +235,7 @@ function tick() {
   }
   state.avatar?.update(dt);
   renderer.render(scene, camera);
+  state.renders += 1;
   updateHud();
   requestAnimationFrame(tick);
 }
@@ -247,6 +248,8 @@ window.avatarBridge = {
   get connects() { return connection.connects; },
   get framesReceived() { return state.framesReceived; },
   get framesApplied() { return state.framesApplied; },
+  get renders() { return state.renders; },
+  get rttMs() { return state.rttMs; },
   get lastFrame() { return state.lastFrame; },
   get lastAppliedSeq() { return state.lastAppliedSeq; },
   get hello() { return state.hello; },

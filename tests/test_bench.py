@@ -1,0 +1,60 @@
+"""`avatar-bridge bench`: the live pipeline over a source, figures as a table and as JSON."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from avatar_bridge import cli
+from conftest import FIXTURES, MOCAP, POSE_ONNX, VIDEO, need
+
+
+def bench(capsys, *args: str) -> str:
+    assert cli.main(["bench", *args]) == 0
+    return capsys.readouterr().out
+
+
+def test_bench_video_json_has_rates_stages_and_latency(capsys):
+    out = bench(capsys, "--source", str(need(VIDEO)), "--model", str(need(POSE_ONNX)), "--detector", "light-person-detector",
+                "--detector-dir", str(FIXTURES / "models"), "--threads", "1", "--max-frames", "12", "--json")
+    result = json.loads(out)
+    assert result["frames"] == 12 and result["frames_total"] == 15  # 3 warm-up frames left out
+    assert result["image_size"] == [1920, 1080]
+    assert result["updates"] == 24  # two people per frame
+    assert result["updates_per_s"] == pytest.approx(result["updates"] / result["seconds"], rel=0.02)
+    assert result["detector_runs"] == 1
+    stages = result["stages_ms"]
+    for name in ("grab", "pose", "track", "smooth"):
+        assert stages[name]["n"] == 12 and 0 < stages[name]["p50"] <= stages[name]["p95"]
+    assert result["latency_ms"]["capture_to_keypoints"]["p95"] >= result["latency_ms"]["capture_to_keypoints"]["p50"] > 0
+    assert result["outputs"]["rate_hz"] == 60.0
+
+
+def test_bench_driver_only_on_resized_frames_table(capsys):
+    out = bench(capsys, "--source", str(need(VIDEO)), "--model", str(need(POSE_ONNX)), "--detector", "yolox-nano",
+                "--detector-dir", str(FIXTURES / "models"), "--threads", "1", "--resize", "640x360", "--people", "driver",
+                "--max-frames", "6", "--no-outputs")
+    assert "640x360" in out and "people driver" in out
+    assert "6 frames in" in out and "pose updates/s" in out
+    for stage in ("grab", "pose", "track", "capture_to_keypoints"):
+        assert any(line.startswith(stage) for line in out.splitlines()), stage
+    assert "retarget" not in out  # --no-outputs
+
+
+def test_bench_keypoint_source_times_smoothing_and_retargeting(capsys):
+    result = json.loads(bench(capsys, "--source", str(need(MOCAP)), "--max-frames", "20", "--json"))
+    assert result["frames"] == 20 and result["updates"] == 20
+    assert "pose" not in result["stages_ms"] and "smooth" in result["stages_ms"]
+    assert result["detector_runs"] == 0
+
+
+def test_bench_too_short_source_is_a_clear_error(tmp_path, capsys):
+    for i in range(2):
+        cv2.imwrite(str(tmp_path / f"{i}.png"), np.zeros((32, 32, 3), np.uint8))
+    argv = ["bench", "--source", str(tmp_path), "--detector", "none", "--model", str(need(POSE_ONNX)), "--warmup", "5"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--warmup" in err and len(err.strip().splitlines()) == 1

@@ -1,0 +1,215 @@
+"""`avatar-bridge run` and the Pipeline behind it, with real models, real sockets and real signals."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from avatar_bridge import cli
+from avatar_bridge.capture import open_source
+from avatar_bridge.config import AppConfig
+from avatar_bridge.pipeline import Pipeline, draw_overlay
+from avatar_bridge.types import Pose2D
+from conftest import FIXTURES, MOCAP, POSE_ONNX, VIDEO, need
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def video_config() -> AppConfig:
+    config = AppConfig()
+    config.source.source = str(need(VIDEO))
+    config.source.realtime = False
+    config.pose.model = str(need(POSE_ONNX))
+    config.pose.threads = 1
+    config.detector.name = "yolox-nano"
+    config.detector.model_dir = str(FIXTURES / "models")
+    return config
+
+
+def test_pipeline_on_the_fixture_video_gives_two_rigged_people():
+    config = video_config()
+    pipeline = Pipeline(config)
+    pipeline.prepare(images=True)
+    counts = []
+    with open_source(config.source.source, realtime=False) as source:
+        for _ in range(20):
+            poses = pipeline.process(source.read())
+            counts.append(len(poses.people))
+            assert all(p.keypoints.shape == (17, 2) and p.track_id > 0 for p in poses.people)
+    assert counts.count(2) >= 19
+    out = pipeline.sample(time.monotonic())
+    assert out is not None and (out.width, out.height) == (1920, 1080)
+    assert sorted(p.track_id for p in out.people) == [1, 2]
+    assert out.driver in (1, 2)
+    for person in out.people:
+        assert person.tracking and person.rig is not None
+        assert person.rig.track_id == person.track_id
+        assert all(np.all(np.isfinite(q)) for q in person.rig.rotations.values())
+    snap = pipeline.metrics.snapshot()
+    assert snap["frames"] == 20 and snap["updates"] == sum(counts)
+    assert {"detect", "pose", "track", "smooth", "retarget"} <= set(snap["stages_ms"])
+    assert snap["stages_ms"]["detect"]["n"] < 5  # detection is rare
+    assert snap["latency_ms"]["capture_to_keypoints"]["p50"] > 0
+
+
+def test_driver_only_mode_estimates_one_person():
+    config = video_config()
+    config.detector.people = "driver"
+    pipeline = Pipeline(config)
+    with open_source(config.source.source, realtime=False) as source:
+        people = [len(pipeline.process(source.read()).people) for _ in range(10)]
+    assert people == [1] * 10
+    out = pipeline.sample(time.monotonic())
+    assert [p.track_id for p in out.people] == [out.driver]
+    pipeline.select_driver(5)
+    assert pipeline.tracker.driver_selector.policy == "fixed"
+
+
+def test_keypoint_source_skips_detection_and_pose():
+    config = AppConfig()
+    pipeline = Pipeline(config)
+    with open_source(str(need(MOCAP)), realtime=False) as source:
+        for _ in range(10):
+            pipeline.process(source.read())
+    assert pipeline.estimator is None and pipeline.detector is None
+    out = pipeline.sample(time.monotonic())
+    assert [p.track_id for p in out.people] == [1] and out.driver == 1
+    assert "leftUpperArm" in out.people[0].rig.rotations
+    pipeline.paused = True
+    assert pipeline.sample(time.monotonic()) is None
+
+
+def test_overlay_draws_skeleton_and_label():
+    canvas = np.zeros((360, 640, 3), np.uint8)
+    kp = np.stack([np.linspace(200, 400, 17), np.linspace(60, 320, 17)], axis=1).astype(np.float32)
+    draw_overlay(canvas, [Pose2D(kp, np.ones(17, np.float32), track_id=3)], driver=3, text="12 fps")
+    assert canvas[int(kp[5, 1]), int(kp[5, 0])].any()  # a joint was drawn
+    assert canvas[:40, :120].any()  # the status text
+
+
+def test_run_video_writes_overlay_and_recording(tmp_path, capsys):
+    overlay = tmp_path / "overlay.mp4"
+    take = tmp_path / "take.abrec"
+    argv = ["run", "--source", str(need(VIDEO)), "--model", str(need(POSE_ONNX)), "--detector", "light-person-detector",
+            "--detector-dir", str(FIXTURES / "models"), "--threads", "1", "--fast", "--max-frames", "8", "--headless",
+            "--quiet", "--no-ws", "--no-vmc", "--save-overlay", str(overlay), "--record", str(take)]
+    assert cli.main(argv) == 0
+    err = capsys.readouterr().err
+    assert "stopped (max frames): 8 frames, 16 pose updates" in err
+    cap = cv2.VideoCapture(str(overlay))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    assert n == 8
+    from avatar_bridge.record import read_recording
+
+    recording = read_recording(take)
+    assert recording.complete and len(recording) >= 1
+    assert recording.header.source["width"] == 1920
+
+
+def test_run_with_missing_camera_is_one_clear_line(capsys):
+    assert cli.main(["run", "--source", "/dev/video99", "--headless", "--no-ws", "--no-vmc"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--source synthetic" in err[0] and "--source FILE" in err[0]
+
+
+def test_run_with_bad_settings_names_the_key(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[detector]\nevery_n_frames = 0\n")
+    assert cli.main(["run", "--config", str(bad), "--headless"]) == 2
+    assert "detector.every_n_frames" in capsys.readouterr().err
+    assert cli.main(["run", "--every", "0", "--headless"]) == 2
+    assert "every_n_frames" in capsys.readouterr().err
+    assert cli.main(["run", "--resize", "big", "--headless", "--source", str(need(MOCAP))]) == 2
+    assert "WIDTHxHEIGHT" in capsys.readouterr().err
+
+
+def run_cli(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "avatar_bridge", "run", *args], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_run_streams_vmc_and_websocket_and_stops_on_sigterm(tmp_path):
+    """The BVH source through the whole loop to a real UDP socket and a real WebSocket client,
+    then SIGTERM: clean exit, recording finished."""
+    from websockets.sync.client import connect
+
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+    udp.settimeout(20)
+    ws_port = free_port()
+    take = tmp_path / "take.abrec"
+    proc = run_cli("--source", str(need(MOCAP)), "--loop", "--headless", "--quiet", "--vmc",
+                   f"127.0.0.1:{udp.getsockname()[1]}", "--ws-port", str(ws_port), "--record", str(take))
+    try:
+        datagram, _ = udp.recvfrom(65536)
+        assert b"/VMC/Ext/" in datagram
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                ws = connect(f"ws://127.0.0.1:{ws_port}/", open_timeout=5)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "WebSocket server did not come up"
+                time.sleep(0.2)
+        with ws:
+            hello = json.loads(ws.recv(timeout=10))
+            assert hello["type"] == "hello"
+            frame = json.loads(ws.recv(timeout=10))
+            assert frame["type"] == "frame" and frame["people"] and frame["people"][0]["id"] == 1
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=20)
+    finally:
+        udp.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, out
+    assert "stopped (SIGTERM)" in out
+    from avatar_bridge.record import read_recording
+
+    recording = read_recording(take)
+    assert recording.complete and len(recording) > 0
+
+
+@pytest.mark.skipif(importlib.util.find_spec("avatar_bridge.synthetic") is None,
+                    reason="avatar_bridge.synthetic (the synthetic performer) is not in this checkout yet")
+def test_run_synthetic_headless_for_two_seconds():
+    proc = run_cli("--source", "synthetic", "--headless", "--duration", "2", "--no-vmc", "--ws-port", str(free_port()))
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    assert "stopped (duration)" in out
+    frames = int(out.split("stopped (duration): ")[1].split(" frames")[0])
+    assert frames >= 20  # about 60 at 30 fps; far fewer only on a badly overloaded machine
+
+
+def test_frames_of_the_wrong_type_or_size_do_not_stop_the_loop():
+    from avatar_bridge.types import Frame
+
+    config = video_config()
+    config.detector.name = "none"
+    pipeline = Pipeline(config)
+    bad = Frame(0, time.monotonic(), 64, 48, image=np.zeros((48, 64, 3), np.float32))
+    assert pipeline.process(bad).people == []
+    assert pipeline.metrics.dropped == 1
+    grey = Frame(1, time.monotonic(), 1920, 1080, image=np.full((240, 320), 128, np.uint8))  # size differs too
+    poses = pipeline.process(grey)
+    assert (poses.width, poses.height) == (320, 240)
+    assert pipeline.tracker.image_size == (320, 240)  # crops come from the real image size
