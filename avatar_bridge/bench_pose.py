@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import sys
 import tempfile
 import time
@@ -152,6 +154,7 @@ def run_command(args: argparse.Namespace) -> int:
             raise RuntimeError(f"--device {args.device}: torch sees no CUDA GPU on this machine; use --device cpu")
     rows: list[BenchRow] = []
     quiet = args.json == "-"
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bench-pose-") as tmp:
         for model in args.model:
             for backend in args.backend:
@@ -167,6 +170,9 @@ def run_command(args: argparse.Namespace) -> int:
     if quiet:
         print(json.dumps([r.as_dict() for r in rows], indent=1))
         return 0
+    # Other processes inflate CPU timings: say how busy the machine was.
+    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, 1-min load average "
+          f"{load_before:.1f} before / {os.getloadavg()[0]:.1f} after")
     print(format_table(rows))
     if args.json:
         Path(args.json).write_text(json.dumps([r.as_dict() for r in rows], indent=1), encoding="utf-8")

@@ -535,7 +535,6 @@ class BvhRecorder:
     def __init__(
         self, path: str | Path, track_id: int | None = None, *, fps: float = 30.0, bones: str = "body", units: str = "cm"
     ) -> None:
-        bvh_bone_names(bones)  # validate early, not at the end of a long take
         if units not in BVH_UNITS:
             raise ValueError(f"BVH units {units!r} are unknown: choose one of {', '.join(BVH_UNITS)}")
         if not fps > 0:
@@ -547,7 +546,10 @@ class BvhRecorder:
         self.fps = fps
         self.bones = bones
         self.units = units
-        self._poses: list = []
+        self._columns = {name: row for row, name in enumerate(bvh_bone_names(bones))}
+        self._times: list[float] = []
+        self._hips: list[np.ndarray] = []
+        self._rotations: list[np.ndarray] = []  # (J, 4) float32 per pose, J = exported bones
         self.result: BvhExport | None = None
 
     @classmethod
@@ -562,29 +564,46 @@ class BvhRecorder:
         return cls(path, track, fps=config.bvh_fps, bones=config.bvh_bones, units=config.bvh_units)
 
     def add(self, poses) -> None:
-        """Add the RigPoses of one frame (a RigPose or a list); other people are ignored."""
+        """Add the RigPoses of one frame (a RigPose or a list); other people are ignored.
+
+        Only the exported bones are kept, as float32 (measured 0.8 KB per pose: about 90 MB per hour at 30 fps).
+        """
         if not isinstance(poses, (list, tuple)):
             poses = [poses]
         for pose in poses:
             if self.track_id is None:
                 self.track_id = pose.track_id
-            if pose.track_id == self.track_id:
-                if self._poses and pose.timestamp < self._poses[-1].timestamp:
-                    continue  # out-of-order sample: keep the motion monotonic
-                self._poses.append(pose)
+            if pose.track_id != self.track_id:
+                continue
+            if self._times and pose.timestamp < self._times[-1]:
+                continue  # out-of-order sample: keep the motion monotonic
+            rotations = np.tile(_quat.IDENTITY.astype(np.float32), (len(self._columns), 1))
+            for name, q in pose.rotations.items():
+                row = self._columns.get(name)
+                if row is not None:
+                    rotations[row] = q
+                elif name not in _skeleton.BONE_INDEX:
+                    raise ValueError(f"RigPose has unknown bone {name!r}: bone names are VRM 1.0 names from skeleton.BONE_NAMES")
+            self._times.append(float(pose.timestamp))
+            self._hips.append(np.asarray(pose.hips_position, dtype=np.float64))
+            self._rotations.append(rotations)
 
     def __len__(self) -> int:
-        return len(self._poses)
+        return len(self._times)
 
     def close(self) -> BvhExport | None:
-        """Write the file; None (and a warning) when no pose of the track arrived."""
-        if self.result is not None or not self._poses:
-            if not self._poses:
-                _bvh_log.warning("no person was tracked: BVH file %s not written", self.path)
+        """Write the file once; None (and a warning) when no pose of the track arrived."""
+        if self.result is not None:
             return self.result
-        times, hips, rotations = rig_poses_to_arrays(self._poses)
-        self.result = write_bvh(self.path, times, hips, rotations, fps=self.fps, bones=self.bones, units=self.units)
-        self._poses = []
+        if not self._times:
+            _bvh_log.warning("no person was tracked: BVH file %s not written", self.path)
+            return None
+        rotations = np.tile(_quat.IDENTITY, (len(self._times), len(_skeleton.BONES), 1))
+        rotations[:, [_skeleton.BONE_INDEX[name] for name in self._columns]] = np.stack(self._rotations)
+        self.result = write_bvh(
+            self.path, np.array(self._times), np.stack(self._hips), rotations, fps=self.fps, bones=self.bones, units=self.units
+        )
+        self._times, self._hips, self._rotations = [], [], []
         return self.result
 
     def __enter__(self) -> "BvhRecorder":

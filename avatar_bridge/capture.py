@@ -369,7 +369,8 @@ class CameraSource(_ContextSource):
         self.connected = True
         self._cond = threading.Condition()
         self._latest: np.ndarray | None = None
-        self._latest_time = 0.0
+        self._latest_time = time.monotonic()  # the open counts as the last sign of life
+        self.gave_up = False
         self._latest_seq = 0  # frames captured so far
         self._taken_seq = 0  # seq of the last frame handed out
         self._index = 0
@@ -434,20 +435,32 @@ class CameraSource(_ContextSource):
                 return
             delay = min(delay * 2.0, self.backoff[1])
 
+    @property
+    def ended(self) -> bool:
+        """True once closed, or after ``give_up_after`` seconds without a frame."""
+        return self._stop.is_set() or self.gave_up
+
     def read(self, timeout: float | None = None) -> Frame | None:
-        """The newest frame not handed out yet; waits for one. None once closed (or gave up)."""
-        limit = timeout if timeout is not None else self.give_up_after
-        deadline = None if limit is None else time.monotonic() + limit
+        """The newest frame not handed out yet; waits for one.
+
+        None when closed or given up (see :attr:`ended`), or when ``timeout`` seconds passed first
+        (so a caller can check its own stop flag while the camera is away).
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            if self._stop.is_set():
-                return None
             while self._latest_seq == self._taken_seq:
+                now = time.monotonic()
                 if self._stop.is_set():
                     return None
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
+                if self.give_up_after is not None and now - self._latest_time > self.give_up_after:
+                    self.gave_up = True
+                    log.warning("camera %r: no frame for %.1f s, giving up", self.device, self.give_up_after)
                     return None
-                self._cond.wait(0.1 if remaining is None else min(remaining, 0.1))
+                if deadline is not None and now >= deadline:
+                    return None
+                self._cond.wait(0.1)
+            if self._stop.is_set():
+                return None
             dropped = self._latest_seq - self._taken_seq - 1
             self._taken_seq = self._latest_seq
             image, stamp = self._latest, self._latest_time

@@ -29,7 +29,7 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 
-from .capture import FrameSource, as_bgr_image, open_source, parse_size
+from .capture import CameraSource, FrameSource, as_bgr_image, open_source, parse_size
 from .config import AppConfig, ConfigError, DetectorConfig, load_config
 from .keypoints import SKELETON_EDGES
 from .metrics import PipelineMetrics
@@ -390,6 +390,17 @@ def _install_signal_handlers(stop: _StopFlag) -> Callable[[], None]:
     return restore
 
 
+def _next_frame(source: FrameSource, stop: _StopFlag) -> Frame | None:
+    """``source.read()``, but a live camera is polled so Ctrl-C works while it is unplugged."""
+    if isinstance(source, CameraSource):
+        while not stop.event.is_set():
+            frame = source.read(timeout=0.25)
+            if frame is not None or source.ended:
+                return frame
+        return None
+    return source.read()
+
+
 def _has_display() -> bool:
     if sys.platform.startswith("linux"):
         return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
@@ -519,9 +530,12 @@ def run_command(args: argparse.Namespace) -> int:
         outputs.open_files(source)
         started = time.monotonic()
         last_status = started
+        overlay_text = ""
         while not stop.event.is_set():
             t_grab = time.perf_counter()
-            frame = source.read()
+            frame = _next_frame(source, stop)
+            if frame is None and stop.event.is_set():
+                break
             if frame is None:
                 stop.set("source ended")
                 break
@@ -532,11 +546,15 @@ def run_command(args: argparse.Namespace) -> int:
                 poses = pipeline.latest or FramePoses(frame.index, frame.timestamp, frame.width, frame.height)
             frames += 1
             now = time.monotonic()
+            if now - last_status >= 1.0:  # figures for the overlay and the status line, once a second
+                last_status = now
+                latency = metrics.snapshot()["latency_ms"].get("capture_to_keypoints", {})
+                overlay_text = f"{metrics.fps():.1f} fps  latency p95 {latency.get('p95', float('nan')):.0f} ms  dropped {metrics.dropped}"
+                if not args.quiet:
+                    print("\r" + metrics.status_line()[:200], end="", file=sys.stderr, flush=True)
             if not headless or args.save_overlay:
                 canvas = frame.image.copy() if frame.image is not None else np.zeros((frame.height, frame.width, 3), np.uint8)
-                snap_lat = metrics.snapshot()["latency_ms"].get("capture_to_keypoints", {})
-                text = f"{metrics.fps():.1f} fps  latency p95 {snap_lat.get('p95', float('nan')):.0f} ms  dropped {metrics.dropped}"
-                draw_overlay(canvas, poses.people, pipeline.driver, text)
+                draw_overlay(canvas, poses.people, pipeline.driver, overlay_text)
                 if args.save_overlay:
                     if writer is None:
                         writer = cv2.VideoWriter(args.save_overlay, cv2.VideoWriter_fourcc(*"mp4v"), float(source.fps),
@@ -545,15 +563,16 @@ def run_command(args: argparse.Namespace) -> int:
                             raise RuntimeError(f"cannot write --save-overlay {args.save_overlay}: check the folder exists and the name ends in .mp4")
                     writer.write(canvas)
                 if not headless:
-                    cv2.imshow("avatar-bridge (q to quit)", canvas)
-                    key = cv2.waitKey(1) & 0xFF
+                    try:
+                        cv2.imshow("avatar-bridge (q to quit)", canvas)
+                        key = cv2.waitKey(1) & 0xFF
+                    except cv2.error as exc:  # OpenCV built without GUI support, or no usable display
+                        log.warning("preview window unavailable (%s): continuing headless", str(exc).strip().splitlines()[-1])
+                        headless, key = True, -1
                     if key in (ord("q"), 27):
                         stop.set("q pressed")
                     elif key == ord("c"):
                         pipeline.calibrate()
-            if not args.quiet and now - last_status >= 1.0:
-                last_status = now
-                print("\r" + metrics.status_line()[:200], end="", file=sys.stderr, flush=True)
             if args.max_frames and frames >= args.max_frames:
                 stop.set("max frames")
             if config.source.duration and now - started >= config.source.duration:

@@ -247,7 +247,10 @@ class Normalization:
 
 
 class TopDownEstimator:
-    """Crops every person of a frame, runs them as one batch, returns keypoints in image pixels."""
+    """Crops every person of a frame, runs them as one batch, returns keypoints in image pixels.
+
+    The input buffers are reused across calls, so one estimator serves one thread at a time.
+    """
 
     def __init__(self, backend, input_size: tuple[int, int] = (256, 192), decode: str = "quarter",
                  flip_test: bool = False, padding: float = 1.25, normalization: Normalization | None = None,
@@ -302,10 +305,13 @@ class TopDownEstimator:
         if self.flip_test:
             n = len(centers)
             flipped = out[n:, flip_permutation(out.shape[1]), :, ::-1]
-            # The flipped crop is mirrored about the input's centre, which is one heatmap column off
-            # the heatmap's own mirror axis: shift right by one (as in the paper's code) before averaging.
+            # The crop is mirrored about input x = (W-1)/2, i.e. heatmap x = (W-1)/(2 stride), but
+            # reversing the heatmap mirrors about (w-1)/2: the flipped-back map sits 1 - w/W columns
+            # (0.75 at stride 4) left of the truth. Shift it back by linear interpolation (the paper's
+            # code shifts a whole column, which biases the average by a quarter heatmap pixel).
+            shift = 1.0 - out.shape[3] / self.input_w
             shifted = np.empty_like(flipped)
-            shifted[..., 1:] = flipped[..., :-1]
+            shifted[..., 1:] = (1.0 - shift) * flipped[..., 1:] + shift * flipped[..., :-1]
             shifted[..., 0] = flipped[..., 0]
             out = (out[:n] + shifted) * 0.5
         return out, centers, sizes
@@ -318,6 +324,8 @@ class TopDownEstimator:
         boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
         if len(boxes) == 0:
             return []
+        if not np.isfinite(boxes).all():
+            raise ValueError(f"pose boxes must be finite x1 y1 x2 y2 pixels, got {boxes[~np.isfinite(boxes).all(1)][0].tolist()}")
         heatmaps, centers, sizes = self.heatmaps(image, boxes)
         coords, maxval = decode_heatmaps(heatmaps, self.decode)
         h, w = heatmaps.shape[2:]

@@ -200,6 +200,8 @@ def parse_control(data: str | bytes, client: str = "") -> ControlMessage:
         obj = json.loads(data, parse_constant=_reject_constant)
     except (json.JSONDecodeError, ValueError) as exc:
         raise ProtocolError(f"malformed JSON: {exc}") from None
+    except RecursionError:  # "[[[[...": 4 KiB of brackets is deeper than json's recursion limit
+        raise ProtocolError("malformed JSON: nested too deeply; a control message is one flat JSON object") from None
     if not isinstance(obj, dict):
         raise ProtocolError(f"a control message must be a JSON object like {{\"type\": \"ping\"}}, got {type(obj).__name__}")
     kind = obj.get("type")

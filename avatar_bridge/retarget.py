@@ -289,6 +289,24 @@ class _SignState:
     value: float = 0.0
     rate: float = 0.0
     time: float = -math.inf
+    trust: float = 1.0  # how much the extrapolation is believed (lowered by degenerate frames)
+
+
+@dataclass(frozen=True)
+class LifterTuning:
+    """Weights of the depth-sign choice (tuned on the CMU walk and the synthetic performer; see
+    docs/retarget.md). Costs are in units of (signed depth / segment length)^2."""
+
+    prior_gain: float = 0.05  # scale of every anatomy term against continuity
+    rate_keep: float = 0.5  # smoothing of the signed-depth rate (0 = last frame only)
+    degenerate_trust_keep: float = 0.6  # continuity trust kept per frame a segment looks over-long
+    arm_neutral_hang: float = 0.6  # cos of the angle from straight down where the elbow prior flips
+    thigh_forward: float = 1.0  # preference for the knee in front of the hip
+    elbow_weight: float = 150.0  # forearm bends towards the biceps side (almost a hard rule)
+    knee_weight: float = 40.0  # the knee bends backwards (almost a hard rule)
+    plane: float = 3.0  # preference for the solution nearer the image plane
+    reach: float = 2.0  # penalty per unit of missing length when a segment cannot reach its ray
+    limb_scale_share: float = 0.9  # third largest limb ratio counts this much against the torso's
 
 
 class ForeshorteningLifter:
@@ -302,8 +320,10 @@ class ForeshorteningLifter:
     """
 
     def __init__(self, calibration: Calibration, min_score: float = 0.3, planar: bool = False,
-                 continuity_seconds: float = 0.5, focal_px: float = 0.0, image_size: tuple[int, int] | None = None) -> None:
+                 continuity_seconds: float = 0.5, focal_px: float = 0.0, image_size: tuple[int, int] | None = None,
+                 tuning: LifterTuning | None = None) -> None:
         self.calibration = calibration
+        self.tuning = tuning or LifterTuning()
         self.min_score = min_score
         self.planar = planar  # depth 0 everywhere: the naive baseline
         self.continuity_seconds = continuity_seconds
@@ -329,7 +349,7 @@ class ForeshorteningLifter:
         cal = self.calibration.segments
         limbs = sorted((lengths[s] / cal[s] for s in LIMB_SEGMENTS if math.isfinite(lengths[s])), reverse=True)
         torso = lengths["torso"] / cal["torso"] if math.isfinite(lengths["torso"]) else 0.0
-        observed = max(torso, LIMB_SCALE_SHARE * (limbs[2] if len(limbs) > 2 else 0.0))
+        observed = max(torso, self.tuning.limb_scale_share * (limbs[2] if len(limbs) > 2 else 0.0))
         if observed <= 0:
             observed = limbs[0] if limbs else 0.0
         if observed <= 0:
@@ -351,7 +371,7 @@ class ForeshorteningLifter:
         age = timestamp - state.time
         if not (0 <= age <= self.continuity_seconds):
             return 0.0
-        trust = 1.0 - age / self.continuity_seconds
+        trust = (1.0 - age / self.continuity_seconds) * state.trust
         return trust * (value - (state.value + state.rate * age)) ** 2
 
     def _commit(self, name: str, value: float, timestamp: float, degenerate: bool) -> None:
@@ -360,9 +380,14 @@ class ForeshorteningLifter:
         state = self._signs.setdefault(name, _SignState())
         age = timestamp - state.time
         if not (0 < age <= self.continuity_seconds):
-            state.rate = 0.0
-        elif not degenerate:
-            state.rate = RATE_KEEP * state.rate + (1 - RATE_KEEP) * (value - state.value) / age
+            state.rate, state.trust = 0.0, 1.0
+        elif degenerate:
+            # Near the image plane a crossing and a turn back look alike: hold the rate but trust
+            # the extrapolation less with every such frame, so anatomy decides where it comes out.
+            state.trust *= self.tuning.degenerate_trust_keep
+        else:
+            state.rate = self.tuning.rate_keep * state.rate + (1 - self.tuning.rate_keep) * (value - state.value) / age
+            state.trust = min(1.0, state.trust + 0.25)
         state.value, state.time = value, timestamp
 
     def _choose(self, name: str, near: float, far: float, prior: float, timestamp: float, prior_weight: float = 1.0) -> float:
@@ -378,11 +403,11 @@ class ForeshorteningLifter:
             predicted = state.value + state.rate * age
             trust = 1.0 - age / self.continuity_seconds
             half_gap = (near - far) / 2
-            cost_near = trust * (near - predicted) ** 2 - PRIOR_GAIN * prior_weight * prior * half_gap
-            cost_far = trust * (far - predicted) ** 2 + PRIOR_GAIN * prior_weight * prior * half_gap
+            cost_near = trust * (near - predicted) ** 2 - self.tuning.prior_gain * prior_weight * prior * half_gap
+            cost_far = trust * (far - predicted) ** 2 + self.tuning.prior_gain * prior_weight * prior * half_gap
             signed = near if cost_near <= cost_far else far
             rate = (signed - state.value) / max(age, 1e-3)
-            state.rate = RATE_KEEP * state.rate + (1 - RATE_KEEP) * rate
+            state.rate = self.tuning.rate_keep * state.rate + (1 - self.tuning.rate_keep) * rate
         else:
             signed = near if prior >= 0 else far
             state.rate = 0.0
@@ -503,7 +528,7 @@ class ForeshorteningLifter:
             for pu in (upper_near, upper_far):
                 su = signed(pts[a], pu, len_u)
                 du = _unit(canon(pu - pts[a]))
-                cost_u = self._continuity_cost(upper, su, timestamp) + PRIOR_GAIN * (PLANE_PRIOR * abs(su) - upper_score(du))
+                cost_u = self._continuity_cost(upper, su, timestamp) + self.tuning.prior_gain * (self.tuning.plane * abs(su) - upper_score(du))
                 options = [(cost_u, pu, su, None, None)]
                 if ok[c]:
                     options = []
@@ -512,8 +537,8 @@ class ForeshorteningLifter:
                         sl = signed(pu, pl, len_l)
                         dl = _unit(canon(pl - pu))
                         shortfall = max(_norm(pl - pu) - len_l, 0.0) / len_l
-                        cost = (cost_u + self._continuity_cost(lower, sl, timestamp) + REACH_GAIN * shortfall
-                                + PRIOR_GAIN * lower_weight * (PLANE_PRIOR * abs(sl) - lower_score(du, dl)))
+                        cost = (cost_u + self._continuity_cost(lower, sl, timestamp) + self.tuning.reach * shortfall
+                                + self.tuning.prior_gain * lower_weight * (self.tuning.plane * abs(sl) - lower_score(du, dl)))
                         options.append((cost, pu, su, pl, sl))
                 for option in options:
                     if best is None or option[0] < best[0]:
@@ -540,12 +565,12 @@ class ForeshorteningLifter:
             # Arms: a raised elbow tends to be in front, a hanging one slightly behind (arm swing);
             # the forearm bends towards the biceps side.
             limb(f"{side}_upper_arm", f"{side}_lower_arm", L_SH + o, L_EL + o, L_WR + o,
-                 lambda d: float(d @ forward) * (ARM_NEUTRAL_HANG - float(-d @ up)),
-                 lambda d1, d2: hinge_score(d1, d2, bend_toward(d1, forward, up)), ELBOW_WEIGHT)
+                 lambda d: float(d @ forward) * (self.tuning.arm_neutral_hang - float(-d @ up)),
+                 lambda d1, d2: hinge_score(d1, d2, bend_toward(d1, forward, up)), self.tuning.elbow_weight)
             # Legs: the knee tends to be in front; the knee only bends backwards (a hinge).
             limb(f"{side}_upper_leg", f"{side}_lower_leg", L_HIP + o, L_KN + o, L_AN + o,
-                 lambda d: THIGH_PRIOR * float(d @ forward),
-                 lambda d1, d2: hinge_score(d1, d2, bend_toward(d1, -forward, -up)), KNEE_WEIGHT)
+                 lambda d: self.tuning.thigh_forward * float(d @ forward),
+                 lambda d1, d2: hinge_score(d1, d2, bend_toward(d1, -forward, -up)), self.tuning.knee_weight)
 
         # Face: fit the template's rotation to the 2D face points (weak perspective, affine fit), and
         # place the face points around the head at the depth that rotation gives them.
@@ -567,15 +592,6 @@ class ForeshorteningLifter:
         return out
 
 
-PRIOR_GAIN = 0.05
-RATE_KEEP = 0.5
-ARM_NEUTRAL_HANG = 0.6
-PLANE_PRIOR = 3.0
-LIMB_SCALE_SHARE = 0.9
-REACH_GAIN = 2.0
-THIGH_PRIOR = 1.0
-ELBOW_WEIGHT = 20.0
-KNEE_WEIGHT = 40.0
 
 
 def _fit_face_rotation(points2d: np.ndarray, template: np.ndarray) -> np.ndarray | None:

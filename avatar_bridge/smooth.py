@@ -75,21 +75,18 @@ def estimate_body_height(keypoints: np.ndarray, measured: np.ndarray) -> float |
     """
     if keypoints.shape[0] < 17:
         return None
-    chains = {
-        "torso": ((5, 11), (6, 12)),  # shoulder-hip, ~0.30 of height
-        "thigh": ((11, 13), (12, 14)),  # ~0.245
-        "shin": ((13, 15), (14, 16)),  # ~0.245
-        "upper_arm": ((5, 7), (6, 8)),  # ~0.17
-    }
-    share = {"torso": 0.30, "thigh": 0.245, "shin": 0.245, "upper_arm": 0.17}
-    estimates = []
-    for name, pairs in chains.items():
-        lengths = [np.linalg.norm(keypoints[a] - keypoints[b]) for a, b in pairs if measured[a] and measured[b]]
-        if lengths:
-            estimates.append(max(lengths) / share[name])
-    if len(estimates) < 2:
+    a, b = _SEGMENTS[:, :, 0], _SEGMENTS[:, :, 1]  # (segment, side)
+    lengths = np.linalg.norm(keypoints[a] - keypoints[b], axis=-1)
+    lengths = np.where(measured[a] & measured[b], lengths, np.nan)
+    seen = ~np.all(np.isnan(lengths), axis=1)
+    if seen.sum() < 2:
         return None
-    return float(np.median(estimates))
+    return float(np.median(np.nanmax(lengths[seen], axis=1) / _SEGMENT_SHARE[seen]))
+
+
+# Torso (shoulder-hip), thigh, shin and upper arm, left and right, and their share of body height.
+_SEGMENTS = np.array([[(5, 11), (6, 12)], [(11, 13), (12, 14)], [(13, 15), (14, 16)], [(5, 7), (6, 8)]])
+_SEGMENT_SHARE = np.array([0.30, 0.245, 0.245, 0.17])
 
 
 class KalmanStabilizer:
@@ -125,15 +122,15 @@ class KalmanStabilizer:
     # --- model matrices ---------------------------------------------------------------------
     def _transition(self, dt: float) -> tuple[np.ndarray, np.ndarray]:
         """F and Q for a step of ``dt`` seconds (block structure: derivative order x position entry)."""
-        n = self.num_pos
-        one = np.zeros((self.order, self.order))
-        for i in range(self.order):
-            for j in range(i, self.order):
-                one[i, j] = dt ** (j - i) / math.factorial(j - i)
-        F = np.kron(one, np.eye(n))
+        n, order = self.num_pos, self.order
+        diag = np.arange(n)
+        F = np.eye(n * order)
+        for i in range(order):
+            for j in range(i + 1, order):
+                F[i * n + diag, j * n + diag] = dt ** (j - i) / math.factorial(j - i)
         if dt <= 0:
             return F, np.zeros_like(F)
-        base = Q_discrete_white_noise(dim=self.order, dt=dt, var=1.0)
+        base = Q_discrete_white_noise(dim=order, dt=dt, var=1.0)
         c = self.config
         noise = (c.acceleration if self.order == 2 else c.jerk) * self.body_height
         # Faster joints get more process noise: a swinging limb's acceleration scales with its
@@ -151,7 +148,12 @@ class KalmanStabilizer:
         # open them up at once instead of waiting for the (lagging) velocity to grow.
         boost = np.ones(n)
         boost[: self.num_keypoints] += c.innovation_gain * np.maximum(self.surprise - 1.0, 0.0)
-        return F, np.kron(base, np.diag(per_entry * boost))
+        per_entry = per_entry * boost
+        Q = np.zeros_like(F)
+        for i in range(order):
+            for j in range(order):
+                Q[i * n + diag, j * n + diag] = base[i, j] * per_entry
+        return F, Q
 
     def _measurement_sigma(self, scores: np.ndarray) -> np.ndarray:
         c = self.config
@@ -197,12 +199,8 @@ class KalmanStabilizer:
         self.confidence = np.where(measured, sc, 0.0)
 
     def reset(self) -> None:
-        """Forget the person (e.g. the track was lost)."""
-        self.initialized = False
-        self.history.clear()
-        self.seen[:] = False
-        self.rejections[:] = 0
-        self.blend_start[:] = -np.inf
+        """Forget the person (e.g. the track was lost); the next update starts afresh."""
+        self.__init__(self.config, self.num_keypoints, self.fixed_body_height)
 
     def _advance(self, t: float) -> None:
         dt = t - self.last_time
@@ -311,12 +309,22 @@ class KalmanStabilizer:
         """Joint positions from the filter state extrapolated from its time to ``t``."""
         n = self.num_pos
         x = self.filter.x
-        dt = t - self.last_time
-        horizon = np.clip(dt, 0.0, self.config.hold_time)
-        pos = x[:n] + x[n : 2 * n] * horizon
-        if self.order == 3:
-            pos = pos + 0.5 * x[2 * n : 3 * n] * horizon**2
-        return self.basis @ pos
+        horizon = float(np.clip(t - self.last_time, 0.0, self.config.hold_time))
+        pos = self.basis @ x[:n]
+        if horizon == 0.0:
+            return pos
+        # Extrapolate each derivative shrunk by how sure the filter is of it, |d|^2 / (|d|^2 + k var)
+        # (k = extrapolation_shrink, 0 = the plain motion model): a still joint's velocity is mostly
+        # noise, and extrapolating noise 50 ms ahead only adds it (benchmark: -3% RMSE at send time).
+        P = self.filter.P
+        for order in range(1, self.order):
+            block = slice(order * n, (order + 1) * n)
+            deriv = self.basis @ x[block]
+            var = np.einsum("jk,kl,jl->j", self.basis, P[block, block], self.basis)
+            size = np.sum(deriv**2, axis=1)
+            shrink = size / np.maximum(size + 2.0 * self.config.extrapolation_shrink * var, 1e-12)
+            pos = pos + deriv * shrink[:, None] * horizon**order / math.factorial(order)
+        return pos
 
     def _output_positions(self, t: float) -> np.ndarray:
         pos = self._state_positions(t)
@@ -346,8 +354,7 @@ class KalmanStabilizer:
         if not self.initialized:
             return np.zeros((k, 2), np.float32), np.zeros(k, np.float32)
         if t >= self.last_time or len(self.history) < 2:
-            pos = self._output_positions(max(t, self.history[0][0] if self.history else t))
-            return pos.astype(np.float32), self._scores(t, self.confidence).astype(np.float32)
+            return self._output_positions(t).astype(np.float32), self._scores(t, self.confidence).astype(np.float32)
         times = [h[0] for h in self.history]
         i = int(np.searchsorted(times, t))
         if i == 0:

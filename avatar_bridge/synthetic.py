@@ -29,6 +29,10 @@ def _rot(axis: np.ndarray, degrees: float) -> np.ndarray:
     return quat.from_axis_angle(axis, math.radians(degrees))
 
 
+STANCE_SECONDS = 1.5  # standing still at the start, as a user does for calibration
+BLEND_SECONDS = 1.0
+
+
 class PerformerMotion:
     """Smooth procedural bone rotations as a function of time, drawn from ``seed``.
 
@@ -51,7 +55,24 @@ class PerformerMotion:
         return 0.5 + 0.5 * self._wave(channel, t)
 
     def pose(self, t: float) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        """Local bone rotations and the hips position (canonical frame) at time ``t`` seconds."""
+        """Local bone rotations and the hips position (canonical frame) at time ``t`` seconds.
+
+        The performance starts like a user calibrating: standing still facing the camera, arms
+        held 45 degrees down, for ``STANCE_SECONDS``; the motion then fades in over ``BLEND_SECONDS``.
+        """
+        moving, hips = self._motion(t)
+        blend = min(max((t - STANCE_SECONDS) / BLEND_SECONDS, 0.0), 1.0)
+        blend = blend * blend * (3 - 2 * blend)
+        if blend >= 1.0:
+            return moving, hips
+        stance = {"leftUpperArm": _rot(_Z, -45.0), "rightUpperArm": _rot(_Z, 45.0)}
+        rotations = {}
+        for name in set(moving) | set(stance):
+            rotations[name] = quat.slerp(stance.get(name, quat.IDENTITY), moving.get(name, quat.IDENTITY), blend)
+        rest_hips = np.array([0.0, 0.95, 0.0])
+        return rotations, rest_hips + blend * (hips - rest_hips)
+
+    def _motion(self, t: float) -> tuple[dict[str, np.ndarray], np.ndarray]:
         w, u = self._wave, self._unit
         r: dict[str, np.ndarray] = {}
         # Torso: turning (yaw), a little lean and twist spread over the spine chain.

@@ -1,8 +1,10 @@
 """Run by tests/test_blender_bvh.py inside the bpy venv: import a BVH with Blender's own importer and
 print the world-space head of every bone at the requested frames as one JSON line.
 
-Usage: python blender_import_bvh.py FILE.bvh OUT.json FRAME [FRAME ...]
-Frames are BVH file frame numbers (0 = first MOTION line). Exits with os._exit because bpy can hang
+Usage: python blender_import_bvh.py FILE.bvh OUT.json [--user-axes] FRAME [FRAME ...]
+Frames are BVH file frame numbers (0 = first MOTION line). Without --user-axes there is no axis
+conversion (Blender coordinates = file coordinates); with it the importer's defaults a user gets
+(Forward -Z, Up Y, scale 0.01 for a cm file). Exits with os._exit because bpy can hang
 at interpreter exit (see ../shared/research/client-testing.md).
 """
 
@@ -15,13 +17,16 @@ def main() -> int:
     import bpy
 
     path, out_path = sys.argv[1], sys.argv[2]
-    frames = [int(f) for f in sys.argv[3:]]
+    user_axes = "--user-axes" in sys.argv[3:]
+    frames = [int(f) for f in sys.argv[3:] if f != "--user-axes"]
     bpy.ops.wm.read_factory_settings(use_empty=True)
-    # axis_forward="Y", axis_up="Z" = no axis conversion: Blender's world coordinates are the file's.
+    if user_axes:
+        axes = {"axis_forward": "-Z", "axis_up": "Y", "global_scale": 0.01}
+    else:  # axis_forward="Y", axis_up="Z": no axis conversion, Blender's world coordinates are the file's
+        axes = {"axis_forward": "Y", "axis_up": "Z", "global_scale": 1.0}
     result = bpy.ops.import_anim.bvh(
-        filepath=path, target="ARMATURE", global_scale=1.0, frame_start=1, use_fps_scale=False,
-        update_scene_fps=False, update_scene_duration=True, rotate_mode="NATIVE",
-        axis_forward="Y", axis_up="Z",
+        filepath=path, target="ARMATURE", frame_start=1, use_fps_scale=False,
+        update_scene_fps=False, update_scene_duration=True, rotate_mode="NATIVE", **axes,
     )
     if result != {"FINISHED"}:
         raise RuntimeError(f"import_anim.bvh returned {result}")
@@ -34,6 +39,9 @@ def main() -> int:
         evaluated = armature.evaluated_get(depsgraph)
         heads[str(frame)] = {
             bone.name: list(evaluated.matrix_world @ bone.head) for bone in evaluated.pose.bones
+        }
+        heads[f"{frame}_tails"] = {
+            bone.name: list(evaluated.matrix_world @ bone.tail) for bone in evaluated.pose.bones
         }
     info = {
         "blender": bpy.app.version_string,

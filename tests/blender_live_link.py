@@ -90,7 +90,9 @@ def main(config):
 
     bpy.ops.wm.read_factory_settings(use_empty=True)
     addon_utils.enable("io_scene_vrm", default_set=True)
-    assert bpy.ops.icyp.make_basic_armature() == {"FINISHED"}
+    # fast_armature: skip the VRM add-on's humanoid assignment (seconds on a busy machine); the
+    # add-on then maps by bone names instead of by the assignment.
+    assert bpy.ops.icyp.make_basic_armature(skip_heavy_armature_setup=bool(config.get("fast_armature"))) == {"FINISHED"}
     ob = bpy.context.object
     result["t_setup"] = time.monotonic() - t0
 
@@ -100,8 +102,29 @@ def main(config):
     assert module is not None, "the add-on did not enable"
     result["installed_from"] = module.__file__
 
+    if config.get("url") == "stdin":
+        # The caller starts its server only now (Blender's setup is slow on a busy machine): say so and
+        # read the address it then gives.
+        print("READY", flush=True)
+        config["url"] = sys.stdin.readline().strip()
+
     settings = bpy.context.scene.avatar_bridge
+
+    def refused(operator, **kwargs):
+        """The error an operator reports (bpy.ops raises it in background mode), or None."""
+        try:
+            return None if operator(**kwargs) == {"FINISHED"} else "cancelled"
+        except RuntimeError as exc:
+            return str(exc)
+
+    result["refusals"] = {
+        "connect_without_armature": refused(bpy.ops.avatar_bridge.connect),
+        "record_before_connect": refused(bpy.ops.avatar_bridge.record, start=True),
+    }
     settings.armature = ob
+    settings.bone_map = "CUSTOM"
+    settings.custom_map_path = os.path.join(os.getcwd(), "no-such-map.json")
+    result["refusals"]["missing_custom_map"] = refused(bpy.ops.avatar_bridge.connect)
     settings.bone_map = "VRM"
     if "vmc_port" in config:
         settings.source = "VMC"
@@ -112,6 +135,11 @@ def main(config):
     session = module.current_session()
     assert bpy.app.timers.is_registered(module.timer_callback)
     assert bpy.ops.avatar_bridge.record(start=True) == {"FINISHED"}
+    if "url" in config:  # the WebSocket is two-way: the panel's Calibrate reaches the server
+        deadline = time.monotonic() + 10
+        while session.receiver.slot.status != "connected" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        result["calibrate"] = refused(bpy.ops.avatar_bridge.calibrate)
 
     wanted = config["frames"]
     deadline = time.monotonic() + config.get("timeout", 30)

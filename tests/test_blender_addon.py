@@ -8,6 +8,7 @@ The network and OSC parsing code (no bpy) is also tested here against real serve
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -58,20 +59,42 @@ def need_bpy() -> None:
                     ".venv-blender/bin/pip install -r clients/blender/requirements-test.txt")
 
 
-def run_blender(tmp_path: Path, config: dict, timeout: float = 120) -> dict:
+def run_blender(tmp_path: Path, config: dict, timeout: float = 120, start_server=None) -> dict:
+    """Run blender_live_link.py in the bpy venv and return its JSON result.
+
+    ``start_server``: a function returning a context manager with ``.port``, entered only once
+    Blender is set up (the VRM armature takes seconds and a running pipeline would slow it down).
+    """
+    import contextlib
+
     sys.path.insert(0, str(ROOT / "clients" / "blender"))
     from build_zip import build
 
     config = dict(config, zip=str(build(tmp_path / "dist")), out=str(tmp_path / "result.json"))
+    if start_server is not None:
+        config["url"] = "stdin"
     (tmp_path / "config.json").write_text(json.dumps(config))
     env = dict(os.environ, BLENDER_USER_RESOURCES=str(tmp_path / "blender-user"),
                BLENDER_USER_SCRIPTS=str(tmp_path / "blender-user" / "scripts"))
-    proc = subprocess.run([str(BLENDER_PY), str(SCRIPT), str(tmp_path / "config.json")], capture_output=True,
-                          text=True, timeout=timeout, env=env, cwd=tmp_path)
+    proc = subprocess.Popen([str(BLENDER_PY), str(SCRIPT), str(tmp_path / "config.json")], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path)
+    with contextlib.ExitStack() as stack:
+        try:
+            if start_server is not None:
+                for line in proc.stdout:
+                    if line.strip() == "READY":
+                        break
+                server = stack.enter_context(start_server())
+                proc.stdin.write(f"ws://127.0.0.1:{server.port}/\n")
+                proc.stdin.flush()
+            output, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            output, _ = proc.communicate()
     out = tmp_path / "result.json"
-    assert out.exists(), f"blender script wrote nothing (rc {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    assert out.exists(), f"blender script wrote nothing (rc {proc.returncode}):\n{output[-4000:]}"
     result = json.loads(out.read_text())
-    assert result["ok"], result.get("error", "") + proc.stderr[-2000:]
+    assert result["ok"], result.get("error", "") + output[-2000:]
     return result
 
 
@@ -103,12 +126,19 @@ def test_addon_drives_vrm_armature_from_websocket_and_records(tmp_path):
                                         "render": str(render) if render else None})
         rig = server.sent[result["seq"]]
     assert "avatar_bridge_blender" in result["installed_from"] and str(tmp_path) in result["installed_from"]
+    # The operators refuse what cannot work, with a message that says what to do.
+    assert "choose an armature object" in result["refusals"]["connect_without_armature"]
+    assert "connect first" in result["refusals"]["record_before_connect"]
+    assert "no-such-map.json' does not exist" in result["refusals"]["missing_custom_map"]
+    assert result["calibrate"] is None and "calibrate" in server.control_types()
+    # With the VRM add-on's humanoid assignment every humanoid bone of the armature is mapped, fingers too.
+    assert {"leftThumbMetacarpal", "rightLittleDistal", "leftEye"} <= set(result["map"])
     check_armature_follows(result, rig)
 
 
 def check_armature_follows(result: dict, rig) -> None:
     """The live pose matches ``rig`` (a RigPose), really moved the bones, and was recorded."""
-    # The VRM add-on's humanoid assignment gave the map: all the body bones its armature has.
+    # The map (VRM add-on assignment or bone names) found all the body bones the armature has.
     assert {"hips", "spine", "chest", "neck", "head", "leftUpperArm", "leftLowerArm", "rightUpperLeg",
             "rightLowerLeg", "leftFoot"} <= set(result["map"])
     expected = expected_directions(rig.rotations, result)
@@ -155,7 +185,7 @@ def test_addon_drives_armature_from_vmc(tmp_path):
     thread = threading.Thread(target=send, daemon=True)
     thread.start()
     try:
-        result = run_blender(tmp_path, {"vmc_port": port, "frames": 20})
+        result = run_blender(tmp_path, {"vmc_port": port, "frames": 20, "fast_armature": True})
     finally:
         stop.set()
         thread.join(5)
@@ -172,12 +202,20 @@ def test_addon_against_avatar_bridge_run_synthetic(tmp_path):
     reason = pipeline_available()
     if reason:
         pytest.skip(f"avatar-bridge run --source synthetic is not available: {reason}")
-    with RunningPipeline() as run:
-        recorder = FrameRecorder(f"ws://127.0.0.1:{run.port}/")
-        try:
-            result = run_blender(tmp_path, {"url": f"ws://127.0.0.1:{run.port}/", "frames": 30, "timeout": 60})
-        finally:
-            recorder.close()
+    recorders = []
+
+    @contextlib.contextmanager
+    def pipeline_with_recorder():
+        with RunningPipeline() as run:
+            recorders.append(FrameRecorder(f"ws://127.0.0.1:{run.port}/"))
+            try:
+                yield run
+            finally:
+                recorders[0].close()
+
+    result = run_blender(tmp_path, {"frames": 30, "timeout": 60, "fast_armature": True},
+                         start_server=pipeline_with_recorder)
+    recorder = recorders[0]
     matched = [s for s in result["samples"] if recorder.driving_pose(s["seq"]) is not None]
     assert matched, "the recorder saw none of the frames Blender applied"
     moved = 0

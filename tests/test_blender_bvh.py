@@ -25,14 +25,14 @@ SCRIPT = Path(__file__).resolve().parent / "blender_import_bvh.py"
 pytestmark = pytest.mark.slow
 
 
-def blender_heads(bvh_path: Path, frames: list[int], tmp_path: Path) -> dict:
+def blender_heads(bvh_path: Path, frames: list[int], tmp_path: Path, user_axes: bool = False) -> dict:
     if not BLENDER_PYTHON.exists():
         pytest.skip(f"{BLENDER_PYTHON} is absent: create it with `python3 -m venv .venv-blender && "
                     ".venv-blender/bin/pip install -r clients/blender/requirements-test.txt` (CI does)")
     out = tmp_path / "heads.json"
     started = time.monotonic()
     proc = subprocess.run(
-        [str(BLENDER_PYTHON), str(SCRIPT), str(bvh_path), str(out), *map(str, frames)],
+        [str(BLENDER_PYTHON), str(SCRIPT), str(bvh_path), str(out), *(["--user-axes"] if user_axes else []), *map(str, frames)],
         capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -102,3 +102,18 @@ def test_blender_round_trip_of_retargeted_mocap(tmp_path):
         np.testing.assert_allclose(blender[0], live[f].hips_position, atol=1e-3)
     print(f"CMU -> Blender round trip: max bone-direction error {worst:.4f} deg")
     assert worst < 0.05
+
+
+def test_blender_default_import_stands_upright_facing_the_front_view(tmp_path):
+    """With Blender's default import axes (Forward -Z, Up Y) and scale 0.01, as docs/recording.md says:
+    the T-pose stands on the floor, faces -Y (the Front view) and has its left hand on +X."""
+    from avatar_bridge.bvh import write_bvh
+
+    path = tmp_path / "rest.bvh"
+    write_bvh(path, [0.0], [[0.0, 0.95, 0.0]], np.tile(quat.IDENTITY, (1, len(skeleton.BONES), 1)))
+    info = blender_heads(path, [0], tmp_path, user_axes=True)
+    heads, tails = info["heads"]["0"], info["heads"]["0_tails"]
+    assert abs(heads["hips"][2] - 0.95) < 1e-4 and heads["head"][2] > heads["neck"][2] > heads["hips"][2]
+    assert heads["leftHand"][0] > 0.5 and heads["rightHand"][0] < -0.5
+    assert tails["leftToes"][1] < heads["leftToes"][1] - 0.03  # toes point to -Y
+    assert min(tails["leftToes"][2], tails["rightToes"][2]) > -0.01  # feet on the floor, not below it

@@ -156,6 +156,11 @@ def test_bvh_recorder_follows_one_person(tmp_path, caplog):
         recorder.add([ours, other] if i else [ours])
     export = recorder.close()
     assert recorder.track_id == 4 and export.frames == 20
+    with caplog.at_level(logging.WARNING):
+        assert recorder.close() is export  # closing again neither rewrites nor warns
+    assert "no person" not in caplog.text
+    with pytest.raises(ValueError, match="unknown bone 'tail'"):
+        BvhRecorder(tmp_path / "y.bvh").add(RigPose(0.0, 1, np.zeros(3), {"tail": quat.IDENTITY}))
     motion = load_bvh(path)
     for f in (0, 7, 19):
         ours = fk_positions(rotations[f], hips[f])

@@ -122,9 +122,13 @@ def test_torchvision_detector_code_path_with_random_weights():
 
     torch.manual_seed(0)
     torch.set_num_threads(1)
-    detector = TorchvisionDetector("fasterrcnn_mobilenet_v3_large_fpn", score_threshold=0.05, max_people=3, pretrained=False)
+    detector = TorchvisionDetector("ssdlite", score_threshold=0.05, max_people=3, pretrained=False)
+    # SSD class logits are laid out anchor-major, class-minor; label 1 = person in torchvision's COCO
+    last_convs = [[m for m in level.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+                  for level in detector.model.head.classification_head.module_list]
     with torch.no_grad():
-        detector.model.roi_heads.box_predictor.cls_score.bias[1] += 8.0  # label 1 = person in torchvision's COCO
+        for conv in last_convs:
+            conv.bias.view(-1, 91)[:, 1] += 8.0
     image = cv2.imread(str(need(COCO_DIR) / "000000196141.jpg"))
     detections = detector.detect(image)
     assert len(detections) == 3  # capped by max_people
@@ -134,5 +138,6 @@ def test_torchvision_detector_code_path_with_random_weights():
         assert 0 <= d.box[0] <= d.box[2] <= w and 0 <= d.box[1] <= d.box[3] <= h
     assert [d.score for d in detections] == sorted((d.score for d in detections), reverse=True)
     with torch.no_grad():
-        detector.model.roi_heads.box_predictor.cls_score.bias[1] -= 30.0  # now nobody is a person
+        for conv in last_convs:
+            conv.bias.view(-1, 91)[:, 1] -= 40.0  # now nobody is a person
     assert detector.detect(image) == []

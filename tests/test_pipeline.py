@@ -156,8 +156,9 @@ def test_run_streams_vmc_and_websocket_and_stops_on_sigterm(tmp_path):
     udp.settimeout(20)
     ws_port = free_port()
     take = tmp_path / "take.abrec"
+    bvh = tmp_path / "take.bvh"
     proc = run_cli("--source", str(need(MOCAP)), "--loop", "--headless", "--quiet", "--vmc",
-                   f"127.0.0.1:{udp.getsockname()[1]}", "--ws-port", str(ws_port), "--record", str(take))
+                   f"127.0.0.1:{udp.getsockname()[1]}", "--ws-port", str(ws_port), "--record", str(take), "--bvh", str(bvh))
     try:
         datagram, _ = udp.recvfrom(65536)
         assert b"/VMC/Ext/" in datagram
@@ -187,6 +188,10 @@ def test_run_streams_vmc_and_websocket_and_stops_on_sigterm(tmp_path):
 
     recording = read_recording(take)
     assert recording.complete and len(recording) > 0
+    from avatar_bridge.bvh import load_bvh
+
+    motion = load_bvh(bvh)  # the driver's motion, written at the end
+    assert motion.world_positions().shape[0] > 0
 
 
 @pytest.mark.skipif(importlib.util.find_spec("avatar_bridge.synthetic") is None,
@@ -213,3 +218,34 @@ def test_frames_of_the_wrong_type_or_size_do_not_stop_the_loop():
     poses = pipeline.process(grey)
     assert (poses.width, poses.height) == (320, 240)
     assert pipeline.tracker.image_size == (320, 240)  # crops come from the real image size
+
+
+def test_stop_flag_ends_the_wait_for_an_unplugged_camera(tmp_path):
+    import threading
+
+    from avatar_bridge.capture import CameraSource
+    from avatar_bridge.pipeline import _next_frame, _StopFlag
+
+    path = tmp_path / "cam.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (64, 48))
+    for _ in range(3):
+        writer.write(np.zeros((48, 64, 3), np.uint8))
+    writer.release()
+    opened = []
+
+    def open_capture(device):  # works once, then the "camera" is gone for good
+        opened.append(device)
+        return cv2.VideoCapture(device if len(opened) == 1 else str(tmp_path / "gone.avi"))
+
+    camera = CameraSource(str(path), failures_before_reopen=1, backoff=(0.05, 0.1), open_capture=open_capture)
+    stop = _StopFlag()
+    try:
+        while _next_frame(camera, stop) is not None and camera.connected:
+            pass
+        threading.Timer(0.5, stop.set, args=("SIGINT",)).start()
+        started = time.monotonic()
+        assert _next_frame(camera, stop) is None
+        assert time.monotonic() - started < 5.0
+        assert not camera.ended  # still trying to reconnect: only the stop flag ended the wait
+    finally:
+        camera.close()

@@ -321,7 +321,7 @@ def test_playback_keeps_the_original_timing(tmp_path):
             arrival.append(time.monotonic())
     elapsed = arrival[-1] - start
     assert len(frames) + sum(f.dropped for f in frames) == 30
-    assert 0.40 <= elapsed <= 0.75, elapsed  # 29 frame periods at double speed = 0.483 s
+    assert 0.40 <= elapsed <= 0.9, elapsed  # 29 frame periods at double speed = 0.483 s (1x would be 0.967 s)
     ts = np.array([f.timestamp for f in frames])
     recorded = np.array([f.recorded_timestamp for f in frames])
     np.testing.assert_allclose(ts - ts[0], (recorded - recorded[0]) / 2.0, atol=1e-9)
@@ -530,3 +530,15 @@ def test_play_controls_select_the_driver_and_pause(tmp_path):
     assert {p.track_id for p in sent[-1].people} == {1, 2}
     last_rig = sent[-1].driving_person().rig
     np.testing.assert_allclose(last_rig.rotations["spine"], frame_at(44, people=2)[1][1].rotations["spine"], atol=1e-7)
+
+
+def test_export_of_a_cut_off_take_exports_what_it_holds(tmp_path, capsys):
+    path = tmp_path / "take.abrec"
+    write_take(path, 60, flush_seconds=0.25)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 500])  # lose the end, as a killed writer would
+    assert cli.main(["export-bvh", str(path), "-o", str(tmp_path / "cut.bvh")]) == 0
+    out = capsys.readouterr().out
+    assert "track 1, 54 frames at 30 fps (1.80 s)" in out and "recording damaged: the last chunk is cut short" in out
+    summary = summarize_recording(path)
+    assert (summary.frames, summary.complete, summary.tracks) == (54, False, {1: 54})

@@ -40,13 +40,20 @@ def test_converges_on_constant_velocity_track():
 
 
 def test_future_prediction_matches_constant_velocity():
-    stab = KalmanStabilizer(SmoothingConfig(), body_height_px=BODY)
+    stab = KalmanStabilizer(SmoothingConfig(extrapolation_shrink=0.0), body_height_px=BODY)
     times = np.arange(60) / 30
     run(stab, times, line)
     t = times[-1] + 0.1
     kp, scores = stab.predict(t)
     np.testing.assert_allclose(kp, line(t), atol=0.5)
     assert np.all(scores == 1.0)
+    # Predictions stop at hold_time ahead: a stalled pipeline does not fling the pose away.
+    np.testing.assert_allclose(stab.predict(times[-1] + 5.0)[0], line(times[-1] + stab.config.hold_time), atol=0.5)
+    # The default shrinks an uncertain velocity: it extrapolates part of the way, in the right direction.
+    shrunk = KalmanStabilizer(SmoothingConfig(), body_height_px=BODY)
+    run(shrunk, times, line)
+    ahead = shrunk.predict(t)[0] - shrunk.predict(times[-1])[0]
+    assert np.all(ahead[:, 0] > 0) and np.all(ahead[:, 0] <= 12.0 + 0.5)
     # Interpolation between two past updates lies on the track too.
     mid = (times[-3] + times[-2]) / 2
     np.testing.assert_allclose(stab.predict(mid)[0], line(mid), atol=0.5)
@@ -55,7 +62,7 @@ def test_future_prediction_matches_constant_velocity():
 def test_variable_dt():
     rng = np.random.default_rng(2)
     times = np.cumsum(rng.uniform(0.01, 0.09, 80))
-    stab = KalmanStabilizer(SmoothingConfig(), body_height_px=BODY)
+    stab = KalmanStabilizer(SmoothingConfig(extrapolation_shrink=0.0), body_height_px=BODY)
     out = run(stab, times, line)
     np.testing.assert_allclose(out[-1][0], line(times[-1]), atol=0.5)
     np.testing.assert_allclose(stab.predict(times[-1] + 0.05)[0], line(times[-1] + 0.05), atol=0.5)
@@ -248,3 +255,13 @@ def test_speed_and_innovation_terms_follow_a_sudden_move_faster():
         lag_err[name] = np.abs(out[31:41, :, 0] - np.array([onset(t)[:, 0] for t in times[31:41]])).mean()
     assert lag_err["adaptive"] < 0.4 * lag_err["plain"]
     assert still_jitter["adaptive"] < 1.3 * still_jitter["plain"]
+
+
+def test_reset_forgets_the_person():
+    stab = KalmanStabilizer(SmoothingConfig(), body_height_px=BODY)
+    run(stab, np.arange(10) / 30, line)
+    stab.reset()
+    assert np.all(stab.predict(1.0)[1] == 0)
+    far = line(0) + 500.0
+    kp, sc = stab.update(far, np.ones(K), 2.0)
+    np.testing.assert_allclose(kp, far, atol=1e-3)  # no pull from the previous person

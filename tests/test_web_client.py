@@ -111,6 +111,11 @@ def test_viewer_applies_the_frames_it_receives(browser):
         while "calibrate" not in server.control_types() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert "calibrate" in server.control_types()
+        page.click("#pause")
+        while "pause" not in server.control_types() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [c.paused for c in server.controls if c.type == "pause"] == [True]
+        assert page.inner_text("#pause") == "Resume"
         # The fps read-out counts frames of the last second: the stub sends 30/s.
         fps = int(page.inner_text("#fps"))
         assert 10 <= fps <= 40, fps
@@ -153,6 +158,40 @@ DIRECTION_CHECKS = {
 }
 
 
+def drop_file(page, path: Path, data: bytes | None = None) -> None:
+    """Drop a file onto the page: a real DragEvent carrying a DataTransfer with the file."""
+    import base64
+
+    payload = base64.b64encode(path.read_bytes() if data is None else data).decode()
+    page.evaluate(
+        """([b64, name]) => {
+            const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+            const dt = new DataTransfer();
+            dt.items.add(new File([bytes], name));
+            window.dispatchEvent(new DragEvent('drop', {dataTransfer: dt, bubbles: true, cancelable: true}));
+        }""", [payload, path.name])
+
+
+def test_bad_dropped_files_give_a_clear_error(browser, tmp_path):
+    from client_harness import PublishingServer
+
+    with PublishingServer(rate=30.0) as server:
+        page, console = open_page(browser, f"http://127.0.0.1:{server.port}/")
+        wait_frames(page, 3)
+        drop_file(page, tmp_path / "notes.txt", b"hello")
+        page.wait_for_function("avatarBridge.errors.length === 1")
+        assert page.inner_text("#error") == "notes.txt: drop a .vrm file (VRM 0.x or 1.0)"
+        drop_file(page, tmp_path / "broken.vrm", b"glTF but not really")
+        page.wait_for_function("avatarBridge.errors.length === 2", timeout=10000)
+        message = page.inner_text("#error")
+        assert message.startswith("broken.vrm: not a readable glTF/VRM file"), message
+        # The viewer keeps going with its default avatar.
+        assert page.evaluate("avatarBridge.avatarKind") == "procedural"
+        applied = page.evaluate("avatarBridge.framesApplied")
+        wait_frames(page, applied + 3)
+        page.close()
+
+
 @pytest.mark.parametrize("kind", ["vrm1", "vrm0"])
 def test_dropped_vrm_is_driven_with_the_right_axes(browser, kind):
     """A .vrm chosen by the user: its normalized bones get the stream's rotations (VRM 0.x converted),
@@ -164,7 +203,10 @@ def test_dropped_vrm_is_driven_with_the_right_axes(browser, kind):
     with PublishingServer(rate=30.0) as server:
         page, console = open_page(browser, f"http://127.0.0.1:{server.port}/")
         wait_frames(page, 3)
-        page.set_input_files("#vrm-file", str(VRM_FILES[kind]))
+        if kind == "vrm1":  # dropped onto the page, as a user would
+            drop_file(page, VRM_FILES[kind])
+        else:  # chosen with the Load VRM... button
+            page.set_input_files("#vrm-file", str(VRM_FILES[kind]))
         page.wait_for_function(f"avatarBridge.avatarKind === '{kind}'", timeout=20000)
         applied_before = page.evaluate("avatarBridge.framesApplied")
         wait_frames(page, applied_before + 5)

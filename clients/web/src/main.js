@@ -225,7 +225,8 @@ function tick() {
   if (frame && state.avatar) {
     state.pendingFrame = null;
     const person = drivingPerson(frame);
-    if (person) {
+    // A person without a solved rig yet (e.g. before calibration) leaves the avatar as it was.
+    if (person && person.pose && Object.keys(person.pose).length > 0) {
       state.avatar.apply(person);
       state.framesApplied += 1;
       state.lastAppliedSeq = frame.seq;
