@@ -109,6 +109,7 @@ def run_scenario(mocap_path: Path, scenario: Scenario, depth: str, fps: float = 
     rng = np.random.default_rng(seed)
     to_world = _camera_to_world(camera)
     errors: dict[str, list[float]] = {}
+    solve_ms: list[float] = []
     with source:
         while (frame := source.read()) is not None:
             person = frame.truth[0]
@@ -116,15 +117,20 @@ def run_scenario(mocap_path: Path, scenario: Scenario, depth: str, fps: float = 
             if scenario.noise_px > 0:
                 kp = kp + rng.normal(0.0, scenario.noise_px, kp.shape)
                 kp, sc = stabilizer.update(kp, sc, frame.timestamp)
+            start = time.perf_counter()
             pose = retargeter.solve(kp, sc, frame.timestamp, (frame.width, frame.height))
+            solve_ms.append((time.perf_counter() - start) * 1000.0)
             got = recovered_directions(pose.rotations, to_world)
             truth = true_directions(np.asarray(frame.joints3d, dtype=np.float64))
             for bone, direction in truth.items():
                 errors.setdefault(bone, []).append(_angle_deg(got[bone], direction))
-    return {bone: np.asarray(v) for bone, v in errors.items()}
+    out = {bone: np.asarray(v) for bone, v in errors.items()}
+    out["solve_ms"] = np.asarray(solve_ms)
+    return out
 
 
 def summarize(errors: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    errors = {bone: e for bone, e in errors.items() if bone != "solve_ms"}
     out = {bone: {"median": float(np.median(e)), "p90": float(np.percentile(e, 90))} for bone, e in errors.items()}
     limbs = np.concatenate([errors[b] for b in LIMB_BONES])
     out["limbs"] = {"median": float(np.median(limbs)), "p90": float(np.percentile(limbs, 90))}
@@ -138,10 +144,11 @@ def run_benchmark(mocap_path: Path, scenarios=SCENARIOS, fps: float = 30.0, seed
         for depth in ("foreshortening", "planar"):
             start = time.perf_counter()
             errors = run_scenario(mocap_path, scenario, depth, fps=fps, seed=seed, calibration_seconds=calibration_seconds)
-            frames = len(next(iter(errors.values())))
+            solve_ms = errors["solve_ms"]
             results.append({
                 "scenario": scenario.name, "azimuth_deg": scenario.azimuth_deg, "noise_px": scenario.noise_px,
-                "depth": depth, "frames": frames, "seconds": time.perf_counter() - start,
+                "depth": depth, "frames": len(solve_ms), "seconds": time.perf_counter() - start,
+                "solve_ms": {"median": float(np.median(solve_ms)), "p95": float(np.percentile(solve_ms, 95))},
                 "bones": summarize(errors),
             })
     return results
@@ -160,6 +167,11 @@ def format_table(results: list[dict]) -> str:
         lines.append(f"| {r['scenario']} | {r['depth']} | " + " | ".join(cells) + " |")
     lines.append("")
     lines.append("cells: median / p90 angle (degrees) between recovered and true bone direction, all frames")
+    timed = [r for r in results if "solve_ms" in r and r["depth"] == "foreshortening"]
+    if timed:
+        ms = np.concatenate([[r["solve_ms"]["median"]] for r in timed])
+        lines.append(f"Retargeter.solve: median {np.median(ms):.2f} ms per frame (p95 of the slowest scenario "
+                     f"{max(r['solve_ms']['p95'] for r in timed):.2f} ms), one CPU thread, wall clock")
     for r in results:
         if r["depth"] != "foreshortening":
             continue

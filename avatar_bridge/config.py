@@ -166,7 +166,7 @@ class SmoothingConfig:
     joint_share: float = field(default=1.0, metadata={"range": (0.0, 10.0)})  # per-joint share of the process noise when coupled
     measurement_noise: float = field(default=0.012, metadata={"range": (0.0001, 1.0)})  # keypoint noise at confidence 1, body heights
     confidence_exponent: float = field(default=1.0, metadata={"range": (0.0, 4.0)})  # sigma = measurement_noise / confidence**exponent
-    gate: float = field(default=25.0, metadata={"range": (0.0, 1e6)})  # Mahalanobis^2 gate (2 dof); 0 = off
+    gate: float = field(default=16.0, metadata={"range": (0.0, 1e6)})  # Mahalanobis^2 gate (2 dof); 0 = off
     gate_frames: int = field(default=2, metadata={"range": (1, 1000)})  # consecutive gated frames that count as a real move
     # Both methods
     min_confidence: float = field(default=0.1, metadata={"range": (0.0, 1.0)})  # below = not measured

@@ -603,4 +603,6 @@ def run_command(args: argparse.Namespace) -> int:
         + outputs_text,
         file=sys.stderr,
     )
+    if outputs.recorder is not None and outputs.recorder.error is not None:
+        raise RuntimeError(outputs.recorder.failure_message())  # a take cut short (disk full) must not exit 0
     return 0

@@ -205,6 +205,10 @@ class RecordingWriter:
         self._first_timestamp: float | None = None
         self._last_timestamp: float | None = None
         self._closed = False
+        # A failed write (disk full, file too large, device gone) ends the take: the file keeps every
+        # block written before it; later frames are counted here instead of piling up in memory.
+        self.error: OSError | None = None
+        self.frames_lost = 0
         if not self.header.created:
             self.header.created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         self._file: BinaryIO = open(self.path, "wb")
@@ -226,6 +230,9 @@ class RecordingWriter:
         """Append one frame: every person's 2D keypoints and the rig poses solved from them."""
         if self._closed:
             raise RuntimeError(f"recording {self.path} is closed: open a new RecordingWriter")
+        if self.error is not None:
+            self.frames_lost += 1
+            return
         people = frame_poses.people
         if not np.isfinite(frame_poses.timestamp):
             raise ValueError(f"frame {frame_poses.frame_index} has timestamp {frame_poses.timestamp}: timestamps must be finite seconds")
@@ -296,13 +303,31 @@ class RecordingWriter:
         kind = b"FRMS"
         if self.compress:
             payload, kind = zlib.compress(payload, 6), b"FRMZ"
-        self._write_raw(_chunk(kind, payload))
+        try:
+            self._write_raw(_chunk(kind, payload))
+        except OSError as exc:
+            self.error = exc
+            self.frames_lost += len(frames)
+            self._frames, self._people, self._rigs = [], [], []
+            raise RuntimeError(self.failure_message()) from None
         self.frames_flushed += len(frames)
         self._frames, self._people, self._rigs = [], [], []
         self._block_start = None
 
+    def failure_message(self) -> str:
+        reason = (self.error.strerror or str(self.error)) if self.error is not None else "no error"
+        return (f"recording {self.path} stopped: cannot write ({reason}); it keeps the {self.frames_flushed} frames "
+                f"written before, {self.frames_lost} later frames were not recorded: free disk space or record elsewhere")
+
     def close(self) -> None:
         if self._closed:
+            return
+        if self.error is not None:  # nothing more can be written: release the file, keep what is there
+            self._closed = True
+            try:
+                self._file.close()
+            except OSError:
+                pass
             return
         try:
             self.flush()

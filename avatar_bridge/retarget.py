@@ -301,9 +301,13 @@ class LifterTuning:
     rate_keep: float = 0.5  # smoothing of the signed-depth rate (0 = last frame only)
     degenerate_trust_keep: float = 0.6  # continuity trust kept per frame a segment looks over-long
     arm_neutral_hang: float = 0.6  # cos of the angle from straight down where the elbow prior flips
+    arm_own_side: float = 0.0  # preference for an upper arm on its own side of the body (not across it)
     thigh_forward: float = 1.0  # preference for the knee in front of the hip
     elbow_weight: float = 150.0  # forearm bends towards the biceps side (almost a hard rule)
     knee_weight: float = 40.0  # the knee bends backwards (almost a hard rule)
+    hinge_cap: float = 1.0  # bends beyond sin^-1(cap) earn no more credit
+    upper_plane_weight: float = 10.0  # plane preference of upper arms / thighs relative to the rest
+    torso_weight: float = 4.0  # the torso leans forwards rather than backwards
     plane: float = 3.0  # preference for the solution nearer the image plane
     reach: float = 2.0  # penalty per unit of missing length when a segment cannot reach its ray
     limb_scale_share: float = 0.9  # third largest limb ratio counts this much against the torso's
@@ -390,30 +394,6 @@ class ForeshorteningLifter:
             state.trust = min(1.0, state.trust + 0.25)
         state.value, state.time = value, timestamp
 
-    def _choose(self, name: str, near: float, far: float, prior: float, timestamp: float, prior_weight: float = 1.0) -> float:
-        """Pick the nearer or farther solution of a segment, as signed depth towards the camera / L.
-
-        ``near`` >= ``far`` are the two candidates; ``prior`` in [-1, 1] is how much anatomy prefers
-        ``near``. Continuity: the last signed value extrapolated with its rate of change; a recent one
-        outweighs a weak prior, so a segment changes side only where its depth crosses the image plane.
-        """
-        state = self._signs.setdefault(name, _SignState())
-        age = timestamp - state.time
-        if age <= self.continuity_seconds:
-            predicted = state.value + state.rate * age
-            trust = 1.0 - age / self.continuity_seconds
-            half_gap = (near - far) / 2
-            cost_near = trust * (near - predicted) ** 2 - self.tuning.prior_gain * prior_weight * prior * half_gap
-            cost_far = trust * (far - predicted) ** 2 + self.tuning.prior_gain * prior_weight * prior * half_gap
-            signed = near if cost_near <= cost_far else far
-            rate = (signed - state.value) / max(age, 1e-3)
-            state.rate = self.tuning.rate_keep * state.rate + (1 - self.tuning.rate_keep) * rate
-        else:
-            signed = near if prior >= 0 else far
-            state.rate = 0.0
-        state.value, state.time = signed, timestamp
-        return signed
-
     # -- lifting -------------------------------------------------------------------------------------
     def lift(self, keypoints: np.ndarray, scores: np.ndarray, timestamp: float) -> np.ndarray:
         kp = np.asarray(keypoints, dtype=np.float64)
@@ -439,16 +419,15 @@ class ForeshorteningLifter:
         dist = dist_cal / scale
         pts = np.full((NUM_KEYPOINTS, 3), np.nan)  # camera coordinates, metres
 
-        def on_ray(parent: np.ndarray, ray: np.ndarray, length: float) -> tuple[np.ndarray, np.ndarray, float]:
+        def on_ray(parent: np.ndarray, ray: np.ndarray, length: float) -> tuple[np.ndarray, np.ndarray]:
             """Nearer and farther points on ``ray`` at ``length`` from ``parent`` (the closest point twice if none)."""
-            a = ray @ ray
-            b = ray @ parent
-            disc = b * b - a * (parent @ parent - length * length)
-            root = math.sqrt(max(disc, 0.0)) if not self.planar else 0.0
             if self.planar:
-                t = parent[2] / ray[2]  # same depth as the parent
-                return ray * t, ray * t, 0.0
-            return ray * (b - root) / a, ray * (b + root) / a, root / a
+                return ray * (parent[2] / ray[2]), ray * (parent[2] / ray[2])  # same depth as the parent
+            a = float(ray @ ray)
+            b = float(ray @ parent)
+            off = _cross(ray, parent)
+            root = math.sqrt(max(a * length * length - float(off @ off), 0.0))  # no cancellation at long range
+            return ray * ((b - root) / a), ray * ((b + root) / a)
 
         def signed(parent: np.ndarray, child: np.ndarray, length: float) -> float:
             return float(parent[2] - child[2]) / max(length, 1e-9)
@@ -476,7 +455,7 @@ class ForeshorteningLifter:
         def across(seg: str, left: int, right: int, center: np.ndarray) -> None:
             """Both ends of a line across the body; the far end is the side the body turned away from."""
             for joint, is_left in ((left, True), (right, False)):
-                near, far, _ = on_ray(center, rays[joint], metres[seg] / 2)
+                near, far = on_ray(center, rays[joint], metres[seg] / 2)
                 left_far = sin_sign > 0
                 pts[joint] = far if (is_left == left_far) else near
 
@@ -487,14 +466,17 @@ class ForeshorteningLifter:
         if have_shoulders:
             sh_ray = (rays[L_SH] + rays[R_SH]) / 2
             if have_hips:
-                # Torso lean: towards the facing direction more often than away.
-                near, far, _ = on_ray(hip_center, sh_ray, metres["torso"])
-                up_near = _unit(canon(near - hip_center))
-                up_far = _unit(canon(far - hip_center))
-                prior = float(np.clip((up_near - up_far) @ facing * 4.0, -1.0, 1.0))
-                value = self._choose("torso", signed(hip_center, near, metres["torso"]), signed(hip_center, far, metres["torso"]),
-                                     prior, timestamp, 4.0)
-                sh_center = near if value == signed(hip_center, near, metres["torso"]) else far
+                # Torso lean: towards the facing direction more often than away, and rarely far.
+                best = None
+                for candidate in on_ray(hip_center, sh_ray, metres["torso"]):
+                    value = signed(hip_center, candidate, metres["torso"])
+                    lean = float(_unit(canon(candidate - hip_center)) @ facing)
+                    cost = self._continuity_cost("torso", value, timestamp) + self.tuning.prior_gain * self.tuning.torso_weight * (
+                        self.tuning.plane * abs(value) - lean)
+                    if best is None or cost < best[0]:
+                        best = (cost, candidate, value)
+                _, sh_center, value = best
+                self._commit("torso", value, timestamp, degenerate=False)
             else:
                 sh_center = sh_ray * dist
                 hip_center = sh_center - np.array([0.0, metres["torso"], 0.0])
@@ -524,15 +506,16 @@ class ForeshorteningLifter:
                 return
             len_u, len_l = metres[upper], metres[lower]
             best = None
-            upper_near, upper_far, _ = on_ray(pts[a], rays[b], len_u)
+            upper_near, upper_far = on_ray(pts[a], rays[b], len_u)
             for pu in (upper_near, upper_far):
                 su = signed(pts[a], pu, len_u)
                 du = _unit(canon(pu - pts[a]))
-                cost_u = self._continuity_cost(upper, su, timestamp) + self.tuning.prior_gain * (self.tuning.plane * abs(su) - upper_score(du))
+                cost_u = self._continuity_cost(upper, su, timestamp) + self.tuning.prior_gain * (
+                    self.tuning.plane * self.tuning.upper_plane_weight * abs(su) - upper_score(du))
                 options = [(cost_u, pu, su, None, None)]
                 if ok[c]:
                     options = []
-                    lower_near, lower_far, _ = on_ray(pu, rays[c], len_l)
+                    lower_near, lower_far = on_ray(pu, rays[c], len_l)
                     for pl in (lower_near, lower_far):
                         sl = signed(pu, pl, len_l)
                         dl = _unit(canon(pl - pu))
@@ -558,14 +541,16 @@ class ForeshorteningLifter:
 
         def hinge_score(d1: np.ndarray, d2: np.ndarray, bend: np.ndarray) -> float:
             """How much the lower segment bends towards ``bend`` (perpendicular to the upper segment)."""
-            return float((d2 - (d2 @ d1) * d1) @ bend)
+            return min(float((d2 - (d2 @ d1) * d1) @ bend), self.tuning.hinge_cap)
 
         for side in ("left", "right"):
             o = 0 if side == "left" else 1
             # Arms: a raised elbow tends to be in front, a hanging one slightly behind (arm swing);
             # the forearm bends towards the biceps side.
+            outward = left_axis if side == "left" else -left_axis
             limb(f"{side}_upper_arm", f"{side}_lower_arm", L_SH + o, L_EL + o, L_WR + o,
-                 lambda d: float(d @ forward) * (self.tuning.arm_neutral_hang - float(-d @ up)),
+                 lambda d, outward=outward: float(d @ forward) * (self.tuning.arm_neutral_hang - float(-d @ up))
+                 + self.tuning.arm_own_side * float(d @ outward),
                  lambda d1, d2: hinge_score(d1, d2, bend_toward(d1, forward, up)), self.tuning.elbow_weight)
             # Legs: the knee tends to be in front; the knee only bends backwards (a hinge).
             limb(f"{side}_upper_leg", f"{side}_lower_leg", L_HIP + o, L_KN + o, L_AN + o,
@@ -796,8 +781,10 @@ def solve_rotations(joints: np.ndarray, limits: Limits | None = None) -> tuple[d
                 rel = plane @ swing.T  # a rotation about d1
                 v = np.array([rel[2, 1] - rel[1, 2], rel[0, 2] - rel[2, 0], rel[1, 0] - rel[0, 1]])
                 tau = math.atan2(float(v @ d1) / 2.0, (rel[0, 0] + rel[1, 1] + rel[2, 2] - 1.0) / 2.0)
-                max_twist = math.radians(MAX_TWIST_DEG["arm" if is_arm else "leg"])
-                tau = min(max(tau, -max_twist), max_twist)
+                # Beyond what the shoulder / hip can twist, the plane is the mirror one: a hinge bent the
+                # wrong way. Keep the plane with the half-turn-reduced twist; the flexion then clamps.
+                if abs(tau) > math.radians(MAX_TWIST_DEG["arm" if is_arm else "leg"]):
+                    tau -= math.copysign(math.pi, tau)
                 upper_m = _axis_angle_matrix(d1, bend_w * tau) @ swing
         local[upper] = parent_m.T @ upper_m
         world[upper] = upper_m

@@ -53,7 +53,9 @@ def _clean(keypoints: np.ndarray, scores: np.ndarray, min_confidence: float) -> 
     sc = np.array(scores, dtype=np.float64, copy=True).reshape(-1)
     if sc.shape[0] != kp.shape[0]:
         raise ValueError(f"stabilizer: {kp.shape[0]} keypoints but {sc.shape[0]} scores; pass one score per keypoint")
-    finite = np.all(np.isfinite(kp), axis=1) & np.isfinite(sc)
+    # Non-finite or absurd (beyond any image) coordinates are treated as missing.
+    with np.errstate(invalid="ignore"):
+        finite = np.all(np.abs(kp) < 1e7, axis=1) & np.isfinite(sc)
     sc = np.where(finite, np.clip(sc, 0.0, 1.0), 0.0)
     kp[~finite] = 0.0
     measured = sc >= max(min_confidence, 1e-6)
@@ -249,7 +251,9 @@ class KalmanStabilizer:
             d2 = np.sum(innovation**2, axis=1) / var  # Mahalanobis distance^2, 2 dof
             # Gate relative to the typical innovation (its running mean), so a noise level the
             # model underestimates does not turn into rejecting every measurement.
-            gated = (d2 > self.config.gate * self.innovation_level) & ~relock if self.config.gate > 0 else np.zeros(len(joints), bool)
+            # A joint that has been surprising lately is moving, so its gate widens with it.
+            limit = self.config.gate * self.innovation_level * np.maximum(self.surprise[joints], 1.0)
+            gated = (d2 > limit) & ~relock if self.config.gate > 0 else np.zeros(len(joints), bool)
             forced = gated & (self.rejections[joints] + 1 >= self.config.gate_frames)
             gated &= ~forced
             relock |= forced

@@ -27,6 +27,9 @@ from .keypoints import OKS_SIGMAS
 from .types import Detection, Pose2D
 
 
+MAX_EXTRAPOLATED_FRAMES = 3
+
+
 @dataclass
 class TrackerSettings:
     every_n_frames: int = 30  # run the detector at least this often (new people may have entered)
@@ -179,8 +182,13 @@ class Tracker:
             return True
         return not any(t.missed == 0 for t in self.tracks)
 
-    def _predicted_box(self, track: Track, frames_ahead: int) -> np.ndarray:
-        shift = track.velocity * frames_ahead
+    @staticmethod
+    def _lead(track: Track, frame_index: int) -> np.ndarray:
+        """How far (px) a track has probably moved since its last pose; capped, as motion is not linear for long."""
+        return track.velocity * min(max(frame_index - track.last_frame, 1), MAX_EXTRAPOLATED_FRAMES)
+
+    def _predicted_box(self, track: Track, frame_index: int) -> np.ndarray:
+        shift = self._lead(track, frame_index)
         return track.box + np.concatenate([shift, shift])
 
     def boxes(
@@ -196,7 +204,7 @@ class Tracker:
         detecting = detect is not None and self.needs_detection(frame_index)
         if s.only_driver and not detecting and any(t.id == self.driver for t in live):
             live = [t for t in live if t.id == self.driver]
-        track_boxes = [self._predicted_box(t, max(frame_index - t.last_frame, 1)) for t in live]
+        track_boxes = [self._predicted_box(t, frame_index) for t in live]
         owners: list[int | None] = [t.id for t in live]
         if detecting:
             detections = detect()
@@ -204,9 +212,10 @@ class Tracker:
             self._last_detect_frame = frame_index
             self._want_detection = False
             det_boxes = np.array([d.box for d in detections], np.float32).reshape(-1, 4)
-            # A detection over a live track is that person. A confident track keeps its keypoint box
-            # (tighter, and right even when the detector merges two close people into one box); a
-            # weak track takes the detection's box. The other detections are candidate new people.
+            # A detection over a live track is that person. A confident, current track keeps its
+            # keypoint box (tighter, and right even when the detector merges two close people into one
+            # box); a weak or stale (not estimated lately) track takes the detection's box. The other
+            # detections are candidate new people.
             taken_dets: set[int] = set()
             if len(track_boxes) and len(det_boxes):
                 iou = iou_matrix(np.array(track_boxes), det_boxes)
@@ -214,12 +223,14 @@ class Tracker:
                 for r, c in zip(rows, cols):
                     if iou[r, c] >= 0.3:
                         taken_dets.add(int(c))
-                        if live[r].score < s.redetect_below and iou[r, c] >= 0.5:
+                        stale = frame_index - live[r].last_frame > 1
+                        if stale or (live[r].score < s.redetect_below and iou[r, c] >= 0.5):
                             track_boxes[r] = det_boxes[c]
                 # A detection mostly covered by a tracked person is that person, not someone new.
                 covered = iou.max(0) >= 0.5
                 taken_dets.update(int(c) for c in np.flatnonzero(covered))
-            # Lost (missed) tracks are candidates too: they may be the person a detection found.
+            # Unclaimed detections are estimated too: update() gives each to a lost track whose
+            # keypoints it matches, or starts a new track.
             for c, box in enumerate(det_boxes):
                 if c not in taken_dets and len(track_boxes) < s.max_people + 1:
                     track_boxes.append(box)
@@ -249,9 +260,7 @@ class Tracker:
         if tracks and poses:
             kp_p = np.stack([p.keypoints for p in poses]).astype(np.float32)
             sc_p = np.stack([p.scores for p in poses]).astype(np.float32)
-            kp_t = np.stack(
-                [t.keypoints + t.velocity * max(frame_index - t.last_frame, 1) for t in tracks]
-            ).astype(np.float32)
+            kp_t = np.stack([t.keypoints + self._lead(t, frame_index) for t in tracks]).astype(np.float32)
             sc_t = np.stack([t.scores for t in tracks]).astype(np.float32)
             areas = np.array([max(float((t.box[2] - t.box[0]) * (t.box[3] - t.box[1])), 1.0) for t in tracks])
             sim = oks_matrix(kp_p, sc_p, kp_t, sc_t, areas / 1.7, s.keypoint_threshold)  # (P, T)

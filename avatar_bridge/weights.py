@@ -119,7 +119,7 @@ def download(url: str, dest: Path, sha256_prefix: str = "", progress: bool = Tru
     fd, tmp_name = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
     try:
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as response, os.fdopen(fd, "wb") as out:
+            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
                 total = int(response.headers.get("Content-Length") or 0)
                 done, started, last = 0, time.monotonic(), 0.0
                 while True:

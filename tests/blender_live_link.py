@@ -27,6 +27,51 @@ def bone_directions(bpy, ob, names):
     return out
 
 
+class LayoutRecorder:
+    """Stands in for bpy's UILayout (none exists without a window) to run the panel's draw code.
+    It checks that every property the panel shows exists, and records labels and operators."""
+
+    def __init__(self, log):
+        self.log = log
+
+    def prop(self, data, name, **kwargs):
+        assert hasattr(data, name), f"panel shows a missing property {name!r}"
+        self.log.append(f"prop:{name}")
+
+    def label(self, text="", **kwargs):
+        self.log.append(f"label:{text}")
+
+    def operator(self, idname, text="", **kwargs):
+        self.log.append(f"operator:{idname}:{text}")
+        return type("OperatorProps", (), {})()
+
+    def row(self, **kwargs):
+        return self
+
+
+def draw_panel(module, bpy):
+    log = []
+    panel = type("PanelStandIn", (), {"layout": LayoutRecorder(log)})()
+    module.AVATARBRIDGE_PT_panel.draw(panel, bpy.context)
+    return log
+
+
+def build_rig(bpy, rig):
+    """An armature from {"bones": [[name, parent, head, tail, roll], ...]} (armature space)."""
+    data = bpy.data.armatures.new("rig")
+    ob = bpy.data.objects.new("rig", data)
+    bpy.context.scene.collection.objects.link(ob)
+    bpy.context.view_layer.objects.active = ob
+    bpy.ops.object.mode_set(mode="EDIT")
+    for name, parent, head, tail, roll in rig["bones"]:
+        eb = data.edit_bones.new(name)
+        eb.head, eb.tail, eb.roll = head, tail, roll
+        if parent:
+            eb.parent = data.edit_bones[parent]
+    bpy.ops.object.mode_set(mode="OBJECT")
+    return ob
+
+
 def add_box_mesh(bpy, ob):
     """A box per deforming bone, parented to the bone, so a render shows the rig (armatures don't render)."""
     import bmesh
@@ -89,11 +134,15 @@ def main(config):
     import addon_utils
 
     bpy.ops.wm.read_factory_settings(use_empty=True)
-    addon_utils.enable("io_scene_vrm", default_set=True)
-    # fast_armature: skip the VRM add-on's humanoid assignment (seconds on a busy machine); the
-    # add-on then maps by bone names instead of by the assignment.
-    assert bpy.ops.icyp.make_basic_armature(skip_heavy_armature_setup=bool(config.get("fast_armature"))) == {"FINISHED"}
-    ob = bpy.context.object
+    if "custom_rig" in config:
+        ob = build_rig(bpy, config["custom_rig"])
+    else:
+        addon_utils.enable("io_scene_vrm", default_set=True)
+        # fast_armature: skip the VRM add-on's humanoid assignment (seconds on a busy machine); the
+        # add-on then maps by bone names instead of by the assignment.
+        fast = bool(config.get("fast_armature"))
+        assert bpy.ops.icyp.make_basic_armature(skip_heavy_armature_setup=fast) == {"FINISHED"}
+        ob = bpy.context.object
     result["t_setup"] = time.monotonic() - t0
 
     # Install exactly what users install: the zip.
@@ -117,6 +166,7 @@ def main(config):
         except RuntimeError as exc:
             return str(exc)
 
+    result["panel_idle"] = draw_panel(module, bpy)
     result["refusals"] = {
         "connect_without_armature": refused(bpy.ops.avatar_bridge.connect),
         "record_before_connect": refused(bpy.ops.avatar_bridge.record, start=True),
@@ -125,7 +175,8 @@ def main(config):
     settings.bone_map = "CUSTOM"
     settings.custom_map_path = os.path.join(os.getcwd(), "no-such-map.json")
     result["refusals"]["missing_custom_map"] = refused(bpy.ops.avatar_bridge.connect)
-    settings.bone_map = "VRM"
+    settings.bone_map = config.get("bone_map", "VRM")
+    settings.facing = config.get("facing", "NEG_Y")
     if "vmc_port" in config:
         settings.source = "VMC"
         settings.vmc_port = config["vmc_port"]
@@ -171,6 +222,7 @@ def main(config):
                       for name in mapped.values()}
     result["hips_rest_head"] = list(ob.data.bones[mapped["hips"]].head_local)
     result["frames_applied"] = driver.frames_applied
+    result["panel_live"] = draw_panel(module, bpy)
     result["frames_recorded"] = session.frames_recorded
     assert bpy.ops.avatar_bridge.record(start=False) == {"FINISHED"}
     assert bpy.ops.avatar_bridge.disconnect() == {"FINISHED"}

@@ -56,32 +56,49 @@ def pose_at(t: float) -> dict[str, np.ndarray]:
     return {name: quat.from_axis_angle(np.array(axis), angle) for name, (axis, angle) in axis_angle.items()}
 
 
-def output_frame(t: float, capture_time: float) -> OutputFrame:
+def output_frame(t: float, capture_time: float, people: int = 1, driver: int = 1) -> OutputFrame:
+    """``people`` performers (track ids 1, 2, ...; person k moves like person 1 delayed by k-1 s)."""
+    persons = [_person(t - k, capture_time, k + 1) for k in range(people)]
+    return OutputFrame(capture_time=capture_time, width=1280, height=720, people=persons, driver=driver)
+
+
+def _person(t: float, capture_time: float, track_id: int) -> OutputPerson:
     rotations = pose_at(t)
     hips = REST_OFFSETS[0] + np.array([0.15 * np.sin(t), -0.05 * abs(np.sin(2 * t)), 0.0])
     # A stick figure for the keypoint panel, in pixels of a 1280x720 image.
     base = np.array([[0.5, 0.2], [0.51, 0.19], [0.49, 0.19], [0.52, 0.2], [0.48, 0.2], [0.56, 0.3],
                      [0.44, 0.3], [0.6, 0.42], [0.4, 0.42], [0.62, 0.52], [0.38, 0.52], [0.54, 0.55],
                      [0.46, 0.55], [0.55, 0.72], [0.45, 0.72], [0.55, 0.9], [0.45, 0.9]])
-    base[:, 0] += 0.05 * np.sin(t)
-    pose2d = Pose2D(keypoints=(base * [1280, 720]).astype(np.float32), scores=np.full(17, 0.9, np.float32), track_id=1)
-    rig = RigPose(timestamp=capture_time, track_id=1, hips_position=hips, rotations=rotations,
+    base[:, 0] += 0.05 * np.sin(t) + 0.25 * (track_id - 1)
+    pose2d = Pose2D(keypoints=(base * [1280, 720]).astype(np.float32), scores=np.full(17, 0.9, np.float32),
+                    track_id=track_id)
+    rig = RigPose(timestamp=capture_time, track_id=track_id, hips_position=hips, rotations=rotations,
                   confidence={name: 0.9 for name in rotations})
-    return OutputFrame(capture_time=capture_time, width=1280, height=720,
-                       people=[OutputPerson(track_id=1, pose2d=pose2d, rig=rig)], driver=1)
+    return OutputPerson(track_id=track_id, pose2d=pose2d, rig=rig)
 
 
 class PublishingServer:
-    """WebSocketServer on 127.0.0.1 publishing :func:`output_frame` at ``rate``; ``sent[seq]`` = RigPose."""
+    """WebSocketServer on 127.0.0.1 publishing :func:`output_frame` at ``rate``.
 
-    def __init__(self, rate: float = 30.0, port: int = 0):
+    ``sent[seq]`` is the driving person's RigPose of each frame; a client's ``select`` changes the
+    driver, as the pipeline does.
+    """
+
+    def __init__(self, rate: float = 30.0, port: int = 0, people: int = 1, token: str = ""):
         self.rate = rate
+        self.people = people
+        self.driver = 1
         self.controls: list = []
         self.sent: dict[int, RigPose] = {}
-        self.server = WebSocketServer(WebSocketConfig(port=port, rate=rate), on_control=self.controls.append)
+        self.server = WebSocketServer(WebSocketConfig(port=port, rate=rate, token=token), on_control=self._on_control)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._publish, daemon=True)
         self._t0 = time.monotonic()
+
+    def _on_control(self, control) -> None:
+        self.controls.append(control)
+        if control.type == "select":
+            self.driver = control.id
 
     @property
     def port(self) -> int:
@@ -107,9 +124,9 @@ class PublishingServer:
         seq = 0
         while not self._stop.is_set():
             now = time.monotonic()
-            frame = output_frame(now - self._t0, now)
+            frame = output_frame(now - self._t0, now, self.people, self.driver)
             seq += 1
-            self.sent[seq] = frame.people[0].rig
+            self.sent[seq] = frame.driving_person().rig
             self.server.publish(frame)
             self._stop.wait(1.0 / self.rate)
 

@@ -58,18 +58,18 @@ def test_metrics_known_answers():
 
 
 def test_short_benchmark_structure(tmp_path, capsys):
-    """The CLI on a 40-frame slice: table on stdout, JSON and plot files, every figure finite."""
+    """The CLI on a 40-frame slice with coarse sweeps: table, JSON and plot, every figure finite."""
     out_json, out_png = tmp_path / "r.json", tmp_path / "r.png"
-    assert main(["bench-smoothing", "--bvh", str(need(MOCAP)), "--frames", "40", "--json", str(out_json), "--plot", str(out_png)]) == 0
+    assert main(["bench-smoothing", "--bvh", str(need(MOCAP)), "--frames", "40", "--quick", "--json", str(out_json), "--plot", str(out_png)]) == 0
     table = capsys.readouterr().out
     assert "floor default_vs_one_euro" in table and "floor best_vs_one_euro" in table and "RMSE px" in table
     assert out_png.stat().st_size > 10_000
     result = json.loads(out_json.read_text())
-    assert result["frames"] == 40
+    assert result["frames"] == 40 and result["quick"] is True
     for mode in ("iid", "realistic"):
         case = result["cases"][mode]
         assert set(case) >= {"raw", "one_euro_xr_defaults", "one_euro_sweep", "kalman_sweep", "kalman_default", "latency", "floors"}
-        assert len(case["one_euro_sweep"]) == 98 and len(case["kalman_sweep"]) == 147
+        assert len(case["one_euro_sweep"]) == 9 and len(case["kalman_sweep"]) == 6
         latency_rows = [v for v in case["latency"].values() if isinstance(v, dict)]
         assert len(latency_rows) == 4
         for row in [case["raw"], case["kalman_default"], *case["kalman_sweep"], *latency_rows]:
@@ -87,3 +87,12 @@ def test_cli_errors(tmp_path, capsys):
     assert "none.bvh not found" in capsys.readouterr().err
     assert main(["bench-smoothing", "--frames", "5"]) == 2
     assert "too short" in capsys.readouterr().err
+
+
+def test_full_sweep_sizes():
+    """The default (non-quick) sweeps are the ones the floors are judged on."""
+    from avatar_bridge.bench_smoothing import _sweep_grids
+
+    mc, beta, dc, acc, speed, innov = _sweep_grids(quick=False)
+    assert len(mc) * len(beta) * len(dc) == 98 and min(mc) == 0.5 and max(mc) == 5.0 and min(beta) == 1 and max(beta) == 60
+    assert len(acc) * len(speed) * len(innov) == 147 and 1.0 in acc and 1.0 in speed and 1.0 in innov

@@ -104,14 +104,14 @@ def angle_deg(a, b) -> float:
     return float(np.degrees(np.arccos(np.clip(np.dot(a, b), -1.0, 1.0))))
 
 
-def expected_directions(rotations: dict, result: dict) -> dict[str, np.ndarray]:
+def expected_directions(rotations: dict, result: dict, to_blender: np.ndarray = TO_BLENDER) -> dict[str, np.ndarray]:
     """Each mapped bone's rest direction turned by its streamed world rotation (numpy FK of the frame)."""
     _, world = forward_kinematics(rotations)
     out = {}
     for vrm, arm in result["map"].items():
         rest = np.array(result["rest"][arm])
-        canonical = TO_BLENDER.T @ rest
-        out[arm] = TO_BLENDER @ quat.rotate(world[BONE_INDEX[vrm]], canonical)
+        canonical = to_blender.T @ rest
+        out[arm] = to_blender @ quat.rotate(world[BONE_INDEX[vrm]], canonical)
     return out
 
 
@@ -126,6 +126,11 @@ def test_addon_drives_vrm_armature_from_websocket_and_records(tmp_path):
                                         "render": str(render) if render else None})
         rig = server.sent[result["seq"]]
     assert "avatar_bridge_blender" in result["installed_from"] and str(tmp_path) in result["installed_from"]
+    # The panel's draw code runs (against a stand-in layout: no UI in bpy module mode).
+    assert "operator:avatar_bridge.connect:" in result["panel_idle"] and "prop:url" in result["panel_idle"]
+    live = result["panel_live"]
+    assert any(item.startswith("label:connected: ") for item in live), live
+    assert any(item.startswith("operator:avatar_bridge.record:Stop recording") for item in live), live
     # The operators refuse what cannot work, with a message that says what to do.
     assert "choose an armature object" in result["refusals"]["connect_without_armature"]
     assert "connect first" in result["refusals"]["record_before_connect"]
@@ -136,12 +141,12 @@ def test_addon_drives_vrm_armature_from_websocket_and_records(tmp_path):
     check_armature_follows(result, rig)
 
 
-def check_armature_follows(result: dict, rig) -> None:
+def check_armature_follows(result: dict, rig, to_blender: np.ndarray = TO_BLENDER) -> None:
     """The live pose matches ``rig`` (a RigPose), really moved the bones, and was recorded."""
     # The map (VRM add-on assignment or bone names) found all the body bones the armature has.
     assert {"hips", "spine", "chest", "neck", "head", "leftUpperArm", "leftLowerArm", "rightUpperLeg",
             "rightLowerLeg", "leftFoot"} <= set(result["map"])
-    expected = expected_directions(rig.rotations, result)
+    expected = expected_directions(rig.rotations, result, to_blender)
     errors = {arm: angle_deg(result["live"][arm], expected[arm]) for arm in expected}
     worst = max(errors, key=errors.get)
     assert errors[worst] < 0.5, f"{worst} points {errors[worst]:.2f} deg away from the streamed pose"
@@ -151,13 +156,62 @@ def check_armature_follows(result: dict, rig) -> None:
     # Hips position: displacement from rest, scaled by the hip-height ratio, in Blender axes.
     p = np.asarray(rig.hips_position) - np.array([0.0, 0.95, 0.0])
     scale = result["hips_rest_head"][2] / 0.95
-    assert np.allclose(np.array(result["hips_head"]) - result["hips_rest_head"], TO_BLENDER @ p * scale, atol=1e-4)
+    assert np.allclose(np.array(result["hips_head"]) - result["hips_rest_head"], to_blender @ p * scale, atol=1e-4)
     # Recording: an action with keys for every driven bone, whose last key replays the live pose.
     assert result["action"] is not None
     assert set(result["keyed_bones"]) == set(result["map"].values())
     assert result["frames_recorded"] >= 20 and len(result["keyframes"]) >= 10
     replay_errors = [angle_deg(result["replayed"][a], result["live"][a]) for a in result["live"]]
     assert max(replay_errors) < 0.05
+
+
+# A Mixamo-named rig: (VRM bone or None, Mixamo bone, parent). "LeftArmTwist" is an extra, unmapped
+# bone between the upper and lower arm, as many production rigs have.
+MIXAMO_RIG = [
+    ("hips", "Hips", None), ("spine", "Spine", "Hips"), ("chest", "Spine1", "Spine"),
+    ("upperChest", "Spine2", "Spine1"), ("neck", "Neck", "Spine2"), ("head", "Head", "Neck"),
+    ("leftShoulder", "LeftShoulder", "Spine2"), ("leftUpperArm", "LeftArm", "LeftShoulder"),
+    (None, "LeftArmTwist", "LeftArm"), ("leftLowerArm", "LeftForeArm", "LeftArmTwist"),
+    ("leftHand", "LeftHand", "LeftForeArm"), ("rightShoulder", "RightShoulder", "Spine2"),
+    ("rightUpperArm", "RightArm", "RightShoulder"), ("rightLowerArm", "RightForeArm", "RightArm"),
+    ("rightHand", "RightHand", "RightForeArm"), ("leftUpperLeg", "LeftUpLeg", "Hips"),
+    ("leftLowerLeg", "LeftLeg", "LeftUpLeg"), ("leftFoot", "LeftFoot", "LeftLeg"), ("leftToes", "LeftToeBase", "LeftFoot"),
+    ("rightUpperLeg", "RightUpLeg", "Hips"), ("rightLowerLeg", "RightLeg", "RightUpLeg"),
+    ("rightFoot", "RightFoot", "RightLeg"), ("rightToes", "RightToeBase", "RightFoot"),
+]
+
+
+def mixamo_rig(to_blender: np.ndarray) -> dict:
+    """Bones in the canonical T-pose, put into armature space by ``to_blender``, each with its own roll."""
+    rest, _ = forward_kinematics({})
+    heads = {}
+    for vrm, name, _ in MIXAMO_RIG:
+        heads[name] = rest[BONE_INDEX[vrm]] if vrm else None
+    heads["LeftArmTwist"] = (heads["LeftArm"] + heads["LeftForeArm"]) / 2
+    leaf_direction = {"Head": [0, 0.15, 0], "LeftHand": [0.08, 0, 0], "RightHand": [-0.08, 0, 0],
+                      "LeftToeBase": [0, 0, 0.05], "RightToeBase": [0, 0, 0.05]}
+    bones = []
+    for i, (_, name, parent) in enumerate(MIXAMO_RIG):
+        child = next((n for _, n, p in MIXAMO_RIG if p == name and n not in ("LeftShoulder", "RightShoulder", "LeftUpLeg", "RightUpLeg")), None)
+        tail = heads[child] if child else heads[name] + np.array(leaf_direction[name])
+        bones.append([f"mixamorig:{name}", f"mixamorig:{parent}" if parent else None,
+                      list(to_blender @ heads[name]), list(to_blender @ tail), (i * 1.3) % 6.2 - 3.1])
+    return {"bones": bones}
+
+
+@pytest.mark.slow
+def test_addon_drives_a_mixamo_rig_facing_plus_y(tmp_path):
+    """Another rig: Mixamo names, arbitrary bone rolls, an extra twist bone, built facing +Y."""
+    need_bpy()
+    from client_harness import PublishingServer
+
+    facing_pos_y = np.diag([-1.0, -1.0, 1.0]) @ TO_BLENDER  # 180 deg about Z after the usual mapping
+    config = {"custom_rig": mixamo_rig(facing_pos_y), "bone_map": "MIXAMO", "facing": "POS_Y", "frames": 20}
+    with PublishingServer(rate=30.0) as server:
+        result = run_blender(tmp_path, dict(config, url=f"ws://127.0.0.1:{server.port}/"))
+        rig = server.sent[result["seq"]]
+    assert len(result["map"]) == 22 and "mixamorig:LeftArmTwist" not in result["map"].values()
+    check_armature_follows(result, rig, facing_pos_y)
 
 
 @pytest.mark.slow
@@ -231,6 +285,33 @@ def test_addon_against_avatar_bridge_run_synthetic(tmp_path):
     assert result["frames_recorded"] >= 30 and result["action"] is not None
 
 
+@pytest.mark.slow
+def test_zip_installs_as_a_blender_extension(tmp_path):
+    """The same zip also installs through Blender 4.2+'s extension system (blender_manifest.toml)."""
+    need_bpy()
+    sys.path.insert(0, str(ROOT / "clients" / "blender"))
+    from build_zip import build
+
+    code = (
+        "import os, sys, json, bpy\n"
+        "try:\n"
+        "    r = bpy.ops.extensions.package_install_files(filepath=sys.argv[1], repo='user_default', enable_on_install=True)\n"
+        "    out = {'result': sorted(r), 'addons': [m for m in bpy.context.preferences.addons.keys() if 'avatar' in m],\n"
+        "           'panel': hasattr(bpy.types, 'AVATARBRIDGE_PT_panel'), 'settings': hasattr(bpy.types.Scene, 'avatar_bridge')}\n"
+        "    print('RESULT ' + json.dumps(out))\n"
+        "finally:\n"
+        "    sys.stdout.flush(); os._exit(0)\n"
+    )
+    env = dict(os.environ, BLENDER_USER_RESOURCES=str(tmp_path / "blender-user"))
+    proc = subprocess.run([str(BLENDER_PY), "-c", code, str(build(tmp_path / "dist"))], capture_output=True,
+                          text=True, timeout=120, env=env)
+    line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
+    assert line, proc.stdout[-2000:] + proc.stderr[-2000:]
+    out = json.loads(line[7:])
+    assert out == {"result": ["FINISHED"], "addons": ["bl_ext.user_default.avatar_bridge_blender"],
+                   "panel": True, "settings": True}
+
+
 def test_websocket_client_reads_protocol_frames():
     """The add-on's stdlib RFC 6455 client against a real `websockets` server (no bpy needed)."""
     from client_harness import PublishingServer
@@ -257,6 +338,20 @@ def test_websocket_client_reads_protocol_frames():
         finally:
             receiver.stop()
         assert receiver.slot.status == "stopped"
+
+
+def test_websocket_client_sends_the_token_from_the_url():
+    from client_harness import PublishingServer
+
+    token = "tok-" + "y" * 28
+    with PublishingServer(rate=60.0, token=token) as server:
+        with pytest.raises(net.WebSocketError, match="refused the WebSocket upgrade: HTTP/1.1 401"):
+            net.WebSocketConnection(f"ws://127.0.0.1:{server.port}/")
+        conn = net.WebSocketConnection(f"ws://127.0.0.1:{server.port}/?token={token}")
+        try:
+            assert json.loads(conn.receive_text())["type"] == "hello"
+        finally:
+            conn.close()
 
 
 def test_websocket_client_reconnects_after_server_restart():

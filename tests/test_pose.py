@@ -215,3 +215,11 @@ def test_flip_test_adds_no_horizontal_bias():
     for a, b, (x, _), box in zip(plain, flipped, dots, boxes):
         scale = (box[3] - box[1]) * 1.25 / 64
         assert abs(b.keypoints[0, 0] - x) <= abs(a.keypoints[0, 0] - x) + 0.05 * scale
+
+
+def test_torch_backend_uses_its_host_tensor_for_the_batch_buffer():
+    backend = TorchBackend(BlobNet(), channels_last=False)
+    estimator = TopDownEstimator(backend)
+    batch, _, _ = estimator.preprocess(dot_image([(100, 100)]), np.array([[50, 50, 150, 150]] * 3))
+    assert batch.ctypes.data == backend._host.data_ptr()  # the numpy batch views the (pinned on CUDA) tensor
+    np.testing.assert_array_equal(backend(batch), backend(batch.copy()))  # same result from a foreign array

@@ -128,6 +128,7 @@ def test_nan_and_inf_never_propagate():
         z = line(i / 30) + rng.normal(0, 1, (K, 2))
         sc = np.ones(K)
         z[i % K] = [np.nan, np.inf]
+        z[(i + 7) % K] = [1e300, -1e300]
         sc[(i + 3) % K] = np.nan
         kp, s = stab.update(z, sc, i / 30)
         assert np.all(np.isfinite(kp)) and np.all(np.isfinite(s))

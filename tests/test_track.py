@@ -164,3 +164,20 @@ def test_fixture_video_two_walkers_keep_their_ids(detector_name):
     left_id = 1 if first[1][common[0]] < first[2][common[0]] else 2
     right_id = 3 - left_id
     assert all(first[left_id][i] < first[right_id][i] for i in common)
+
+
+def test_only_driver_mode_estimates_one_crop_and_keeps_the_others_ids():
+    t = np.arange(75)
+    positions = np.stack([300 + 1.5 * t, 800 - 1.0 * t], axis=1).astype(np.float32)
+    tracker = Tracker(TrackerSettings(every_n_frames=25, only_driver=True))
+    crops, ids = [], set()
+    for i, xs in enumerate(positions):
+        truth = [person_at(x) for x in xs]
+        boxes = tracker.boxes(i, lambda: detections_of(truth), (1280, 720))
+        crops.append(len(boxes))
+        people = tracker.update(fake_estimate(truth, boxes), i)
+        ids.update(p.track_id for p in people)
+    assert crops[0] == 2 and crops[25] == 2 and crops[50] == 2  # detection frames: everyone
+    assert crops[1:25] == [1] * 24  # otherwise the driver only
+    assert ids == {1, 2}  # the parked person got their id back at each detection
+    assert tracker.detections_run == 3

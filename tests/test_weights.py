@@ -219,6 +219,9 @@ def test_fetch_uses_cache_then_downloads_named_checkpoint(http_root, tmp_path, m
     assert_same(source, weights.load_pretrained("test-r18", "resnet50", weights_dir=cache))  # arch from the registry
     with pytest.raises(ValueError, match="unknown checkpoint 'nope'.*avatar-bridge weights"):
         fetch("nope", cache)
+    other = tmp_path / "cli-cache"
+    assert cli_main(["weights", "download", "test-r18", "--dir", str(other)]) == 0  # the CLI path, same server
+    assert (other / info.filename).read_bytes() == path.read_bytes()
 
 
 def test_weights_cli_lists_registry(tmp_path, capsys):

@@ -45,8 +45,8 @@ def timer_callback() -> float | None:
     try:
         session.step()
         session.error = ""
-    except (ValueError, KeyError, ReferenceError) as exc:
-        session.error = str(exc)
+    except Exception as exc:  # noqa: BLE001 - shown in the panel; an escaping error would kill the timer
+        session.error = f"{type(exc).__name__}: {exc}"
     return TIMER_INTERVAL_S
 
 

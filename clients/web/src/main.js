@@ -3,6 +3,7 @@
 // draws the 2D keypoints, and reports connection state, fps and latency.
 
 import * as THREE from 'three';
+import { OrbitControls } from 'three/examples/jsm/controls/OrbitControls.js';
 import { Connection } from './connection.js';
 import { KeypointPanel } from './keypoints.js';
 import { ProceduralAvatar, loadVrm } from './avatars.js';
@@ -32,6 +33,9 @@ scene.background = new THREE.Color(0x1d2229);
 const camera = new THREE.PerspectiveCamera(35, 1, 0.05, 50);
 camera.position.set(0, 1.1, 4.2);
 camera.lookAt(0, 0.9, 0);
+const orbit = new OrbitControls(camera, canvas); // drag to turn the view, wheel to zoom
+orbit.target.set(0, 0.9, 0);
+orbit.update();
 scene.add(new THREE.HemisphereLight(0xffffff, 0x404048, 1.6));
 const sun = new THREE.DirectionalLight(0xffffff, 1.8);
 sun.position.set(1.5, 3, 2.5);
@@ -200,11 +204,12 @@ window.addEventListener('drop', (e) => {
 // --- render loop -----------------------------------------------------------------------------------
 function updatePeopleList(frame) {
   const select = $('person');
-  const ids = (frame.people || []).map((p) => p.id);
-  const key = ids.join(',');
+  const people = frame.people || [];
+  const key = people.map((p) => `${p.id}${p.tracking ? '' : '?'}`).join(',');
   if (select.dataset.key !== key) {
     select.dataset.key = key;
-    select.replaceChildren(...ids.map((id) => new Option(`person ${id}`, String(id))));
+    // "lost": the tracker only extrapolates this person for now.
+    select.replaceChildren(...people.map((p) => new Option(`person ${p.id}${p.tracking ? '' : ' (lost)'}`, String(p.id))));
   }
   if (frame.driver != null) select.value = String(frame.driver);
 }

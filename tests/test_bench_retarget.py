@@ -1,0 +1,80 @@
+"""``avatar-bridge bench-retarget``: the error measure and the command, on the CMU fixture."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import MOCAP, need
+
+from avatar_bridge import cli
+from avatar_bridge.bench_retarget import (
+    LIMB_BONES,
+    SCENARIOS,
+    _camera_to_world,
+    format_table,
+    recovered_directions,
+    run_scenario,
+    summarize,
+    true_directions,
+)
+from avatar_bridge.camera import PinholeCamera
+from avatar_bridge.synthetic import SyntheticSource
+
+
+def test_error_measure_is_zero_for_the_true_rig():
+    """Directions from a rig's rotations (what the bench reads from a RigPose) match its joints."""
+    source = SyntheticSource(duration=4.0, realtime=False, seed=5)
+    for frame in source:
+        got = recovered_directions(frame.truth_rig.rotations, np.eye(3))
+        truth = true_directions(frame.joints3d.astype(np.float64))
+        for bone in LIMB_BONES:
+            a, b = got[bone], truth[bone] / np.linalg.norm(truth[bone])
+            assert float(a @ b) > np.cos(np.radians(0.01)), bone
+
+
+def test_camera_to_world_turns_camera_axes_into_world_axes():
+    camera = PinholeCamera.orbit(45.0, distance=3.0, height=1.0)
+    m = _camera_to_world(camera)
+    np.testing.assert_allclose(m @ m.T, np.eye(3), atol=1e-12)
+    # "Towards the camera" in the retargeter's frame is the direction from the target to the camera.
+    toward = (camera.position - camera.target) / np.linalg.norm(camera.position - camera.target)
+    np.testing.assert_allclose(m @ np.array([0.0, 0.0, 1.0]), toward, atol=1e-12)
+    np.testing.assert_allclose(m @ np.array([0.0, 1.0, 0.0]), [0.0, 1.0, 0.0], atol=1e-12)
+
+
+def test_frontal_clean_meets_the_issue_floors_and_beats_planar():
+    path = need(MOCAP)
+    ours = summarize(run_scenario(path, SCENARIOS[0], "foreshortening"))
+    planar = summarize(run_scenario(path, SCENARIOS[0], "planar"))
+    print(f"limbs ours {ours['limbs']['median']:.1f}/{ours['limbs']['p90']:.1f} planar {planar['limbs']['median']:.1f}/{planar['limbs']['p90']:.1f}")
+    assert ours["limbs"]["median"] <= 10.0 and ours["limbs"]["p90"] <= 35.0
+    assert ours["limbs"]["median"] < planar["limbs"]["median"] - 5.0
+    assert set(ours) == set(LIMB_BONES) | {"limbs", "hips", "shoulders", "spine"}
+
+
+def test_command_writes_table_and_json(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert cli.main(["bench-retarget", "--mocap", str(need(MOCAP)), "--quick", "--json", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert "| frontal, clean | foreshortening |" in table and "| frontal, clean | planar |" in table
+    assert "floor frontal, clean limbs median <= 10" in table
+    results = json.loads(out.read_text())
+    assert [r["depth"] for r in results] == ["foreshortening", "planar"]
+    assert results[0]["frames"] > 200
+    limbs = results[0]["bones"]["limbs"]
+    row = next(line for line in table.splitlines() if line.startswith("| frontal, clean | foreshortening |"))
+    assert f"| {limbs['median']:.1f} / {limbs['p90']:.1f} |" in row  # the table shows the JSON's numbers
+
+
+def test_command_reports_a_missing_file_in_one_line(tmp_path, capsys):
+    assert cli.main(["bench-retarget", "--mocap", str(tmp_path / "none.bvh")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "none.bvh not found" in err and "--mocap" in err and "\n" not in err
+
+
+def test_format_table_marks_unmet_floors():
+    bones = {b: {"median": 20.0, "p90": 50.0} for b in list(LIMB_BONES) + ["limbs", "hips", "shoulders", "spine"]}
+    text = format_table([{"scenario": "frontal, clean", "depth": "foreshortening", "bones": bones}])
+    assert "NOT MET" in text

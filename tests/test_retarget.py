@@ -1,0 +1,425 @@
+"""Retargeting: 2D/3D keypoints -> bone rotations, calibration, limits, unseen policy, mirror."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from conftest import MOCAP, need
+
+from avatar_bridge import quat
+from avatar_bridge.camera import PinholeCamera
+from avatar_bridge.config import ConfigError, RetargetConfig, section_from_dict
+from avatar_bridge.retarget import (
+    Calibration,
+    ForeshorteningLifter,
+    Retargeter,
+    body_transforms,
+    calibration_from_frames,
+    joints_from_rig,
+    rest_pose_rotations,
+    solve_rotations,
+)
+from avatar_bridge.skeleton import BODY_BONES, forward_kinematics, BONE_INDEX
+
+X, Y, Z = np.eye(3)
+CAMERA = PinholeCamera()  # 900 px, 1280x720, at (0, 1, 3) looking at (0, 1, 0): its frame is the world's
+FOV = math.degrees(2 * math.atan(640 / 900))
+
+
+def rot(axis, degrees):
+    return quat.from_axis_angle(np.asarray(axis, float), math.radians(degrees))
+
+
+def angle_deg(a, b):
+    return float(np.degrees(quat.angle_between(a, b)))
+
+
+class ExactDepthLifter:
+    """2D keypoints plus the true depth of each joint -> 3D (the Lifter protocol, for tests)."""
+
+    def __init__(self, camera: PinholeCamera):
+        self.camera = camera
+        self.depth = None  # (17,) set before each solve
+
+    def lift(self, keypoints, scores, timestamp):
+        cam = self.camera
+        rays = np.stack([(keypoints[:, 0] - cam.width / 2) / cam.focal_px, -(keypoints[:, 1] - cam.height / 2) / cam.focal_px,
+                         -np.ones(len(keypoints))], -1)
+        points = rays * self.depth[:, None]  # camera frame: x right, y up, z towards the camera
+        points[scores < 0.3] = np.nan
+        return points - (points[11] + points[12]) / 2
+
+
+def project(rotations, hips=None):
+    """COCO-17 pixels, scores and depths of the canonical skeleton posed with ``rotations``."""
+    joints = joints_from_rig(rotations, hips)
+    uv, depth = CAMERA.project_with_depth(joints)
+    return uv, np.ones(17), depth
+
+
+def solve_exact(rotations, config=None, hips=None):
+    """Retarget the pose through 2D keypoints and exact depth."""
+    lifter = ExactDepthLifter(CAMERA)
+    retargeter = Retargeter(config or RetargetConfig(mirror=False), lifter=lifter)
+    uv, scores, depth = project(rotations, hips)
+    lifter.depth = depth
+    return retargeter.solve(uv, scores, 1.0, (1280, 720))
+
+
+def calibrated_retargeter(config=None, seconds=1.0, fps=30):
+    """A foreshortening retargeter calibrated on a performer standing in the T-pose."""
+    config = config or RetargetConfig(mirror=False, fov_deg=FOV, calibration_seconds=seconds)
+    retargeter = Retargeter(config)
+    uv, scores, _ = project({})
+    for i in range(int(seconds * fps) + 2):
+        retargeter.solve(uv, scores, i / fps, (1280, 720))
+    assert retargeter.calibrated
+    return retargeter, int(seconds * fps) + 2
+
+
+# --- rest pose and known single-joint rotations ----------------------------------------------------
+
+
+def test_rest_pose_gives_identity_from_3d_and_from_2d():
+    local, solved = solve_rotations(joints_from_rig({}))
+    assert {"hips", "spine", "head", "leftLowerArm", "rightLowerLeg"} <= solved
+    for name, q in local.items():
+        assert angle_deg(q, quat.IDENTITY) < 1e-6, name
+    pose = solve_exact({})
+    for name in BODY_BONES:
+        assert angle_deg(pose.rotations[name], quat.IDENTITY) < 1e-4, name
+
+
+SINGLE_JOINT_CASES = {
+    "elbow bend": {"leftLowerArm": rot(-Y, 60)},
+    "right elbow bend": {"rightLowerArm": rot(Y, 90)},
+    "arm raise": {"leftUpperArm": rot(Z, 40)},
+    "arm forward": {"rightUpperArm": rot(Y, 50)},
+    "knee bend": {"leftUpperLeg": rot(X, -30), "leftLowerLeg": rot(X, 70)},
+    "head yaw": {"neck": rot(Y, 15), "head": rot(Y, 15)},
+    "head pitch and roll": {"neck": quat.mul(rot(X, 10), rot(Z, 8)), "head": quat.mul(rot(X, 10), rot(Z, 8))},
+    "torso turn": {"hips": rot(Y, 30)},
+    "torso turn, arms down": {"hips": rot(Y, 30), "leftUpperArm": rot(Z, -70), "rightUpperArm": rot(Z, 70)},
+}
+
+
+def _world_rotations(rotations):
+    _, world = forward_kinematics(rotations)
+    return world
+
+
+@pytest.mark.parametrize("case", list(SINGLE_JOINT_CASES))
+def test_known_rotations_recovered_from_exact_3d(case):
+    truth = SINGLE_JOINT_CASES[case]
+    local, _ = solve_rotations(joints_from_rig(truth))
+    got, want = _world_rotations(local), _world_rotations(truth)
+    for name in BODY_BONES:
+        if name in ("leftToes", "rightToes", "leftHand", "rightHand", "leftShoulder", "rightShoulder", "leftFoot", "rightFoot"):
+            continue
+        i = BONE_INDEX[name]
+        assert angle_deg(got[i], want[i]) < 2.0, f"{case}: {name}"
+    for name, q in truth.items():  # the local rotation itself, where it is observable
+        if name not in ("neck", "head"):
+            assert angle_deg(local[name], q) < 2.0, f"{case}: {name}"
+
+
+@pytest.mark.parametrize("case", list(SINGLE_JOINT_CASES))
+def test_known_rotations_recovered_from_2d_with_exact_depth(case):
+    truth = SINGLE_JOINT_CASES[case]
+    pose = solve_exact(truth)
+    got, want = _world_rotations(pose.rotations), _world_rotations(truth)
+    for name in ("hips", "upperChest", "head", "leftUpperArm", "leftLowerArm", "rightUpperArm", "rightLowerArm",
+                 "leftUpperLeg", "leftLowerLeg", "rightUpperLeg", "rightLowerLeg"):
+        i = BONE_INDEX[name]
+        assert angle_deg(got[i], want[i]) < 2.0, f"{case}: {name}"
+
+
+def test_head_yaw_split_between_neck_and_head():
+    pose = solve_exact({"neck": rot(Y, 20), "head": rot(Y, 20)})
+    total = quat.mul(pose.rotations["neck"], pose.rotations["head"])
+    assert angle_deg(total, rot(Y, 40)) < 2.0
+    assert angle_deg(pose.rotations["neck"], pose.rotations["head"]) < 1e-6
+
+
+KNOWN_LIMITS = pytest.mark.xfail(strict=True, reason="known limitation of the depth-sign priors, see docs/retarget.md")
+
+
+@pytest.mark.parametrize("case", ["elbow bend", "right elbow bend", "arm raise", "head yaw", "head pitch and roll",
+                                  pytest.param("torso turn", marks=KNOWN_LIMITS),
+                                  pytest.param("torso turn, arms down", marks=KNOWN_LIMITS),
+                                  pytest.param("knee bend", marks=KNOWN_LIMITS)])
+def test_known_rotations_from_2d_by_foreshortening(case):
+    """The depth-recovering lifter itself: after a T-pose calibration, from pixels only, moving into
+    the pose over 10 frames. The xfail cases are limitations measured here: a straight forearm whose
+    two depth solutions are "straight" and "bent forwards" is shown bent (the elbow prior rewards
+    flexion), and a thigh raised forwards from standing switches to the in-plane solution where the
+    two perspective solutions meet (the image-plane prior outweighs continuity there).
+    """
+    retargeter, n = calibrated_retargeter()
+    truth = SINGLE_JOINT_CASES[case]
+    steps = 10  # the user moves into the pose over a third of a second
+    for k in range(1, steps + 1):
+        partial = {name: quat.slerp(quat.IDENTITY, q, k / steps) for name, q in truth.items()}
+        uv, scores, _ = project(partial)
+        pose = retargeter.solve(uv, scores, (n + k) / 30, (1280, 720))
+    got, want = _world_rotations(pose.rotations), _world_rotations(truth)
+    for name in ("hips", "upperChest", "head"):
+        i = BONE_INDEX[name]
+        assert angle_deg(got[i], want[i]) < 3.0, f"{case}: {name}"
+    # Limbs: their direction (a straight limb's twist about itself is not observable in 2D).
+    _, got_m = body_transforms(pose.rotations)
+    _, want_m = body_transforms(truth)
+    for name, axis in (("leftUpperArm", X), ("leftLowerArm", X), ("rightUpperArm", -X), ("leftUpperLeg", -Y), ("rightLowerLeg", -Y)):
+        cos = float((got_m[name] @ axis) @ (want_m[name] @ axis))
+        assert math.degrees(math.acos(min(cos, 1.0))) < 3.0, f"{case}: {name}"
+
+
+def test_lifter_puts_a_bent_knee_behind_and_picks_the_hinge_side():
+    """A knee bent straight towards the camera axis: the shin must go backwards, not forwards."""
+    retargeter, n = calibrated_retargeter()
+    truth = {"leftUpperLeg": rot(X, -50), "leftLowerLeg": rot(X, 90)}
+    uv, scores, _ = project(truth)
+    for k in range(3):  # a few frames of the same pose
+        pose = retargeter.solve(uv, scores, (n + k) / 30, (1280, 720))
+    got, want = _world_rotations(pose.rotations), _world_rotations(truth)
+    assert angle_deg(got[BONE_INDEX["leftLowerLeg"]], want[BONE_INDEX["leftLowerLeg"]]) < 8.0
+
+
+# --- continuity, mirror, limits, unseen policy ---------------------------------------------------
+
+
+def test_no_quaternion_sign_flips_over_the_mocap_clip():
+    from avatar_bridge.mocap import MocapSource
+
+    source = MocapSource(need(MOCAP), fps=30, camera=PinholeCamera.orbit(0, 3, 1))
+    retargeter = Retargeter(RetargetConfig(mirror=True, fov_deg=FOV))
+    previous = None
+    frames = 0
+    for frame in source:
+        person = frame.truth[0]
+        pose = retargeter.solve(person.keypoints, person.scores, frame.timestamp, (frame.width, frame.height))
+        if previous is not None:
+            for name, q in pose.rotations.items():
+                assert float(q @ previous[name]) >= 0.0, f"frame {frame.index}: {name} flipped sign"
+        previous = pose.rotations
+        frames += 1
+    assert frames > 200
+
+
+def test_mirror_mode_swaps_sides():
+    raised = {"leftUpperArm": rot(Z, 40), "leftLowerArm": rot(-Y, 30)}
+    hips = np.array([0.3, 0.95, 0.0])
+    plain = solve_exact(raised, RetargetConfig(mirror=False), hips)
+    mirrored = solve_exact(raised, RetargetConfig(mirror=True), hips)
+    # The avatar's right arm does what the user's left arm did (reflected across the avatar's YZ plane).
+    reflect = np.array([1.0, -1.0, -1.0, 1.0])
+    assert angle_deg(mirrored.rotations["rightUpperArm"], plain.rotations["leftUpperArm"] * reflect) < 1e-6
+    assert angle_deg(mirrored.rotations["rightLowerArm"], plain.rotations["leftLowerArm"] * reflect) < 1e-6
+    assert angle_deg(mirrored.rotations["leftUpperArm"], quat.IDENTITY) < 2.0
+    assert angle_deg(plain.rotations["leftUpperArm"], rot(Z, 40)) < 2.0
+    assert mirrored.confidence["rightUpperArm"] == plain.confidence["leftUpperArm"]
+    assert mirrored.hips_position[0] == pytest.approx(-plain.hips_position[0])
+
+
+def test_elbow_and_knee_limits_clamp():
+    # Hyperextension (bent the wrong way) clamps straight; over-flexion clamps at the configured maximum.
+    local, _ = solve_rotations(joints_from_rig({"leftLowerArm": rot(-Y, -40), "rightLowerLeg": rot(X, -35)}))
+    assert angle_deg(local["leftLowerArm"], quat.IDENTITY) < 1.0
+    assert angle_deg(local["rightLowerLeg"], quat.IDENTITY) < 1.0
+    pose = solve_exact({"leftLowerArm": rot(-Y, 170)}, RetargetConfig(mirror=False, elbow_max_deg=120))
+    assert angle_deg(pose.rotations["leftLowerArm"], rot(-Y, 120)) < 1.0
+
+
+def test_spine_twist_is_limited():
+    twisted = {"upperChest": rot(Y, 120)}  # shoulders turned 120 degrees against the hips
+    free = solve_exact(twisted, RetargetConfig(mirror=False, spine_max_deg=180))
+    limited = solve_exact(twisted, RetargetConfig(mirror=False, spine_max_deg=60))
+    for pose, expected in ((free, 120.0), (limited, 60.0)):
+        total = quat.mul(quat.mul(pose.rotations["spine"], pose.rotations["chest"]), pose.rotations["upperChest"])
+        assert angle_deg(total, rot(Y, expected)) < 1.0
+        assert angle_deg(pose.rotations["hips"], quat.IDENTITY) < 1.0
+
+
+def test_unseen_arm_holds_then_eases_to_arms_down():
+    config = RetargetConfig(mirror=False, hold_seconds=0.5, ease_seconds=1.0)
+    lifter = ExactDepthLifter(CAMERA)
+    retargeter = Retargeter(config, lifter=lifter)
+    pose_q = {"leftUpperArm": rot(Z, 30), "leftLowerArm": rot(-Y, 45)}
+    uv, scores, depth = project(pose_q)
+    lifter.depth = depth
+    seen = retargeter.solve(uv, scores, 10.0, (1280, 720))
+    hidden = scores.copy()
+    hidden[[7, 9]] = 0.0  # left elbow and wrist leave the picture
+    held = retargeter.solve(uv, hidden, 10.3, (1280, 720))
+    assert angle_deg(held.rotations["leftUpperArm"], seen.rotations["leftUpperArm"]) < 1e-6
+    assert angle_deg(held.rotations["leftLowerArm"], seen.rotations["leftLowerArm"]) < 1e-6
+    assert held.confidence["leftLowerArm"] < seen.confidence["leftLowerArm"]
+    easing = retargeter.solve(uv, hidden, 11.0, (1280, 720))
+    rest = rest_pose_rotations()["leftUpperArm"]
+    assert 1.0 < angle_deg(easing.rotations["leftUpperArm"], seen.rotations["leftUpperArm"])
+    assert angle_deg(easing.rotations["leftUpperArm"], rest) < angle_deg(seen.rotations["leftUpperArm"], rest)
+    done = retargeter.solve(uv, hidden, 12.0, (1280, 720))
+    assert angle_deg(done.rotations["leftUpperArm"], rest) < 1e-6
+    assert angle_deg(done.rotations["leftLowerArm"], quat.IDENTITY) < 1e-6
+    assert done.confidence["leftUpperArm"] == 0.0
+    # The right arm was seen all along and is unaffected.
+    assert done.confidence["rightUpperArm"] == 1.0
+
+
+def test_never_seen_bones_start_at_rest_and_tracking_false_without_body():
+    retargeter = Retargeter(RetargetConfig(mirror=False))
+    pose = retargeter.solve(np.zeros((17, 2)), np.zeros(17), 0.0)
+    assert pose.tracking is False
+    assert angle_deg(pose.rotations["leftUpperArm"], rest_pose_rotations()["leftUpperArm"]) < 1e-6
+    assert all(v == 0.0 for v in pose.confidence.values())
+
+
+def test_upper_body_locks_legs():
+    legs = {"leftUpperLeg": rot(X, -40), "leftLowerLeg": rot(X, 60)}
+    free = solve_exact(legs, RetargetConfig(mirror=False))
+    locked = solve_exact(legs, RetargetConfig(mirror=False, upper_body=True))
+    assert angle_deg(free.rotations["leftLowerLeg"], quat.IDENTITY) > 30
+    for name in ("leftUpperLeg", "leftLowerLeg", "rightUpperLeg", "leftFoot"):
+        assert angle_deg(locked.rotations[name], quat.IDENTITY) < 1e-6
+        assert locked.confidence[name] == 0.0
+
+
+def test_nan_and_inf_keypoints_never_produce_nan_rotations():
+    rng = np.random.default_rng(3)
+    retargeter, n = calibrated_retargeter()
+    base, scores, _ = project({"leftUpperArm": rot(Z, 20)})
+    for k in range(200):
+        kp = base + rng.normal(0, 20, base.shape)
+        sc = rng.uniform(0, 1, 17)
+        bad = rng.random(17) < 0.3
+        kp[bad] = rng.choice([np.nan, np.inf, -np.inf], size=(bad.sum(), 2))
+        sc[rng.random(17) < 0.1] = np.nan
+        if k % 17 == 0:
+            kp[:] = np.nan  # whole frame lost
+        pose = retargeter.solve(kp, sc, (n + k) / 30, (1280, 720))
+        assert np.all(np.isfinite(pose.hips_position))
+        for name, q in pose.rotations.items():
+            assert np.all(np.isfinite(q)), name
+            assert abs(np.linalg.norm(q) - 1.0) < 1e-6, name
+        assert all(math.isfinite(v) for v in pose.confidence.values())
+
+
+def test_bad_input_shapes_raise_clear_errors():
+    retargeter = Retargeter()
+    with pytest.raises(ValueError, match=r"COCO-17 keypoints \(17, 2\)"):
+        retargeter.solve(np.zeros((16, 2)), np.zeros(16), 0.0)
+
+
+# --- calibration -----------------------------------------------------------------------------------
+
+
+def test_calibration_measures_segment_lengths_in_pixels():
+    uv, scores, _ = project({})
+    calib = calibration_from_frames([(uv, scores)] * 5, (1280, 720))
+    expected = np.linalg.norm(uv[5] - uv[7])
+    assert calib.segments["left_upper_arm"] == pytest.approx(expected)
+    assert calib.segments["torso"] == pytest.approx(np.linalg.norm((uv[5] + uv[6]) / 2 - (uv[11] + uv[12]) / 2))
+    assert calib.hip_center == pytest.approx(tuple((uv[11] + uv[12]) / 2))
+    assert set(calib.measured) >= {"left_upper_arm", "torso", "right_lower_leg"}
+
+
+def test_calibration_fills_unseen_segments_from_proportions():
+    uv, scores, _ = project({})
+    scores = scores.copy()
+    scores[[13, 14, 15, 16]] = 0.0  # legs hidden (seated at a desk)
+    calib = calibration_from_frames([(uv, scores)], (1280, 720))
+    assert "left_lower_leg" not in calib.measured
+    ratio = calib.segments["left_lower_leg"] / calib.segments["left_upper_arm"]
+    assert ratio == pytest.approx(0.40 / 0.27, rel=0.01)
+
+
+def test_calibration_save_load_round_trip(tmp_path):
+    retargeter, _ = calibrated_retargeter()
+    path = tmp_path / "calibration.json"
+    retargeter.save(path)
+    other = Retargeter(RetargetConfig(mirror=False))
+    other.load(path)
+    assert other.calibrated
+    assert other.calibration == retargeter.calibration
+    # And through the config: loaded at start.
+    third = Retargeter(RetargetConfig(calibration_file=str(path)))
+    assert third.calibrated and third.calibration.segments == retargeter.calibration.segments
+
+
+def test_calibration_file_errors_name_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere.json"):
+        Calibration.load(tmp_path / "nowhere.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(ValueError, match="bad.json.*not valid JSON"):
+        Calibration.load(bad)
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text(json.dumps({"format": "avatar-bridge-calibration", "segments": {}, "body_px": 1, "hip_center": [0, 0],
+                                 "image_size": [10, 10]}))
+    with pytest.raises(ValueError, match="wrong.json lacks segment"):
+        Calibration.load(wrong)
+    with pytest.raises(RuntimeError, match="not been calibrated"):
+        Retargeter().save(tmp_path / "x.json")
+
+
+def test_automatic_calibration_and_recalibration_on_demand():
+    config = RetargetConfig(mirror=False, fov_deg=FOV, calibration_seconds=0.5)
+    retargeter = Retargeter(config)
+    uv, scores, _ = project({})
+    retargeter.solve(uv, scores, 0.0, (1280, 720))
+    assert not retargeter.calibrated and retargeter.calibration is not None  # provisional
+    for i in range(1, 20):
+        retargeter.solve(uv, scores, i / 30, (1280, 720))
+    assert retargeter.calibrated
+    first = retargeter.calibration.segments["torso"]
+    # The user steps closer and asks for a new calibration: lengths grow accordingly.
+    closer = (uv - [640, 360]) * 1.25 + [640, 360]
+    retargeter.calibrate()
+    assert not retargeter.calibrated
+    for i in range(20, 40):
+        retargeter.solve(closer, scores, i / 30, (1280, 720))
+    assert retargeter.calibrated
+    assert retargeter.calibration.segments["torso"] == pytest.approx(first * 1.25)
+
+
+def test_hips_position_follows_the_hip_centre_and_apparent_size():
+    retargeter, n = calibrated_retargeter()
+    uv, scores, _ = project({})
+    rest = retargeter.solve(uv, scores, n / 30, (1280, 720)).hips_position
+    moved = retargeter.solve(uv + [90, 0], scores, (n + 1) / 30, (1280, 720)).hips_position
+    assert moved[0] - rest[0] == pytest.approx(0.3, rel=0.1)  # 90 px at 900 px focal and 3 m
+    retargeter2, n2 = calibrated_retargeter()
+    closer = (uv - [640, 360]) * 1.2 + [640, 360]
+    z = [retargeter2.solve(closer, scores, (n2 + k) / 30, (1280, 720)).hips_position[2] for k in range(15)]
+    assert z[-1] > rest[2] + 0.2  # stepped towards the camera
+
+
+def test_retarget_config_section_validates():
+    section = section_from_dict(RetargetConfig, {"depth": "planar", "hold_seconds": 1.5}, "retarget")
+    assert section.depth == "planar" and section.hold_seconds == 1.5
+    with pytest.raises(ConfigError, match="retarget.depth"):
+        section_from_dict(RetargetConfig, {"depth": "learned"}, "retarget")
+    with pytest.raises(ConfigError, match="retarget.elbow_max_deg"):
+        section_from_dict(RetargetConfig, {"elbow_max_deg": 400}, "retarget")
+
+
+def test_body_transforms_match_skeleton_forward_kinematics():
+    rotations = {"hips": rot(Y, 20), "leftUpperArm": rot(Z, 30), "leftLowerArm": rot(-Y, 40), "rightUpperLeg": rot(X, -25)}
+    pos, world = forward_kinematics(rotations, np.array([0.1, 0.9, 0.2]))
+    fast_pos, fast_rot = body_transforms(rotations, np.array([0.1, 0.9, 0.2]))
+    for name in fast_pos:
+        np.testing.assert_allclose(fast_pos[name], pos[BONE_INDEX[name]], atol=1e-12)
+        np.testing.assert_allclose(fast_rot[name], quat.to_matrix(world[BONE_INDEX[name]]), atol=1e-12)
+
+
+def test_planar_depth_is_the_naive_baseline():
+    config = RetargetConfig(mirror=False, fov_deg=FOV, depth="planar")
+    retargeter, n = calibrated_retargeter(config)
+    uv, scores, _ = project({"leftUpperArm": rot(Y, -60)})  # arm pointing forward-left
+    pose = retargeter.solve(uv, scores, n / 30, (1280, 720))
+    _, world = body_transforms(pose.rotations)
+    assert abs(float(world["leftUpperArm"][:, 0] @ Z)) < 0.05  # no depth at all
+    assert isinstance(retargeter._lifter, ForeshorteningLifter) and retargeter._lifter.planar
