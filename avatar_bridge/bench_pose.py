@@ -1,6 +1,7 @@
 """``avatar-bridge bench-pose``: pose-model speed in ms per crop, by model, backend, device and batch size.
 
-Two timings per configuration, each as median and p95 over ``--repeats`` runs after warm-up:
+Two timings per configuration, each as median and p95 over ``--repeats`` runs after warm-up; the
+configurations are timed round-robin so that load from other processes affects all of them alike:
 
 - ``forward``: the model alone on a ready normalized batch (host -> device copy and the heatmaps'
   copy back included on CUDA), the number comparable with published "crops per second" figures;
@@ -63,14 +64,24 @@ def percentiles(samples_ms: list[float]) -> tuple[float, float]:
     return float(np.median(values)), float(np.percentile(values, 95))
 
 
-def _time(fn, repeats: int, warmup: int) -> list[float]:
+def _time_round_robin(fns: list, repeats: int, warmup: int) -> list[list[float]]:
+    """Time every callable ``repeats`` times, interleaved (a, b, c, a, b, c, ...).
+
+    A callable that returns a number has timed itself (ms); that number is the sample.
+
+    On a machine shared with other work the load drifts by the minute; interleaving spreads that
+    drift evenly over the configurations, so their comparison stays fair even when absolute
+    figures are inflated.
+    """
     for _ in range(warmup):
-        fn()
-    samples = []
+        for fn in fns:
+            fn()
+    samples: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - start) * 1000.0)
+        for fn, out in zip(fns, samples):
+            start = time.perf_counter()
+            measured = fn()
+            out.append(measured if measured is not None else (time.perf_counter() - start) * 1000.0)
     return samples
 
 
@@ -86,9 +97,8 @@ def pose_config(model: str, backend: str, device: str, threads: int, input_size:
     if backend == "torch":
         return cfg
     from .export_onnx import export_onnx
-    from .weights import load_pretrained
-
     from .model import build_model
+    from .weights import load_pretrained
 
     path = onnx_dir / f"{Path(model).stem}-{input_size[0]}x{input_size[1]}.onnx"
     if not path.is_file():
@@ -97,22 +107,55 @@ def pose_config(model: str, backend: str, device: str, threads: int, input_size:
     return PoseConfig(model=str(path), backend="onnxruntime", device=device, threads=threads)
 
 
-def bench_one(cfg: PoseConfig, label: str, batch: int, repeats: int, warmup: int) -> BenchRow:
-    from .pose import load_estimator
+@dataclass
+class BenchCase:
+    """One configuration: an estimator, a 1280x720 frame and ``batch`` person boxes on it."""
 
-    estimator = load_estimator(cfg)
-    rng = np.random.default_rng(0)
-    frame = rng.integers(0, 256, (720, 1280, 3), dtype=np.uint8)
-    x1 = rng.uniform(0, 1000, batch)
-    y1 = rng.uniform(0, 300, batch)
-    boxes = np.stack([x1, y1, x1 + rng.uniform(80, 280, batch), y1 + rng.uniform(200, 420, batch)], axis=1)
-    inputs, _, _ = estimator.preprocess(frame, boxes)  # a real normalized batch in the reused buffer
-    forward = _time(lambda: estimator.backend(inputs), repeats, warmup)
-    estimate = _time(lambda: estimator.estimate(frame, boxes), max(3, repeats // 2), 1)
-    fm, fp = percentiles(forward)
-    em, ep = percentiles(estimate)
-    return BenchRow(label, "onnxruntime" if cfg.model.endswith(".onnx") else "torch", cfg.device, batch, cfg.threads,
-                    fm, fp, em, ep)
+    label: str
+    cfg: PoseConfig
+    batch: int
+    estimator: object
+    frame: np.ndarray
+    boxes: np.ndarray
+
+    @classmethod
+    def build(cls, cfg: PoseConfig, label: str, batch: int, estimator=None) -> "BenchCase":
+        from .pose import load_estimator
+
+        rng = np.random.default_rng(batch)
+        frame = rng.integers(0, 256, (720, 1280, 3), dtype=np.uint8)
+        x1 = rng.uniform(0, 1000, batch)
+        y1 = rng.uniform(0, 300, batch)
+        boxes = np.stack([x1, y1, x1 + rng.uniform(80, 280, batch), y1 + rng.uniform(200, 420, batch)], axis=1)
+        return cls(label, cfg, batch, estimator or load_estimator(cfg), frame, boxes)
+
+    def forward(self) -> float:
+        """ms of the model alone on a real normalized batch (refilled untimed: batch sizes share the buffer)."""
+        inputs, _, _ = self.estimator.preprocess(self.frame, self.boxes)
+        start = time.perf_counter()
+        self.estimator.backend(inputs)
+        return (time.perf_counter() - start) * 1000.0
+
+    def estimate(self) -> None:
+        self.estimator.estimate(self.frame, self.boxes)
+
+
+def bench_cases(cases: list[BenchCase], repeats: int, warmup: int) -> list[BenchRow]:
+    """Round-robin timings of every case: forward (model only) and estimate (crop + forward + decode)."""
+    forward = _time_round_robin([c.forward for c in cases], repeats, warmup)
+    estimate = _time_round_robin([c.estimate for c in cases], max(3, repeats // 2), 1)
+    rows = []
+    for case, f, e in zip(cases, forward, estimate):
+        fm, fp = percentiles(f)
+        em, ep = percentiles(e)
+        backend = "onnxruntime" if case.cfg.model.endswith(".onnx") else "torch"
+        rows.append(BenchRow(case.label, backend, case.cfg.device, case.batch, case.cfg.threads, fm, fp, em, ep))
+    return rows
+
+
+def bench_one(cfg: PoseConfig, label: str, batch: int, repeats: int, warmup: int) -> BenchRow:
+    """Timings of a single configuration."""
+    return bench_cases([BenchCase.build(cfg, label, batch)], repeats, warmup)[0]
 
 
 def format_table(rows: list[BenchRow]) -> str:
@@ -156,17 +199,21 @@ def run_command(args: argparse.Namespace) -> int:
     quiet = args.json == "-"
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bench-pose-") as tmp:
+        cases: list[BenchCase] = []
         for model in args.model:
             for backend in args.backend:
                 if model.lower().endswith(".onnx") and backend == "torch":
                     continue  # an ONNX file has no torch form
                 cfg = pose_config(model, backend, args.device, args.threads, size, Path(tmp))
+                estimator = None  # one model per (model, backend), shared by its batch sizes
                 for batch in args.batch:
-                    row = bench_one(cfg, Path(model).name if "/" in model else model, batch, args.repeats, args.warmup)
-                    rows.append(row)
-                    if not quiet:
-                        print(f"{row.model} {row.backend} {row.device} batch {batch}: {row.ms_per_crop:.2f} ms/crop",
-                              file=sys.stderr)
+                    case = BenchCase.build(cfg, Path(model).name if "/" in model else model, batch, estimator)
+                    estimator = case.estimator
+                    cases.append(case)
+        rows = bench_cases(cases, args.repeats, args.warmup)
+    if not quiet:
+        for row in rows:
+            print(f"{row.model} {row.backend} {row.device} batch {row.batch}: {row.ms_per_crop:.2f} ms/crop", file=sys.stderr)
     if quiet:
         print(json.dumps([r.as_dict() for r in rows], indent=1))
         return 0

@@ -16,7 +16,7 @@ import argparse
 import json
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -91,14 +91,15 @@ def _angle_deg(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def run_scenario(mocap_path: Path, scenario: Scenario, depth: str, fps: float = 30.0, seed: int = 0,
-                 calibration_seconds: float = 1.0, smoothing: SmoothingConfig | None = None) -> dict[str, np.ndarray]:
+                 calibration_seconds: float = 1.0, smoothing: SmoothingConfig | None = None,
+                 fov_deg: float | None = None) -> dict[str, np.ndarray]:
     """Per-bone angle errors (degrees, one per frame) for one camera / noise setting and depth method."""
     from .mocap import MocapSource
 
     camera = PinholeCamera.orbit(scenario.azimuth_deg, distance=3.0, height=1.0)
     source = MocapSource(mocap_path, fps=fps, camera=camera, realtime=False)
     # The retargeter is told the camera's field of view, as a user sets their webcam's (fov_deg).
-    fov = math.degrees(2 * math.atan(camera.width / 2 / camera.focal_px))
+    fov = math.degrees(2 * math.atan(camera.width / 2 / camera.focal_px)) if fov_deg is None else fov_deg
     config = RetargetConfig(mirror=False, depth=depth, calibration_seconds=calibration_seconds, fov_deg=fov)
     retargeter = Retargeter(config)
     stabilizer = None
@@ -138,12 +139,13 @@ def summarize(errors: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
 
 
 def run_benchmark(mocap_path: Path, scenarios=SCENARIOS, fps: float = 30.0, seed: int = 0,
-                  calibration_seconds: float = 1.0) -> list[dict]:
+                  calibration_seconds: float = 1.0, fov_deg: float | None = None) -> list[dict]:
     results = []
     for scenario in scenarios:
         for depth in ("foreshortening", "planar"):
             start = time.perf_counter()
-            errors = run_scenario(mocap_path, scenario, depth, fps=fps, seed=seed, calibration_seconds=calibration_seconds)
+            errors = run_scenario(mocap_path, scenario, depth, fps=fps, seed=seed, calibration_seconds=calibration_seconds,
+                                  fov_deg=fov_deg)
             solve_ms = errors["solve_ms"]
             results.append({
                 "scenario": scenario.name, "azimuth_deg": scenario.azimuth_deg, "noise_px": scenario.noise_px,
@@ -187,6 +189,8 @@ def configure_parser(parser: argparse.ArgumentParser, command: str = "bench-reta
     parser.add_argument("--fps", type=float, default=30.0, help="frame rate the clip is resampled to")
     parser.add_argument("--seed", type=int, default=0, help="noise seed")
     parser.add_argument("--calibration-seconds", type=float, default=1.0, help="automatic calibration period at the clip's start")
+    parser.add_argument("--fov", type=float, default=None,
+                        help="horizontal field of view the retargeter assumes (default: the benchmark camera's, 70.8 degrees)")
     parser.add_argument("--quick", action="store_true", help="only the clean frontal scenario")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON ('-' = stdout only)")
 
@@ -199,8 +203,11 @@ def run_command(args: argparse.Namespace) -> int:
         raise ValueError(f"--fps must be positive, got {args.fps}")
     if not args.calibration_seconds > 0:
         raise ValueError(f"--calibration-seconds must be positive, got {args.calibration_seconds}")
+    if args.fov is not None and not 10.0 <= args.fov <= 170.0:
+        raise ValueError(f"--fov must be between 10 and 170 degrees, got {args.fov}")
     scenarios = SCENARIOS[:1] if args.quick else SCENARIOS
-    results = run_benchmark(path, scenarios, fps=args.fps, seed=args.seed, calibration_seconds=args.calibration_seconds)
+    results = run_benchmark(path, scenarios, fps=args.fps, seed=args.seed, calibration_seconds=args.calibration_seconds,
+                            fov_deg=args.fov)
     if args.json == "-":
         print(json.dumps(results, indent=2))
         return 0

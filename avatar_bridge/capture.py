@@ -541,7 +541,7 @@ def open_source(spec: str | int, **options: Any) -> FrameSource:
     if suffix == ".abrec":
         from .record import PlaybackSource
 
-        return PlaybackSource(path, realtime=realtime)
+        return PlaybackSource(path, realtime=realtime, loop=loop)
     if path.is_dir():
         return ImageFolderSource(path, fps=fps, realtime=realtime, loop=loop, resize=resize)
     if suffix in IMAGE_SUFFIXES:

@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench-smoothing": ("avatar_bridge.bench_smoothing", "compare stabilizers against mocap ground truth"),
     "bench-retarget": ("avatar_bridge.bench_retarget", "bone-direction error of the retargeter against mocap"),
     "bench-stream": ("avatar_bridge.bench_stream", "output costs and delivery delay of VMC and WebSocket on loopback"),
+    "bench-soak": ("avatar_bridge.bench_soak", "soak test: 20 viewers, 2 VMC targets and a recording for minutes; memory, latency, fps"),
     "record": ("avatar_bridge.record", "record a take to a file (same options as run)"),
     "play": ("avatar_bridge.record", "play a recorded take through the outputs"),
     "export-bvh": ("avatar_bridge.record", "export a recorded take to BVH"),

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -35,11 +34,10 @@ import numpy as np
 
 from . import quat
 from .config import RetargetConfig
-from .keypoints import KEYPOINT_INDEX, NUM_KEYPOINTS
+from .keypoints import NUM_KEYPOINTS
 from .skeleton import BONE_INDEX, BONE_NAMES, LEG_BONES, PARENT_INDEX, REST_OFFSETS, mirror_rotations
 from .types import RigPose
 
-K = KEYPOINT_INDEX
 NOSE, L_EYE, R_EYE, L_EAR, R_EAR = 0, 1, 2, 3, 4
 L_SH, R_SH, L_EL, R_EL, L_WR, R_WR = 5, 6, 7, 8, 9, 10
 L_HIP, R_HIP, L_KN, R_KN, L_AN, R_AN = 11, 12, 13, 14, 15, 16
@@ -301,7 +299,8 @@ class LifterTuning:
     rate_keep: float = 0.5  # smoothing of the signed-depth rate (0 = last frame only)
     degenerate_trust_keep: float = 0.6  # continuity trust kept per frame a segment looks over-long
     arm_neutral_hang: float = 0.6  # cos of the angle from straight down where the elbow prior flips
-    arm_own_side: float = 0.0  # preference for an upper arm on its own side of the body (not across it)
+    arm_weight: float = 40.0  # weight of the upper-arm priors below
+    arm_own_side: float = 2.0  # preference for an upper arm on its own side of the body (not across it)
     thigh_forward: float = 1.0  # preference for the knee in front of the hip
     elbow_weight: float = 150.0  # forearm bends towards the biceps side (almost a hard rule)
     knee_weight: float = 40.0  # the knee bends backwards (almost a hard rule)
@@ -549,8 +548,8 @@ class ForeshorteningLifter:
             # the forearm bends towards the biceps side.
             outward = left_axis if side == "left" else -left_axis
             limb(f"{side}_upper_arm", f"{side}_lower_arm", L_SH + o, L_EL + o, L_WR + o,
-                 lambda d, outward=outward: float(d @ forward) * (self.tuning.arm_neutral_hang - float(-d @ up))
-                 + self.tuning.arm_own_side * float(d @ outward),
+                 lambda d, outward=outward: self.tuning.arm_weight * (float(d @ forward) * (self.tuning.arm_neutral_hang - float(-d @ up))
+                                                                      + self.tuning.arm_own_side * float(d @ outward)),
                  lambda d1, d2: hinge_score(d1, d2, bend_toward(d1, forward, up)), self.tuning.elbow_weight)
             # Legs: the knee tends to be in front; the knee only bends backwards (a hinge).
             limb(f"{side}_upper_leg", f"{side}_lower_leg", L_HIP + o, L_KN + o, L_AN + o,
@@ -670,10 +669,6 @@ def _kabsch(rest: np.ndarray, observed: np.ndarray) -> np.ndarray:
     u, _, vt = np.linalg.svd(a.T @ b)
     d = 1.0 if np.linalg.det(vt.T @ u.T) >= 0 else -1.0
     return vt.T @ np.diag([1.0, 1.0, d]) @ u.T
-
-
-def _wrap(angle: float) -> float:
-    return (angle + math.pi) % (2 * math.pi) - math.pi
 
 
 # Rest direction of each limb bone and the normal of its bend plane at rest (rest_dir x bend_dir).
@@ -854,7 +849,7 @@ class Retargeter:
         self._memory: dict[str, _BoneMemory] = {}
         self._previous: dict[str, np.ndarray] = {}
         self._image_size: tuple[int, int] | None = None
-        self._last_time = -math.inf
+        self._previous_hips: np.ndarray | None = None
         if self.config.calibration_file:
             path = Path(self.config.calibration_file)
             if path.is_file():
@@ -949,7 +944,6 @@ class Retargeter:
             q = quat.normalize(q)
             rotations[name] = quat.continuous(q, self._previous.get(name))
         self._previous = dict(rotations)
-        self._last_time = timestamp
         return RigPose(timestamp=float(timestamp), track_id=int(track_id), hips_position=hips_position,
                        rotations=rotations, confidence=confidence, tracking=tracking)
 
@@ -993,7 +987,7 @@ class Retargeter:
         elif ok[L_SH] and ok[R_SH]:
             center = (kp[L_SH] + kp[R_SH]) / 2 + np.array([0.0, cal.segments["torso"]])
         else:
-            return self._previous_hips if hasattr(self, "_previous_hips") else rest
+            return rest if self._previous_hips is None else self._previous_hips
         scale = self._lifter.scale if isinstance(self._lifter, ForeshorteningLifter) and self._lifter.scale > 0 else 1.0
         px_per_m_cal = cal.body_px / CANONICAL_BODY_M
         px_per_m = px_per_m_cal * scale

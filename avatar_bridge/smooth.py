@@ -23,6 +23,8 @@ Why the Kalman filter looks the way it does:
   dependent cutoff, and what makes it beat One Euro at equal jitter.
 - A Mahalanobis gate drops single-frame outliers (a wrist jumping to the other wrist); if the
   measurement stays away for ``gate_frames`` frames it is a real move and the joint re-locks.
+- ``predict(t)`` extrapolates each joint's velocity shrunk by the filter's uncertainty about it, so
+  latency compensation does not amplify the velocity noise of still or poorly seen joints.
 - Joints share one filterpy ``KalmanFilter`` whose state stacks every joint, with x and y as the two
   columns of the state (same covariance, since R is the same for both axes). With
   ``body_coupling`` > 0 the state also holds a whole-body offset shared by all joints, so motion
@@ -35,7 +37,6 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass
 
 import numpy as np
 from filterpy.common import Q_discrete_white_noise

@@ -28,6 +28,8 @@ from .types import Detection, Pose2D
 
 
 MAX_EXTRAPOLATED_FRAMES = 3
+# OKS is defined with the person's segmented area; a track box (keypoints plus margins) is larger.
+OKS_AREA_OF_BOX = 0.6
 
 
 @dataclass
@@ -263,7 +265,7 @@ class Tracker:
             kp_t = np.stack([t.keypoints + self._lead(t, frame_index) for t in tracks]).astype(np.float32)
             sc_t = np.stack([t.scores for t in tracks]).astype(np.float32)
             areas = np.array([max(float((t.box[2] - t.box[0]) * (t.box[3] - t.box[1])), 1.0) for t in tracks])
-            sim = oks_matrix(kp_p, sc_p, kp_t, sc_t, areas / 1.7, s.keypoint_threshold)  # (P, T)
+            sim = oks_matrix(kp_p, sc_p, kp_t, sc_t, areas * OKS_AREA_OF_BOX, s.keypoint_threshold)  # (P, T)
             # A pose from a track's own crop is that track unless the keypoints fit another better.
             for pi, owner in enumerate(owners):
                 for ti, t in enumerate(tracks):

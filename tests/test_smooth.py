@@ -177,7 +177,10 @@ def test_body_coupling_and_constant_acceleration_models():
     rng = np.random.default_rng(6)
     times = np.arange(60) / 30
     accelerating = lambda t: line(t) + np.array([80.0, 0.0]) * t**2
-    for cfg in (SmoothingConfig(body_coupling=1.0, joint_share=0.5), SmoothingConfig(motion_model="constant_acceleration")):
+    for cfg in (
+        SmoothingConfig(body_coupling=1.0, joint_share=0.5, extrapolation_shrink=0.0),
+        SmoothingConfig(motion_model="constant_acceleration", extrapolation_shrink=0.0),
+    ):
         stab = KalmanStabilizer(cfg, body_height_px=BODY)
         out = run(stab, times, accelerating, rng=rng, noise=1.0)
         err = np.linalg.norm(out[-1][0] - accelerating(times[-1]), axis=1).mean()
@@ -266,3 +269,31 @@ def test_reset_forgets_the_person():
     far = line(0) + 500.0
     kp, sc = stab.update(far, np.ones(K), 2.0)
     np.testing.assert_allclose(kp, far, atol=1e-3)  # no pull from the previous person
+
+
+def test_body_height_estimate_from_limbs():
+    from avatar_bridge.smooth import estimate_body_height
+
+    # A standing figure 1000 px tall in the proportions the estimate assumes.
+    kp = np.zeros((K, 2))
+    kp[[5, 6], 1] = 200.0  # shoulders
+    kp[[7, 8], 1] = 370.0  # elbows (upper arm 0.17)
+    kp[[11, 12], 1] = 500.0  # hips (torso 0.30)
+    kp[[13, 14], 1] = 745.0  # knees (thigh 0.245)
+    kp[[15, 16], 1] = 990.0  # ankles (shin 0.245)
+    kp[::2, 0] += 40.0  # left/right apart
+    seen = np.ones(K, bool)
+    assert estimate_body_height(kp, seen) == pytest.approx(1000.0, rel=0.01)
+    assert estimate_body_height(2 * kp, seen) == pytest.approx(2000.0, rel=0.01)
+    # Legs hidden: still estimated from torso and arms; almost nothing visible: no estimate.
+    legs_hidden = seen.copy()
+    legs_hidden[13:] = False
+    assert estimate_body_height(kp, legs_hidden) == pytest.approx(1000.0, rel=0.01)
+    only_head = np.zeros(K, bool)
+    only_head[:5] = True
+    assert estimate_body_height(kp, only_head) is None
+    # The stabilizer follows it when no height is given.
+    stab = KalmanStabilizer(SmoothingConfig(), body_height_px=None)
+    for i in range(60):
+        stab.update(kp, np.ones(K), i / 30)
+    assert stab.body_height == pytest.approx(1000.0, rel=0.02)
