@@ -395,7 +395,11 @@ class CameraSource(_ContextSource):
         failures = 0
         where = f"camera {self.device!r}"
         while not self._stop.is_set():
-            ok, image = self._cap.read()
+            try:
+                ok, image = self._cap.read()
+            except cv2.error as exc:  # a driver error must not kill the reader: treat it as a failed read
+                log.warning("%s: read failed (%s)", where, str(exc).strip().splitlines()[-1])
+                ok, image = False, None
             image = as_bgr_image(image, where) if ok else None
             if image is None:
                 failures += 1

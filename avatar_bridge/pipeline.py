@@ -35,7 +35,7 @@ from .keypoints import SKELETON_EDGES
 from .metrics import PipelineMetrics
 from .stream import OutputFrame, OutputPerson
 from .track import Tracker, TrackerSettings
-from .types import Frame, FramePoses, Pose2D, RigPose
+from .types import Frame, FramePoses, Pose2D
 
 log = logging.getLogger(__name__)
 

@@ -8,12 +8,13 @@ Three steps, each replaceable on its own:
 2. **Lifting** (a :class:`Lifter`): 2D keypoints -> 3D joints in the *camera-aligned canonical
    frame* (metres, X = image right, Y = up, Z = towards the camera; a user facing the camera faces
    +Z with their left on +X, exactly like the avatar). :class:`ForeshorteningLifter` recovers each
-   segment's depth offset from its foreshortening, |dz| = sqrt(max(L^2 - l^2, 0)) with L the
-   calibrated length at the current scale, and picks the sign from anatomy (knees bend backwards,
-   elbows towards the biceps, hands and knees tend in front, the nose says which way the body is
-   turned) and from temporal continuity (a segment keeps the side of the image plane it was on unless
-   its signed depth, extrapolated from the last frames, crosses zero). A learned 2D-to-3D lifter can
-   replace it: anything with ``lift(keypoints, scores, timestamp) -> (17, 3)`` (NaN = unknown joint).
+   segment's depth from its foreshortening against the calibrated length - with a pinhole camera
+   (``fov_deg``) the child joint lies on its viewing ray at that distance from its parent, the
+   perspective form of |dz| = sqrt(max(L^2 - l^2, 0)) - and picks the nearer or farther solution
+   from anatomy (knees bend backwards, elbows towards the biceps, arms stay on their side, the nose
+   says which way the body is turned) and temporal continuity (a segment keeps the side of the
+   image plane it was on unless its signed depth, extrapolated, crosses zero). A learned 2D-to-3D
+   lifter can replace it: anything with ``lift(keypoints, scores, timestamp) -> (17, 3)``.
 3. **Rotation solving** (:func:`solve_rotations`): per bone the world rotation that takes its rest
    direction to the observed one, with the twist from the limb plane (elbow/knee hinge) or the torso,
    converted to parent-local quaternions; then joint limits, the unseen-bone policy (hold, then ease
@@ -304,7 +305,6 @@ class LifterTuning:
     thigh_forward: float = 1.0  # preference for the knee in front of the hip
     elbow_weight: float = 150.0  # forearm bends towards the biceps side (almost a hard rule)
     knee_weight: float = 40.0  # the knee bends backwards (almost a hard rule)
-    hinge_cap: float = 1.0  # bends beyond sin^-1(cap) earn no more credit
     upper_plane_weight: float = 10.0  # plane preference of upper arms / thighs relative to the rest
     torso_weight: float = 4.0  # the torso leans forwards rather than backwards
     plane: float = 3.0  # preference for the solution nearer the image plane
@@ -452,11 +452,13 @@ class ForeshorteningLifter:
         facing = np.array([sin_yaw, 0.0, cos_yaw])  # horizontal forward of the body, canonical axes
 
         def across(seg: str, left: int, right: int, center: np.ndarray) -> None:
-            """Both ends of a line across the body; the far end is the side the body turned away from."""
-            for joint, is_left in ((left, True), (right, False)):
-                near, far = on_ray(center, rays[joint], metres[seg] / 2)
-                left_far = sin_sign > 0
-                pts[joint] = far if (is_left == left_far) else near
+            """Both ends of a line across the body; the far end is the side the body turned away from
+            (decided by the face every frame: the head rarely turns against the torso for long)."""
+            left_far = sin_sign > 0
+            left_near, left_far_point = on_ray(center, rays[left], metres[seg] / 2)
+            right_near, right_far_point = on_ray(center, rays[right], metres[seg] / 2)
+            pts[left] = left_far_point if left_far else left_near
+            pts[right] = right_near if left_far else right_far_point
 
         if have_hips:
             mid = (rays[L_HIP] + rays[R_HIP]) / 2
@@ -540,7 +542,7 @@ class ForeshorteningLifter:
 
         def hinge_score(d1: np.ndarray, d2: np.ndarray, bend: np.ndarray) -> float:
             """How much the lower segment bends towards ``bend`` (perpendicular to the upper segment)."""
-            return min(float((d2 - (d2 @ d1) * d1) @ bend), self.tuning.hinge_cap)
+            return float((d2 - (d2 @ d1) * d1) @ bend)
 
         for side in ("left", "right"):
             o = 0 if side == "left" else 1

@@ -14,6 +14,7 @@ from avatar_bridge.bench_soak import SoakReport, format_report, run_soak
 from avatar_bridge.record import read_recording
 
 
+@pytest.mark.slow  # a real avatar-bridge process / seconds of real time
 def test_short_soak_reports_every_figure_with_bounded_memory(tmp_path):
     take = tmp_path / "soak.abrec"
     report = run_soak(duration=8.0, clients=6, stuck=2, rate=60.0, sample_every=1.0, record_path=take)
@@ -37,7 +38,7 @@ def test_short_soak_reports_every_figure_with_bounded_memory(tmp_path):
 
 @pytest.mark.parametrize("argv,fragment", [
     (["--duration", "601"], "--duration 601 is out of range: use 1 to 600"),
-    (["--duration", "5", "--clients", "2", "--stuck", "3"], "--stuck 3"),
+    (["--duration", "5", "--clients", "2", "--stuck", "3"], "--clients 2 / --stuck 3: need"),
     (["--duration", "5", "--rate", "0"], "--rate 0 is out of range"),
 ])
 def test_bad_arguments_are_one_line(argv, fragment, capsys):

@@ -39,7 +39,7 @@ from pythonosc.osc_bundle import OscBundle
 from pythonosc.osc_message import OscMessage
 from websockets.sync.client import connect
 
-from avatar_bridge import quat, skeleton
+from avatar_bridge import skeleton
 from avatar_bridge.capture import CameraSource
 from avatar_bridge.config import AppConfig, RetargetConfig
 from avatar_bridge.pipeline import Pipeline, _Outputs
@@ -567,6 +567,7 @@ def assert_continuous(recording, fps: float = 30.0) -> None:
     assert recording.rig_table.size >= len(recording) * 0.9
 
 
+@pytest.mark.slow  # a real avatar-bridge process / seconds of real time
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_signal_stops_run_cleanly_and_the_recording_is_complete(tmp_path, sig):
     take = tmp_path / "take.abrec"
@@ -587,6 +588,7 @@ def test_signal_stops_run_cleanly_and_the_recording_is_complete(tmp_path, sig):
     assert_continuous(recording)
 
 
+@pytest.mark.slow  # a real avatar-bridge process / seconds of real time
 def test_sigkill_during_recording_loses_at_most_the_last_second(tmp_path):
     take = tmp_path / "take.abrec"
     proc = start_run(tmp_path, "--no-vmc", "--record", str(take))
@@ -615,6 +617,7 @@ def _limit_file_size() -> None:
     resource.setrlimit(resource.RLIMIT_FSIZE, (20000, 20000))
 
 
+@pytest.mark.slow  # a real avatar-bridge process / seconds of real time
 def test_disk_full_while_recording_keeps_streaming_and_says_so(tmp_path):
     """The take's file cannot grow past 20 kB (about 2 s of take): VMC keeps flowing to the end of
     the run, the failure is logged once while running, and the run ends with one error line that

@@ -13,13 +13,11 @@ The streaming engineer's tests/test_server.py covers the basic cases; these add 
 from __future__ import annotations
 
 import hmac
-import http.client
 import json
 import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -288,6 +286,7 @@ def run_synthetic(cwd: Path, *extra: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow  # a real avatar-bridge process / seconds of real time
 def test_run_writes_the_recording_where_asked_and_nothing_else(tmp_path):
     (tmp_path / "takes").mkdir()
     done = run_synthetic(tmp_path, "--record", "takes/show.abrec")
