@@ -15,7 +15,7 @@ import json
 import platform
 import time
 
-from .metrics import PipelineMetrics
+from .metrics import PipelineMetrics, peak_rss_mb
 from .pipeline import Pipeline, add_source_arguments, apply_source_arguments, is_keypoint_source, open_config_source
 
 STAGE_ORDER = ("grab", "detect", "crop_boxes", "pose", "track", "smooth", "predict", "retarget")
@@ -28,6 +28,9 @@ def configure_parser(parser: argparse.ArgumentParser, command: str) -> None:
                         help="rate of the output thread that predicts and retargets (default websocket.rate, 60)")
     parser.add_argument("--no-outputs", action="store_true", help="no output thread: time only capture to keypoints")
     parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
+    parser.add_argument("--compare-mediapipe", action="store_true",
+                        help="time our pipeline and MediaPipe Pose on the same decoded frames, side by side "
+                             "(needs the optional extra: pip install 'avatar-bridge[mediapipe]')")
 
 
 def run_bench(config, max_frames: int | None = None, duration: float | None = None, warmup: int = 3,
@@ -95,6 +98,7 @@ def run_bench(config, max_frames: int | None = None, duration: float | None = No
         "stages_ms": {k: snap["stages_ms"][k] for k in STAGE_ORDER if k in snap["stages_ms"]},
         "latency_ms": snap["latency_ms"],
         "outputs": _clock_summary(clock, rate),
+        "peak_rss_mb": peak_rss_mb(),
         "machine": {"cpus": _cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
     }
 
@@ -133,7 +137,7 @@ def format_table(result: dict) -> str:
         f"people {result['people_mode']}  pose {result['pose_model']}",
         f"{result['frames']} frames in {result['seconds']:.2f} s: {result['fps']:.1f} fps, "
         f"{result['updates_per_s']:.1f} pose updates/s, detector ran on {result['detector_runs']} of "
-        f"{result['frames_total']} frames, dropped {result['dropped']}",
+        f"{result['frames_total']} frames, dropped {result['dropped']}, peak RSS {result['peak_rss_mb']} MB",
         "",
         f"{'stage':<22}{'p50 ms':>10}{'p95 ms':>10}{'mean ms':>10}{'n':>8}",
     ]
@@ -157,6 +161,12 @@ def run_command(args: argparse.Namespace) -> int:
     # VMC/WebSocket are not part of a bench; a synthetic source needs no duration limit of its own.
     if args.max_frames is None and not config.source.duration and config.source.source == "synthetic":
         args.max_frames = 300
+    if args.compare_mediapipe:
+        from . import mediapipe_compare
+
+        result = mediapipe_compare.compare(config, max_frames=args.max_frames, warmup=max(args.warmup, 0))
+        print(json.dumps(result, indent=2) if args.json else mediapipe_compare.format_comparison(result))
+        return 0
     result = run_bench(config, max_frames=args.max_frames, duration=config.source.duration or None,
                        warmup=max(args.warmup, 0), outputs=not args.no_outputs, output_rate=args.output_rate)
     if args.json:

@@ -142,8 +142,8 @@ class BenchCase:
 
 def bench_cases(cases: list[BenchCase], repeats: int, warmup: int) -> list[BenchRow]:
     """Round-robin timings of every case: forward (model only) and estimate (crop + forward + decode)."""
-    forward = _time_round_robin([c.forward for c in cases], repeats, warmup)
-    estimate = _time_round_robin([c.estimate for c in cases], max(3, repeats // 2), 1)
+    samples = _time_round_robin([fn for c in cases for fn in (c.forward, c.estimate)], repeats, warmup)
+    forward, estimate = samples[0::2], samples[1::2]
     rows = []
     for case, f, e in zip(cases, forward, estimate):
         fm, fp = percentiles(f)

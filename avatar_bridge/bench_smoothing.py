@@ -15,6 +15,11 @@ speed gain, innovation gain; other settings as shipped) are scored by RMSE to
 the truth (px), lag (frames, from the cross-correlation of velocities, sub-frame) and jitter (mean
 absolute second difference, px/frame^2). The floors of issue #4 are checked against the One Euro
 Pareto front (lowest RMSE for a given jitter), interpolated at the Kalman default's jitter.
+
+The latency check delivers each measurement 50 ms after capture and scores ``predict(capture +
+50 ms)`` against the true pose at that moment (the clip resampled at 180 fps), next to the
+uncompensated output, noise-free extrapolation references and wider-band filters extrapolated with
+their plain motion model (what a lower lag at send time costs in RMSE).
 """
 
 from __future__ import annotations
@@ -42,6 +47,9 @@ KALMAN_SPEED_GAIN_SCALES = (0.0, 1 / 6, 2 / 6, 3 / 6, 4 / 6, 1.0, 1.5)
 KALMAN_INNOVATION_GAIN_SCALES = (0.0, 1.0, 3.3)
 FPS = 30.0
 DELIVERY_DELAY = 0.05  # s between capture and the measurement reaching the filter (latency check)
+# Latency check: a wider-band filter extrapolated with its plain motion model (no shrinking), to show
+# how much RMSE a lower lag at send time costs (constant acceleration, jerk x the shipped default).
+PREDICTION_JERK_SCALES = (1.0, 5.0, 25.0, 125.0)
 
 
 # --- data ---------------------------------------------------------------------------------------
@@ -129,13 +137,22 @@ def run_stabilizer(stabilizer, noisy: np.ndarray, conf: np.ndarray, delay: float
 
 
 def update_cost(stabilizer, noisy: np.ndarray, conf: np.ndarray) -> dict:
-    """Milliseconds per ``update`` call (one person, one frame): median and 95th percentile."""
-    times = []
+    """Milliseconds per ``update`` call (one person, one frame) and per ``predict`` 50 ms ahead
+    (the latency-compensated output): median and 95th percentile."""
+    times, predict_times = [], []
     for i in range(len(noisy)):
         started = time.perf_counter()
         stabilizer.update(noisy[i], conf[i], i / FPS)
-        times.append((time.perf_counter() - started) * 1000)
-    return {"ms_per_frame_median": float(np.median(times)), "ms_per_frame_p95": float(np.percentile(times, 95))}
+        predicted = time.perf_counter()
+        stabilizer.predict(i / FPS + DELIVERY_DELAY)
+        times.append((predicted - started) * 1000)
+        predict_times.append((time.perf_counter() - predicted) * 1000)
+    return {
+        "ms_per_frame_median": float(np.median(times)),
+        "ms_per_frame_p95": float(np.percentile(times, 95)),
+        "ms_per_predict_median": float(np.median(predict_times)),
+        "ms_per_predict_p95": float(np.percentile(predict_times, 95)),
+    }
 
 
 def one_euro(image_size: tuple[int, int], min_cutoff: float, beta: float, d_cutoff: float) -> OneEuroStabilizer:
@@ -244,12 +261,21 @@ def latency_check(bvh, source, truth, noisy, conf, config, frames) -> dict:
     # References without any noise: how far straight-line extrapolation can go on this motion.
     lead = DELIVERY_DELAY * FPS  # frames
     backward = np.concatenate([np.zeros_like(truth[:1]), np.diff(truth, axis=0)])
+    backward2 = np.concatenate([np.zeros_like(truth[:1]), np.diff(backward, axis=0)])
+    # The lag/RMSE trade: wider-band constant-acceleration filters, plain extrapolation to send time.
+    trade = []
+    for scale in PREDICTION_JERK_SCALES:
+        cfg = dataclasses.replace(config, motion_model="constant_acceleration", jerk=config.jerk * scale, extrapolation_shrink=0.0, extrapolation_fit=0.0)
+        est = run_stabilizer(KalmanStabilizer(cfg), noisy, conf, delay=DELIVERY_DELAY)[ok]
+        trade.append({"jerk": cfg.jerk, **score(est, truth_at_send)})
     return {
         "delay_ms": DELIVERY_DELAY * 1000,
         "compensated": score(compensated, truth_at_send),
         "uncompensated": score(plain, truth_at_send),
         "exact_keypoints_exact_velocity": score((truth + np.gradient(truth, axis=0) * lead)[ok], truth_at_send),
         "exact_keypoints_causal_velocity": score((truth + backward * lead)[ok], truth_at_send),
+        "exact_keypoints_causal_quadratic": score((truth + backward * lead + backward2 * lead**2 / 2)[ok], truth_at_send),
+        "wide_band_plain_extrapolation": trade,
     }
 
 
@@ -323,8 +349,14 @@ def format_table(result: dict) -> str:
         row("Kalman default, 50 ms late, uncompensated", lat["uncompensated"])
         row("(no noise: exact points + central-diff velocity)", lat["exact_keypoints_exact_velocity"])
         row("(no noise: exact points + causal velocity)", lat["exact_keypoints_causal_velocity"])
+        row("(no noise: exact points + causal vel. + accel.)", lat["exact_keypoints_causal_quadratic"])
+        for p in lat["wide_band_plain_extrapolation"]:
+            row(f"(50 ms late: CA jerk {p['jerk']:g}, plain extrapolation)", p)
         d = case["kalman_default"]
-        lines.append(f"Kalman cost per person per frame: median {d['ms_per_frame_median']:.3f} ms, p95 {d['ms_per_frame_p95']:.3f} ms")
+        lines.append(
+            f"Kalman cost per person per frame: update median {d['ms_per_frame_median']:.3f} ms, p95 {d['ms_per_frame_p95']:.3f} ms;"
+            f" predict 50 ms ahead median {d['ms_per_predict_median']:.3f} ms, p95 {d['ms_per_predict_p95']:.3f} ms"
+        )
         for name, f in case["floors"].items():
             figures = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in f.items() if k != "ok")
             lines.append(f"floor {name}: {'PASS' if f['ok'] else 'FAIL'} ({figures})")

@@ -161,7 +161,9 @@ class SmoothingConfig:
     speed_gain: float = field(default=6.0, metadata={"range": (0.0, 1000.0)})  # 1/s: extra process noise per unit of joint speed (swinging limbs)
     innovation_gain: float = field(default=3.0, metadata={"range": (0.0, 1000.0)})  # extra process noise per unit of excess normalized innovation
     innovation_rate: float = field(default=0.3, metadata={"range": (0.01, 1.0)})  # update rate of that per-joint innovation average
-    extrapolation_shrink: float = field(default=2.0, metadata={"range": (0.0, 100.0)})  # predict(t): shrink velocity by its uncertainty; 0 = plain model
+    extrapolation_shrink: float = field(default=1.0, metadata={"range": (0.0, 100.0)})  # predict(t): shrink velocity by its uncertainty; 0 = plain model
+    extrapolation_window: int = field(default=3, metadata={"range": (2, 8)})  # predict(t): filtered states the velocity line is fitted over
+    extrapolation_fit: float = field(default=0.5, metadata={"range": (0.0, 1.0)})  # predict(t): share of that fitted slope in the velocity; 0 = filter state only
     body_coupling: float = field(default=0.0, metadata={"range": (0.0, 10.0)})  # whole-body motion share of the process noise; 0 = joints independent
     joint_share: float = field(default=1.0, metadata={"range": (0.0, 10.0)})  # per-joint share of the process noise when coupled
     measurement_noise: float = field(default=0.012, metadata={"range": (0.0001, 1.0)})  # keypoint noise at confidence 1, body heights

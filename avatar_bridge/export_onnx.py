@@ -8,7 +8,7 @@ match torch's within ``tolerance`` (1e-4 by default), so a bad export never goes
 from __future__ import annotations
 
 import argparse
-import logging
+import inspect
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +16,6 @@ import torch
 
 from .model import ARCHITECTURES, SimpleBaseline, build_model
 
-log = logging.getLogger(__name__)
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "heatmaps"
@@ -30,9 +29,12 @@ def export_onnx(model: SimpleBaseline, path: str | Path, input_size: tuple[int, 
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval().float().cpu()
     dummy = torch.zeros(2, 3, int(input_size[0]), int(input_size[1]))
+    options = {}
+    if "dynamo" in inspect.signature(torch.onnx.export).parameters:
+        options["dynamo"] = False  # the TorchScript exporter: no onnxscript dependency, dynamic_axes as given
     torch.onnx.export(
         model, (dummy,), str(path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], opset_version=opset,
-        dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}, do_constant_folding=True, dynamo=False,
+        dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}, do_constant_folding=True, **options,
     )
     return path
 

@@ -136,3 +136,14 @@ class PipelineMetrics:
             f"{snap['fps']:5.1f} fps  {snap['updates_per_s']:5.1f} poses/s  dropped {snap['dropped']}  "
             f"| ms: {stages} | {latency}"
         )
+
+
+def peak_rss_mb() -> float | None:
+    """The process's peak resident memory in MiB (Linux/macOS), None where unknown."""
+    try:
+        import resource
+        import sys
+    except ImportError:  # pragma: no cover - Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024, 1)  # bytes on macOS, KiB on Linux

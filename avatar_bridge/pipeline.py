@@ -32,7 +32,7 @@ import numpy as np
 from .capture import CameraSource, FrameSource, as_bgr_image, open_source, parse_size
 from .config import AppConfig, ConfigError, DetectorConfig, load_config
 from .keypoints import SKELETON_EDGES
-from .metrics import PipelineMetrics
+from .metrics import PipelineMetrics, peak_rss_mb
 from .stream import OutputFrame, OutputPerson
 from .track import Tracker, TrackerSettings
 from .types import Frame, FramePoses, Pose2D
@@ -600,7 +600,8 @@ def run_command(args: argparse.Namespace) -> int:
         f"stopped ({stop.reason}): {snap['frames']} frames, {snap['updates']} pose updates, "
         f"{snap['fps']:.1f} fps, dropped {snap['dropped']}"
         + (f", capture to keypoints p95 {latency['p95']:.0f} ms" if latency else "")
-        + outputs_text,
+        + outputs_text
+        + f", peak RSS {peak_rss_mb()} MB",
         file=sys.stderr,
     )
     if outputs.recorder is not None and outputs.recorder.error is not None:

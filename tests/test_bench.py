@@ -31,6 +31,7 @@ def test_bench_video_json_has_rates_stages_and_latency(capsys):
         assert stages[name]["n"] == 12 and 0 < stages[name]["p50"] <= stages[name]["p95"]
     assert result["latency_ms"]["capture_to_keypoints"]["p95"] >= result["latency_ms"]["capture_to_keypoints"]["p50"] > 0
     assert result["outputs"]["rate_hz"] == 60.0
+    assert 50 < result["peak_rss_mb"] < 4000  # this process: python + torch + onnxruntime + frames
 
 
 def test_bench_driver_only_on_resized_frames_table(capsys):
@@ -58,3 +59,16 @@ def test_bench_too_short_source_is_a_clear_error(tmp_path, capsys):
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert "--warmup" in err and len(err.strip().splitlines()) == 1
+
+
+def test_compare_mediapipe_flag_without_the_extra_says_how_to_install(capsys):
+    import importlib.util
+
+    if importlib.util.find_spec("mediapipe") is not None:
+        pytest.skip("mediapipe is installed: the comparison itself is tested in test_mediapipe_compare.py")
+    argv = ["bench", "--source", str(need(VIDEO)), "--model", str(need(POSE_ONNX)), "--detector", "light-person-detector",
+            "--detector-dir", str(FIXTURES / "models"), "--resize", "640x360", "--people", "driver", "--max-frames", "4",
+            "--compare-mediapipe"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "avatar-bridge[mediapipe]" in err[0]

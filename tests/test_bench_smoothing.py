@@ -71,11 +71,12 @@ def test_short_benchmark_structure(tmp_path, capsys):
         assert set(case) >= {"raw", "one_euro_xr_defaults", "one_euro_sweep", "kalman_sweep", "kalman_default", "latency", "floors"}
         assert len(case["one_euro_sweep"]) == 9 and len(case["kalman_sweep"]) == 6
         latency_rows = [v for v in case["latency"].values() if isinstance(v, dict)]
-        assert len(latency_rows) == 4
-        for row in [case["raw"], case["kalman_default"], *case["kalman_sweep"], *latency_rows]:
+        assert len(latency_rows) == 5 and len(case["latency"]["wide_band_plain_extrapolation"]) == 4
+        for row in [case["raw"], case["kalman_default"], *case["kalman_sweep"], *latency_rows, *case["latency"]["wide_band_plain_extrapolation"]]:
             assert np.isfinite([row["rmse"], row["jitter"], row["lag"]]).all()
         # Any filter is smoother than the raw measurements.
         assert case["kalman_default"]["jitter"] < case["raw"]["jitter"]
+        assert case["kalman_default"]["ms_per_predict_median"] > 0 and np.isfinite(case["kalman_default"]["ms_per_predict_p95"])
         assert all("ok" in floor for floor in case["floors"].values()) and "latency" in case["floors"]
     assert result["cases"]["iid"]["raw"]["rmse"] == pytest.approx(7.07, abs=0.5)  # sqrt(2) * 5 px
     # Raw keeps the measurement timing: no lag.
@@ -96,3 +97,20 @@ def test_full_sweep_sizes():
     mc, beta, dc, acc, speed, innov = _sweep_grids(quick=False)
     assert len(mc) * len(beta) * len(dc) == 98 and min(mc) == 0.5 and max(mc) == 5.0 and min(beta) == 1 and max(beta) == 60
     assert len(acc) * len(speed) * len(innov) == 147 and 1.0 in acc and 1.0 in speed and 1.0 in innov
+
+
+def test_lag_metric_recovers_sub_frame_shifts_of_the_clip():
+    """The lag the latency floor is judged on, checked on the benchmark's own motion: the true pose
+    sampled 1/6 frame apart (180 fps) and shifted by a known amount reads back within 0.05 frame,
+    with the sign the floor uses (positive = behind the truth)."""
+    from avatar_bridge.bench_smoothing import FPS, load_clip
+    from avatar_bridge.mocap import coco17_world
+
+    truth, source = load_clip(need(MOCAP))
+    fine = source.camera.project(coco17_world(source.motion, fps=FPS * 6))
+    n = (len(fine) - 12) // 6
+    reference = fine[6 : 6 + 6 * n : 6]
+    np.testing.assert_allclose(fine[: 6 * n : 6], truth[:n], atol=1e-3)  # same samples as the source
+    for steps in (-4, -3, -1, 2, 3, 5):  # est = truth (steps / 6) frame earlier = late by steps / 6
+        late = fine[6 - steps : 6 - steps + 6 * n : 6]
+        assert lag_frames(late, reference) == pytest.approx(steps / 6, abs=0.05)

@@ -291,6 +291,7 @@ def test_run_writes_the_recording_where_asked_and_nothing_else(tmp_path):
     (tmp_path / "takes").mkdir()
     done = run_synthetic(tmp_path, "--record", "takes/show.abrec")
     assert done.returncode == 0, done.stderr
+    assert "web viewer: http://127.0.0.1:" in done.stderr  # the real command binds loopback by default
     files = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
     assert files == ["takes/show.abrec"], files
     assert read_recording(tmp_path / "takes" / "show.abrec").complete
