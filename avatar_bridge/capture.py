@@ -97,15 +97,16 @@ def as_bgr_image(image: Any, where: str) -> np.ndarray | None:
 class VideoFileSource(_ContextSource):
     """A video file decoded with OpenCV.
 
-    ``realtime=True`` paces frames at the file's frame rate as a camera would deliver them, and
-    skips frames (counted in ``Frame.dropped``) when the consumer falls behind. ``realtime=False``
-    hands out every frame as fast as it can be decoded (benchmarks); decoding and resizing then run
-    on a reader thread one frame ahead, so they overlap the pose work instead of adding to it.
+    Decoding and resizing always run on a thread, overlapping the consumer's work.
+    ``realtime=True`` behaves like a camera: the thread publishes each frame at its time in the
+    file (the clock starts at the first ``read()``) into a one-frame slot, so a consumer that falls
+    behind gets the newest frame and the ones it missed are counted in ``Frame.dropped``.
+    ``realtime=False`` hands out every frame, as fast as they can be decoded (benchmarks).
 
     Timestamps (the "capture time" latencies are measured from): in realtime mode, the moment the
-    frame was due, as a camera would have captured it, so decoding and any lateness count as
-    latency; as fast as possible there is no capture clock, so a frame is stamped when the
-    consumer takes it (latency = the pipeline's own work; decoding is reported as ``grab``).
+    frame was due, as a camera would have captured it; as fast as possible there is no capture
+    clock, so a frame is stamped when the consumer takes it (latency = the pipeline's own work;
+    waiting for the decoder is reported as ``grab``).
     A file truncated or corrupt mid-way ends cleanly at the last decodable frame, with a warning; a
     file with no decodable frame at all is refused when opened.
     """
@@ -117,7 +118,6 @@ class VideoFileSource(_ContextSource):
         loop: bool = False,
         resize: tuple[int, int] | None = None,
         fps: float | None = None,
-        prefetch: bool = True,
     ) -> None:
         self.path = Path(path)
         if not self.path.is_file():
@@ -140,22 +140,28 @@ class VideoFileSource(_ContextSource):
         self.loop = loop
         self.decode_failed = False  # True when the file ended before its announced frame count
         self._decoded = 0  # frames decoded in this pass over the file
-        self._file_pos = 0  # frames consumed from the file in total (pacing clock)
         self._index = 0  # frames handed out
-        self._start: float | None = None
+        self._start: float | None = None  # pacing clock, started by the first read()
         self._closed = False
         first = self._decode()
         if first is None:
             self._cap.release()
             raise ValueError(f"video file {self.path} has no decodable frames: the file is corrupt or empty")
-        self._pending: tuple[np.ndarray, float] | None = (first, time.monotonic())
-        self._queue: queue.Queue | None = None
+        self._first = first
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        if not realtime and prefetch:
-            self._queue = queue.Queue(maxsize=1)
-            self._thread = threading.Thread(target=self._reader, name=f"decode-{self.path.name}", daemon=True)
-            self._thread.start()
+        self._started = threading.Event()
+        # Hand-over between the decoder thread and read(): a bounded queue (as fast as possible) or a
+        # one-frame "newest" slot that the paced thread overwrites (realtime, like a camera).
+        self._queue: queue.Queue = queue.Queue(maxsize=1)
+        self._cond = threading.Condition()
+        self._slot: tuple[np.ndarray, float] | None = None
+        self._slot_seq = 0
+        self._taken_seq = 0
+        self._skipped = 0  # frames the paced thread skipped without decoding (it was late)
+        self._ended = False
+        target = self._paced_reader if realtime else self._prefetch_reader
+        self._thread = threading.Thread(target=target, name=f"decode-{self.path.name}", daemon=True)
+        self._thread.start()
 
     def _decode(self) -> np.ndarray | None:
         """The next frame (resized), rewinding at the end when looping; None at the end of the file."""
@@ -173,68 +179,82 @@ class VideoFileSource(_ContextSource):
                 )
             return None
         self._decoded += 1
-        self._file_pos += 1
         return _resize(image, self.resize)
 
-    def _reader(self) -> None:
-        """Prefetch thread (as-fast-as-possible mode): decode one frame ahead of the consumer."""
+    def _prefetch_reader(self) -> None:
+        """As fast as possible: decode one frame ahead of the consumer (None marks the end)."""
+        image = self._first
         while not self._stop.is_set():
-            image = self._decode()
-            item = None if image is None else (image, time.monotonic())
             while not self._stop.is_set():
                 try:
-                    self._queue.put(item, timeout=0.1)
+                    self._queue.put(image, timeout=0.1)
                     break
                 except queue.Full:
                     continue
-            if item is None:
+            if image is None:
                 return
+            image = self._decode()
 
-    def _next(self) -> tuple[np.ndarray, float] | None:
-        if self._pending is not None:
-            item, self._pending = self._pending, None
-            return item
-        if self._queue is not None:
-            while not self._closed:
-                try:
-                    return self._queue.get(timeout=0.1)
-                except queue.Empty:
-                    if self._thread is None or not self._thread.is_alive():
-                        return None
-            return None
-        image = self._decode()
-        return None if image is None else (image, time.monotonic())
+    def _paced_reader(self) -> None:
+        """Realtime: publish frame p at start + p / fps, decoding the next one while the consumer works.
+
+        A frame the consumer did not take before the next was published is overwritten (dropped);
+        when decoding itself falls more than a frame behind, frames are skipped with ``grab()``.
+        """
+        while not self._started.wait(0.1):
+            if self._stop.is_set():
+                return
+        image, position, period = self._first, 0, 1.0 / self.fps
+        while not self._stop.is_set():
+            due = self._start + position * period
+            delay = due - time.monotonic()
+            if delay > 0 and self._stop.wait(delay):
+                return
+            with self._cond:
+                self._slot = (image, due)
+                self._slot_seq += 1
+                self._cond.notify_all()
+            position += 1
+            while time.monotonic() > self._start + (position + 1) * period and self._cap.grab():
+                self._decoded += 1  # late: skip a frame without converting it
+                position += 1
+                with self._cond:
+                    self._skipped += 1
+            image = self._decode()
+            if image is None:
+                with self._cond:
+                    self._ended = True
+                    self._cond.notify_all()
+                return
 
     def read(self) -> Frame | None:
         if self._closed:
             return None
-        dropped = 0
         if self.realtime:
-            now = time.monotonic()
-            if self._start is None:
-                self._start = now
-            # _file_pos counts the pending first frame, so the frame about to be handed out is _file_pos - 1
-            position = self._file_pos - (1 if self._pending is not None else 0)
-            due = self._start + position / self.fps
-            if now < due:
-                time.sleep(due - now)
-            elif self._pending is None:
-                # Behind schedule: skip the frames whose time has passed, as a camera would.
-                behind = int((now - self._start) * self.fps) - self._file_pos
-                for _ in range(max(0, behind)):
-                    if not self._cap.grab():
-                        break
-                    self._file_pos += 1
-                    self._decoded += 1
-                    dropped += 1
-        item = self._next()
-        if item is None:
-            return None
-        image, stamp = item
-        if self.realtime:
-            stamp = self._start + (self._file_pos - 1) / self.fps  # when this frame was due
+            with self._cond:
+                if self._start is None:
+                    self._start = time.monotonic()
+                    self._started.set()
+                while self._slot_seq == self._taken_seq and not self._ended and not self._closed:
+                    self._cond.wait(0.1)
+                if self._slot_seq == self._taken_seq:
+                    return None
+                dropped = self._slot_seq - self._taken_seq - 1 + self._skipped
+                self._skipped = 0
+                self._taken_seq = self._slot_seq
+                image, stamp = self._slot  # stamp: when the frame was due, i.e. "captured"
         else:
-            stamp = time.monotonic()
+            image = None
+            while not self._closed:
+                try:
+                    image = self._queue.get(timeout=0.1)
+                    break
+                except queue.Empty:
+                    if not self._thread.is_alive():
+                        break
+            if image is None:
+                return None
+            stamp, dropped = time.monotonic(), 0
         frame = Frame(self._index, stamp, self.width, self.height, image=image, dropped=dropped)
         self._index += 1
         return frame
@@ -244,8 +264,9 @@ class VideoFileSource(_ContextSource):
             return
         self._closed = True
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5.0)
+        with self._cond:
+            self._cond.notify_all()
+        self._thread.join(timeout=5.0)
         self._cap.release()
 
 

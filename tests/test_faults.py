@@ -515,20 +515,22 @@ def test_one_output_raising_never_stops_the_others_or_the_capture_loop(tmp_path,
             client = WsCollector(outputs.server.port)
             outputs.open_files(source)
             processed = 0
-            deadline = time.monotonic() + 1.5
-            while time.monotonic() < deadline:
+            started = time.monotonic()
+            while time.monotonic() < started + 1.5:
                 pipeline.process(source.read())
                 processed += 1
-            stats = outputs.clock.stats()
     finally:
         outputs.close()
         source.close()
         if client is not None:
             client.close()
         receiver.close()
+    elapsed = time.monotonic() - started
+    stats = outputs.clock.stats()  # the clock is stopped: counts are final
     assert processed >= 10  # the capture loop never noticed
     assert stats.sink_errors["broken_sink"] == len(calls) >= 10
-    assert len([r for r in caplog.records if "broken_sink" in r.getMessage()]) == 1  # logged once per 5 s
+    logged = len([r for r in caplog.records if "broken_sink" in r.getMessage()])
+    assert 1 <= logged <= 1 + elapsed / 5.0  # at most once per 5 s, not per frame
     assert len(receiver.ok) >= 10 and len(client.frames) >= 10
     recording = read_recording(tmp_path / "take.abrec")
     assert recording.complete and len(recording) >= 10

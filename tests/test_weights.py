@@ -218,6 +218,13 @@ def test_fetch_uses_cache_then_downloads_named_checkpoint(http_root, tmp_path, m
     assert_same(source, weights.load_pretrained("test-r18", "resnet50", weights_dir=cache))  # arch from the registry
     with pytest.raises(ValueError, match="unknown checkpoint 'nope'.*avatar-bridge weights"):
         fetch("nope", cache)
+    from avatar_bridge.config import PoseConfig
+    from avatar_bridge.pose import TorchBackend, load_estimator
+
+    estimator = load_estimator(PoseConfig(model="test-r18", arch="mobilenetv2", input_size=[384, 288],
+                                          weights_dir=str(cache), download=False, threads=1))
+    assert isinstance(estimator.backend, TorchBackend) and estimator.backend.model.arch == "resnet18"
+    assert (estimator.input_h, estimator.input_w) == (256, 192)  # the registry entry decides, not the config
     other = tmp_path / "cli-cache"
     assert cli_main(["weights", "download", "test-r18", "--dir", str(other)]) == 0  # the CLI path, same server
     assert (other / info.filename).read_bytes() == path.read_bytes()
