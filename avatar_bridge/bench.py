@@ -1,8 +1,9 @@
 """``avatar-bridge bench``: run the live pipeline over a source and report fps and per-stage percentiles.
 
 It uses exactly the code of ``run`` (:class:`avatar_bridge.pipeline.Pipeline`), minus windows and
-sockets: frames are read as fast as possible (``--realtime`` to pace them like a camera) and each is
-processed, while an :class:`~avatar_bridge.stream.OutputClock` samples the pipeline at the output
+sockets: files are read as fast as possible (``--realtime`` to pace them like a camera; keypoint
+sources are paced unless ``--fast``, their timestamps being their time in the performance) and each
+frame is processed, while an :class:`~avatar_bridge.stream.OutputClock` samples the pipeline at the output
 rate on its own thread (prediction + retargeting), as ``run`` does, with a sink that discards the
 frames. So the figures include the CPU the output thread takes. The first ``--warmup`` frames (model
 initialisation, first allocations) are left out.
@@ -38,13 +39,13 @@ def run_bench(config, max_frames: int | None = None, duration: float | None = No
     """Process the configured source; returns the results as a JSON-ready dict."""
     from .stream import OutputClock
 
-    pipeline = Pipeline(config, PipelineMetrics(window=100000))
-    pipeline.prepare(images=not is_keypoint_source(config.source.source))
-    source = open_config_source(config)
     rate = output_rate or config.websocket.rate
     if not 1.0 <= rate <= 1000.0:
         raise ValueError(f"--output-rate {rate} is out of range: use 1 to 1000 Hz")
+    pipeline = Pipeline(config, PipelineMetrics(window=100000))
+    pipeline.prepare(images=not is_keypoint_source(config.source.source))
     clock = OutputClock(pipeline.sample, [(_discard, rate)]) if outputs else None
+    source = open_config_source(config)
     frames = 0
     started = None
     try:
@@ -155,9 +156,11 @@ def format_table(result: dict) -> str:
 def run_command(args: argparse.Namespace) -> int:
     from .config import load_config
 
-    if args.realtime is None:
-        args.realtime = False  # a benchmark processes files as fast as possible unless asked
     config = apply_source_arguments(args, load_config(args.config))
+    if args.realtime is None:
+        # Files as fast as possible unless asked. Keypoint sources (synthetic, BVH, recordings) stamp
+        # frames with their time in the performance, so they must be paced for latencies to mean anything.
+        config.source.realtime = is_keypoint_source(config.source.source)
     # VMC/WebSocket are not part of a bench; a synthetic source needs no duration limit of its own.
     if args.max_frames is None and not config.source.duration and config.source.source == "synthetic":
         args.max_frames = 300

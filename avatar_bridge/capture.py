@@ -163,13 +163,20 @@ class VideoFileSource(_ContextSource):
         self._thread = threading.Thread(target=target, name=f"decode-{self.path.name}", daemon=True)
         self._thread.start()
 
+    def _read_raw(self) -> tuple[bool, np.ndarray | None]:
+        try:
+            return self._cap.read()
+        except cv2.error as exc:  # a decoder error ends the file like a truncation would
+            log.warning("video file %s: decoding failed (%s)", self.path, str(exc).strip().splitlines()[-1])
+            return False, None
+
     def _decode(self) -> np.ndarray | None:
         """The next frame (resized), rewinding at the end when looping; None at the end of the file."""
-        ok, image = self._cap.read()
+        ok, image = self._read_raw()
         if not ok and self.loop and self._decoded > 0:
             self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
             self._decoded = 0
-            ok, image = self._cap.read()
+            ok, image = self._read_raw()
         if not ok:
             if self.frame_count and self._decoded < self.frame_count - 1 and not self.decode_failed:
                 self.decode_failed = True
@@ -196,15 +203,18 @@ class VideoFileSource(_ContextSource):
             image = self._decode()
 
     def _paced_reader(self) -> None:
-        """Realtime: publish frame p at start + p / fps, decoding the next one while the consumer works.
+        """Realtime: publish frame p at start + p / fps, decoded just before it is due.
 
-        A frame the consumer did not take before the next was published is overwritten (dropped);
-        when decoding itself falls more than a frame behind, frames are skipped with ``grab()``.
+        Decoding starts about 1.5 decode-times before the frame is due, when a consumer that keeps up
+        is idle, so it neither adds latency nor competes with the consumer's work. A frame the
+        consumer did not take before the next was published is overwritten (dropped); when decoding
+        itself falls more than a frame behind, frames are skipped with ``grab()``.
         """
         while not self._started.wait(0.1):
             if self._stop.is_set():
                 return
         image, position, period = self._first, 0, 1.0 / self.fps
+        decode_s = 0.005  # running estimate of one decode + resize
         while not self._stop.is_set():
             due = self._start + position * period
             delay = due - time.monotonic()
@@ -220,7 +230,12 @@ class VideoFileSource(_ContextSource):
                 position += 1
                 with self._cond:
                     self._skipped += 1
+            delay = self._start + position * period - 1.5 * decode_s - time.monotonic()
+            if delay > 0 and self._stop.wait(delay):
+                return
+            t0 = time.perf_counter()
             image = self._decode()
+            decode_s = 0.8 * decode_s + 0.2 * (time.perf_counter() - t0)
             if image is None:
                 with self._cond:
                     self._ended = True
@@ -236,6 +251,8 @@ class VideoFileSource(_ContextSource):
                     self._start = time.monotonic()
                     self._started.set()
                 while self._slot_seq == self._taken_seq and not self._ended and not self._closed:
+                    if not self._thread.is_alive():  # the decoder stopped without saying so: end
+                        break
                     self._cond.wait(0.1)
                 if self._slot_seq == self._taken_seq:
                     return None

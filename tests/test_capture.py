@@ -157,6 +157,10 @@ def test_realtime_video_drops_frames_for_a_slow_consumer(tmp_path):
     assert len(handed) + dropped <= 30
     levels = [int(f.image.mean() + 0.5) for f in handed]
     assert levels == sorted(levels)  # always forward, newest due frame
+    # frames are stamped with their due time in the file: the gap between two handed-out frames is
+    # exactly one frame period more than the frames dropped between them
+    for a, b in zip(handed, handed[1:]):
+        assert (b.timestamp - a.timestamp) * 30.0 == pytest.approx(1 + b.dropped, abs=1e-6)
 
 
 def test_looping_video_restarts(tmp_path):

@@ -301,3 +301,23 @@ def test_run_writes_the_recording_where_asked_and_nothing_else(tmp_path):
     assert done.returncode == 0, done.stderr
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file()) == ["takes/show.abrec"]
     assert (tmp_path / "takes" / "show.abrec").stat().st_mtime == mtime
+
+
+@pytest.mark.slow  # waits for the server's 10 s handshake timeout
+def test_silent_connections_are_dropped_and_never_block_others(start_server):
+    """A stranger opens connections and sends nothing (slowloris): real viewers still connect at once,
+    and the server closes the silent ones after its handshake timeout (websockets' open_timeout, 10 s)."""
+    srv = start_server()
+    silent = [socket.create_connection(("127.0.0.1", srv.port), timeout=30) for _ in range(20)]
+    try:
+        t0 = time.monotonic()
+        with connect(f"ws://127.0.0.1:{srv.port}/", open_timeout=5) as ws:
+            assert json.loads(ws.recv(timeout=5))["type"] == "hello"
+        closed_after = []
+        for sock in silent:
+            assert sock.recv(1024) == b""  # the server hung up (blocks until it does, at most 30 s)
+            closed_after.append(time.monotonic() - t0)
+        assert max(closed_after) < 25.0
+    finally:
+        for sock in silent:
+            sock.close()
