@@ -350,6 +350,9 @@ def build_config(args: argparse.Namespace) -> AppConfig:
     from .server import apply_arguments as apply_ws_arguments
 
     apply_ws_arguments(args, config.websocket)
+    overlay = getattr(args, "save_overlay", None)
+    if overlay and not Path(overlay).expanduser().resolve().parent.is_dir():
+        raise FileNotFoundError(f"folder for --save-overlay {overlay} does not exist: create it or choose another path")
     if getattr(args, "record", None):
         config.record.path = args.record
     if getattr(args, "bvh", None):

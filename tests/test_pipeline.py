@@ -139,6 +139,9 @@ def test_run_with_bad_settings_names_the_key(tmp_path, capsys):
     assert "every_n_frames" in capsys.readouterr().err
     assert cli.main(["run", "--resize", "big", "--headless", "--source", str(need(MOCAP))]) == 2
     assert "WIDTHxHEIGHT" in capsys.readouterr().err
+    missing = tmp_path / "no" / "overlay.mp4"
+    assert cli.main(["run", "--headless", "--source", str(MOCAP), "--save-overlay", str(missing)]) == 2
+    assert f"folder for --save-overlay {missing} does not exist" in capsys.readouterr().err
 
 
 def run_cli(*args: str) -> subprocess.Popen:
@@ -251,3 +254,16 @@ def test_stop_flag_ends_the_wait_for_an_unplugged_camera(tmp_path):
     finally:
         timer.cancel()
         camera.close()
+
+
+def test_run_on_an_image_folder(tmp_path, capsys):
+    cap = cv2.VideoCapture(str(need(VIDEO)))
+    for i in range(6):
+        ok, image = cap.read()
+        assert ok
+        cv2.imwrite(str(tmp_path / f"frame_{i:02d}.jpg"), cv2.resize(image, (960, 540)))
+    cap.release()
+    argv = ["run", "--source", str(tmp_path), "--model", str(need(POSE_ONNX)), "--detector", "yolox-nano",
+            "--detector-dir", str(FIXTURES / "models"), "--threads", "1", "--headless", "--quiet", "--no-ws", "--no-vmc"]
+    assert cli.main(argv) == 0
+    assert "stopped (source ended): 6 frames, 12 pose updates" in capsys.readouterr().err
