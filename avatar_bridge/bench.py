@@ -119,6 +119,7 @@ def _clock_summary(clock, rate: float) -> dict | None:
         "ticks": stats.ticks,
         "late_ticks": stats.late_ticks,
         "capture_to_output_ms": {"p50": r(stats.latency_ms_median), "p95": r(stats.latency_ms_p95)},
+        "capture_to_first_send_ms": {"p50": r(stats.fresh_latency_ms_median), "p95": r(stats.fresh_latency_ms_p95)},
         "interval_ms": {"p50": r(stats.interval_ms_median), "p95": r(stats.interval_ms_p95)},
     }
 
@@ -150,6 +151,10 @@ def format_table(result: dict) -> str:
         lat = out["capture_to_output_ms"]
         lines.append(f"{'capture_to_output':<22}{lat['p50']:>10.2f}{lat['p95']:>10.2f}{'':>10}{out['frames']:>8}"
                      f"   (output clock, {out['late_ticks']} late ticks)")
+        first = out["capture_to_first_send_ms"]
+        if first["p50"] is not None:
+            lines.append(f"{'capture_to_first_send':<22}{first['p50']:>10.2f}{first['p95']:>10.2f}"
+                         "   (each capture's first output)")
     return "\n".join(lines)
 
 

@@ -22,7 +22,7 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -111,6 +111,11 @@ class Pipeline:
         # body height None: the stabilizer measures it from the keypoints (boxes include padding)
         return _Person(pose.track_id, make_stabilizer(self.config.smoothing), Retargeter(self.config.retarget),
                        timestamp, pose)
+
+    def calibrations(self) -> dict[int, Any]:
+        """Each tracked person's finished calibration (:class:`avatar_bridge.retarget.Calibration`)."""
+        with self._lock:
+            return {tid: p.retargeter.calibration for tid, p in self._people.items() if p.retargeter.calibrated}
 
     # --- control (WebSocket messages, keys) -------------------------------------------------------
 
@@ -280,6 +285,15 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--loop", action="store_true", default=None, help="restart files at their end")
     parser.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
     parser.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    rig = parser.add_argument_group("retargeting")
+    rig.add_argument("--upper-body", dest="upper_body", action="store_true", default=None,
+                     help="lock the legs at rest, for seated streamers (retarget.upper_body)")
+    mirror = rig.add_mutually_exclusive_group()
+    mirror.add_argument("--mirror", dest="mirror", action="store_true", default=None,
+                        help="the avatar moves like your mirror image (retarget.mirror, the default)")
+    mirror.add_argument("--no-mirror", dest="mirror", action="store_false", help="the avatar's left arm is your left arm")
+    rig.add_argument("--calibration", metavar="FILE.json",
+                     help="load the body calibration from FILE if it exists, save it there after calibrating")
 
 
 def apply_source_arguments(args: argparse.Namespace, config: AppConfig) -> AppConfig:
@@ -297,6 +311,9 @@ def apply_source_arguments(args: argparse.Namespace, config: AppConfig) -> AppCo
         ("source", "realtime"): args.realtime,
         ("source", "loop"): args.loop,
         ("source", "duration"): args.duration,
+        ("retarget", "upper_body"): getattr(args, "upper_body", None),
+        ("retarget", "mirror"): getattr(args, "mirror", None),
+        ("retarget", "calibration_file"): getattr(args, "calibration", None),
     }
     for (section, key), value in overrides.items():
         if value is not None:
@@ -421,6 +438,7 @@ class _Outputs:
         self.clock = None
         self.server = None
         self.recorder = None
+        self._recorded_calibrations: dict[int, Any] = {}
         self.bvh = None
 
     def open_network(self) -> None:
@@ -482,6 +500,11 @@ class _Outputs:
         poses = FramePoses(self.pipeline.latest.frame_index if self.pipeline.latest else 0, frame.sample_time or frame.capture_time,
                            frame.width, frame.height, [p.pose2d for p in frame.people if p.pose2d is not None])
         self.recorder.write(poses, [p.rig for p in frame.people if p.rig is not None])
+        # Each finished calibration goes into the take once, so an export knows the body it measured.
+        for track_id, calibration in self.pipeline.calibrations().items():
+            if self._recorded_calibrations.get(track_id) is not calibration:
+                self.recorder.write_calibration({"track_id": track_id, **asdict(calibration)}, poses.timestamp)
+                self._recorded_calibrations[track_id] = calibration
 
     def _collect_bvh(self, frame: OutputFrame) -> None:
         """The driving person (record.bvh_track < 0) or the configured track, one RigPose per tick."""
@@ -598,7 +621,8 @@ def run_command(args: argparse.Namespace) -> int:
     latency = snap["latency_ms"].get("capture_to_keypoints")
     outputs_text = ""
     if clock_stats is not None and clock_stats.latency_ms_p95 is not None:
-        outputs_text = f", outputs sent {clock_stats.frames} frames (capture to send p95 {clock_stats.latency_ms_p95:.0f} ms)"
+        outputs_text = (f", outputs sent {clock_stats.frames} frames (capture to send p95 {clock_stats.latency_ms_p95:.0f} ms"
+                        f", to first send p95 {clock_stats.fresh_latency_ms_p95 or 0:.0f} ms)")
     print(
         f"stopped ({stop.reason}): {snap['frames']} frames, {snap['updates']} pose updates, "
         f"{snap['fps']:.1f} fps, dropped {snap['dropped']}"

@@ -9,7 +9,8 @@ strictly validated: unknown types, unknown keys and wrong value types are errors
 
 Coordinates: the canonical frame of :mod:`avatar_bridge.skeleton` (right-handed, metres, Y up, the
 avatar faces +Z, its left arm points to +X), which is exactly three-vrm's normalized-bone frame for a
-VRM 1.0 model, so a frame's ``pose`` can be passed to ``vrm.humanoid.setNormalizedPose`` unchanged.
+VRM 1.0 model, so a frame's ``pose`` rotations can be passed to ``vrm.humanoid.setNormalizedPose``
+unchanged; the hips ``position`` is absolute, so subtract the rest hips offset (from ``hello``) first.
 """
 
 from __future__ import annotations

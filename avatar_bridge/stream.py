@@ -79,10 +79,14 @@ class ClockStats:
     sample_errors: int
     sink_errors: dict[str, int]
     sends: dict[str, int]  # frames handed to each sink
-    latency_ms_median: float | None  # send time - capture time, over the last 1000 frames
+    latency_ms_median: float | None  # send time - capture time, every frame sent (last 1000)
     latency_ms_p95: float | None
     interval_ms_median: float | None  # time between consecutive ticks
     interval_ms_p95: float | None
+    # Capture to the FIRST send that carries that capture: how long new motion takes to leave. The
+    # latency figures above also count the ticks that re-send (extrapolate) an older capture between frames.
+    fresh_latency_ms_median: float | None = None
+    fresh_latency_ms_p95: float | None = None
 
 
 def _percentiles(values: deque) -> tuple[float | None, float | None]:
@@ -153,6 +157,8 @@ class OutputClock:
         self._sample_errors = 0
         self._sample_last_log = -float("inf")
         self._latency_ms: deque = deque(maxlen=1000)
+        self._fresh_latency_ms: deque = deque(maxlen=1000)
+        self._last_capture: float | None = None
         self._interval_ms: deque = deque(maxlen=1000)
 
     # --- lifecycle ---------------------------------------------------------------------------------
@@ -235,7 +241,11 @@ class OutputClock:
         with self._lock:
             self._frames += 1
             if isinstance(frame.capture_time, (int, float)):
-                self._latency_ms.append((self._clock() - frame.capture_time) * 1000.0)
+                latency = (self._clock() - frame.capture_time) * 1000.0
+                self._latency_ms.append(latency)
+                if frame.capture_time != self._last_capture:
+                    self._fresh_latency_ms.append(latency)
+                    self._last_capture = frame.capture_time
         for slot in slots:
             try:
                 slot.sink(frame)
@@ -258,6 +268,7 @@ class OutputClock:
         with self._lock:
             lat_med, lat_p95 = _percentiles(self._latency_ms)
             int_med, int_p95 = _percentiles(self._interval_ms)
+            fresh_med, fresh_p95 = _percentiles(self._fresh_latency_ms)
             return ClockStats(
                 ticks=self._ticks,
                 frames=self._frames,
@@ -269,4 +280,6 @@ class OutputClock:
                 latency_ms_p95=lat_p95,
                 interval_ms_median=int_med,
                 interval_ms_p95=int_p95,
+                fresh_latency_ms_median=fresh_med,
+                fresh_latency_ms_p95=fresh_p95,
             )

@@ -25,3 +25,11 @@ def test_module_entry_point_runs():
     out = subprocess.run([sys.executable, "-m", "avatar_bridge"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0
     assert "run" in out.stdout
+
+
+def test_cli_limits_blas_to_one_thread():
+    from threadpoolctl import threadpool_info
+
+    cli.limit_blas_threads()
+    blas = [info for info in threadpool_info() if info["user_api"] == "blas"]
+    assert blas and all(info["num_threads"] == 1 for info in blas)

@@ -267,3 +267,50 @@ def test_run_on_an_image_folder(tmp_path, capsys):
             "--detector-dir", str(FIXTURES / "models"), "--threads", "1", "--headless", "--quiet", "--no-ws", "--no-vmc"]
     assert cli.main(argv) == 0
     assert "stopped (source ended): 6 frames, 12 pose updates" in capsys.readouterr().err
+
+
+def test_retarget_flags_override_the_config(tmp_path):
+    import argparse
+
+    from avatar_bridge.config import load_config
+    from avatar_bridge.pipeline import add_source_arguments, apply_source_arguments
+
+    parser = argparse.ArgumentParser()
+    add_source_arguments(parser)
+    calibration = tmp_path / "me.json"
+    config = apply_source_arguments(
+        parser.parse_args(["--upper-body", "--no-mirror", "--calibration", str(calibration)]), load_config("default"))
+    assert config.retarget.upper_body is True
+    assert config.retarget.mirror is False
+    assert config.retarget.calibration_file == str(calibration)
+    # no flag: the config's values stay
+    config = apply_source_arguments(parser.parse_args([]), load_config("default"))
+    assert config.retarget.mirror is True and config.retarget.upper_body is False
+
+
+def test_upper_body_run_keeps_the_legs_at_rest():
+    """--upper-body through the real pipeline: the synthetic performer steps, the avatar's legs do not."""
+    import numpy as np
+
+    from avatar_bridge.config import load_config
+    from avatar_bridge.pipeline import Pipeline
+    from avatar_bridge.synthetic import SyntheticSource
+
+    config = load_config("default")
+    config.retarget.upper_body = True
+    pipeline = Pipeline(config)
+    source = SyntheticSource(fps=30, seed=1, duration=4.0, realtime=False)
+    moved, solved = [], 0
+    while (frame := source.read()) is not None:
+        truth_leg = frame.truth_rig.rotations.get("leftUpperLeg")
+        if truth_leg is not None:
+            moved.append(abs(float(truth_leg[3])) < 0.999)  # the performer's own leg is bent
+        pipeline.process(frame)
+        out = pipeline.sample(frame.timestamp)
+        if out is not None and out.people and out.people[0].rig is not None:
+            rig = out.people[0].rig
+            solved += 1
+            for leg in ("leftUpperLeg", "rightUpperLeg", "leftLowerLeg", "rightLowerLeg"):
+                q = rig.rotations.get(leg, np.array([0, 0, 0, 1.0]))
+                assert abs(abs(float(q[3])) - 1.0) < 1e-6, (leg, q)
+    assert solved > 30 and any(moved)  # rigs were produced while the performer's legs moved

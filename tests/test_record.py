@@ -542,3 +542,15 @@ def test_export_of_a_cut_off_take_exports_what_it_holds(tmp_path, capsys):
     assert "track 1, 54 frames at 30 fps (1.80 s)" in out and "recording damaged: the last chunk is cut short" in out
     summary = summarize_recording(path)
     assert (summary.frames, summary.complete, summary.tracks) == (54, False, {1: 54})
+
+
+def test_a_calibration_finished_during_the_take_is_recorded(tmp_path):
+    """The synthetic performer stands still first: its calibration lands in the take with its track id."""
+    take = tmp_path / "calibrated.abrec"
+    argv = ["record", "-o", str(take), "--source", "synthetic", "--duration", "3",
+            "--headless", "--quiet", "--no-ws", "--no-vmc"]
+    assert cli.main(argv) == 0
+    calibrations = read_recording(take).calibrations
+    assert len(calibrations) == 1
+    entry = calibrations[0]["calibration"]
+    assert entry["track_id"] >= 0 and entry["segments"]["torso"] > 0 and entry["body_px"] > 0

@@ -146,3 +146,26 @@ def test_bench_stream_command_runs_and_reports(capsys):
     assert len(runs[1]["dropped_per_client"]) == 3  # two readers and the stuck one
     with __import__("pytest").raises(ValueError, match="must be positive"):
         cli.main(["-v", "bench-stream", "--clients", "0"])
+
+
+def test_first_send_latency_counts_each_capture_once():
+    """Ticks that re-send an older capture count in the age figures, not in the first-send ones."""
+    now = [0.0]
+    captures = {0: 0.0, 1: 0.0, 2: 0.0, 3: 0.050}  # tick -> capture time of the newest frame
+    tick_index = [0]
+
+    def sample(t):
+        frame = OutputFrame(captures[tick_index[0]], 10, 10)
+        tick_index[0] += 1
+        return frame
+
+    clock = OutputClock(sample, [Recorder()], clock=lambda: now[0])
+    for t in (0.010, 0.026, 0.043, 0.060):
+        now[0] = t
+        clock.tick(t)
+    stats = clock.stats()
+    # every send: ages 10, 26, 43 (capture 0) and 10 ms (capture 0.050)
+    assert stats.latency_ms_median == pytest.approx((10 + 26) / 2)
+    # first sends only: capture 0 at 10 ms, capture 0.050 at 10 ms
+    assert stats.fresh_latency_ms_median == pytest.approx(10.0)
+    assert stats.fresh_latency_ms_p95 == pytest.approx(10.0)
