@@ -21,7 +21,7 @@ from typing import Any, Callable, Protocol
 import cv2
 import numpy as np
 
-from .types import Frame
+from .types import Frame, FrameSourceBase
 
 log = logging.getLogger(__name__)
 
@@ -41,16 +41,6 @@ class FrameSource(Protocol):
     def __enter__(self) -> "FrameSource": ...
 
     def __exit__(self, *exc: object) -> None: ...
-
-
-class _ContextSource:
-    """Context-manager boilerplate shared by the sources here."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def parse_size(text: str | None) -> tuple[int, int] | None:
@@ -94,7 +84,7 @@ def as_bgr_image(image: Any, where: str) -> np.ndarray | None:
 # --- video file ------------------------------------------------------------------------------------
 
 
-class VideoFileSource(_ContextSource):
+class VideoFileSource(FrameSourceBase):
     """A video file decoded with OpenCV.
 
     Decoding and resizing always run on a thread, overlapping the consumer's work.
@@ -290,7 +280,7 @@ class VideoFileSource(_ContextSource):
 # --- image folder ----------------------------------------------------------------------------------
 
 
-class ImageFolderSource(_ContextSource):
+class ImageFolderSource(FrameSourceBase):
     """The images of a folder in name order, as frames at ``fps`` (paced when ``realtime``)."""
 
     def __init__(
@@ -364,7 +354,7 @@ def _open_video_capture(device: int | str) -> cv2.VideoCapture:
     return cv2.VideoCapture(device)
 
 
-class CameraSource(_ContextSource):
+class CameraSource(FrameSourceBase):
     """A live camera (index, /dev/video* path or stream URL) read on its own thread.
 
     ``read()`` returns the newest frame; frames the consumer was too slow to take are counted in

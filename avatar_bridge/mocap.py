@@ -24,7 +24,7 @@ import numpy as np
 from .bvh import BvhMotion, load_bvh
 from .camera import PinholeCamera
 from .keypoints import KEYPOINT_INDEX, NUM_KEYPOINTS
-from .types import Frame, Pose2D
+from .types import Frame, FrameSourceBase, Pose2D
 
 # COCO body keypoint -> BVH joint names to try, first match wins. Mixamo/cgspeed names come first
 # because there "LeftShoulder" is the collar bone and "LeftArm" the shoulder joint.
@@ -133,7 +133,7 @@ def truth_box(keypoints: np.ndarray, scores: np.ndarray, pad: float = 0.15) -> n
     return np.concatenate([lo - margin, hi + margin]).astype(np.float32)
 
 
-class MocapSource:
+class MocapSource(FrameSourceBase):
     """Plays a BVH file as a frame source of projected COCO-17 keypoints (no images).
 
     Timestamps are ``time.monotonic()`` at open plus ``index / fps``; ``realtime`` sleeps until then.
@@ -201,13 +201,3 @@ class MocapSource:
 
     def close(self) -> None:
         self._closed = True
-
-    def __enter__(self) -> "MocapSource":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __iter__(self):
-        while (frame := self.read()) is not None:
-            yield frame

@@ -37,7 +37,7 @@ import numpy as np
 
 from . import __version__, skeleton
 from .keypoints import COCO_KEYPOINTS
-from .types import Frame, FramePoses, Pose2D, RigPose
+from .types import Frame, FramePoses, FrameSourceBase, Pose2D, RigPose
 
 log = logging.getLogger(__name__)
 
@@ -659,7 +659,7 @@ class PlaybackFrame(Frame):
     recorded_timestamp: float = 0.0
 
 
-class PlaybackSource:
+class PlaybackSource(FrameSourceBase):
     """A FrameSource that replays an ``.abrec`` take at its original timing.
 
     ``speed`` scales time (2.0 = twice as fast), ``loop`` restarts at the end, ``realtime=False``
@@ -790,12 +790,6 @@ class PlaybackSource:
         if not self._closed:
             self._closed = True
             self._reader.close()
-
-    def __enter__(self) -> "PlaybackSource":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 # --- summary --------------------------------------------------------------------------------------

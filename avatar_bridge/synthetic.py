@@ -20,7 +20,7 @@ from .camera import PinholeCamera
 from .keypoints import SKELETON_EDGES
 from .mocap import truth_box
 from .retarget import joints_from_rig
-from .types import Frame, Pose2D, RigPose
+from .types import Frame, FrameSourceBase, Pose2D, RigPose
 
 _X, _Y, _Z = np.eye(3)
 
@@ -101,7 +101,7 @@ class PerformerMotion:
         return r, hips
 
 
-class SyntheticSource:
+class SyntheticSource(FrameSourceBase):
     """A FrameSource of the synthetic performer (no camera, no weights, deterministic from ``seed``).
 
     ``duration`` None (or 0) runs forever; ``realtime`` paces frames at ``fps``. The camera stands
@@ -177,13 +177,3 @@ class SyntheticSource:
 
     def close(self) -> None:
         self._closed = True
-
-    def __enter__(self) -> "SyntheticSource":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __iter__(self):
-        while (frame := self.read()) is not None:
-            yield frame

@@ -84,3 +84,26 @@ class RigPose:
     rotations: dict[str, np.ndarray]  # bone name (VRM 1.0 camelCase) -> (4,) quaternion xyzw
     confidence: dict[str, float] = field(default_factory=dict)
     tracking: bool = True
+
+
+class FrameSourceBase:
+    """What every frame source shares: ``with source:`` closes it, ``for frame in source:`` reads to the end.
+
+    Subclasses define ``read() -> Frame | None`` and ``close()``.
+    """
+
+    def read(self) -> Frame | None:  # pragma: no cover - always overridden
+        raise NotImplementedError
+
+    def close(self) -> None:  # pragma: no cover - always overridden
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __iter__(self):
+        while (frame := self.read()) is not None:
+            yield frame
