@@ -311,9 +311,9 @@ def apply_source_arguments(args: argparse.Namespace, config: AppConfig) -> AppCo
         ("source", "realtime"): args.realtime,
         ("source", "loop"): args.loop,
         ("source", "duration"): args.duration,
-        ("retarget", "upper_body"): getattr(args, "upper_body", None),
-        ("retarget", "mirror"): getattr(args, "mirror", None),
-        ("retarget", "calibration_file"): getattr(args, "calibration", None),
+        ("retarget", "upper_body"): args.upper_body,
+        ("retarget", "mirror"): args.mirror,
+        ("retarget", "calibration_file"): args.calibration,
     }
     for (section, key), value in overrides.items():
         if value is not None:

@@ -37,15 +37,6 @@ CONTROL_TYPES: dict[str, tuple[str, ...]] = {  # type -> the keys it may carry b
     "ping": ("nonce",),
 }
 
-COORDINATES = {
-    "handedness": "right",
-    "up": "+Y",
-    "forward": "+Z",
-    "left": "+X",
-    "units": "m",
-    "rotations": "parent-local, normalized (identity = T-pose), quaternion [x, y, z, w]",
-}
-
 # Decimal places sent: 1e-6 of a unit quaternion is ~2e-4 degrees; 1e-5 m = 10 micrometres;
 # keypoints 1e-5 of the image width is 0.02 px on a 1920 px image.
 ROTATION_DECIMALS = 6
@@ -87,7 +78,7 @@ def hello_message(rate: float, server_time: float) -> dict:
         "type": "hello",
         "protocol": PROTOCOL_NAME,
         "version": PROTOCOL_VERSION,
-        "coordinates": dict(COORDINATES),
+        "coordinates": dict(skeleton.COORDINATES),
         "bones": bones,
         "keypoints": list(COCO_KEYPOINTS),
         "skeleton_edges": [list(edge) for edge in SKELETON_EDGES],

@@ -51,15 +51,7 @@ _BLOCK_COUNTS = struct.Struct("<III")  # frames, people, rigs in a block
 MAX_CHUNK_BYTES = 256 * 1024 * 1024  # a length above this is corruption, not data
 MAX_BLOCK_FRAMES = 1024
 
-COORDINATES = {
-    "handedness": "right",
-    "up": "+Y",
-    "forward": "+Z",
-    "left": "+X",
-    "units": "m",
-    "rotations": "parent-local, normalized (identity = T-pose), quaternion [x, y, z, w]",
-    "image": "pixels, x right, y down, origin top-left",
-}
+COORDINATES = {**skeleton.COORDINATES, "image": "pixels, x right, y down, origin top-left"}
 
 
 class RecordingError(ValueError):

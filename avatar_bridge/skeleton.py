@@ -20,6 +20,17 @@ import numpy as np
 from avatar_bridge import quat
 
 
+# The canonical frame above, as the WebSocket ``hello`` and the recording header state it.
+COORDINATES = {
+    "handedness": "right",
+    "up": "+Y",
+    "forward": "+Z",
+    "left": "+X",
+    "units": "m",
+    "rotations": "parent-local, normalized (identity = T-pose), quaternion [x, y, z, w]",
+}
+
+
 @dataclass(frozen=True)
 class Bone:
     name: str  # VRM 1.0 humanoid bone name (camelCase)
