@@ -50,6 +50,12 @@ DELIVERY_DELAY = 0.05  # s between capture and the measurement reaching the filt
 # Latency check: a wider-band filter extrapolated with its plain motion model (no shrinking), to show
 # how much RMSE a lower lag at send time costs (constant acceleration, jerk x the shipped default).
 PREDICTION_JERK_SCALES = (1.0, 5.0, 25.0, 125.0)
+# Latency check: taps of the best linear predictor fitted to the clip itself (a bound, not a filter).
+BOUND_TAPS = 12
+# Expected measurement noise variance per axis (px^2) of each corruption, for that bound: iid
+# sigma 5; realistic E[(2 + 10 (1 - c))^2] with c ~ U(0.3, 1) (outliers and dropouts left out,
+# which only makes the bound lower).
+NOISE_VARIANCE = {"iid": 25.0, "realistic": 4.0 + 40.0 * 0.35 + 100.0 * 0.7**2 / 3.0}
 
 
 # --- data ---------------------------------------------------------------------------------------
@@ -111,6 +117,83 @@ def lag_frames(estimate: np.ndarray, truth: np.ndarray, max_lag: int = 10) -> fl
         offset = 0.5 * (a - c) / denom if denom < 0 else 0.0
         return float(lags[i] + offset)
     return float(lags[i])
+
+
+def linear_predictors(measured: np.ndarray, truth_at_send: np.ndarray, noise_variance: float, taps: int = BOUND_TAPS) -> tuple[np.ndarray, np.ndarray]:
+    """Least-squares linear predictors of ``truth_at_send`` from the last ``taps`` frames of
+    ``measured`` (both (N, K, 2), same frames), one weight vector per coordinate channel.
+
+    Returns (best, lag_bounded), each (K * 2, taps) with weight i applied to the frame i back. The
+    objective is the expected squared error on noisy measurements, |X w - s|^2 + noise_variance
+    |w|^2 (white noise). ``lag_bounded`` minimizes it subject to the velocity cross-correlation at
+    0 frames not being below the one at 1 frame, which is linear in the weights (so the optimum is
+    the best one moved along A^-1 g by one Lagrange multiplier shared by all channels). Every
+    predictor whose lag metric reads at most 0.5 frame meets that condition when the correlation
+    falls off on both sides of its peak (the parabola through the peak puts it at or below 0.5
+    exactly then), so the constrained RMSE bounds theirs from below.
+    """
+    X, S = _predictor_rows(measured, truth_at_send, taps)
+    r = S.shape[1]
+    A = X.transpose(0, 2, 1) @ X / r + noise_variance * np.eye(taps)
+    b = np.einsum("crl,cr->cl", X, S) / r
+    dX = np.diff(X, axis=1)
+    dS = np.diff(S, axis=1)
+    dX = dX - dX.mean(axis=1, keepdims=True)
+    dS = dS - dS.mean(axis=1, keepdims=True)
+    m = dS.shape[1]
+    g = np.einsum("crl,cr->cl", dX, dS) / m - np.einsum("crl,cr->cl", dX[:, 1:], dS[:, :-1]) / (m - 1)
+    best = np.linalg.solve(A, b[..., None])[..., 0]
+    a_inv_g = np.linalg.solve(A, g[..., None])[..., 0]
+    slack = np.sum(g * best)
+    bounded = best if slack >= 0 else best - slack / np.sum(g * a_inv_g) * a_inv_g
+    return best, bounded
+
+
+def _predictor_rows(measured: np.ndarray, truth_at_send: np.ndarray, taps: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per channel, the last ``taps`` measurements of every frame with a full window (C, R, taps)
+    and the targets (C, R)."""
+    n = min(len(measured), len(truth_at_send))
+    if n <= taps + 2:
+        raise ValueError(f"{n} frames are too few for a {taps}-tap predictor")
+    x = measured[:n].reshape(n, -1)
+    rows = np.arange(taps - 1, n)
+    X = np.stack([x[rows - i] for i in range(taps)], axis=-1).transpose(1, 0, 2)
+    return X, truth_at_send[:n].reshape(n, -1)[rows].T
+
+
+def apply_predictors(weights: np.ndarray, measured: np.ndarray) -> np.ndarray:
+    """Predictions (R, K, 2) of ``linear_predictors`` weights for the frames with a full window."""
+    X, _ = _predictor_rows(measured, measured, weights.shape[1])
+    return np.einsum("crl,cl->rc", X, weights).reshape(-1, *measured.shape[1:])
+
+
+def linear_prediction_bound(measured_truth: np.ndarray, truth_at_send: np.ndarray, noise_variance: float, taps: int = BOUND_TAPS) -> dict:
+    """The lowest RMSE any linear predictor of the send-time pose from the last ``taps``
+    measurements can reach on this clip, with and without the latency floor's lag bound.
+
+    An oracle: the weights are fitted to the clip being scored (``linear_predictors`` on the exact
+    keypoints), and the RMSE is the expected one at ``noise_variance``. It is a lower bound for
+    every linear filter of the last ``taps`` measurements: if its lag-bounded RMSE is above the
+    uncompensated output's, no such filter meets both halves of the floor (docs/smoothing.md: more
+    taps only memorize the clip).
+    """
+    best, bounded = linear_predictors(measured_truth, truth_at_send, noise_variance, taps)
+    target = truth_at_send[taps - 1 : min(len(measured_truth), len(truth_at_send))]
+
+    def expected(w: np.ndarray) -> tuple[float, float]:
+        estimate = apply_predictors(w, measured_truth[: len(target) + taps - 1])
+        noise = noise_variance * np.mean(np.sum(w**2, axis=1))  # per axis
+        return float(np.sqrt(rmse(estimate, target) ** 2 + 2.0 * noise)), lag_frames(estimate, target)
+
+    (best_rmse, best_lag), (bounded_rmse, bounded_lag) = expected(best), expected(bounded)
+    return {
+        "taps": taps,
+        "noise_variance": noise_variance,
+        "best_rmse": best_rmse,
+        "best_lag": best_lag,
+        "lag_bounded_rmse": bounded_rmse,
+        "lag_bounded_lag": bounded_lag,
+    }
 
 
 def score(estimate: np.ndarray, truth: np.ndarray) -> dict:
@@ -242,15 +325,16 @@ def run_benchmark(
         case["kalman_sweep"] = ksweep
         est = run_stabilizer(KalmanStabilizer(config), noisy, conf)
         case["kalman_default"] = {**score(est, truth), **update_cost(KalmanStabilizer(config), noisy, conf)}
-        case["latency"] = latency_check(bvh, source, truth, noisy, conf, config, len(truth))
+        case["latency"] = latency_check(bvh, source, truth, noisy, conf, config, len(truth), NOISE_VARIANCE[mode])
         case["floors"] = check_floors(mode, case)
         result["cases"][mode] = case
     return result
 
 
-def latency_check(bvh, source, truth, noisy, conf, config, frames) -> dict:
+def latency_check(bvh, source, truth, noisy, conf, config, frames, noise_variance: float) -> dict:
     """Measurements reach the filter 50 ms after capture; score the output sent at that moment
-    against the true pose at send time, with (predict to send time) and without compensation."""
+    against the true pose at send time, with (predict to send time) and without compensation, and
+    the bound on what any linear predictor could do at ``noise_variance`` (px^2 per axis)."""
     fine = coco17_world(source.motion, fps=FPS * 6)  # truth every 1/180 s; 50 ms = 9 steps
     step = int(round(DELIVERY_DELAY * FPS * 6))
     idx = np.arange(frames) * 6 + step
@@ -276,6 +360,7 @@ def latency_check(bvh, source, truth, noisy, conf, config, frames) -> dict:
         "exact_keypoints_causal_velocity": score((truth + backward * lead)[ok], truth_at_send),
         "exact_keypoints_causal_quadratic": score((truth + backward * lead + backward2 * lead**2 / 2)[ok], truth_at_send),
         "wide_band_plain_extrapolation": trade,
+        "linear_bound": linear_prediction_bound(truth[ok], truth_at_send, noise_variance),
     }
 
 
@@ -352,6 +437,12 @@ def format_table(result: dict) -> str:
         row("(no noise: exact points + causal vel. + accel.)", lat["exact_keypoints_causal_quadratic"])
         for p in lat["wide_band_plain_extrapolation"]:
             row(f"(50 ms late: CA jerk {p['jerk']:g}, plain extrapolation)", p)
+        bound = lat["linear_bound"]
+        lines.append(
+            f"best linear predictor fitted to this clip ({bound['taps']} taps per channel, expected noise):"
+            f" RMSE {bound['best_rmse']:.2f} px at lag {bound['best_lag']:.2f};"
+            f" with lag <= 0.5: RMSE {bound['lag_bounded_rmse']:.2f} px (lag {bound['lag_bounded_lag']:.2f})"
+        )
         d = case["kalman_default"]
         lines.append(
             f"Kalman cost per person per frame: update median {d['ms_per_frame_median']:.3f} ms, p95 {d['ms_per_frame_p95']:.3f} ms;"

@@ -10,9 +10,12 @@ from conftest import MOCAP, need
 
 from avatar_bridge.bench_smoothing import (
     along_front,
+    apply_predictors,
     corrupt,
     jitter,
     lag_frames,
+    linear_prediction_bound,
+    linear_predictors,
     pareto_front,
     rmse,
 )
@@ -70,7 +73,10 @@ def test_short_benchmark_structure(tmp_path, capsys):
         case = result["cases"][mode]
         assert set(case) >= {"raw", "one_euro_xr_defaults", "one_euro_sweep", "kalman_sweep", "kalman_default", "latency", "floors"}
         assert len(case["one_euro_sweep"]) == 9 and len(case["kalman_sweep"]) == 6
-        latency_rows = [v for v in case["latency"].values() if isinstance(v, dict)]
+        latency_rows = [v for k, v in case["latency"].items() if isinstance(v, dict) and k != "linear_bound"]
+        bound = case["latency"]["linear_bound"]
+        assert bound["taps"] == 12 and bound["lag_bounded_rmse"] >= bound["best_rmse"] > 0 and bound["lag_bounded_lag"] <= 0.5 + 1e-6
+        assert "best linear predictor fitted to this clip" in table
         assert len(latency_rows) == 5 and len(case["latency"]["wide_band_plain_extrapolation"]) == 4
         for row in [case["raw"], case["kalman_default"], *case["kalman_sweep"], *latency_rows, *case["latency"]["wide_band_plain_extrapolation"]]:
             assert np.isfinite([row["rmse"], row["jitter"], row["lag"]]).all()
@@ -114,3 +120,72 @@ def test_lag_metric_recovers_sub_frame_shifts_of_the_clip():
     for steps in (-4, -3, -1, 2, 3, 5):  # est = truth (steps / 6) frame earlier = late by steps / 6
         late = fine[6 - steps : 6 - steps + 6 * n : 6]
         assert lag_frames(late, reference) == pytest.approx(steps / 6, abs=0.05)
+
+
+def _sinusoids(n: int, lead: float, frequencies=(0.05, 0.11, 0.23, 0.31)) -> tuple[np.ndarray, np.ndarray]:
+    """Two joints' x/y as sinusoids (cycles per frame): samples at k and the truth at k + lead."""
+    k = np.arange(n, dtype=float)[:, None]
+    f = np.asarray(frequencies)[None, :]
+    phase = np.arange(len(frequencies))[None, :]
+    now = 50.0 * np.sin(2 * np.pi * f * k + phase).reshape(n, 2, 2)
+    ahead = 50.0 * np.sin(2 * np.pi * f * (k + lead) + phase).reshape(n, 2, 2)
+    return now, ahead
+
+
+def test_linear_predictor_is_exact_on_noise_free_sinusoids():
+    """A sinusoid obeys a two-term recurrence, so without noise the fitted predictor lands on the
+    value 1.5 frames ahead, with no lag and the lag bound inactive."""
+    now, ahead = _sinusoids(400, 1.5)
+    bound = linear_prediction_bound(now, ahead, noise_variance=1e-9, taps=4)
+    assert bound["best_rmse"] < 0.01 and abs(bound["best_lag"]) < 0.05
+    assert bound["lag_bounded_rmse"] == pytest.approx(bound["best_rmse"])
+
+
+def _random_motion(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Two joints moving with smooth random velocities (a broadband motion, like limbs), sampled at
+    each frame and 1.5 frames later (from a 6x finer signal)."""
+    rng = np.random.default_rng(seed)
+    kernel = np.exp(-0.5 * (np.arange(-30, 31) / 8.0) ** 2)
+    velocity = np.stack([np.convolve(rng.normal(0.0, 1.0, 6 * n + 60), kernel, "same") for _ in range(4)], axis=1)
+    fine = np.cumsum(velocity, axis=0)
+    fine -= fine.mean(axis=0)
+    return fine[: 6 * n : 6].reshape(n, 2, 2), fine[9 : 6 * n + 9 : 6].reshape(n, 2, 2)
+
+
+def test_lag_bound_binds_under_noise_and_expected_rmse_matches_noisy_data():
+    """With noise the RMSE-optimal predictor smooths and lags; the lag-bounded one reads 0.5 frame
+    on the metric and costs RMSE. Its expected RMSE is what it gets on actual noisy samples."""
+    now, ahead = _random_motion(4000)
+    variance = 400.0
+    bound = linear_prediction_bound(now, ahead, noise_variance=variance, taps=8)
+    assert bound["best_lag"] > 0.6
+    assert bound["lag_bounded_lag"] == pytest.approx(0.5, abs=1e-6)
+    assert bound["lag_bounded_rmse"] > bound["best_rmse"] * 1.05
+    best, bounded = linear_predictors(now, ahead, variance, taps=8)
+    noisy = now + np.random.default_rng(0).normal(0.0, np.sqrt(variance), now.shape)
+    for weights, key in ((best, "best_rmse"), (bounded, "lag_bounded_rmse")):
+        assert rmse(apply_predictors(weights, noisy), ahead[7:]) == pytest.approx(bound[key], rel=0.03)
+    assert abs(lag_frames(apply_predictors(bounded, noisy), ahead[7:]) - 0.5) < 0.15
+    with pytest.raises(ValueError, match="too few"):
+        linear_predictors(now[:9], ahead[:9], variance, taps=8)
+
+
+def test_no_linear_predictor_meets_both_latency_halves_on_the_clip():
+    """The finding docs/smoothing.md rests on: on the benchmark clip with iid noise, even weights
+    fitted to the clip itself cannot read lag <= 0.5 frame at send time without more RMSE than the
+    shipped filter's uncompensated output."""
+    from avatar_bridge.bench_smoothing import DELIVERY_DELAY, FPS, NOISE_VARIANCE, load_clip, run_stabilizer
+    from avatar_bridge.config import SmoothingConfig
+    from avatar_bridge.mocap import coco17_world
+    from avatar_bridge.smooth import KalmanStabilizer
+
+    truth, source = load_clip(need(MOCAP))
+    fine = coco17_world(source.motion, fps=FPS * 6)
+    idx = np.arange(len(truth)) * 6 + int(round(DELIVERY_DELAY * FPS * 6))
+    ok = idx < len(fine)
+    at_send = source.camera.project(fine[idx[ok]])
+    bound = linear_prediction_bound(truth[ok], at_send, NOISE_VARIANCE["iid"])
+    noisy, conf = corrupt(truth, "iid", seed=0)
+    uncompensated = rmse(run_stabilizer(KalmanStabilizer(SmoothingConfig()), noisy, conf)[ok], at_send)
+    assert bound["lag_bounded_lag"] <= 0.5 + 1e-6 < bound["best_lag"]
+    assert bound["lag_bounded_rmse"] > uncompensated > bound["best_rmse"]
