@@ -559,7 +559,8 @@ class BvhRecorder:
             raise ValueError("record.bvh is empty: give the BVH file (--bvh OUT.bvh)")
         path = Path(config.bvh).expanduser()
         if path.exists() and not config.overwrite:
-            raise FileExistsError(f"BVH file {path} already exists: choose another name or set record.overwrite = true")
+            raise FileExistsError(
+                f"BVH file {path} already exists: choose another name or pass --overwrite (record.overwrite = true in the config)")
         track = None if config.bvh_track < 0 else config.bvh_track
         return cls(path, track, fps=config.bvh_fps, bones=config.bvh_bones, units=config.bvh_units)
 

@@ -136,7 +136,9 @@ def truth_box(keypoints: np.ndarray, scores: np.ndarray, pad: float = 0.15) -> n
 class MocapSource(FrameSourceBase):
     """Plays a BVH file as a frame source of projected COCO-17 keypoints (no images).
 
-    Timestamps are ``time.monotonic()`` at open plus ``index / fps``; ``realtime`` sleeps until then.
+    Timestamps are ``time.monotonic()`` at the first ``read()`` plus ``index / fps``; ``realtime``
+    sleeps until then. The clock starts at the first read, not at open, so models loaded in between do
+    not make the first frames late (rushed through at once).
     A keypoint outside the image or behind the camera has score 0 (its pixel position is still given
     when it is in front of the camera, 0 otherwise).
     """
@@ -166,7 +168,7 @@ class MocapSource(FrameSourceBase):
         self.keypoints2d = np.nan_to_num(uv, nan=0.0).astype(np.float32)  # (N, 17, 2)
         self.scores = inside.astype(np.float32)  # (N, 17)
         self._index = 0
-        self._start = time.monotonic()
+        self._start: float | None = None  # the playback clock, started by the first read()
         self._closed = False
 
     def __len__(self) -> int:
@@ -179,6 +181,8 @@ class MocapSource(FrameSourceBase):
         n = len(self.joints3d)
         if self._index >= n and not self.loop:
             return None
+        if self._start is None:
+            self._start = time.monotonic()
         index = self._index
         k = index % n
         timestamp = self._start + index / self.fps

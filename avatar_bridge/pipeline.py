@@ -40,7 +40,9 @@ from .types import Frame, FramePoses, Pose2D
 log = logging.getLogger(__name__)
 
 LOST_AFTER_S = 0.5  # a person not updated for this long is reported as not tracking
-FORGET_AFTER_S = 3.0  # ...and dropped from the outputs after this long
+FORGET_AFTER_S = 3.0  # ...and dropped from the outputs after this long (they then get frames with no people)
+STATUS_INTERVAL_S = 1.0  # status line on a terminal: rewritten in place (\r) this often
+STATUS_LOG_INTERVAL_S = 5.0  # stderr not a terminal (log file, pipe): one full line this often
 
 
 def tracker_settings(config: DetectorConfig, only_driver: bool | None = None) -> TrackerSettings:
@@ -81,7 +83,7 @@ class Pipeline:
         self._lock = threading.Lock()  # guards _people between the capture loop and the output clock
         self.driver: int | None = None
         self.latest: FramePoses | None = None
-        self._latest_capture = 0.0
+        self._latest_capture: float | None = None  # None until the first frame is processed
         self._size = (0, 0)
         self.paused = False
 
@@ -215,10 +217,15 @@ class Pipeline:
             return None
         perf = time.perf_counter
         with self._lock:
+            capture_time, size = self._latest_capture, self._size
+            if capture_time is None:
+                return None  # no frame processed yet: nothing to describe
             if not self._people:
-                return None
+                # Nobody tracked: still a frame every tick, so a client can tell "nobody in view" from a
+                # stalled server (capture_time keeps advancing while frames are processed).
+                return OutputFrame(capture_time, size[0], size[1], [], None)
             states = list(self._people.values())
-            driver, capture_time, size = self.driver, self._latest_capture, self._size
+            driver = self.driver
             t0 = perf()
             predicted = [(s, *s.stabilizer.predict(t)) for s in states]
         t1 = perf()
@@ -352,6 +359,8 @@ def configure_parser(parser: argparse.ArgumentParser, command: str) -> None:
     out.add_argument("--save-overlay", metavar="OUT.mp4", help="write the preview (skeleton overlay) to a video file")
     out.add_argument("--record", metavar="FILE.abrec", help="record the take")
     out.add_argument("--bvh", metavar="OUT.bvh", help="write the driving person's motion as BVH at the end")
+    out.add_argument("--overwrite", action="store_true", default=None,
+                     help="replace an existing recording (--record, or -o of record) and --bvh file instead of refusing (record.overwrite)")
     out.add_argument("--quiet", action="store_true", help="no status line")
 
 
@@ -374,6 +383,8 @@ def build_config(args: argparse.Namespace) -> AppConfig:
         config.record.path = args.record
     if getattr(args, "bvh", None):
         config.record.bvh = args.bvh
+    if getattr(args, "overwrite", None) is not None:
+        config.record.overwrite = args.overwrite
     config.validate()
     return config
 
@@ -419,6 +430,39 @@ def _next_frame(source: FrameSource, stop: _StopFlag) -> Frame | None:
                 return frame
         return None
     return source.read()
+
+
+class _StatusLine:
+    """The live status on stderr. On a terminal it is rewritten in place (``\\r``) every second; on a
+    log file or pipe (``run ... 2> log.txt``) ``\\r`` would glue every update into one huge line, so
+    there it is a full newline-terminated line every ``STATUS_LOG_INTERVAL_S`` instead."""
+
+    def __init__(self, stream: Any, quiet: bool, now: float):
+        self.stream = stream
+        self.quiet = quiet
+        try:
+            self.terminal = bool(stream.isatty())
+        except (AttributeError, ValueError, OSError):  # no isatty, or a closed stream
+            self.terminal = False
+        self.interval = STATUS_INTERVAL_S if self.terminal else STATUS_LOG_INTERVAL_S
+        self.last = now
+        self.line_open = False  # a \r line is on screen without its newline yet
+
+    def update(self, now: float, text: Callable[[], str]) -> None:
+        if self.quiet or now - self.last < self.interval:
+            return
+        self.last = now
+        if self.terminal:
+            print("\r" + text()[:200], end="", file=self.stream, flush=True)
+            self.line_open = True
+        else:
+            print(text(), file=self.stream, flush=True)
+
+    def finish(self) -> None:
+        """End the in-place line so the summary starts on a line of its own."""
+        if self.line_open:
+            print(file=self.stream, flush=True)
+            self.line_open = False
 
 
 def _has_display() -> bool:
@@ -497,6 +541,8 @@ class _Outputs:
             self.pipeline.paused = bool(message.paused)
 
     def _record(self, frame: OutputFrame) -> None:
+        if not frame.people:
+            return  # nobody tracked: the take keeps a gap (the empty frames are only a liveness signal)
         poses = FramePoses(self.pipeline.latest.frame_index if self.pipeline.latest else 0, frame.sample_time or frame.capture_time,
                            frame.width, frame.height, [p.pose2d for p in frame.people if p.pose2d is not None])
         self.recorder.write(poses, [p.rig for p in frame.people if p.rig is not None])
@@ -545,17 +591,19 @@ def run_command(args: argparse.Namespace) -> int:
     outputs = _Outputs(config, pipeline)
     source = None
     writer = None
+    status = None
     frames = 0
     try:
         pipeline.prepare(images=False)
         outputs.open_network()
-        # The source before the models: a missing camera is reported at once. Image sources start
-        # their clocks at the first read (cameras keep only the newest frame), so loading is not late.
+        # The source before the models: a missing camera is reported at once. Every source starts
+        # its clock at the first read (cameras keep only the newest frame), so loading is not late.
         source = open_config_source(config)
         pipeline.prepare(images=not is_keypoint_source(config.source.source))
         outputs.open_files(source)
         started = time.monotonic()
-        last_status = started
+        last_overlay = started
+        status = _StatusLine(sys.stderr, args.quiet, started)
         overlay_text = ""
         while not stop.event.is_set():
             t_grab = time.perf_counter()
@@ -572,12 +620,11 @@ def run_command(args: argparse.Namespace) -> int:
                 poses = pipeline.latest or FramePoses(frame.index, frame.timestamp, frame.width, frame.height)
             frames += 1
             now = time.monotonic()
-            if now - last_status >= 1.0:  # figures for the overlay and the status line, once a second
-                last_status = now
+            if now - last_overlay >= 1.0:  # figures for the overlay, once a second
+                last_overlay = now
                 latency = metrics.snapshot()["latency_ms"].get("capture_to_keypoints", {})
                 overlay_text = f"{metrics.fps():.1f} fps  latency p95 {latency.get('p95', float('nan')):.0f} ms  dropped {metrics.dropped}"
-                if not args.quiet:
-                    print("\r" + metrics.status_line()[:200], end="", file=sys.stderr, flush=True)
+            status.update(now, metrics.status_line)
             if not headless or args.save_overlay:
                 canvas = frame.image.copy() if frame.image is not None else np.zeros((frame.height, frame.width, 3), np.uint8)
                 draw_overlay(canvas, poses.people, pipeline.driver, overlay_text)
@@ -615,8 +662,8 @@ def run_command(args: argparse.Namespace) -> int:
         if not headless:
             cv2.destroyAllWindows()
     snap = metrics.snapshot()
-    if not args.quiet:
-        print(file=sys.stderr)
+    if status is not None:
+        status.finish()
     clock_stats = outputs.clock.stats() if outputs.clock is not None else None
     latency = snap["latency_ms"].get("capture_to_keypoints")
     outputs_text = ""

@@ -947,7 +947,7 @@ def _configure_record_parser(parser: argparse.ArgumentParser) -> None:
         raise RuntimeError(f"avatar-bridge record needs the live pipeline (avatar_bridge.pipeline), which failed to import: {exc}") from None
     pipeline.configure_parser(parser, "run")
     parser.add_argument("-o", "--output", required=True, metavar="TAKE.abrec", help="recording file to write")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing recording")
+    # --overwrite comes with run's options (it replaces the -o recording and a --bvh file)
 
 
 def run_command(args: argparse.Namespace) -> int:

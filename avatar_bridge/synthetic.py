@@ -104,9 +104,12 @@ class PerformerMotion:
 class SyntheticSource(FrameSourceBase):
     """A FrameSource of the synthetic performer (no camera, no weights, deterministic from ``seed``).
 
-    ``duration`` None (or 0) runs forever; ``realtime`` paces frames at ``fps``. The camera stands
-    3 m in front of the performer at 1 m height (focal length 900 px at 1280 px width, scaled with the
-    width). ``render=True`` also draws a stick figure image so the image path can be exercised.
+    ``duration`` None (or 0) runs forever; ``realtime`` paces frames at ``fps``. Timestamps are
+    ``time.monotonic()`` at the first ``read()`` plus ``index / fps``: the clock starts at the first
+    read, not at creation, so models loaded in between do not make the first frames late (rushed).
+    The camera stands 3 m in front of the performer at 1 m height (focal length 900 px at 1280 px
+    width, scaled with the width). ``render=True`` also draws a stick figure image so the image path
+    can be exercised.
     """
 
     def __init__(self, width: int = 1280, height: int = 720, fps: float = 30.0, seed: int = 0,
@@ -126,7 +129,7 @@ class SyntheticSource(FrameSourceBase):
                                     position=np.array([0.0, 1.0, 3.0]), target=np.array([0.0, 1.0, 0.0]))
         self.frames = None if not duration else int(round(duration * self.fps))
         self._index = 0
-        self._start = time.monotonic()
+        self._start: float | None = None  # the performance clock, started by the first read()
         self._closed = False
 
     def rig_at(self, t: float, timestamp: float | None = None) -> RigPose:
@@ -139,6 +142,8 @@ class SyntheticSource(FrameSourceBase):
         """The next frame, or None when ``duration`` has passed or the source is closed."""
         if self._closed or (self.frames is not None and self._index >= self.frames):
             return None
+        if self._start is None:
+            self._start = time.monotonic()
         index = self._index
         self._index += 1
         t = index / self.fps

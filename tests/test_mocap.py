@@ -116,8 +116,20 @@ def test_mocap_source_realtime_paces_frames():
     start = time.monotonic()
     for _ in range(6):
         frame = source.read()
-    assert time.monotonic() - start >= 0.09  # frame 5 is due 0.1 s after open
+    assert time.monotonic() - start >= 0.09  # frame 5 is due 0.1 s after the first read
     assert frame.timestamp <= time.monotonic()
+
+
+def test_mocap_source_clock_starts_at_the_first_read_not_at_open():
+    source = MocapSource(need(MOCAP), fps=20, realtime=True)
+    time.sleep(0.3)  # models loading after the source was opened
+    before = time.monotonic()
+    first, second = source.read(), source.read()
+    after = time.monotonic()
+    assert first.index == 0 and first.timestamp >= before  # frame 0 is the start of the clip
+    assert second.timestamp == pytest.approx(first.timestamp + 0.05)
+    assert after - before >= 0.045  # frame 1 waited its 1/fps, not rushed out to catch up
+    source.close()
 
 
 def test_mocap_source_errors(tmp_path):

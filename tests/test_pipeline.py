@@ -314,3 +314,127 @@ def test_upper_body_run_keeps_the_legs_at_rest():
                 q = rig.rotations.get(leg, np.array([0, 0, 0, 1.0]))
                 assert abs(abs(float(q[3])) - 1.0) < 1e-6, (leg, q)
     assert solved > 30 and any(moved)  # rigs were produced while the performer's legs moved
+
+
+def test_outputs_keep_sending_empty_frames_while_nobody_is_tracked():
+    """Once the person is forgotten (FORGET_AFTER_S) a real WebSocket client keeps getting frames with
+    ``people: []`` at the output rate, and a real UDP socket keeps getting VMC OK with tracking 0."""
+    from pythonosc.osc_bundle import OscBundle
+    from websockets.sync.client import connect
+
+    from avatar_bridge.config import VmcConfig, WebSocketConfig
+    from avatar_bridge.pipeline import FORGET_AFTER_S
+    from avatar_bridge.server import WebSocketServer
+    from avatar_bridge.stream import OutputClock
+    from avatar_bridge.synthetic import SyntheticSource
+    from avatar_bridge.types import Frame
+    from avatar_bridge.vmc import VmcSender
+
+    pipeline = Pipeline(AppConfig())
+    assert pipeline.sample(time.monotonic()) is None  # nothing processed yet: nothing to describe
+    source = SyntheticSource(width=640, height=480, realtime=False)
+    index = 0
+    for index in range(10):  # the performer, seen a while ago
+        frame = source.read()
+        frame.timestamp -= FORGET_AFTER_S + 2.0
+        pipeline.process(frame)
+    assert pipeline.sample(time.monotonic()).people  # still held (lost, not yet forgotten)
+    pipeline.process(Frame(index + 1, time.monotonic(), 640, 480, truth=[]))  # now: nobody in view
+    assert pipeline.sample(time.monotonic()).people == []
+
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+    udp.settimeout(5)
+    server = WebSocketServer(WebSocketConfig(port=0, rate=30.0)).start()
+    vmc = VmcSender(VmcConfig(targets=[f"127.0.0.1:{udp.getsockname()[1]}"], rate=30.0))
+    clock = OutputClock(pipeline.sample, [(server.publish, 30.0), (vmc.send, 30.0)]).start()
+    try:
+        with connect(server.ws_url, open_timeout=5) as ws:
+            assert json.loads(ws.recv(timeout=5))["type"] == "hello"
+            frames = [json.loads(ws.recv(timeout=2)) for _ in range(10)]  # before: nothing ever came
+        assert all(f["type"] == "frame" and f["people"] == [] and f["driver"] is None for f in frames)
+        assert all(f["image"] == {"width": 640, "height": 480} for f in frames)
+        seqs = [f["seq"] for f in frames]
+        assert seqs == sorted(seqs) and len(set(seqs)) == 10
+        ok = []
+        while len(ok) < 5:
+            for message in OscBundle(udp.recvfrom(65536)[0]):
+                assert not message.address.startswith("/VMC/Ext/Bone/")  # no pose while nobody is tracked
+                if message.address == "/VMC/Ext/OK":
+                    ok.append(message.params)
+        assert all(params[-1] == 0 for params in ok)  # tracking 0
+    finally:
+        clock.stop()
+        vmc.close()
+        server.stop()
+        udp.close()
+
+
+def test_run_overwrite_replaces_an_existing_recording_and_bvh(tmp_path, capsys):
+    """Without --overwrite, run refuses existing --record / --bvh files naming the flag (files untouched);
+    with it, both are replaced by the new take."""
+    from avatar_bridge.bvh import load_bvh
+    from avatar_bridge.record import read_recording
+
+    take, bvh = tmp_path / "take.abrec", tmp_path / "take.bvh"
+    take.write_bytes(b"an old take")
+    bvh.write_text("an old bvh")
+    base = ["run", "--source", "synthetic", "--headless", "--quiet", "--no-ws", "--no-vmc", "--duration", "1.5"]
+    assert cli.main(base + ["--record", str(take)]) == 2
+    err = capsys.readouterr().err
+    assert "take.abrec already exists" in err and "--overwrite" in err
+    assert cli.main(base + ["--bvh", str(bvh)]) == 2
+    err = capsys.readouterr().err
+    assert "take.bvh already exists" in err and "--overwrite" in err
+    assert take.read_bytes() == b"an old take" and bvh.read_text() == "an old bvh"
+
+    assert cli.main(base + ["--record", str(take), "--bvh", str(bvh), "--overwrite"]) == 0
+    recording = read_recording(take)
+    assert recording.complete and len(recording) > 0
+    assert load_bvh(bvh).world_positions().shape[0] > 0
+
+
+def test_status_line_is_one_line_every_5_s_when_stderr_is_a_pipe():
+    """``run ... 2> log.txt``: no carriage returns gluing the updates together, full lines instead."""
+    proc = subprocess.run([sys.executable, "-m", "avatar_bridge", "run", "--source", "synthetic", "--headless",
+                           "--no-ws", "--no-vmc", "--duration", "6"],
+                          cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+    err = proc.stderr.decode()  # bytes: text mode would turn every \r into \n and hide the bug
+    assert proc.returncode == 0, err
+    assert "\r" not in err
+    lines = err.split("\n")[:-1]
+    assert err.endswith("\n")
+    status = [line for line in lines if "poses/s" in line]
+    assert 1 <= len(status) <= 2, lines  # at 5 s (about 6 at the terminal's once a second)
+    assert all(line.lstrip()[0].isdigit() and "fps" in line for line in status)  # one status per line
+    assert lines[-1].startswith("stopped (duration)")
+
+
+def test_status_line_is_rewritten_in_place_on_a_terminal():
+    import os
+    import pty
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "avatar_bridge", "run", "--source", "synthetic", "--headless",
+                             "--no-ws", "--no-vmc", "--duration", "2.5"],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=follower)
+    os.close(follower)
+    chunks = []
+    try:
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # EIO: the process closed the terminal
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        os.close(leader)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    err = b"".join(chunks).decode().replace("\r\n", "\n")  # the terminal itself turns \n into \r\n
+    assert err.count("\r") >= 2 and "poses/s" in err  # rewritten in place about once a second
+    assert err.rstrip("\n").split("\n")[-1].startswith("stopped (duration)")  # the summary on its own line

@@ -83,6 +83,17 @@ def test_realtime_paces_frames():
     assert time.monotonic() - start >= 0.24
 
 
+def test_clock_starts_at_the_first_read_not_at_creation():
+    source = SyntheticSource(fps=20, realtime=True)
+    time.sleep(0.3)  # models loading after the source was built
+    before = time.monotonic()
+    first, second = source.read(), source.read()
+    after = time.monotonic()
+    assert first.index == 0 and first.timestamp >= before  # frame 0 is the start of the performance
+    assert second.timestamp == pytest.approx(first.timestamp + 0.05)
+    assert after - before >= 0.045  # frame 1 waited its 1/fps, not rushed out to catch up
+
+
 def test_render_draws_a_figure():
     frame = SyntheticSource(width=640, height=360, realtime=False, render=True).read()
     assert frame.image.shape == (360, 640, 3) and frame.image.dtype == np.uint8
