@@ -220,11 +220,13 @@ class Pipeline:
             capture_time, size = self._latest_capture, self._size
             if capture_time is None:
                 return None  # no frame processed yet: nothing to describe
-            if not self._people:
+            # People unseen for FORGET_AFTER_S are dropped here too, not only when the next frame is
+            # processed: a camera that vanished delivers no next frame.
+            states = [s for s in self._people.values() if t - s.last_update <= FORGET_AFTER_S]
+            if not states:
                 # Nobody tracked: still a frame every tick, so a client can tell "nobody in view" from a
                 # stalled server (capture_time keeps advancing while frames are processed).
                 return OutputFrame(capture_time, size[0], size[1], [], None)
-            states = list(self._people.values())
             driver = self.driver
             t0 = perf()
             predicted = [(s, *s.stabilizer.predict(t)) for s in states]

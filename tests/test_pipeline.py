@@ -338,7 +338,11 @@ def test_outputs_keep_sending_empty_frames_while_nobody_is_tracked():
         frame = source.read()
         frame.timestamp -= FORGET_AFTER_S + 2.0
         pipeline.process(frame)
-    assert pipeline.sample(time.monotonic()).people  # still held (lost, not yet forgotten)
+    seen = frame.timestamp
+    held = pipeline.sample(seen + 1.0).people  # lost, not yet forgotten: held, not tracking
+    assert len(held) == 1 and not held[0].tracking
+    # No frame since (a camera that vanished): forgotten by time alone, no new frame needed.
+    assert pipeline.sample(seen + FORGET_AFTER_S + 0.5).people == []
     pipeline.process(Frame(index + 1, time.monotonic(), 640, 480, truth=[]))  # now: nobody in view
     assert pipeline.sample(time.monotonic()).people == []
 
