@@ -43,7 +43,7 @@ from websockets.sync.client import connect
 from avatar_bridge import skeleton
 from avatar_bridge.capture import CameraSource
 from avatar_bridge.config import AppConfig, RetargetConfig
-from avatar_bridge.pipeline import Pipeline, _Outputs
+from avatar_bridge.pipeline import FORGET_AFTER_S, Pipeline, _Outputs
 from avatar_bridge.record import read_recording
 from avatar_bridge.retarget import Retargeter
 from avatar_bridge.stream import OutputClock
@@ -227,7 +227,8 @@ class UnpluggableSource:
 def test_lost_camera_reports_tracking_lost_and_eases_the_avatar_to_rest():
     """The run loop's pipeline and outputs with a real UDP receiver and a real WebSocket client: the
     camera stops delivering mid-take; VMC's /VMC/Ext/OK 4th int goes 1 -> 0, the WebSocket frames'
-    ``tracking`` true -> false, and the arms glide to the rest pose instead of freezing."""
+    ``tracking`` true -> false, the arms glide to the rest pose instead of freezing, and after
+    FORGET_AFTER_S the person is dropped (frames with ``people: []``)."""
     receiver = VmcReceiver()
     config = AppConfig()
     config.vmc.targets = [f"127.0.0.1:{receiver.port}"]
@@ -252,7 +253,7 @@ def test_lost_camera_reports_tracking_lost_and_eases_the_avatar_to_rest():
         source.unplugged.set()
         time.sleep(0.1)
         last_capture = pipeline._latest_capture
-        time.sleep(3.6)  # stabilizer hold 0.3 s + confidence decay, retarget hold 0.5 s + ease 1 s
+        time.sleep(4.2)  # stabilizer hold 0.3 s + decay, retarget hold 0.5 s + ease 1 s; forgotten after 3 s
         assert loop.is_alive()  # the capture loop waits for the camera; it did not crash
     finally:
         outputs.close()
@@ -273,9 +274,15 @@ def test_lost_camera_reports_tracking_lost_and_eases_the_avatar_to_rest():
     assert ws_before and all(ws_before)
     assert ws_after and not any(ws_after)
 
-    # Where the arms end: the rest pose a fresh retargeter gives for a person it never saw.
+    # FORGET_AFTER_S after the last frame the person is dropped by time alone (no frame comes to do it).
+    forgotten_at = last_capture + FORGET_AFTER_S + 0.3
+    late = [m["people"] for t, m in client.frames if t > forgotten_at]
+    assert late and all(people == [] for people in late)
+    # Where the arms end, before that: the rest pose a fresh retargeter gives for a person it never saw.
     rest = Retargeter(RetargetConfig()).solve(np.zeros((17, 2)), np.zeros(17), 0.0).rotations
-    final_pose = client.frames[-1][1]["people"][0]["pose"]
+    held = [(t, m) for t, m in client.frames if m["people"]]
+    assert held[-1][0] > last_capture + 2.5  # the ease (hold 0.5 s + 1 s) had finished by then
+    final_pose = held[-1][1]["people"][0]["pose"]
     for bone in ("leftUpperArm", "rightUpperArm", "leftLowerArm", "leftUpperLeg", "spine"):
         assert angle_deg(np.array(final_pose[bone]["rotation"]), rest[bone]) < 1.0, bone
     unity_rest = skeleton.to_unity_rotation(rest["leftUpperArm"][None])[0]
