@@ -189,8 +189,7 @@ class Pipeline:
                 state.stabilizer.update(person.keypoints, person.scores, frame.timestamp)
                 state.last_update = frame.timestamp
                 state.latest = person
-            for tid in [tid for tid, s in self._people.items() if frame.timestamp - s.last_update > FORGET_AFTER_S]:
-                del self._people[tid]
+            self._forget_unseen(frame.timestamp)
             self.driver = driver
             self._latest_capture = frame.timestamp
             self._size = (frame.width, frame.height)
@@ -200,6 +199,11 @@ class Pipeline:
         self.metrics.frame_done(len(people), frame.dropped)
         self.latest = FramePoses(frame.index, frame.timestamp, frame.width, frame.height, people, timings)
         return self.latest
+
+    def _forget_unseen(self, now: float) -> None:
+        """Drop the people not updated for FORGET_AFTER_S before ``now`` (call with the lock held)."""
+        for tid in [tid for tid, s in self._people.items() if now - s.last_update > FORGET_AFTER_S]:
+            del self._people[tid]
 
     def _truth_driver(self, people: list[Pose2D]) -> int | None:
         if not people:
@@ -220,13 +224,13 @@ class Pipeline:
             capture_time, size = self._latest_capture, self._size
             if capture_time is None:
                 return None  # no frame processed yet: nothing to describe
-            # People unseen for FORGET_AFTER_S are dropped here too, not only when the next frame is
-            # processed: a camera that vanished delivers no next frame.
-            states = [s for s in self._people.values() if t - s.last_update <= FORGET_AFTER_S]
-            if not states:
+            # Also here, not only when the next frame is processed: a vanished camera sends none.
+            self._forget_unseen(t)
+            if not self._people:
                 # Nobody tracked: still a frame every tick, so a client can tell "nobody in view" from a
                 # stalled server (capture_time keeps advancing while frames are processed).
                 return OutputFrame(capture_time, size[0], size[1], [], None)
+            states = list(self._people.values())
             driver = self.driver
             t0 = perf()
             predicted = [(s, *s.stabilizer.predict(t)) for s in states]
