@@ -132,7 +132,9 @@ def linear_predictors(measured: np.ndarray, truth_at_send: np.ndarray, noise_var
     falls off on both sides of its peak (the parabola through the peak puts it at or below 0.5
     exactly then), so the constrained RMSE bounds theirs from below.
     """
-    X, S = _predictor_rows(measured, truth_at_send, taps)
+    n = min(len(measured), len(truth_at_send))
+    X = _windows(measured[:n], taps)
+    S = truth_at_send[taps - 1 : n].reshape(n - taps + 1, -1).T
     r = S.shape[1]
     A = X.transpose(0, 2, 1) @ X / r + noise_variance * np.eye(taps)
     b = np.einsum("crl,cr->cl", X, S) / r
@@ -149,22 +151,20 @@ def linear_predictors(measured: np.ndarray, truth_at_send: np.ndarray, noise_var
     return best, bounded
 
 
-def _predictor_rows(measured: np.ndarray, truth_at_send: np.ndarray, taps: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per channel, the last ``taps`` measurements of every frame with a full window (C, R, taps)
-    and the targets (C, R)."""
-    n = min(len(measured), len(truth_at_send))
+def _windows(measured: np.ndarray, taps: int) -> np.ndarray:
+    """Per coordinate channel, the last ``taps`` measurements (newest first) at every frame that has
+    that many: (C, N - taps + 1, taps)."""
+    n = len(measured)
     if n <= taps + 2:
         raise ValueError(f"{n} frames are too few for a {taps}-tap predictor")
-    x = measured[:n].reshape(n, -1)
+    x = measured.reshape(n, -1)
     rows = np.arange(taps - 1, n)
-    X = np.stack([x[rows - i] for i in range(taps)], axis=-1).transpose(1, 0, 2)
-    return X, truth_at_send[:n].reshape(n, -1)[rows].T
+    return np.stack([x[rows - i] for i in range(taps)], axis=-1).transpose(1, 0, 2)
 
 
 def apply_predictors(weights: np.ndarray, measured: np.ndarray) -> np.ndarray:
-    """Predictions (R, K, 2) of ``linear_predictors`` weights for the frames with a full window."""
-    X, _ = _predictor_rows(measured, measured, weights.shape[1])
-    return np.einsum("crl,cl->rc", X, weights).reshape(-1, *measured.shape[1:])
+    """Predictions (N - taps + 1, K, 2) of ``linear_predictors`` weights, one per full window."""
+    return np.einsum("crl,cl->rc", _windows(measured, weights.shape[1]), weights).reshape(-1, *measured.shape[1:])
 
 
 def linear_prediction_bound(measured_truth: np.ndarray, truth_at_send: np.ndarray, noise_variance: float, taps: int = BOUND_TAPS) -> dict:
