@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -23,3 +24,15 @@ def need(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"fixture {path} is absent (../shared/fixtures is provided in CI)")
     return path
+
+
+def check_clock_starts_at_first_read(source, fps: float) -> None:
+    """A paced source built a while before it is read (models loading in between) starts its clock
+    at the first read: frame 0 is stamped then, and frame 1 waits its 1/fps, not rushed out."""
+    time.sleep(0.3)
+    before = time.monotonic()
+    first, second = source.read(), source.read()
+    after = time.monotonic()
+    assert first.index == 0 and first.timestamp >= before
+    assert second.timestamp == pytest.approx(first.timestamp + 1.0 / fps)
+    assert after - before >= 0.9 / fps
