@@ -571,7 +571,7 @@ def open_source(spec: str | int, **options: Any) -> FrameSource:
 
         return MocapSource(path, fps=fps, realtime=realtime, loop=loop)
     if suffix == ".abrec":
-        from .record import PlaybackSource
+        from .playback import PlaybackSource
 
         return PlaybackSource(path, realtime=realtime, loop=loop)
     if path.is_dir():

@@ -14,19 +14,19 @@ import sys
 
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "run": ("avatar_bridge.pipeline", "capture, estimate pose, retarget and stream to avatar clients"),
-    "bench": ("avatar_bridge.bench", "measure the live pipeline: fps, per-stage and latency percentiles"),
-    "bench-pose": ("avatar_bridge.bench_pose", "measure pose-model speed: ms per crop by backend and batch size"),
-    "eval": ("avatar_bridge.evaluate", "COCO keypoint AP of a pose model on an annotation file"),
-    "export-onnx": ("avatar_bridge.export_onnx", "export a SimpleBaseline model to ONNX"),
-    "weights": ("avatar_bridge.weights", "list or download the named pretrained checkpoints"),
-    "bench-smoothing": ("avatar_bridge.bench_smoothing", "compare stabilizers against mocap ground truth"),
-    "bench-retarget": ("avatar_bridge.bench_retarget", "bone-direction error of the retargeter against mocap"),
-    "bench-stream": ("avatar_bridge.bench_stream", "output costs and delivery delay of VMC and WebSocket on loopback"),
-    "bench-soak": ("avatar_bridge.bench_soak", "soak test: 20 viewers, 2 VMC targets and a recording for minutes; memory, latency, fps"),
-    "record": ("avatar_bridge.record", "record a take to a file (same options as run)"),
-    "play": ("avatar_bridge.record", "play a recorded take through the outputs"),
-    "export-bvh": ("avatar_bridge.record", "export a recorded take to BVH"),
+    "run": ("avatar_bridge.commands.run", "capture, estimate pose, retarget and stream to avatar clients"),
+    "bench": ("avatar_bridge.bench.live", "measure the live pipeline: fps, per-stage and latency percentiles"),
+    "bench-pose": ("avatar_bridge.bench.pose", "measure pose-model speed: ms per crop by backend and batch size"),
+    "eval": ("avatar_bridge.commands.eval", "COCO keypoint AP of a pose model on an annotation file"),
+    "export-onnx": ("avatar_bridge.commands.export_onnx", "export a SimpleBaseline model to ONNX"),
+    "weights": ("avatar_bridge.commands.weights", "list or download the named pretrained checkpoints"),
+    "bench-smoothing": ("avatar_bridge.bench.smoothing", "compare stabilizers against mocap ground truth"),
+    "bench-retarget": ("avatar_bridge.bench.retarget", "bone-direction error of the retargeter against mocap"),
+    "bench-stream": ("avatar_bridge.bench.stream", "output costs and delivery delay of VMC and WebSocket on loopback"),
+    "bench-soak": ("avatar_bridge.bench.soak", "soak test: 20 viewers, 2 VMC targets and a recording for minutes; memory, latency, fps"),
+    "record": ("avatar_bridge.commands.record", "record a take to a file (same options as run)"),
+    "play": ("avatar_bridge.commands.play", "play a recorded take through the outputs"),
+    "export-bvh": ("avatar_bridge.commands.export_bvh", "export a recorded take to BVH"),
 }
 
 

@@ -1,4 +1,4 @@
-"""Configuration: TOML presets in ``configs/`` plus CLI overrides, validated with clear errors.
+"""Configuration: TOML presets shipped in ``avatar_bridge/presets/`` (package data) plus CLI overrides, validated with clear errors.
 
 Each stage owns one section dataclass here. A field's allowed range or choices live in its
 metadata, so validation and the error text come from one place:
@@ -23,7 +23,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+PRESET_DIR = Path(__file__).resolve().parent / "presets"  # package data: present in wheels and editable installs
+DEFAULT_PRESET = "default"  # what run, record, play and bench load when --config is not given
 
 
 class ConfigError(ValueError):
@@ -270,11 +271,16 @@ def config_from_dict(data: dict) -> AppConfig:
 
 
 def resolve_preset(name_or_path: str) -> Path:
-    """``cpu-fast`` -> configs/cpu-fast.toml; anything with a suffix or slash is a path."""
+    """``cpu-fast`` -> the packaged ``presets/cpu-fast.toml``; anything with a suffix or slash is a path."""
     path = Path(name_or_path)
     if path.suffix or "/" in name_or_path:
         return path
-    return CONFIG_DIR / f"{name_or_path}.toml"
+    return PRESET_DIR / f"{name_or_path}.toml"
+
+
+def preset_names() -> list[str]:
+    """The names ``--config`` accepts without a path (the packaged presets), sorted."""
+    return sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
 
 
 def load_config(name_or_path: str | None = None) -> AppConfig:
@@ -283,7 +289,7 @@ def load_config(name_or_path: str | None = None) -> AppConfig:
         return AppConfig()
     path = resolve_preset(name_or_path)
     if not path.is_file():
-        presets = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.toml"))) if CONFIG_DIR.is_dir() else "none"
+        presets = ", ".join(preset_names()) or "none"
         raise ConfigError(f"config file {path} not found: pass a TOML path or one of the presets ({presets})")
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))

@@ -13,6 +13,35 @@ import time
 import numpy as np
 
 
+def median_p95(values) -> tuple[float | None, float | None]:
+    """(median, 95th percentile) of a sequence of numbers; (None, None) when it is empty.
+
+    The one place the benchmarks and the output clock turn timings into their headline figures.
+    """
+    arr = np.asarray(values, dtype=np.float64).ravel()
+    arr = arr[np.isfinite(arr)]
+    if arr.size == 0:
+        return None, None
+    median, p95 = np.percentile(arr, (50.0, 95.0))
+    return float(median), float(p95)
+
+
+def timing_summary(values_ms, digits: int | None = None) -> dict:
+    """``{"n", "median_ms", "p95_ms", "max_ms"}`` of timings in milliseconds (``{"n": 0}`` when empty).
+
+    ``digits`` rounds the figures for printed reports; non-finite samples are left out.
+    """
+    arr = np.asarray(values_ms, dtype=np.float64).ravel()
+    arr = arr[np.isfinite(arr)]
+    if arr.size == 0:
+        return {"n": 0}
+    median, p95 = median_p95(arr)
+    out = {"n": int(arr.size), "median_ms": median, "p95_ms": p95, "max_ms": float(arr.max())}
+    if digits is not None:
+        out.update({k: round(v, digits) for k, v in out.items() if k != "n"})
+    return out
+
+
 class RollingStats:
     """The last ``size`` samples of one quantity, in a preallocated ring buffer."""
 

@@ -24,7 +24,7 @@ import numpy as np
 from .bvh import BvhMotion, load_bvh
 from .camera import PinholeCamera
 from .keypoints import KEYPOINT_INDEX, NUM_KEYPOINTS
-from .types import Frame, FrameSourceBase, Pose2D
+from .types import Frame, FrameSourceBase, GroundTruth, Pose2D
 
 # COCO body keypoint -> BVH joint names to try, first match wins. Mixamo/cgspeed names come first
 # because there "LeftShoulder" is the collar bone and "LeftArm" the shoulder joint.
@@ -199,8 +199,7 @@ class MocapSource(FrameSourceBase):
             width=self.width,
             height=self.height,
             image=None,
-            truth=[person],
-            joints3d=self.joints3d[k].astype(np.float32),
+            truth=GroundTruth(people=[person], joints3d=self.joints3d[k].astype(np.float32)),
         )
 
     def close(self) -> None:

@@ -24,7 +24,7 @@ import numpy as np
 
 from avatar_bridge import skeleton
 from avatar_bridge.keypoints import COCO_KEYPOINTS, SKELETON_EDGES
-from avatar_bridge.stream import OutputFrame, OutputPerson
+from avatar_bridge.types import OutputFrame, OutputPerson
 
 PROTOCOL_NAME = "avatar-bridge"
 PROTOCOL_VERSION = 1

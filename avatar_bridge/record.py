@@ -1,4 +1,4 @@
-"""Recording, playback and BVH export of takes (``.abrec`` files).
+"""The take file format (``.abrec``): writer, reader and summary. Playback is :mod:`avatar_bridge.playback`.
 
 Why a custom format: a take must survive the process being killed at any moment, stay small for
 hour-long sessions, and carry everything needed to replay it bit-exactly through the outputs
@@ -20,7 +20,6 @@ returns every frame before it.
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import logging
@@ -382,7 +381,7 @@ class RigTrack:
     rest_offsets: np.ndarray  # (B, 3) metres, from the recording header
 
 
-class _ChunkReader:
+class ChunkReader:
     """Reads the preamble, the header and then chunk after chunk, stopping at damage."""
 
     def __init__(self, path: Path) -> None:
@@ -481,7 +480,7 @@ def _decode_block(kind: bytes, payload: bytes, header: RecordingHeader) -> _Bloc
     return _Block(frames, people, rigs)
 
 
-def _iter_blocks(reader: _ChunkReader, calibrations: list | None = None) -> Iterator[_Block]:
+def iter_blocks(reader: ChunkReader, calibrations: list | None = None) -> Iterator[_Block]:
     while True:
         chunk = reader.next_chunk()
         if chunk is None:
@@ -526,7 +525,7 @@ def _rig_from_row(row: np.void, bones: list[str]) -> RigPose:
     )
 
 
-def _frames_of_block(block: _Block, header: RecordingHeader) -> Iterator[RecordedFrame]:
+def frames_of_block(block: _Block, header: RecordingHeader) -> Iterator[RecordedFrame]:
     p = r = 0
     for row in block.frames:
         n_people, n_rigs = int(row["n_people"]), int(row["n_rigs"])
@@ -563,7 +562,7 @@ class Recording:
     def frames(self) -> Iterator[RecordedFrame]:
         """Frames as dataclasses, built lazily (a one-hour take is 100k frames)."""
         block = _Block(self.frame_table, self.person_table, self.rig_table)
-        return _frames_of_block(block, self.header)
+        return frames_of_block(block, self.header)
 
     def track_counts(self) -> dict[int, int]:
         """Track id -> number of frames with a rig pose for it."""
@@ -613,17 +612,17 @@ class Recording:
         )
 
 
-def _damage_warning(path: Path, damage: str, frames: int) -> None:
+def damage_warning(path: Path, damage: str, frames: int) -> None:
     log.warning("%s: %s; read the %d frames before it (the rest of the take is lost)", path, damage, frames)
 
 
 def read_recording(path: str | Path) -> Recording:
     """Read a whole ``.abrec`` take. A damaged or cut-off end is reported (``damage``) and skipped."""
     path = Path(path)
-    reader = _ChunkReader(path)
+    reader = ChunkReader(path)
     calibrations: list[dict] = []
     try:
-        blocks = list(_iter_blocks(reader, calibrations))
+        blocks = list(iter_blocks(reader, calibrations))
     finally:
         reader.close()
     header = reader.header
@@ -632,156 +631,8 @@ def read_recording(path: str | Path) -> Recording:
     people = np.concatenate([b.people for b in blocks]) if blocks else np.zeros(0, person_dtype)
     rigs = np.concatenate([b.rigs for b in blocks]) if blocks else np.zeros(0, rig_dtype)
     if reader.damage:
-        _damage_warning(path, reader.damage, len(frames))
+        damage_warning(path, reader.damage, len(frames))
     return Recording(path, header, frames, people, rigs, calibrations, reader.complete, reader.damage)
-
-
-# --- playback -------------------------------------------------------------------------------------
-
-
-@dataclass
-class PlaybackFrame(Frame):
-    """A played-back frame: ``truth`` holds the recorded 2D people and ``rigs`` the recorded rig poses.
-
-    Timestamps (of the frame and of its rigs) are shifted to the playback clock, so downstream
-    latency and prediction see a live-looking stream. ``recorded_timestamp`` keeps the original.
-    """
-
-    rigs: list[RigPose] = field(default_factory=list)
-    recorded_timestamp: float = 0.0
-
-
-class PlaybackSource(FrameSourceBase):
-    """A FrameSource that replays an ``.abrec`` take at its original timing.
-
-    ``speed`` scales time (2.0 = twice as fast), ``loop`` restarts at the end, ``realtime=False``
-    hands frames out as fast as they are read (timestamps still follow the take). Like a camera,
-    a consumer that falls behind in realtime mode gets the newest due frame, the skipped ones counted
-    in ``Frame.dropped``. Frames are streamed block by block, so hour-long takes need little memory.
-    """
-
-    def __init__(self, path: str | Path, speed: float = 1.0, loop: bool = False, realtime: bool = True) -> None:
-        if not (0.01 <= speed <= 100.0):
-            raise ValueError(f"playback speed {speed} is out of range: use 0.01 to 100 (1 = original timing)")
-        self.path = Path(path)
-        self._reader = _ChunkReader(self.path)
-        self.header = self._reader.header
-        self.speed = float(speed)
-        self.loop = loop
-        self.realtime = realtime
-        self.fps = float(self.header.fps) if self.header.fps > 0 else 30.0
-        source = self.header.source
-        self.width = int(source.get("width", 0))
-        self.height = int(source.get("height", 0))
-        self._frames = self._frame_stream()
-        self._lookahead: RecordedFrame | None = next(self._frames, None)
-        if self._lookahead is None:
-            self._reader.close()
-            damage = f" ({self._reader.damage})" if self._reader.damage else ""
-            raise RecordingError(f"{self.path} has no frames{damage}: nothing to play")
-        if not self.width or not self.height:
-            self.width, self.height = self._lookahead.poses.width, self._lookahead.poses.height
-        self._t0 = self._lookahead.poses.timestamp  # first recorded timestamp
-        self._start: float | None = None  # playback clock at the first frame
-        self._loop_offset = 0.0  # take time added by completed loops
-        self._last_recorded = self._t0
-        self._index = 0
-        self.loops = 0
-        self._paused_at: float | None = None
-        self._closed = False
-
-    def _frame_stream(self) -> Iterator[RecordedFrame]:
-        count = 0
-        for block in _iter_blocks(self._reader):
-            count += len(block.frames)
-            yield from _frames_of_block(block, self.header)
-        if self._reader.damage and self.loops == 0:
-            _damage_warning(self.path, self._reader.damage, count)
-
-    def _next_recorded(self) -> tuple[RecordedFrame, float] | None:
-        """The next recorded frame and its take time (seconds since the first frame, loops added)."""
-        frame = self._lookahead
-        if frame is None and self.loop and self._index > 0:
-            self._loop_offset += (self._last_recorded - self._t0) + 1.0 / self.fps
-            self.loops += 1
-            self._reader.rewind()
-            self._frames = self._frame_stream()
-            frame = next(self._frames, None)
-        if frame is None:
-            return None
-        self._lookahead = next(self._frames, None)
-        self._last_recorded = frame.poses.timestamp
-        return frame, self._loop_offset + frame.poses.timestamp - self._t0
-
-    def read(self) -> PlaybackFrame | None:
-        if self._closed:
-            return None
-        if self._paused_at is not None:
-            self.pause(False)  # reading again resumes the take
-        item = self._next_recorded()
-        if item is None:
-            return None
-        frame, take_time = item
-        dropped = frame.dropped
-        now = time.monotonic()
-        if self._start is None:
-            self._start = now
-        if self.realtime:
-            due = self._start + take_time / self.speed
-            # Behind schedule: skip to the newest frame that is already due, as a camera would.
-            while self._lookahead is not None and due < now:
-                next_time = self._loop_offset + self._lookahead.poses.timestamp - self._t0
-                if self._start + next_time / self.speed > now:
-                    break
-                frame, take_time = self._next_recorded()
-                due = self._start + take_time / self.speed
-                dropped += 1
-            if due > now:
-                time.sleep(due - now)
-        timestamp = self._start + take_time / self.speed
-        shift = timestamp - frame.poses.timestamp
-        rigs = [
-            RigPose(
-                timestamp=frame.poses.timestamp + (rig.timestamp - frame.poses.timestamp) / self.speed + shift,
-                track_id=rig.track_id,
-                hips_position=rig.hips_position,
-                rotations=rig.rotations,
-                confidence=rig.confidence,
-                tracking=rig.tracking,
-            )
-            for rig in frame.rigs
-        ]
-        out = PlaybackFrame(
-            index=self._index,
-            timestamp=timestamp,
-            width=frame.poses.width,
-            height=frame.poses.height,
-            truth=frame.poses.people,
-            dropped=dropped,
-            rigs=rigs,
-            recorded_timestamp=frame.poses.timestamp,
-        )
-        self._index += 1
-        return out
-
-    def pause(self, paused: bool = True) -> None:
-        """Freeze the take's clock while not reading; after resuming nothing is skipped."""
-        now = time.monotonic()
-        if paused and self._paused_at is None:
-            self._paused_at = now
-        elif not paused and self._paused_at is not None:
-            if self._start is not None:
-                self._start += now - self._paused_at
-            self._paused_at = None
-
-    @property
-    def paused(self) -> bool:
-        return self._paused_at is not None
-
-    def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._reader.close()
 
 
 # --- summary --------------------------------------------------------------------------------------
@@ -807,12 +658,12 @@ class RecordingSummary:
 
 def summarize_recording(path: str | Path) -> RecordingSummary:
     path = Path(path)
-    reader = _ChunkReader(path)
+    reader = ChunkReader(path)
     frames = 0
     first = last = None
     tracks: dict[int, int] = {}
     try:
-        for block in _iter_blocks(reader):
+        for block in iter_blocks(reader):
             if len(block.frames):
                 frames += len(block.frames)
                 first = float(block.frames["timestamp"][0]) if first is None else first
@@ -823,232 +674,6 @@ def summarize_recording(path: str | Path) -> RecordingSummary:
     finally:
         reader.close()
     if reader.damage:
-        _damage_warning(path, reader.damage, frames)
+        damage_warning(path, reader.damage, frames)
     duration = (last - first) if first is not None else 0.0
     return RecordingSummary(path, reader.header, frames, duration, tracks, reader.complete, reader.damage, reader.size)
-
-
-# --- playback through the outputs -----------------------------------------------------------------
-
-
-class _LatestFrame:
-    """The newest played-back frame, handed from the reading loop to the output clock thread."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.frame: PlaybackFrame | None = None
-        self.driver: int | None = None
-        self.paused = False
-
-    def set(self, frame: PlaybackFrame) -> None:
-        with self._lock:
-            self.frame = frame
-
-    def sample(self, t: float):
-        """OutputClock ``sample(t)``: the newest frame as an OutputFrame (None before the first)."""
-        from .stream import OutputFrame, OutputPerson
-
-        with self._lock:
-            frame, driver = self.frame, self.driver
-        if frame is None:
-            return None
-        rigs = {rig.track_id: rig for rig in frame.rigs}
-        people = []
-        for pose in frame.truth or []:
-            rig = rigs.pop(pose.track_id, None)
-            people.append(OutputPerson(pose.track_id, pose2d=pose, rig=rig, tracking=rig.tracking if rig else True))
-        for track_id, rig in rigs.items():
-            people.append(OutputPerson(track_id, rig=rig, tracking=rig.tracking))
-        return OutputFrame(capture_time=frame.timestamp, width=frame.width, height=frame.height, people=people, driver=driver)
-
-    def control(self, message) -> None:
-        """WebSocket control messages: ``select`` picks the driver, ``pause`` freezes the outputs."""
-        if message.type == "select":
-            self.driver = message.id
-        elif message.type == "pause":
-            self.paused = bool(message.paused)
-
-
-def play_recording(
-    path: str | Path,
-    sinks: Sequence,
-    *,
-    speed: float = 1.0,
-    loop: bool = False,
-    rate: float = 60.0,
-    duration: float | None = None,
-    latest: _LatestFrame | None = None,
-) -> dict:
-    """Play a take through output sinks (``sink(OutputFrame)`` callables or ``(sink, rate)`` pairs).
-
-    The take is read on this thread at its original timing; an :class:`OutputClock` thread hands the
-    newest frame to the sinks at their own rates, exactly as a live run does. Returns counts.
-    """
-    from .stream import OutputClock
-
-    latest = latest or _LatestFrame()
-    played = dropped = 0
-    started = time.monotonic()
-    with PlaybackSource(path, speed=speed, loop=loop) as source:
-        clock = OutputClock(latest.sample, list(sinks), rate=rate)
-        clock.start()
-        try:
-            while duration is None or time.monotonic() - started < duration:
-                if latest.paused:  # a WebSocket client paused: hold the take where it is
-                    source.pause(True)
-                    time.sleep(0.02)
-                    continue
-                frame = source.read()
-                if frame is None:
-                    break
-                latest.set(frame)
-                played += 1
-                dropped += frame.dropped
-            clock.tick(time.monotonic())  # the final pose reaches every sink before the outputs close
-        finally:
-            clock.stop()
-        stats = clock.stats()
-    return {"frames": played, "dropped": dropped, "loops": source.loops, "seconds": time.monotonic() - started,
-            "output_frames": stats.frames, "sends": stats.sends}
-
-
-# --- command line ---------------------------------------------------------------------------------
-
-
-def configure_parser(parser: argparse.ArgumentParser, command: str) -> None:
-    if command == "export-bvh":
-        parser.add_argument("file", metavar="FILE", help="recording (.abrec) to export")
-        parser.add_argument("-o", "--output", required=True, metavar="OUT.bvh", help="BVH file to write (replaced if it exists)")
-        parser.add_argument("--track", type=int, default=None, metavar="ID", help="person to export (default: the one with the most frames)")
-        parser.add_argument("--fps", type=float, default=30.0, help="BVH frame rate; the take is resampled with slerp (default 30)")
-        parser.add_argument("--bones", choices=("body", "full"), default="body", help="body = the bones COCO-17 drives; full adds fingers, eyes, jaw")
-        parser.add_argument("--units", choices=("cm", "m"), default="cm", help="BVH length unit (default cm; import into Blender with scale 0.01)")
-    elif command == "play":
-        from . import server, vmc
-
-        parser.add_argument("file", metavar="FILE", help="recording (.abrec) to play")
-        parser.add_argument("--config", default=None, metavar="PRESET|FILE", help="TOML config for the outputs (default: the default preset, as for run)")
-        parser.add_argument("--speed", type=float, default=1.0, help="time scale: 2 = twice as fast (default 1)")
-        parser.add_argument("--loop", action="store_true", help="start again at the end (stop with Ctrl+C)")
-        parser.add_argument("--duration", type=float, default=None, metavar="SECONDS", help="stop after this long")
-        vmc.add_arguments(parser)
-        server.add_arguments(parser)
-    elif command == "record":
-        _configure_record_parser(parser)
-    else:  # pragma: no cover - cli.py only routes the three commands above here
-        raise ValueError(f"avatar_bridge.record has no command {command!r}")
-
-
-def _configure_record_parser(parser: argparse.ArgumentParser) -> None:
-    """``record`` = ``run`` plus ``-o FILE``: the pipeline owner's options, then ours."""
-    try:
-        from . import pipeline
-    except ImportError as exc:
-        raise RuntimeError(f"avatar-bridge record needs the live pipeline (avatar_bridge.pipeline), which failed to import: {exc}") from None
-    pipeline.configure_parser(parser, "run")
-    parser.add_argument("-o", "--output", required=True, metavar="TAKE.abrec", help="recording file to write")
-    # --overwrite comes with run's options (it replaces the -o recording and a --bvh file)
-
-
-def run_command(args: argparse.Namespace) -> int:
-    if args.command == "export-bvh":
-        return _export_bvh_command(args)
-    if args.command == "play":
-        return _play_command(args)
-    if args.command == "record":
-        return _record_command(args)
-    raise ValueError(f"avatar_bridge.record has no command {args.command!r}")
-
-
-def export_bvh(
-    path: str | Path, output: str | Path, *, track: int | None = None, fps: float = 30.0, bones: str = "body", units: str = "cm"
-):
-    """Export one person of a take to BVH (see :func:`avatar_bridge.bvh.write_bvh`)."""
-    from .bvh import write_bvh
-
-    if not 1.0 <= fps <= 1000.0:
-        raise ValueError(f"--fps {fps} is out of range: use 1 to 1000 frames per second")
-    recording = read_recording(path)
-    rig = recording.rig_track(track)
-    output = Path(output)
-    if not output.parent.is_dir():
-        raise FileNotFoundError(f"folder {output.parent} for {output.name} does not exist: create it or change -o")
-    export = write_bvh(output, rig.timestamps, rig.hips, rig.rotations, fps=fps, bones=bones, units=units, offsets=rig.rest_offsets)
-    return recording, rig, export
-
-
-def _export_bvh_command(args: argparse.Namespace) -> int:
-    recording, rig, export = export_bvh(args.file, args.output, track=args.track, fps=args.fps, bones=args.bones, units=args.units)
-    note = "" if recording.damage is None else f" (recording damaged: {recording.damage}; exported what it holds)"
-    print(
-        f"wrote {export.path}: track {rig.track_id}, {export.frames} frames at {export.fps:g} fps "
-        f"({export.duration:.2f} s), {export.joints} joints, {export.units}{note}"
-    )
-    return 0
-
-
-def _play_command(args: argparse.Namespace) -> int:
-    from . import server as server_module
-    from . import vmc as vmc_module
-    from .config import load_config
-
-    name = args.config
-    if name is None and (Path(__file__).resolve().parent.parent / "configs" / "default.toml").is_file():
-        name = "default"  # same default as `run`
-    config = load_config(name)
-    vmc_module.apply_arguments(args, config.vmc)
-    server_module.apply_arguments(args, config.websocket)
-    config.validate()
-    summary = summarize_recording(args.file)
-    summary.require_person()
-    latest = _LatestFrame()
-    sinks: list = []
-    closers: list = []
-    try:
-        if config.vmc.enabled:
-            sender = vmc_module.VmcSender(config.vmc)
-            closers.append(sender.close)
-            sinks.append((sender.send, config.vmc.rate))
-        if config.websocket.enabled:
-            ws = server_module.WebSocketServer(config.websocket, on_control=latest.control)
-            ws.start()
-            closers.append(ws.stop)
-            sinks.append((ws.publish, config.websocket.rate))
-            print(f"web viewer: {ws.http_url}", flush=True)
-        if not sinks:
-            raise ValueError("every output is disabled (--no-vmc and --no-ws): enable at least one to play a take")
-        print(
-            f"playing {summary.path}: {summary.frames} frames, {summary.duration:.1f} s, tracks "
-            f"{', '.join(map(str, sorted(summary.tracks)))}, speed {args.speed:g}{', looping' if args.loop else ''}",
-            flush=True,
-        )
-        result = play_recording(
-            args.file, sinks, speed=args.speed, loop=args.loop, duration=args.duration, latest=latest
-        )
-    finally:
-        for close in reversed(closers):
-            close()
-    print(
-        f"played {result['frames']} frames ({result['dropped']} skipped, {result['loops']} loops) in {result['seconds']:.1f} s; "
-        f"output frames sent: {result['output_frames']}"
-    )
-    return 0
-
-
-def _record_command(args: argparse.Namespace) -> int:
-    """``record -o FILE [run options]`` = ``run --record FILE``; the pipeline owns the run itself."""
-    from . import pipeline
-
-    if getattr(args, "record", None) and args.record != args.output:
-        raise ValueError(f"record: -o {args.output} and --record {args.record} name two files: pass only -o")
-    output = Path(args.output).expanduser()
-    if output.suffix.lower() != SUFFIX:
-        raise ValueError(f"recording file {output} must end in {SUFFIX} (e.g. -o take{SUFFIX}) so sources and tools recognise it")
-    if output.exists():
-        if not args.overwrite:
-            raise FileExistsError(f"recording {output} already exists: choose another file name or pass --overwrite")
-        if output.is_dir():
-            raise IsADirectoryError(f"recording path {output} is a folder: give a file name ending in {SUFFIX}")
-        output.unlink()  # the user asked to replace it
-    args.record = str(output)
-    return int(pipeline.run_command(args) or 0)

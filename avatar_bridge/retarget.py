@@ -25,8 +25,12 @@ All rotations are in the canonical frame of :mod:`avatar_bridge.skeleton` (ident
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
+import logging
 import math
+import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -38,6 +42,8 @@ from .config import RetargetConfig
 from .keypoints import NUM_KEYPOINTS
 from .skeleton import BONE_INDEX, BONE_NAMES, LEG_BONES, PARENT_INDEX, REST_OFFSETS, mirror_rotations
 from .types import RigPose
+
+log = logging.getLogger(__name__)
 
 NOSE, L_EYE, R_EYE, L_EAR, R_EAR = 0, 1, 2, 3, 4
 L_SH, R_SH, L_EL, R_EL, L_WR, R_WR = 5, 6, 7, 8, 9, 10
@@ -340,6 +346,16 @@ class ForeshorteningLifter:
         self.scale = 0.0
         self._scale_time = -math.inf
         self._signs.clear()
+
+    def fork(self) -> "ForeshorteningLifter":
+        """A copy whose continuity state (scale, depth signs) can advance without touching this one.
+
+        The output clock lifts the pose predicted for each send time on a fork, so how often outputs
+        tick never changes how depth is resolved; only pose updates advance the real state.
+        """
+        twin = copy.copy(self)
+        twin._signs = {name: dataclasses.replace(state) for name, state in self._signs.items()}
+        return twin
 
     # -- scale ---------------------------------------------------------------------------------------
     def _update_scale(self, lengths: dict[str, float], timestamp: float) -> float:
@@ -852,6 +868,9 @@ class Retargeter:
         self._previous: dict[str, np.ndarray] = {}
         self._image_size: tuple[int, int] | None = None
         self._previous_hips: np.ndarray | None = None
+        # update() runs on the capture loop and solve(advance=False) on the output clock: the lifter's
+        # continuity state is advanced and forked under this lock.
+        self._state_lock = threading.Lock()
         if self.config.calibration_file:
             path = Path(self.config.calibration_file)
             if path.is_file():
@@ -890,6 +909,7 @@ class Retargeter:
         self.set_calibration(Calibration.load(path))
 
     def _calibration_frame(self, kp: np.ndarray, sc: np.ndarray, timestamp: float, image_size: tuple[int, int]) -> None:
+        """Add one pose update to the calibration period; finish it after ``calibration_seconds``."""
         ok = sc >= self.config.min_score
         torso = ok[[L_SH, R_SH]].all() and (ok[[L_HIP, R_HIP]].all() or self.config.upper_body)
         if not torso:
@@ -902,7 +922,9 @@ class Retargeter:
         if done:
             self.set_calibration(calibration)
             if self.config.calibration_file:
-                calibration.save(self.config.calibration_file)
+                # Once per calibration period, on a thread of its own: never on the output clock.
+                threading.Thread(target=self._save_calibration, args=(calibration, self.config.calibration_file),
+                                 name="calibration-save", daemon=False).start()
         else:
             # Provisional: keep the lifter's state (scale, depth signs) but use the newest lengths.
             self.calibration = calibration
@@ -912,23 +934,80 @@ class Retargeter:
                 else:
                     self._lifter = self._make_lifter(calibration)
 
-    # -- solving -------------------------------------------------------------------------------------
-    def solve(self, keypoints: np.ndarray, scores: np.ndarray, timestamp: float, image_size: tuple[int, int] = (1280, 720),
-              track_id: int = 0) -> RigPose:
+    @staticmethod
+    def _save_calibration(calibration: Calibration, path: str) -> None:
+        try:
+            calibration.save(path)
+        except OSError as exc:
+            log.warning("could not save the calibration to %s (%s): check the folder exists and is writable", path, exc)
+
+    @staticmethod
+    def _clean(keypoints: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         kp = np.asarray(keypoints, dtype=np.float64)
         sc = np.asarray(scores, dtype=np.float64).reshape(-1)
         if kp.ndim != 2 or kp.shape[1] != 2 or kp.shape[0] != NUM_KEYPOINTS or sc.shape[0] != NUM_KEYPOINTS:
             raise ValueError(f"retarget expects COCO-17 keypoints (17, 2) and scores (17,), got {kp.shape} and {sc.shape}")
         bad = ~np.all(np.isfinite(kp), axis=-1) | ~np.isfinite(sc)
-        kp = np.where(bad[:, None], 0.0, kp)
-        sc = np.where(bad, 0.0, np.clip(sc, 0.0, 1.0))
-        self._image_size = (int(image_size[0]), int(image_size[1]))
+        return np.where(bad[:, None], 0.0, kp), np.where(bad, 0.0, np.clip(sc, 0.0, 1.0))
 
+    def _observe(self, kp: np.ndarray, sc: np.ndarray, timestamp: float, image_size: tuple[int, int]) -> None:
+        self._image_size = (int(image_size[0]), int(image_size[1]))
         if self._calibrating:
             self._calibration_frame(kp, sc, timestamp, self._image_size)
+
+    # -- solving -------------------------------------------------------------------------------------
+    def update(self, keypoints: np.ndarray, scores: np.ndarray, timestamp: float, image_size: tuple[int, int]) -> None:
+        """Advance this person's state with one pose update: calibration and the lifter's continuity.
+
+        The live pipeline calls this once per processed frame (with the stabilized keypoints at the
+        frame's time) and :meth:`solve` with ``advance=False`` on every output tick, so the output
+        rate never changes calibration or depth resolution. Shapes and errors as for :meth:`solve`.
+        """
+        kp, sc = self._clean(keypoints, scores)
+        with self._state_lock:
+            self._observe(kp, sc, timestamp, image_size)
+            if self._lifter is not None:
+                self._lifter.lift(kp, sc, timestamp)
+
+    def solve(self, keypoints: np.ndarray, scores: np.ndarray, timestamp: float, image_size: tuple[int, int],
+              track_id: int = 0, *, advance: bool = True) -> RigPose:
+        """Humanoid bone rotations for one person's COCO-17 keypoints.
+
+        Args:
+            keypoints: (17, 2) pixels, COCO-17 order (non-finite rows count as unseen).
+            scores: (17,) confidences; below ``config.min_score`` a joint is unseen.
+            timestamp: seconds (monotonic or video time); drives hold/ease of unseen bones.
+            image_size: (width, height) in pixels of the image the keypoints are in.
+            track_id: copied into the result.
+            advance: True (one call per pose update, e.g. offline) also does :meth:`update`'s work;
+                False (the output clock) solves on a fork of the lifter and leaves calibration alone.
+
+        Returns:
+            :class:`RigPose`: parent-local quaternions (x, y, z, w) per VRM bone in the canonical frame
+            of :mod:`avatar_bridge.skeleton`, hips position in metres, per-bone confidence.
+
+        Raises:
+            ValueError: keypoints or scores of the wrong shape, or a lifter returning the wrong shape.
+
+        Method: foreshortening lifting against the calibrated segment lengths (Taylor, CVIU 2000,
+        "Reconstruction of articulated objects from point correspondences in a single image"), then
+        swing-twist bone rotations under joint limits; see docs/retarget.md.
+        """
+        kp, sc = self._clean(keypoints, scores)
+        lifter = self._lifter
+        if advance:
+            self._observe(kp, sc, timestamp, image_size)
+        else:
+            self._image_size = (int(image_size[0]), int(image_size[1]))
+            with self._state_lock:
+                lifter = self._lifter
+                if isinstance(lifter, ForeshorteningLifter):
+                    lifter = lifter.fork()
+                elif lifter is not None:
+                    lifter = copy.deepcopy(lifter)
         joints = None
-        if self._lifter is not None:
-            joints = np.asarray(self._lifter.lift(kp, sc, timestamp), dtype=np.float64)
+        if lifter is not None:
+            joints = np.asarray(lifter.lift(kp, sc, timestamp), dtype=np.float64)
             if joints.shape != (NUM_KEYPOINTS, 3):
                 raise ValueError(f"lifter returned shape {joints.shape}, expected (17, 3)")
         local, solved = solve_rotations(joints, self.limits) if joints is not None else ({}, set())

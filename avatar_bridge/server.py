@@ -24,7 +24,6 @@ It runs its own asyncio event loop in a background thread, so the pipeline stays
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import dataclasses
 import hmac
@@ -46,7 +45,7 @@ from websockets.http11 import Request, Response
 
 from avatar_bridge import protocol
 from avatar_bridge.config import WebSocketConfig
-from avatar_bridge.stream import OutputFrame
+from avatar_bridge.types import OutputFrame
 
 log = logging.getLogger(__name__)
 
@@ -497,29 +496,3 @@ class WebSocketServer:
         headers["Cache-Control"] = "no-cache"
         headers["X-Content-Type-Options"] = "nosniff"
         return dataclasses.replace(base, headers=headers, body=body)
-
-
-# --- command-line options shared by run / play ------------------------------------------------------
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--ws-host``, ``--ws-port``, ``--ws-token``, ``--no-ws``."""
-    group = parser.add_argument_group("WebSocket output and web viewer")
-    group.add_argument("--ws-host", metavar="HOST", default=None, help="address to listen on (default 127.0.0.1; anything else needs --ws-token)")
-    group.add_argument("--ws-port", metavar="PORT", type=int, default=None, help="port (default 8765; 0 = any free port)")
-    group.add_argument("--ws-token", metavar="TOKEN", default=None, help="clients must present this token (required off loopback)")
-    group.add_argument("--no-ws", action="store_true", help="do not start the WebSocket server")
-
-
-def apply_arguments(args: argparse.Namespace, config: WebSocketConfig) -> None:
-    """Copy the WebSocket command-line options into ``config`` (checked again in ``start``)."""
-    if getattr(args, "ws_host", None) is not None:
-        config.host = args.ws_host
-    if getattr(args, "ws_port", None) is not None:
-        if not 0 <= args.ws_port <= 65535:
-            raise ValueError(f"--ws-port {args.ws_port} is out of range: use 0 to 65535")
-        config.port = args.ws_port
-    if getattr(args, "ws_token", None) is not None:
-        config.token = args.ws_token
-    if getattr(args, "no_ws", False):
-        config.enabled = False

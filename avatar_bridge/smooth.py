@@ -47,6 +47,7 @@ from filterpy.common import Q_discrete_white_noise
 from filterpy.kalman import KalmanFilter
 
 from .config import ConfigError, SmoothingConfig
+from .types import StabilizedPose
 
 # Default body height when none is given and it cannot be estimated yet (px).
 FALLBACK_BODY_HEIGHT_PX = 400.0
@@ -128,7 +129,7 @@ class KalmanStabilizer:
         self.history: deque[tuple[float, np.ndarray, np.ndarray, np.ndarray]] = deque(maxlen=8)
 
     # --- model matrices ---------------------------------------------------------------------
-    def _transition(self, dt: float) -> tuple[np.ndarray, np.ndarray]:
+    def _transition(self, dt: float) -> StabilizedPose:
         """F and Q for a step of ``dt`` seconds (block structure: derivative order x position entry)."""
         n, order = self.num_pos, self.order
         diag = np.arange(n)
@@ -222,7 +223,7 @@ class KalmanStabilizer:
                     self.filter.x[self._own_states(j)[1:]] = 0.0
             self.last_time = t
 
-    def update(self, keypoints: np.ndarray, scores: np.ndarray, timestamp: float) -> tuple[np.ndarray, np.ndarray]:
+    def update(self, keypoints: np.ndarray, scores: np.ndarray, timestamp: float) -> StabilizedPose:
         """Fuse one frame's measurements; returns the filtered keypoints (K, 2) and scores (K,)."""
         t = _check_time(timestamp)
         kp, sc, measured = _clean(keypoints, scores, self.config.min_confidence)
@@ -376,7 +377,7 @@ class KalmanStabilizer:
         decay = np.exp(-over / max(self.config.missing_decay, 1e-6))
         return np.where(self.seen, confidence * decay, 0.0)
 
-    def predict(self, t: float) -> tuple[np.ndarray, np.ndarray]:
+    def predict(self, t: float) -> StabilizedPose:
         """Keypoints (K, 2) and scores (K,) at time ``t``.
 
         After the last update: extrapolated with the motion model (at most ``hold_time`` ahead).
@@ -386,21 +387,21 @@ class KalmanStabilizer:
         t = _check_time(t)
         k = self.num_keypoints
         if not self.initialized:
-            return np.zeros((k, 2), np.float32), np.zeros(k, np.float32)
+            return StabilizedPose(np.zeros((k, 2), np.float32), np.zeros(k, np.float32), t)
         if t >= self.last_time or len(self.history) < 2:
-            return self._output_positions(t).astype(np.float32), self._scores(t, self.confidence).astype(np.float32)
+            return StabilizedPose(self._output_positions(t).astype(np.float32), self._scores(t, self.confidence).astype(np.float32), t)
         times = [h[0] for h in self.history]
         i = int(np.searchsorted(times, t))
         if i == 0:
             t0, p0, _, c0 = self.history[0]
-            return p0.astype(np.float32), self._scores(t0, c0).astype(np.float32)
+            return StabilizedPose(p0.astype(np.float32), self._scores(t0, c0).astype(np.float32), t)
         t0, p0, v0, c0 = self.history[i - 1]
         t1, p1, v1, c1 = self.history[i]
         h = t1 - t0
         s = (t - t0) / h if h > 0 else 1.0
         h00, h10, h01, h11 = 2 * s**3 - 3 * s**2 + 1, s**3 - 2 * s**2 + s, -2 * s**3 + 3 * s**2, s**3 - s**2
         pos = h00 * p0 + h10 * h * v0 + h01 * p1 + h11 * h * v1
-        return pos.astype(np.float32), self._scores(t, c1).astype(np.float32)
+        return StabilizedPose(pos.astype(np.float32), self._scores(t, c1).astype(np.float32), t)
 
 
 class OneEuroStabilizer:
@@ -435,7 +436,7 @@ class OneEuroStabilizer:
         tau = 1.0 / (2.0 * math.pi * np.asarray(cutoff))
         return 1.0 / (1.0 + tau / dt)
 
-    def update(self, keypoints: np.ndarray, scores: np.ndarray, timestamp: float) -> tuple[np.ndarray, np.ndarray]:
+    def update(self, keypoints: np.ndarray, scores: np.ndarray, timestamp: float) -> StabilizedPose:
         t = _check_time(timestamp)
         kp, sc, measured = _clean(keypoints, scores, self.min_confidence)
         z = kp / self.scale
@@ -470,18 +471,18 @@ class OneEuroStabilizer:
         self.last_time = t
         return self.predict(t)
 
-    def predict(self, t: float) -> tuple[np.ndarray, np.ndarray]:
+    def predict(self, t: float) -> StabilizedPose:
         """Filtered keypoints at ``t``: extrapolated with the filtered derivative (at most hold_time)."""
         t = _check_time(t)
         if self.x is None:
             k = 17
-            return np.zeros((k, 2), np.float32), np.zeros(k, np.float32)
+            return StabilizedPose(np.zeros((k, 2), np.float32), np.zeros(k, np.float32), t)
         horizon = float(np.clip(t - self.last_time, 0.0, self.hold_time))
         fresh = (t - self.last_seen) <= self.hold_time
         pos = (self.x + np.where(fresh[:, None], self.dx, 0.0) * horizon) * self.scale
         over = np.maximum(t - self.last_seen - self.hold_time, 0.0)
         scores = np.where(np.isfinite(self.last_seen), self.confidence * np.exp(-over / max(self.missing_decay, 1e-6)), 0.0)
-        return pos.astype(np.float32), scores.astype(np.float32)
+        return StabilizedPose(pos.astype(np.float32), scores.astype(np.float32), t)
 
     def reset(self) -> None:
         self.x = None
@@ -494,16 +495,16 @@ class PassThroughStabilizer:
         self.keypoints = np.zeros((17, 2), np.float32)
         self.scores = np.zeros(17, np.float32)
 
-    def update(self, keypoints: np.ndarray, scores: np.ndarray, timestamp: float) -> tuple[np.ndarray, np.ndarray]:
+    def update(self, keypoints: np.ndarray, scores: np.ndarray, timestamp: float) -> StabilizedPose:
         _check_time(timestamp)
         kp, sc, measured = _clean(keypoints, scores, 1e-6)
         self.keypoints = kp.astype(np.float32)
         self.scores = np.where(measured, sc, 0.0).astype(np.float32)
-        return self.keypoints.copy(), self.scores.copy()
+        return StabilizedPose(self.keypoints.copy(), self.scores.copy(), float(timestamp))
 
-    def predict(self, t: float) -> tuple[np.ndarray, np.ndarray]:
+    def predict(self, t: float) -> StabilizedPose:
         _check_time(t)
-        return self.keypoints.copy(), self.scores.copy()
+        return StabilizedPose(self.keypoints.copy(), self.scores.copy(), float(t))
 
     def reset(self) -> None:
         self.__init__()

@@ -26,45 +26,17 @@ import logging
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
 
-from avatar_bridge.types import Pose2D, RigPose
+from avatar_bridge.metrics import median_p95
+from avatar_bridge.types import OutputFrame
 
 log = logging.getLogger(__name__)
 
 ERROR_LOG_INTERVAL_S = 5.0
-
-
-@dataclass
-class OutputPerson:
-    """One tracked person as the outputs see it: 2D keypoints and/or the solved rig."""
-
-    track_id: int
-    pose2d: Pose2D | None = None  # keypoints in pixels of the capture image
-    rig: RigPose | None = None
-    tracking: bool = True  # False while the tracker only extrapolates (person lost)
-
-
-@dataclass
-class OutputFrame:
-    """What the pipeline's ``sample(t)`` returns for one output tick."""
-
-    capture_time: float  # monotonic time the newest camera frame behind this pose was captured
-    width: int  # capture image size in pixels (keypoints are normalized by it)
-    height: int
-    people: list[OutputPerson] = field(default_factory=list)
-    driver: int | None = None  # track id of the person driving the avatar; None = the first person
-    sample_time: float | None = None  # the t the pose was predicted for (filled by OutputClock)
-
-    def driving_person(self) -> OutputPerson | None:
-        """The person that drives single-avatar outputs (VMC): ``driver`` or else the first one."""
-        for person in self.people:
-            if person.track_id == self.driver:
-                return person
-        return self.people[0] if self.people else None
 
 
 Sample = Callable[[float], "OutputFrame | None"]
@@ -87,13 +59,6 @@ class ClockStats:
     # latency figures above also count the ticks that re-send (extrapolate) an older capture between frames.
     fresh_latency_ms_median: float | None = None
     fresh_latency_ms_p95: float | None = None
-
-
-def _percentiles(values: deque) -> tuple[float | None, float | None]:
-    if not values:
-        return None, None
-    arr = np.asarray(values, dtype=np.float64)
-    return float(np.median(arr)), float(np.percentile(arr, 95))
 
 
 class _SinkSlot:
@@ -266,9 +231,9 @@ class OutputClock:
 
     def stats(self) -> ClockStats:
         with self._lock:
-            lat_med, lat_p95 = _percentiles(self._latency_ms)
-            int_med, int_p95 = _percentiles(self._interval_ms)
-            fresh_med, fresh_p95 = _percentiles(self._fresh_latency_ms)
+            lat_med, lat_p95 = median_p95(self._latency_ms)
+            int_med, int_p95 = median_p95(self._interval_ms)
+            fresh_med, fresh_p95 = median_p95(self._fresh_latency_ms)
             return ClockStats(
                 ticks=self._ticks,
                 frames=self._frames,

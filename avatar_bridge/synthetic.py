@@ -5,7 +5,7 @@ skeleton (:mod:`avatar_bridge.skeleton`) is posed with smooth, seed-deterministi
 (waving arms, stepping legs, a turning torso, head motion), projected to COCO-17 keypoints (face
 points from the head bone, as :func:`avatar_bridge.retarget.joints_from_rig` places them), and handed
 out as Frames with ``image=None`` (or a drawn stick figure with ``render=True``), the exact 2D
-person in ``truth``, the 3D joints in ``joints3d`` and the posed rig in ``truth_rig``.
+person in ``truth``, the 3D joints in ``joints3d`` and the posed rig in ``truth.rigs[0]``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from .camera import PinholeCamera
 from .keypoints import SKELETON_EDGES
 from .mocap import truth_box
 from .retarget import joints_from_rig
-from .types import Frame, FrameSourceBase, Pose2D, RigPose
+from .types import Frame, FrameSourceBase, GroundTruth, Pose2D, RigPose
 
 _X, _Y, _Z = np.eye(3)
 
@@ -162,8 +162,7 @@ class SyntheticSource(FrameSourceBase):
         person = Pose2D(keypoints=keypoints, scores=scores, box=truth_box(keypoints, scores), track_id=self.track_id)
         frame = Frame(index=index, timestamp=timestamp, width=self.width, height=self.height,
                       image=self._draw(keypoints, scores) if self.render else None,
-                      truth=[person], joints3d=joints.astype(np.float32))
-        frame.truth_rig = rig  # ground truth for tests (not a Frame field: only this source has it)
+                      truth=GroundTruth(people=[person], joints3d=joints.astype(np.float32), rigs=[rig]))
         return frame
 
     def _draw(self, keypoints: np.ndarray, scores: np.ndarray) -> np.ndarray:

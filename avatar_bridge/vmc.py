@@ -26,7 +26,6 @@ retried silently every frame; it is logged again when it has worked for a few se
 
 from __future__ import annotations
 
-import argparse
 import errno
 import logging
 import socket
@@ -41,8 +40,7 @@ from pythonosc.parsing import osc_types
 
 from avatar_bridge import skeleton
 from avatar_bridge.config import VmcConfig
-from avatar_bridge.stream import OutputFrame
-from avatar_bridge.types import RigPose
+from avatar_bridge.types import OutputFrame, RigPose
 
 log = logging.getLogger(__name__)
 
@@ -294,28 +292,3 @@ class VmcSender:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-# --- command-line options shared by run / play ------------------------------------------------------
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--vmc HOST:PORT`` (repeatable) and ``--no-vmc``."""
-    group = parser.add_argument_group("VMC output (OSC over UDP)")
-    group.add_argument("--vmc", action="append", metavar="HOST:PORT", default=None,
-                       help=f"send VMC to this receiver (repeatable; default 127.0.0.1:{DEFAULT_PORT})")
-    group.add_argument("--no-vmc", action="store_true", help="do not send VMC")
-
-
-def apply_arguments(args: argparse.Namespace, config: VmcConfig) -> None:
-    """Copy the VMC command-line options into ``config`` (validated on use)."""
-    targets = getattr(args, "vmc", None)
-    if getattr(args, "no_vmc", False):
-        if targets:
-            raise ValueError("--vmc and --no-vmc contradict each other: pass one of them")
-        config.enabled = False
-    elif targets:
-        for spec in targets:
-            parse_target(spec)
-        config.targets = list(targets)
-        config.enabled = True

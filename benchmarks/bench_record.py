@@ -40,7 +40,7 @@ def cmu_frames() -> list[tuple[Pose2D, RigPose]]:
     out = []
     with MocapSource(MOCAP, fps=FPS) as source:
         for frame in source:
-            person = frame.truth[0]
+            person = frame.truth.people[0]
             rig = retargeter.solve(person.keypoints, person.scores, frame.timestamp, (frame.width, frame.height), 1)
             out.append((person, rig))
     return out

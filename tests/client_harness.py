@@ -18,7 +18,7 @@ from avatar_bridge import quat
 from avatar_bridge.config import WebSocketConfig
 from avatar_bridge.server import WebSocketServer
 from avatar_bridge.skeleton import BODY_BONES, REST_OFFSETS
-from avatar_bridge.stream import OutputFrame, OutputPerson
+from avatar_bridge.types import OutputFrame, OutputPerson
 from avatar_bridge.types import Pose2D, RigPose
 
 

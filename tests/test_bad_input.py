@@ -31,7 +31,7 @@ from avatar_bridge.config import RetargetConfig, SmoothingConfig, WebSocketConfi
 from avatar_bridge.retarget import Retargeter
 from avatar_bridge.server import MAX_INCOMING_BYTES, WebSocketServer
 from avatar_bridge.smooth import make_stabilizer
-from avatar_bridge.stream import OutputFrame, OutputPerson
+from avatar_bridge.types import OutputFrame, OutputPerson
 from avatar_bridge.types import Pose2D
 from conftest import ROOT
 
@@ -229,7 +229,7 @@ def base_person() -> tuple[np.ndarray, np.ndarray]:
     source = SyntheticSource(realtime=False)
     frame = source.read()
     source.close()
-    person = frame.truth[0]
+    person = frame.truth.people[0]
     return person.keypoints.astype(np.float32), person.scores.astype(np.float32)
 
 

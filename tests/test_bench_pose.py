@@ -7,7 +7,8 @@ import json
 import pytest
 import torch
 
-from avatar_bridge.bench_pose import BenchRow, bench_one, format_table, percentiles, pose_config
+from avatar_bridge.bench.pose import BenchRow, bench_one, format_table, pose_config
+from avatar_bridge.metrics import median_p95, timing_summary
 from avatar_bridge.cli import main as cli_main
 from conftest import POSE_ONNX, need
 
@@ -15,7 +16,7 @@ torch.set_num_threads(1)
 
 
 def test_percentiles():
-    median, p95 = percentiles([float(v) for v in range(1, 101)])
+    median, p95 = median_p95([float(v) for v in range(1, 101)])
     assert median == 50.5 and 95 <= p95 <= 96
 
 

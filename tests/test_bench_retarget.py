@@ -8,7 +8,7 @@ import numpy as np
 from conftest import MOCAP, need
 
 from avatar_bridge import cli
-from avatar_bridge.bench_retarget import (
+from avatar_bridge.bench.retarget import (
     LIMB_BONES,
     SCENARIOS,
     _camera_to_world,
@@ -26,8 +26,8 @@ def test_error_measure_is_zero_for_the_true_rig():
     """Directions from a rig's rotations (what the bench reads from a RigPose) match its joints."""
     source = SyntheticSource(duration=4.0, realtime=False, seed=5)
     for frame in source:
-        got = recovered_directions(frame.truth_rig.rotations, np.eye(3))
-        truth = true_directions(frame.joints3d.astype(np.float64))
+        got = recovered_directions(frame.truth.rigs[0].rotations, np.eye(3))
+        truth = true_directions(frame.truth.joints3d.astype(np.float64))
         for bone in LIMB_BONES:
             a, b = got[bone], truth[bone] / np.linalg.norm(truth[bone])
             assert float(a @ b) > np.cos(np.radians(0.01)), bone

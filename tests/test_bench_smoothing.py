@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import MOCAP, need
 
-from avatar_bridge.bench_smoothing import (
+from avatar_bridge.bench.smoothing import (
     along_front,
     apply_predictors,
     corrupt,
@@ -98,9 +98,9 @@ def test_cli_errors(tmp_path, capsys):
 
 def test_full_sweep_sizes():
     """The default (non-quick) sweeps are the ones the floors are judged on."""
-    from avatar_bridge.bench_smoothing import _sweep_grids
+    from avatar_bridge.bench.smoothing import sweep_grids
 
-    mc, beta, dc, acc, speed, innov = _sweep_grids(quick=False)
+    mc, beta, dc, acc, speed, innov = sweep_grids(quick=False)
     assert len(mc) * len(beta) * len(dc) == 98 and min(mc) == 0.5 and max(mc) == 5.0 and min(beta) == 1 and max(beta) == 60
     assert len(acc) * len(speed) * len(innov) == 147 and 1.0 in acc and 1.0 in speed and 1.0 in innov
 
@@ -109,7 +109,7 @@ def test_lag_metric_recovers_sub_frame_shifts_of_the_clip():
     """The lag the latency floor is judged on, checked on the benchmark's own motion: the true pose
     sampled 1/6 frame apart (180 fps) and shifted by a known amount reads back within 0.05 frame,
     with the sign the floor uses (positive = behind the truth)."""
-    from avatar_bridge.bench_smoothing import FPS, load_clip
+    from avatar_bridge.bench.smoothing import FPS, load_clip
     from avatar_bridge.mocap import coco17_world
 
     truth, source = load_clip(need(MOCAP))
@@ -174,7 +174,7 @@ def test_no_linear_predictor_meets_both_latency_halves_on_the_clip():
     """The finding docs/smoothing.md rests on: on the benchmark clip with iid noise, even weights
     fitted to the clip itself cannot read lag <= 0.5 frame at send time without more RMSE than the
     shipped filter's uncompensated output."""
-    from avatar_bridge.bench_smoothing import DELIVERY_DELAY, FPS, NOISE_VARIANCE, load_clip, run_stabilizer
+    from avatar_bridge.bench.smoothing import DELIVERY_DELAY, FPS, NOISE_VARIANCE, load_clip, run_stabilizer
     from avatar_bridge.config import SmoothingConfig
     from avatar_bridge.mocap import coco17_world
     from avatar_bridge.smooth import KalmanStabilizer

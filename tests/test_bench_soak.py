@@ -10,7 +10,7 @@ import json
 import pytest
 
 from avatar_bridge import cli
-from avatar_bridge.bench_soak import SoakReport, format_report, run_soak
+from avatar_bridge.bench.soak import SoakReport, format_report, run_soak
 from avatar_bridge.record import read_recording
 
 

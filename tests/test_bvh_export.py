@@ -197,7 +197,7 @@ def test_export_bvh_command_picks_the_track_and_resamples(tmp_path, capsys):
         world = motion.world_positions(f)[0]
         for name in ("head", "leftHand", "rightFoot"):
             np.testing.assert_allclose(world[motion.index(name)], ours[skeleton.BONE_INDEX[name]], atol=1e-4)
-    assert cli.main(["export-bvh", str(take), "-o", str(out), "--track", "8"]) == 0
+    assert cli.main(["export-bvh", str(take), "-o", str(out), "--track", "8", "--overwrite"]) == 0
     assert "track 8, " in capsys.readouterr().out
 
 
@@ -220,7 +220,7 @@ def mocap_take(tmp_path, frames: int = 120):
             frame = source.read()
             if frame is None:
                 break
-            person = frame.truth[0]
+            person = frame.truth.people[0]
             rig = retargeter.solve(person.keypoints, person.scores, frame.timestamp, (frame.width, frame.height), person.track_id)
             writer.write(FramePoses(frame.index, frame.timestamp, frame.width, frame.height, [person]), [rig])
             live.append(rig)

@@ -221,7 +221,7 @@ def test_keypoint_sources_dispatch():
     source = open_source(str(need(MOCAP)), fps=30.0, realtime=False)
     with source:
         frame = source.read()
-    assert frame.image is None and frame.truth and frame.truth[0].keypoints.shape == (17, 2)
+    assert frame.image is None and frame.truth.people and frame.truth.people[0].keypoints.shape == (17, 2)
 
 
 def test_synthetic_dispatch_passes_size_seed_and_duration():
@@ -230,9 +230,9 @@ def test_synthetic_dispatch_passes_size_seed_and_duration():
     frames = read_all(source)
     assert len(frames) == 15
     assert (frames[0].width, frames[0].height) == (640, 360) and frames[0].image is None
-    assert frames[0].truth[0].keypoints.shape == (17, 2)
+    assert frames[0].truth.people[0].keypoints.shape == (17, 2)
     again = read_all(open_source("synthetic", width=640, height=360, fps=30.0, seed=3, duration=0.5, realtime=False))
-    np.testing.assert_array_equal(frames[7].truth[0].keypoints, again[7].truth[0].keypoints)  # deterministic
+    np.testing.assert_array_equal(frames[7].truth.people[0].keypoints, again[7].truth.people[0].keypoints)  # deterministic
     rendered = open_source("synthetic", width=320, height=240, duration=0.1, realtime=False, render=True)
     with rendered:
         assert rendered.read().image.shape == (240, 320, 3)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from avatar_bridge.config import CONFIG_DIR, AppConfig, ConfigError, load_config
+from avatar_bridge.config import PRESET_DIR, AppConfig, ConfigError, load_config
 
 
 @pytest.mark.parametrize("name", ["default", "cpu-fast", "cpu-balanced", "gpu-accurate"])
@@ -55,7 +55,7 @@ def test_out_of_range_and_wrong_type_name_key_and_range(tmp_path):
 def test_missing_preset_lists_the_presets():
     with pytest.raises(ConfigError, match="cpu-fast") as info:
         load_config("no-such-preset")
-    assert str(CONFIG_DIR) in str(info.value)
+    assert str(PRESET_DIR) in str(info.value)
 
 
 def test_cli_override_is_validated_like_the_file():

@@ -43,7 +43,8 @@ from websockets.sync.client import connect
 from avatar_bridge import skeleton
 from avatar_bridge.capture import CameraSource
 from avatar_bridge.config import AppConfig, RetargetConfig
-from avatar_bridge.pipeline import FORGET_AFTER_S, Pipeline, _Outputs
+from avatar_bridge.outputs import Outputs
+from avatar_bridge.pipeline import FORGET_AFTER_S, Pipeline
 from avatar_bridge.record import read_recording
 from avatar_bridge.retarget import Retargeter
 from avatar_bridge.stream import OutputClock
@@ -234,7 +235,7 @@ def test_lost_camera_reports_tracking_lost_and_eases_the_avatar_to_rest():
     config.vmc.targets = [f"127.0.0.1:{receiver.port}"]
     config.websocket.port = 0
     pipeline = Pipeline(config)
-    outputs = _Outputs(config, pipeline)
+    outputs = Outputs(config, pipeline)
     pipeline.prepare(images=False)  # as run does: imports the stages before the clock starts
     client = source = None
     try:
@@ -279,7 +280,7 @@ def test_lost_camera_reports_tracking_lost_and_eases_the_avatar_to_rest():
     late = [m["people"] for t, m in client.frames if t > forgotten_at]
     assert late and all(people == [] for people in late)
     # Where the arms end, before that: the rest pose a fresh retargeter gives for a person it never saw.
-    rest = Retargeter(RetargetConfig()).solve(np.zeros((17, 2)), np.zeros(17), 0.0).rotations
+    rest = Retargeter(RetargetConfig()).solve(np.zeros((17, 2)), np.zeros(17), 0.0, (1280, 720)).rotations
     held = [(t, m) for t, m in client.frames if m["people"]]
     assert held[-1][0] > last_capture + 2.5  # the ease (hold 0.5 s + 1 s) had finished by then
     final_pose = held[-1][1]["people"][0]["pose"]
@@ -450,7 +451,7 @@ def test_bad_websocket_clients_never_stall_the_healthy_ones():
     config.websocket.port = 0
     pipeline = Pipeline(config)
     pipeline.prepare(images=False)
-    outputs = _Outputs(config, pipeline)
+    outputs = Outputs(config, pipeline)
     source = SyntheticSource(realtime=True)
     outputs.open_network()
     port = outputs.server.port
@@ -512,7 +513,7 @@ def test_one_output_raising_never_stops_the_others_or_the_capture_loop(tmp_path,
     config.websocket.port = 0
     config.record.path = str(tmp_path / "take.abrec")
     pipeline = Pipeline(config)
-    outputs = _Outputs(config, pipeline)
+    outputs = Outputs(config, pipeline)
     calls = []
 
     def broken_sink(frame) -> None:
@@ -656,7 +657,7 @@ def test_disk_full_while_recording_keeps_streaming_and_says_so(tmp_path):
         receiver.close()
     assert "stopped (duration)" in err, err
     assert proc.returncode == 2, err
-    assert err.count("output _Outputs._record failed") == 1
+    assert err.count("output Outputs._record failed") == 1
     last = err.strip().splitlines()[-1]
     kept = re.fullmatch(r"avatar-bridge run: error: recording \S+take.abrec stopped: cannot write \(File too large\); "
                         r"it keeps the (\d+) frames written before, (\d+) later frames were not recorded: .*", last)
@@ -683,7 +684,7 @@ def test_disk_full_mid_take_keeps_what_was_written(tmp_path):
     writer = RecordingWriter(path, flush_seconds=0.1)
     frames = [source.read() for _ in range(40)]
     for frame in frames[:20]:
-        writer.write(FramePoses(frame.index, frame.timestamp, frame.width, frame.height, frame.truth))
+        writer.write(FramePoses(frame.index, frame.timestamp, frame.width, frame.height, frame.truth.people))
     flushed = writer.frames_flushed
     assert flushed >= 15
     full = os.open("/dev/full", os.O_WRONLY)  # the disk fills up: every write now fails with ENOSPC
@@ -692,7 +693,7 @@ def test_disk_full_mid_take_keeps_what_was_written(tmp_path):
     failures = []
     for frame in frames[20:]:
         try:
-            writer.write(FramePoses(frame.index, frame.timestamp, frame.width, frame.height, frame.truth))
+            writer.write(FramePoses(frame.index, frame.timestamp, frame.width, frame.height, frame.truth.people))
         except RuntimeError as exc:
             failures.append(str(exc))
     assert len(failures) == 1 and f"keeps the {flushed} frames written before" in failures[0]

@@ -23,7 +23,8 @@ from websockets.sync.client import connect
 
 from avatar_bridge import protocol
 from avatar_bridge.config import AppConfig, WebSocketConfig
-from avatar_bridge.pipeline import Pipeline, _Outputs
+from avatar_bridge.outputs import Outputs
+from avatar_bridge.pipeline import Pipeline
 from avatar_bridge.server import WebSocketServer
 from avatar_bridge.synthetic import SyntheticSource
 
@@ -48,11 +49,11 @@ def rig():
         lg.addHandler(errors)
     config = AppConfig()
     pipeline = Pipeline(config)
-    outputs = _Outputs(config, pipeline)
+    outputs = Outputs(config, pipeline)
     source = SyntheticSource(realtime=False)
     for _ in range(10):
         pipeline.process(source.read())
-    srv = WebSocketServer(WebSocketConfig(port=0, control_rate=1000.0), on_control=outputs._on_control).start()
+    srv = WebSocketServer(WebSocketConfig(port=0, control_rate=1000.0), on_control=pipeline.apply_control).start()
     ws = connect(f"ws://127.0.0.1:{srv.port}/", open_timeout=5, max_size=None)
     assert json.loads(ws.recv(timeout=5))["type"] == "hello"
     yield {"ws": ws, "server": srv, "pipeline": pipeline, "source": source, "errors": errors}

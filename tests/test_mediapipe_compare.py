@@ -5,7 +5,7 @@ import importlib.util
 import numpy as np
 import pytest
 
-from avatar_bridge import mediapipe_compare as mpc
+from avatar_bridge.bench import mediapipe_compare as mpc
 from avatar_bridge.capture import open_source
 from avatar_bridge.config import AppConfig
 from conftest import LIGHT_DETECTOR, POSE_ONNX, VIDEO, need

@@ -75,12 +75,12 @@ def test_mocap_source_frames_and_projection():
         frames = list(source)
         assert len(frames) == 249 and source.read() is None
     first = frames[0]
-    assert first.image is None and first.index == 0 and first.joints3d.shape == (17, 3)
+    assert first.image is None and first.index == 0 and first.truth.joints3d.shape == (17, 3)
     np.testing.assert_allclose(np.diff([f.timestamp for f in frames[:5]]), 1 / 30, atol=1e-9)
-    person = first.truth[0]
+    person = first.truth.people[0]
     assert person.keypoints.shape == (17, 2) and person.scores.shape == (17,)
     # The 2D truth is the camera's projection of the 3D joints.
-    np.testing.assert_allclose(person.keypoints, PinholeCamera().project(first.joints3d), atol=1e-3)
+    np.testing.assert_allclose(person.keypoints, PinholeCamera().project(first.truth.joints3d), atol=1e-3)
     # Facing the camera: the performer's left shoulder is on the image's right, head above feet.
     kp = person.keypoints
     assert kp[K["left_shoulder"], 0] > kp[K["right_shoulder"], 0]
@@ -89,13 +89,13 @@ def test_mocap_source_frames_and_projection():
     x1, y1, x2, y2 = person.box
     assert x1 < kp[:, 0].min() and x2 > kp[:, 0].max() and y1 < kp[:, 1].min() and y2 > kp[:, 1].max()
     # Walking towards the camera makes the person bigger in the image.
-    height = lambda f: f.truth[0].keypoints[K["left_ankle"], 1] - f.truth[0].keypoints[K["nose"], 1]
+    height = lambda f: f.truth.people[0].keypoints[K["left_ankle"], 1] - f.truth.people[0].keypoints[K["nose"], 1]
     assert height(frames[200]) > 1.5 * height(frames[0])
     # Out-of-image keypoints (the feet near the end) are reported with score 0, never NaN.
-    assert all(np.all(np.isfinite(f.truth[0].keypoints)) for f in frames)
+    assert all(np.all(np.isfinite(f.truth.people[0].keypoints)) for f in frames)
     for f in frames:
-        off = (f.truth[0].keypoints[:, 1] >= 720) | (f.truth[0].keypoints[:, 0] < 0)
-        assert np.all(f.truth[0].scores[off] == 0)
+        off = (f.truth.people[0].keypoints[:, 1] >= 720) | (f.truth.people[0].keypoints[:, 0] < 0)
+        assert np.all(f.truth.people[0].scores[off] == 0)
 
 
 def test_mocap_source_side_camera_and_loop():
@@ -103,9 +103,9 @@ def test_mocap_source_side_camera_and_loop():
     source = MocapSource(need(MOCAP), fps=10, camera=cam, loop=True)
     frames = [source.read() for _ in range(len(source) + 3)]
     assert frames[-1].index == len(source) + 2
-    np.testing.assert_allclose(frames[len(source)].truth[0].keypoints, frames[0].truth[0].keypoints)
+    np.testing.assert_allclose(frames[len(source)].truth.people[0].keypoints, frames[0].truth.people[0].keypoints)
     # From 45 degrees to the performer's left, the left shoulder is nearer the camera than the right.
-    j = frames[0].joints3d
+    j = frames[0].truth.joints3d
     assert cam.depth(j[K["left_shoulder"]]) < cam.depth(j[K["right_shoulder"]])
     source.close()
     assert source.read() is None

@@ -18,8 +18,9 @@ import pytest
 from avatar_bridge import cli
 from avatar_bridge.capture import open_source
 from avatar_bridge.config import AppConfig
-from avatar_bridge.pipeline import Pipeline, draw_overlay
-from avatar_bridge.types import Pose2D
+from avatar_bridge.overlay import draw_overlay
+from avatar_bridge.pipeline import Pipeline
+from avatar_bridge.types import GroundTruth, Pose2D
 from conftest import FIXTURES, MOCAP, POSE_ONNX, VIDEO, need
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -227,7 +228,7 @@ def test_stop_flag_ends_the_wait_for_an_unplugged_camera(tmp_path):
     import threading
 
     from avatar_bridge.capture import CameraSource
-    from avatar_bridge.pipeline import _next_frame, _StopFlag
+    from avatar_bridge.commands.shell import StopFlag, next_frame
 
     path = tmp_path / "cam.avi"
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (64, 48))
@@ -241,12 +242,12 @@ def test_stop_flag_ends_the_wait_for_an_unplugged_camera(tmp_path):
         return cv2.VideoCapture(device if len(opened) == 1 else str(tmp_path / "gone.avi"))
 
     camera = CameraSource(str(path), failures_before_reopen=1, backoff=(0.05, 0.1), open_capture=open_capture)
-    stop = _StopFlag()
+    stop = StopFlag()
     timer = threading.Timer(1.5, stop.set, args=("SIGINT",))
     timer.start()
     try:
         frames = 0
-        while _next_frame(camera, stop) is not None:  # 3 frames, then the wait for a camera that is gone
+        while next_frame(camera, stop) is not None:  # 3 frames, then the wait for a camera that is gone
             frames += 1
         assert stop.event.is_set() and 1 <= frames <= 3
         assert not camera.connected and len(opened) >= 2  # it was still trying to reconnect
@@ -273,7 +274,7 @@ def test_retarget_flags_override_the_config(tmp_path):
     import argparse
 
     from avatar_bridge.config import load_config
-    from avatar_bridge.pipeline import add_source_arguments, apply_source_arguments
+    from avatar_bridge.commands.options import add_source_arguments, apply_source_arguments
 
     parser = argparse.ArgumentParser()
     add_source_arguments(parser)
@@ -302,7 +303,7 @@ def test_upper_body_run_keeps_the_legs_at_rest():
     source = SyntheticSource(fps=30, seed=1, duration=4.0, realtime=False)
     moved, solved = [], 0
     while (frame := source.read()) is not None:
-        truth_leg = frame.truth_rig.rotations.get("leftUpperLeg")
+        truth_leg = frame.truth.rigs[0].rotations.get("leftUpperLeg")
         if truth_leg is not None:
             moved.append(abs(float(truth_leg[3])) < 0.999)  # the performer's own leg is bent
         pipeline.process(frame)
@@ -343,7 +344,7 @@ def test_outputs_keep_sending_empty_frames_while_nobody_is_tracked():
     assert len(held) == 1 and not held[0].tracking
     # No frame since (a camera that vanished): forgotten by time alone, no new frame needed.
     assert pipeline.sample(seen + FORGET_AFTER_S + 0.5).people == []
-    pipeline.process(Frame(index + 1, time.monotonic(), 640, 480, truth=[]))  # now: nobody in view
+    pipeline.process(Frame(index + 1, time.monotonic(), 640, 480, truth=GroundTruth()))  # now: nobody in view
     assert pipeline.sample(time.monotonic()).people == []
 
     udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

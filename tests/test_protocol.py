@@ -11,7 +11,7 @@ import pytest
 
 from avatar_bridge import protocol, quat, skeleton
 from avatar_bridge.keypoints import COCO_KEYPOINTS, SKELETON_EDGES
-from avatar_bridge.stream import OutputFrame, OutputPerson
+from avatar_bridge.types import OutputFrame, OutputPerson
 from avatar_bridge.types import Pose2D, RigPose
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent

@@ -19,14 +19,13 @@ from avatar_bridge import cli, quat, skeleton
 from avatar_bridge.record import (
     FORMAT_VERSION,
     MAGIC,
-    PlaybackSource,
     RecordingError,
     RecordingHeader,
     RecordingWriter,
-    play_recording,
     read_recording,
     summarize_recording,
 )
+from avatar_bridge.playback import PlaybackSource, play_recording
 from avatar_bridge.types import FramePoses, Pose2D, RigPose
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -323,15 +322,15 @@ def test_playback_keeps_the_original_timing(tmp_path):
     assert len(frames) + sum(f.dropped for f in frames) == 30
     assert 0.40 <= elapsed <= 0.9, elapsed  # 29 frame periods at double speed = 0.483 s (1x would be 0.967 s)
     ts = np.array([f.timestamp for f in frames])
-    recorded = np.array([f.recorded_timestamp for f in frames])
+    recorded = np.array([f.truth.recorded_timestamp for f in frames])
     np.testing.assert_allclose(ts - ts[0], (recorded - recorded[0]) / 2.0, atol=1e-9)
     assert np.all(ts <= np.array(arrival) + 1e-6)  # never handed out before its time
     for frame in frames:
-        expected_poses, expected_rigs = written[int(round((frame.recorded_timestamp - T0) * FPS))]
-        assert frame.rigs[0].timestamp == pytest.approx(frame.timestamp)
+        expected_poses, expected_rigs = written[int(round((frame.truth.recorded_timestamp - T0) * FPS))]
+        assert frame.truth.rigs[0].timestamp == pytest.approx(frame.timestamp)
         for name, q in expected_rigs[0].rotations.items():
-            np.testing.assert_allclose(frame.rigs[0].rotations[name], q, atol=1e-7)
-        np.testing.assert_array_equal(frame.truth[0].keypoints, expected_poses.people[0].keypoints)
+            np.testing.assert_allclose(frame.truth.rigs[0].rotations[name], q, atol=1e-7)
+        np.testing.assert_array_equal(frame.truth.people[0].keypoints, expected_poses.people[0].keypoints)
 
 
 def test_playback_loops_and_skips_when_consumer_is_slow(tmp_path):
@@ -352,7 +351,7 @@ def test_playback_loops_and_skips_when_consumer_is_slow(tmp_path):
             rest.append(frame)
     assert late.dropped >= 4
     assert 1 + 1 + late.dropped + len(rest) + sum(f.dropped for f in rest) == 10
-    assert first.recorded_timestamp == T0
+    assert first.truth.recorded_timestamp == T0
 
 
 def test_play_through_vmc_over_loopback(tmp_path):
@@ -504,20 +503,20 @@ def test_play_controls_select_the_driver_and_pause(tmp_path):
     import threading
 
     from avatar_bridge.protocol import parse_control
-    from avatar_bridge.record import _LatestFrame
+    from avatar_bridge.playback import PlaybackSampler
 
     path = tmp_path / "two.abrec"
     write_take(path, 45, people=2)  # 1.5 s
-    latest = _LatestFrame()
-    latest.control(parse_control('{"type": "select", "id": 2}'))
+    latest = PlaybackSampler()
+    latest.apply_control(parse_control('{"type": "select", "id": 2}'))
     sent = []
     done = threading.Event()
 
     def pause_then_resume():
         time.sleep(0.3)
-        latest.control(parse_control('{"type": "pause", "paused": true}'))
+        latest.apply_control(parse_control('{"type": "pause", "paused": true}'))
         time.sleep(0.5)
-        latest.control(parse_control('{"type": "pause", "paused": false}'))
+        latest.apply_control(parse_control('{"type": "pause", "paused": false}'))
         done.set()
 
     threading.Thread(target=pause_then_resume, daemon=True).start()

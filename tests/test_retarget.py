@@ -199,7 +199,7 @@ def test_no_quaternion_sign_flips_over_the_mocap_clip():
     previous = None
     frames = 0
     for frame in source:
-        person = frame.truth[0]
+        person = frame.truth.people[0]
         pose = retargeter.solve(person.keypoints, person.scores, frame.timestamp, (frame.width, frame.height))
         if previous is not None:
             for name, q in pose.rotations.items():
@@ -271,7 +271,7 @@ def test_unseen_arm_holds_then_eases_to_arms_down():
 
 def test_never_seen_bones_start_at_rest_and_tracking_false_without_body():
     retargeter = Retargeter(RetargetConfig(mirror=False))
-    pose = retargeter.solve(np.zeros((17, 2)), np.zeros(17), 0.0)
+    pose = retargeter.solve(np.zeros((17, 2)), np.zeros(17), 0.0, (1280, 720))
     assert pose.tracking is False
     assert angle_deg(pose.rotations["leftUpperArm"], rest_pose_rotations()["leftUpperArm"]) < 1e-6
     assert all(v == 0.0 for v in pose.confidence.values())
@@ -310,7 +310,7 @@ def test_nan_and_inf_keypoints_never_produce_nan_rotations():
 def test_bad_input_shapes_raise_clear_errors():
     retargeter = Retargeter()
     with pytest.raises(ValueError, match=r"COCO-17 keypoints \(17, 2\)"):
-        retargeter.solve(np.zeros((16, 2)), np.zeros(16), 0.0)
+        retargeter.solve(np.zeros((16, 2)), np.zeros(16), 0.0, (1280, 720))
 
 
 # --- calibration -----------------------------------------------------------------------------------

@@ -27,7 +27,8 @@ from websockets.sync.client import connect
 
 from avatar_bridge import server
 from avatar_bridge.config import AppConfig, WebSocketConfig
-from avatar_bridge.pipeline import Pipeline, _Outputs
+from avatar_bridge.outputs import Outputs
+from avatar_bridge.pipeline import Pipeline
 from avatar_bridge.record import read_recording
 from avatar_bridge.synthetic import SyntheticSource
 from conftest import ROOT
@@ -238,12 +239,12 @@ def test_no_control_message_reads_or_writes_a_file(start_server, tmp_path, monke
     config.websocket.enabled = False
     config.record.path = str(tmp_path / "take.abrec")
     pipeline = Pipeline(config)
-    outputs = _Outputs(config, pipeline)
+    outputs = Outputs(config, pipeline)
     source = SyntheticSource(realtime=False)
     outputs.open_files(source)
     for _ in range(15):
         pipeline.process(source.read())
-    srv = start_server(on_control=outputs._on_control, control_rate=1000.0)
+    srv = start_server(on_control=pipeline.apply_control, control_rate=1000.0)
     before = snapshot(tmp_path)
     messages = [
         {"type": "calibrate"}, {"type": "select", "id": 1}, {"type": "pause", "paused": True},

@@ -16,12 +16,15 @@ import time
 
 import numpy as np
 import pytest
+
+from avatar_bridge.commands import options
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from avatar_bridge import quat, server, skeleton
 from avatar_bridge.config import WebSocketConfig
-from avatar_bridge.stream import OutputClock, OutputFrame, OutputPerson
+from avatar_bridge.stream import OutputClock
+from avatar_bridge.types import OutputFrame, OutputPerson
 from avatar_bridge.types import Pose2D, RigPose
 
 
@@ -392,14 +395,14 @@ def test_default_web_dir_serves_something(ws_server):
 
 def test_command_line_options():
     parser = argparse.ArgumentParser()
-    server.add_arguments(parser)
+    options.add_ws_arguments(parser)
     config = WebSocketConfig()
-    server.apply_arguments(parser.parse_args(["--ws-host", "0.0.0.0", "--ws-port", "9000", "--ws-token", "abcdefgh1"]), config)
+    options.apply_ws_arguments(parser.parse_args(["--ws-host", "0.0.0.0", "--ws-port", "9000", "--ws-token", "abcdefgh1"]), config)
     assert (config.host, config.port, config.token, config.enabled) == ("0.0.0.0", 9000, "abcdefgh1", True)
-    server.apply_arguments(parser.parse_args(["--no-ws"]), config)
+    options.apply_ws_arguments(parser.parse_args(["--no-ws"]), config)
     assert not config.enabled
     with pytest.raises(ValueError, match="--ws-port 70000"):
-        server.apply_arguments(parser.parse_args(["--ws-port", "70000"]), WebSocketConfig())
+        options.apply_ws_arguments(parser.parse_args(["--ws-port", "70000"]), WebSocketConfig())
 
 
 def test_config_section_validates_the_new_keys():

@@ -24,7 +24,7 @@ def run(stab, times, positions, scores=None, rng=None, noise=0.0):
     out = []
     for i, t in enumerate(times):
         z = positions(t) + (rng.normal(0, noise, (K, 2)) if noise else 0.0)
-        out.append(stab.update(z, np.ones(K) if scores is None else scores[i], t))
+        out.append(tuple(stab.update(z, np.ones(K) if scores is None else scores[i], t)))
     return out
 
 
@@ -48,15 +48,15 @@ def test_future_prediction_matches_constant_velocity():
     np.testing.assert_allclose(kp, line(t), atol=0.5)
     assert np.all(scores == 1.0)
     # Predictions stop at hold_time ahead: a stalled pipeline does not fling the pose away.
-    np.testing.assert_allclose(stab.predict(times[-1] + 5.0)[0], line(times[-1] + stab.config.hold_time), atol=0.5)
+    np.testing.assert_allclose(stab.predict(times[-1] + 5.0).keypoints, line(times[-1] + stab.config.hold_time), atol=0.5)
     # The default shrinks an uncertain velocity: it extrapolates part of the way, in the right direction.
     shrunk = KalmanStabilizer(SmoothingConfig(), body_height_px=BODY)
     run(shrunk, times, line)
-    ahead = shrunk.predict(t)[0] - shrunk.predict(times[-1])[0]
+    ahead = shrunk.predict(t).keypoints - shrunk.predict(times[-1]).keypoints
     assert np.all(ahead[:, 0] > 0) and np.all(ahead[:, 0] <= 12.0 + 0.5)
     # Interpolation between two past updates lies on the track too.
     mid = (times[-3] + times[-2]) / 2
-    np.testing.assert_allclose(stab.predict(mid)[0], line(mid), atol=0.5)
+    np.testing.assert_allclose(stab.predict(mid).keypoints, line(mid), atol=0.5)
 
 
 def test_variable_dt():
@@ -65,7 +65,7 @@ def test_variable_dt():
     stab = KalmanStabilizer(SmoothingConfig(extrapolation_shrink=0.0), body_height_px=BODY)
     out = run(stab, times, line)
     np.testing.assert_allclose(out[-1][0], line(times[-1]), atol=0.5)
-    np.testing.assert_allclose(stab.predict(times[-1] + 0.05)[0], line(times[-1] + 0.05), atol=0.5)
+    np.testing.assert_allclose(stab.predict(times[-1] + 0.05).keypoints, line(times[-1] + 0.05), atol=0.5)
 
 
 def test_gate_rejects_single_jump_and_accepts_sustained_move():
@@ -84,7 +84,7 @@ def test_gate_rejects_single_jump_and_accepts_sustained_move():
     # The wrist really moves 100 px and stays there: followed after gate_frames frames.
     moved = still(0).copy()
     moved[9] += [100.0, 0.0]
-    outs = [stab.update(moved, np.ones(K), (42 + i) / 30)[0] for i in range(6)]
+    outs = [stab.update(moved, np.ones(K), (42 + i) / 30).keypoints for i in range(6)]
     assert np.linalg.norm(outs[0][9] - still(0)[9]) < 1.0  # first frame of the move: gated
     assert np.linalg.norm(outs[-1][9] - moved[9]) < 2.0
     # The other joints never noticed.
@@ -193,7 +193,7 @@ def test_one_euro_smooths_and_follows():
     rng = np.random.default_rng(7)
     stab = OneEuroStabilizer(min_cutoff=1.0, beta=0.5, d_cutoff=1.0, scale=BODY)
     still = line(0, velocity=(0, 0))
-    outs = [stab.update(still + rng.normal(0, 3, (K, 2)), np.ones(K), i / 30)[0] for i in range(60)]
+    outs = [stab.update(still + rng.normal(0, 3, (K, 2)), np.ones(K), i / 30).keypoints for i in range(60)]
     assert np.abs(outs[-1] - still).mean() < 1.5  # noise (2.4 px mean abs) reduced
     for i in range(60, 120):
         kp, _ = stab.update(line((i - 60) / 30, velocity=(300, 0)), np.ones(K), i / 30)
@@ -219,11 +219,11 @@ def test_config_fields_validated_with_clear_errors():
 
 
 def test_pass_through_and_predict_before_data():
-    assert np.all(KalmanStabilizer(SmoothingConfig()).predict(1.0)[1] == 0)
+    assert np.all(KalmanStabilizer(SmoothingConfig()).predict(1.0).scores == 0)
     p = PassThroughStabilizer()
     kp, sc = p.update(line(0), np.ones(K), 0.0)
     np.testing.assert_allclose(kp, line(0))
-    np.testing.assert_allclose(p.predict(5.0)[0], line(0))
+    np.testing.assert_allclose(p.predict(5.0).keypoints, line(0))
 
 
 def test_cost_per_frame_is_small():
@@ -232,7 +232,7 @@ def test_cost_per_frame_is_small():
     rng = np.random.default_rng(8)
     for i in range(300):
         stab.update(line(i / 30) + rng.normal(0, 2, (K, 2)), rng.uniform(0.3, 1, K), i / 30)
-    np.testing.assert_allclose(stab.predict(299 / 30)[0], line(299 / 30), atol=4.0)
+    np.testing.assert_allclose(stab.predict(299 / 30).keypoints, line(299 / 30), atol=4.0)
 
 
 def test_speed_and_innovation_terms_follow_a_sudden_move_faster():
@@ -253,7 +253,7 @@ def test_speed_and_innovation_terms_follow_a_sudden_move_faster():
         "adaptive": SmoothingConfig(gate=0.0),
     }.items():
         stab = KalmanStabilizer(cfg, body_height_px=BODY)
-        out = np.array([stab.update(onset(t) + n, np.ones(K), t)[0] for t, n in zip(times, noise)])
+        out = np.array([stab.update(onset(t) + n, np.ones(K), t).keypoints for t, n in zip(times, noise)])
         still = out[10:30]
         still_jitter[name] = np.abs(np.diff(still, 2, axis=0)).mean()
         lag_err[name] = np.abs(out[31:41, :, 0] - np.array([onset(t)[:, 0] for t in times[31:41]])).mean()
@@ -265,7 +265,7 @@ def test_reset_forgets_the_person():
     stab = KalmanStabilizer(SmoothingConfig(), body_height_px=BODY)
     run(stab, np.arange(10) / 30, line)
     stab.reset()
-    assert np.all(stab.predict(1.0)[1] == 0)
+    assert np.all(stab.predict(1.0).scores == 0)
     far = line(0) + 500.0
     kp, sc = stab.update(far, np.ones(K), 2.0)
     np.testing.assert_allclose(kp, far, atol=1e-3)  # no pull from the previous person
@@ -307,7 +307,7 @@ def test_extrapolation_uses_the_fitted_slope_of_recent_filtered_positions():
     fitted = KalmanStabilizer(SmoothingConfig(extrapolation_fit=1.0, extrapolation_shrink=0.0), body_height_px=BODY)
     run(fitted, times, line)
     np.testing.assert_allclose(fitted._extrapolation_velocity(), np.tile([120.0, -60.0], (K, 1)), atol=1.0)
-    np.testing.assert_allclose(fitted.predict(times[-1] + 0.05)[0], line(times[-1] + 0.05), atol=0.5)
+    np.testing.assert_allclose(fitted.predict(times[-1] + 0.05).keypoints, line(times[-1] + 0.05), atol=0.5)
     # Share 0: the filter's own velocity state, unchanged.
     state_only = KalmanStabilizer(SmoothingConfig(extrapolation_fit=0.0), body_height_px=BODY)
     run(state_only, times, line)
@@ -337,7 +337,7 @@ def test_fitted_slope_lowers_prediction_error_on_noisy_swings():
             t = i / 30
             stab.update(swing(t) + noise.normal(0, 4.0, (K, 2)), np.ones(K), t)
             if i >= 30:
-                err.append(np.linalg.norm(stab.predict(t + 0.05)[0] - swing(t + 0.05), axis=1))
+                err.append(np.linalg.norm(stab.predict(t + 0.05).keypoints - swing(t + 0.05), axis=1))
         errors[fit] = float(np.sqrt(np.mean(np.square(err))))
     assert errors[0.5] < 0.97 * errors[0.0], errors
 
@@ -359,7 +359,7 @@ def test_relocked_or_lost_joints_extrapolate_the_state_velocity():
     np.testing.assert_array_equal(velocity[9], stab.filter.x[K + 9])
     np.testing.assert_allclose(velocity[:9], 0.0, atol=1.0)  # the others: fitted, and still
     t = 42 / 30
-    assert np.linalg.norm(stab.predict(t + 0.05)[0][9] - stab.predict(t)[0][9]) < 20.0
+    assert np.linalg.norm(stab.predict(t + 0.05).keypoints[9] - stab.predict(t).keypoints[9]) < 20.0
     # Lost past hold_time: no extrapolation at all.
     cfg = SmoothingConfig(hold_time=0.2, extrapolation_fit=1.0, extrapolation_shrink=0.0)
     lost = KalmanStabilizer(cfg, body_height_px=BODY)
@@ -369,7 +369,7 @@ def test_relocked_or_lost_joints_extrapolate_the_state_velocity():
         if i >= 25:
             sc[9] = 0.0
         lost.update(moving(i / 30), sc, i / 30)
-    ahead = lost.predict(39 / 30 + 0.05)[0] - lost.predict(39 / 30)[0]
+    ahead = lost.predict(39 / 30 + 0.05).keypoints - lost.predict(39 / 30).keypoints
     assert np.all(ahead[9] == 0.0) and ahead[8, 0] == pytest.approx(4.5, abs=0.5)
 
 

@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from avatar_bridge.stream import OutputClock, OutputFrame, OutputPerson
+from avatar_bridge.stream import OutputClock
+from avatar_bridge.types import OutputFrame, OutputPerson
 
 
 class Recorder:

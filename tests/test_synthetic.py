@@ -28,17 +28,17 @@ def test_frames_carry_exact_2d_3d_and_rig_truth():
     for i, frame in enumerate(got):
         assert frame.index == i and frame.image is None
         assert (frame.width, frame.height) == (1280, 720)
-        (person,) = frame.truth
+        (person,) = frame.truth.people
         assert isinstance(person, Pose2D) and person.keypoints.shape == (17, 2) and person.scores.shape == (17,)
-        assert frame.joints3d.shape == (17, 3)
-        assert isinstance(frame.truth_rig, RigPose)
+        assert frame.truth.joints3d.shape == (17, 3)
+        assert isinstance(frame.truth.rigs[0], RigPose)
     # The 2D truth is the pinhole projection of the 3D truth, and the 3D truth is the rig's skeleton.
     source = SyntheticSource(realtime=False)
     frame = source.read()
-    np.testing.assert_allclose(source.camera.project(frame.joints3d.astype(np.float64)), frame.truth[0].keypoints, atol=1e-3)
-    pos, _ = body_transforms(frame.truth_rig.rotations, frame.truth_rig.hips_position)
-    np.testing.assert_allclose(frame.joints3d[5], pos["leftUpperArm"], atol=1e-6)
-    assert frame.truth[0].scores.min() == 1.0  # the whole performer is in view
+    np.testing.assert_allclose(source.camera.project(frame.truth.joints3d.astype(np.float64)), frame.truth.people[0].keypoints, atol=1e-3)
+    pos, _ = body_transforms(frame.truth.rigs[0].rotations, frame.truth.rigs[0].hips_position)
+    np.testing.assert_allclose(frame.truth.joints3d[5], pos["leftUpperArm"], atol=1e-6)
+    assert frame.truth.people[0].scores.min() == 1.0  # the whole performer is in view
 
 
 def test_timestamps_are_monotonic_at_the_frame_rate():
@@ -51,13 +51,13 @@ def test_same_seed_same_performance_other_seed_differs():
     a = frames(duration=3.0, seed=7)
     b = frames(duration=3.0, seed=7)
     c = frames(duration=3.0, seed=8)
-    np.testing.assert_array_equal(np.stack([f.truth[0].keypoints for f in a]), np.stack([f.truth[0].keypoints for f in b]))
-    assert np.abs(np.stack([f.truth[0].keypoints for f in a]) - np.stack([f.truth[0].keypoints for f in c])).max() > 20
+    np.testing.assert_array_equal(np.stack([f.truth.people[0].keypoints for f in a]), np.stack([f.truth.people[0].keypoints for f in b]))
+    assert np.abs(np.stack([f.truth.people[0].keypoints for f in a]) - np.stack([f.truth.people[0].keypoints for f in c])).max() > 20
 
 
 def test_starts_standing_still_for_calibration_then_moves_smoothly():
     got = frames(duration=12.0, fps=30, seed=1)
-    kp = np.stack([f.truth[0].keypoints for f in got])
+    kp = np.stack([f.truth.people[0].keypoints for f in got])
     still = int(STANCE_SECONDS * 30)
     assert np.abs(kp[1:still] - kp[0]).max() < 1e-3  # the calibration stance
     step = np.linalg.norm(np.diff(kp, axis=0), axis=-1)
@@ -66,7 +66,7 @@ def test_starts_standing_still_for_calibration_then_moves_smoothly():
     def spread(name, axis):
         values = []
         for f in got[still + 60:]:
-            _, world = body_transforms(f.truth_rig.rotations)
+            _, world = body_transforms(f.truth.rigs[0].rotations)
             values.append(world[name] @ axis)
         values = np.array(values)
         return float(np.degrees(np.max(np.arccos(np.clip(values @ values.mean(0) / np.linalg.norm(values.mean(0)), -1, 1)))))
@@ -93,9 +93,9 @@ def test_render_draws_a_figure():
     frame = SyntheticSource(width=640, height=360, realtime=False, render=True).read()
     assert frame.image.shape == (360, 640, 3) and frame.image.dtype == np.uint8
     background = frame.image[0, 0].copy()
-    x, y = frame.truth[0].keypoints[5].astype(int)  # on the left shoulder-elbow line
+    x, y = frame.truth.people[0].keypoints[5].astype(int)  # on the left shoulder-elbow line
     assert np.any(frame.image[y - 2:y + 3, x - 2:x + 3] != background)
-    assert frame.truth[0].keypoints[:, 0].max() < 640  # the camera scales with the image
+    assert frame.truth.people[0].keypoints[:, 0].max() < 640  # the camera scales with the image
 
 
 def test_close_and_bad_arguments():
@@ -125,15 +125,15 @@ def test_retargeter_follows_the_synthetic_performer():
     retargeter = Retargeter(RetargetConfig(mirror=False, fov_deg=fov))
     errors, hips_errors = [], []
     for frame in source:
-        person = frame.truth[0]
+        person = frame.truth.people[0]
         pose = retargeter.solve(person.keypoints, person.scores, frame.timestamp, (frame.width, frame.height))
         _, got = body_transforms(pose.rotations)
-        _, want = body_transforms(frame.truth_rig.rotations)
+        _, want = body_transforms(frame.truth.rigs[0].rotations)
         for bone, axis in (("leftUpperArm", (1, 0, 0)), ("leftLowerArm", (1, 0, 0)), ("rightUpperArm", (-1, 0, 0)),
                            ("rightLowerArm", (-1, 0, 0)), ("leftUpperLeg", (0, -1, 0)), ("rightLowerLeg", (0, -1, 0))):
             a, b = got[bone] @ np.array(axis, float), want[bone] @ np.array(axis, float)
             errors.append(math.degrees(math.acos(min(1.0, float(a @ b)))))
-        hips_errors.append(math.degrees(quat.angle_between(pose.rotations["hips"], frame.truth_rig.rotations["hips"])))
+        hips_errors.append(math.degrees(quat.angle_between(pose.rotations["hips"], frame.truth.rigs[0].rotations["hips"])))
     assert retargeter.calibrated
     print(f"limb direction error median {np.median(errors):.1f} p90 {np.percentile(errors, 90):.1f}, "
           f"hips median {np.median(hips_errors):.1f} p90 {np.percentile(hips_errors, 90):.1f} degrees")

@@ -13,13 +13,15 @@ import time
 
 import numpy as np
 import pytest
+
+from avatar_bridge.commands import options
 from pythonosc.dispatcher import Dispatcher
 from pythonosc.osc_bundle import OscBundle
 from pythonosc.osc_server import ThreadingOSCUDPServer
 
 from avatar_bridge import quat, skeleton, vmc
 from avatar_bridge.config import VmcConfig
-from avatar_bridge.stream import OutputFrame, OutputPerson
+from avatar_bridge.types import OutputFrame, OutputPerson
 from avatar_bridge.types import RigPose
 
 ALL_UNITY = {skeleton.unity_name(b) for b in skeleton.BONE_NAMES}
@@ -346,16 +348,16 @@ def test_empty_target_list_is_refused():
 
 def test_command_line_options():
     parser = argparse.ArgumentParser()
-    vmc.add_arguments(parser)
+    options.add_vmc_arguments(parser)
     config = VmcConfig()
-    vmc.apply_arguments(parser.parse_args(["--vmc", "127.0.0.1:1", "--vmc", "[::1]:2"]), config)
+    options.apply_vmc_arguments(parser.parse_args(["--vmc", "127.0.0.1:1", "--vmc", "[::1]:2"]), config)
     assert config.targets == ["127.0.0.1:1", "[::1]:2"] and config.enabled
-    vmc.apply_arguments(parser.parse_args(["--no-vmc"]), config)
+    options.apply_vmc_arguments(parser.parse_args(["--no-vmc"]), config)
     assert not config.enabled
     with pytest.raises(ValueError, match="contradict"):
-        vmc.apply_arguments(parser.parse_args(["--no-vmc", "--vmc", "h:1"]), VmcConfig())
+        options.apply_vmc_arguments(parser.parse_args(["--no-vmc", "--vmc", "h:1"]), VmcConfig())
     with pytest.raises(ValueError, match="VMC target"):
-        vmc.apply_arguments(parser.parse_args(["--vmc", "h:x"]), VmcConfig())
+        options.apply_vmc_arguments(parser.parse_args(["--vmc", "h:x"]), VmcConfig())
 
 
 def test_config_section_validates_the_new_keys():

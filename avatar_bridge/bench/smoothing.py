@@ -32,9 +32,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import SmoothingConfig, load_config
-from .mocap import MocapSource, coco17_world
-from .smooth import KalmanStabilizer, OneEuroStabilizer
+from ..config import SmoothingConfig, load_config
+from ..metrics import median_p95
+from ..mocap import MocapSource, coco17_world
+from ..smooth import KalmanStabilizer, OneEuroStabilizer
 
 DEFAULT_BVH = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "mocap" / "cmu_131_01_walk.bvh"
 ONE_EURO_MIN_CUTOFFS = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
@@ -215,7 +216,7 @@ def run_stabilizer(stabilizer, noisy: np.ndarray, conf: np.ndarray, delay: float
     for i in range(len(noisy)):
         t = i / FPS
         kp, _ = stabilizer.update(noisy[i], conf[i], t)
-        out[i] = kp if delay == 0 else stabilizer.predict(t + delay)[0]
+        out[i] = kp if delay == 0 else stabilizer.predict(t + delay).keypoints
     return out
 
 
@@ -230,11 +231,12 @@ def update_cost(stabilizer, noisy: np.ndarray, conf: np.ndarray) -> dict:
         stabilizer.predict(i / FPS + DELIVERY_DELAY)
         times.append((predicted - started) * 1000)
         predict_times.append((time.perf_counter() - predicted) * 1000)
+    (frame_median, frame_p95), (predict_median, predict_p95) = median_p95(times), median_p95(predict_times)
     return {
-        "ms_per_frame_median": float(np.median(times)),
-        "ms_per_frame_p95": float(np.percentile(times, 95)),
-        "ms_per_predict_median": float(np.median(predict_times)),
-        "ms_per_predict_p95": float(np.percentile(predict_times, 95)),
+        "ms_per_frame_median": frame_median,
+        "ms_per_frame_p95": frame_p95,
+        "ms_per_predict_median": predict_median,
+        "ms_per_predict_p95": predict_p95,
     }
 
 
@@ -273,7 +275,7 @@ def along_front(front: list[dict], jitter_value: float, key: str = "rmse") -> fl
 
 
 # --- benchmark --------------------------------------------------------------------------------------
-def _sweep_grids(quick: bool) -> tuple[tuple, ...]:
+def sweep_grids(quick: bool) -> tuple[tuple, ...]:
     """(min cutoffs, betas, d cutoffs, acceleration, speed gain, innovation gain scales)."""
     if quick:  # a coarse corner-and-centre grid for smoke tests
         return (0.5, 1.0, 5.0), (1.0, 10.0, 60.0), (1.0,), (0.1, 1.0, 2.0), (0.0, 1.0), (1.0,)
@@ -291,7 +293,7 @@ def run_benchmark(
     bvh: Path = DEFAULT_BVH, frames: int | None = None, seed: int = 0, config: SmoothingConfig | None = None, quick: bool = False
 ) -> dict:
     """Every case and sweep; returns a JSON-ready dict (see ``docs/smoothing.md``)."""
-    min_cutoffs, betas, d_cutoffs, accelerations, speed_gains, innovation_gains = _sweep_grids(quick)
+    min_cutoffs, betas, d_cutoffs, accelerations, speed_gains, innovation_gains = sweep_grids(quick)
     config = config or SmoothingConfig()
     truth, source = load_clip(bvh, frames)
     size = (source.width, source.height)

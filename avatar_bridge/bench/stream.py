@@ -20,7 +20,9 @@ import numpy as np
 
 from avatar_bridge import quat, skeleton
 from avatar_bridge.config import VmcConfig, WebSocketConfig
-from avatar_bridge.stream import OutputClock, OutputFrame, OutputPerson
+from avatar_bridge.stream import OutputClock
+from avatar_bridge.types import OutputFrame, OutputPerson
+from avatar_bridge.metrics import timing_summary
 from avatar_bridge.types import Pose2D, RigPose
 
 
@@ -33,14 +35,6 @@ def synthetic_frame(people: int, seed: int = 0, t: float | None = None) -> Outpu
         pose = Pose2D(rng.uniform(0, 1280, (17, 2)).astype(np.float32), np.full(17, 0.8, np.float32), track_id=track_id)
         out.append(OutputPerson(track_id, pose, rig))
     return OutputFrame(time.monotonic() if t is None else t, 1280, 720, out, driver=1)
-
-
-def _stats(values_ms: list[float]) -> dict:
-    arr = np.asarray(values_ms, dtype=np.float64)
-    if arr.size == 0:
-        return {"n": 0}
-    return {"n": int(arr.size), "median_ms": float(np.median(arr)), "p95_ms": float(np.percentile(arr, 95)),
-            "max_ms": float(arr.max())}
 
 
 def bench_vmc(frames: int) -> dict:
@@ -60,7 +54,7 @@ def bench_vmc(frames: int) -> dict:
             sender.send_rig(rig)
             send_ms.append((time.perf_counter() - t0) * 1000.0)
     receiver.close()
-    return {"encode": _stats(encode_ms), "send_rig (encode + 1 target)": _stats(send_ms),
+    return {"encode": timing_summary(encode_ms), "send_rig (encode + 1 target)": timing_summary(send_ms),
             "datagrams_per_frame": len(datagrams), "bytes_per_frame": sum(map(len, datagrams)),
             "largest_datagram": max(map(len, datagrams))}
 
@@ -76,7 +70,7 @@ def bench_publish(people_counts: list[int], frames: int) -> dict:
             t0 = time.perf_counter()
             text = protocol.encode(protocol.frame_message(frame, seq, time.monotonic()))
             times.append((time.perf_counter() - t0) * 1000.0)
-        out[f"{people} people"] = {**_stats(times), "bytes": len(text)}
+        out[f"{people} people"] = {**timing_summary(times), "bytes": len(text)}
     return out
 
 
@@ -141,7 +135,7 @@ def bench_delivery(clients: int, stuck: bool, rate: float, seconds: float, peopl
     return {
         "clients": clients, "stuck_client": stuck, "published": published,
         "received_min": min(received), "received_fraction_min": min(received) / max(published, 1),
-        "delay": _stats([d for per in delays for d in per]),
+        "delay": timing_summary([d for per in delays for d in per]),
         "dropped_per_client": dropped,
         "clock_interval_median_ms": stats.interval_ms_median, "clock_interval_p95_ms": stats.interval_ms_p95,
     }

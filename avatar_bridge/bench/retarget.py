@@ -21,10 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .camera import PinholeCamera
-from .config import RetargetConfig, SmoothingConfig
-from .keypoints import KEYPOINT_INDEX as K
-from .retarget import Retargeter, body_transforms
+from ..camera import PinholeCamera
+from ..config import RetargetConfig, SmoothingConfig
+from ..keypoints import KEYPOINT_INDEX as K
+from ..metrics import median_p95
+from ..retarget import Retargeter, body_transforms
 
 DEFAULT_MOCAP = Path(__file__).resolve().parent.parent.parent / "shared" / "fixtures" / "mocap" / "cmu_131_01_walk.bvh"
 
@@ -94,7 +95,7 @@ def run_scenario(mocap_path: Path, scenario: Scenario, depth: str, fps: float = 
                  calibration_seconds: float = 1.0, smoothing: SmoothingConfig | None = None,
                  fov_deg: float | None = None) -> dict[str, np.ndarray]:
     """Per-bone angle errors (degrees, one per frame) for one camera / noise setting and depth method."""
-    from .mocap import MocapSource
+    from ..mocap import MocapSource
 
     camera = PinholeCamera.orbit(scenario.azimuth_deg, distance=3.0, height=1.0)
     source = MocapSource(mocap_path, fps=fps, camera=camera, realtime=False)
@@ -104,7 +105,7 @@ def run_scenario(mocap_path: Path, scenario: Scenario, depth: str, fps: float = 
     retargeter = Retargeter(config)
     stabilizer = None
     if scenario.noise_px > 0:
-        from .smooth import make_stabilizer
+        from ..smooth import make_stabilizer
 
         stabilizer = make_stabilizer(smoothing or SmoothingConfig())
     rng = np.random.default_rng(seed)
@@ -113,7 +114,7 @@ def run_scenario(mocap_path: Path, scenario: Scenario, depth: str, fps: float = 
     solve_ms: list[float] = []
     with source:
         while (frame := source.read()) is not None:
-            person = frame.truth[0]
+            person = frame.truth.people[0]
             kp, sc = person.keypoints.astype(np.float64), person.scores.astype(np.float64)
             if scenario.noise_px > 0:
                 kp = kp + rng.normal(0.0, scenario.noise_px, kp.shape)
@@ -122,7 +123,7 @@ def run_scenario(mocap_path: Path, scenario: Scenario, depth: str, fps: float = 
             pose = retargeter.solve(kp, sc, frame.timestamp, (frame.width, frame.height))
             solve_ms.append((time.perf_counter() - start) * 1000.0)
             got = recovered_directions(pose.rotations, to_world)
-            truth = true_directions(np.asarray(frame.joints3d, dtype=np.float64))
+            truth = true_directions(np.asarray(frame.truth.joints3d, dtype=np.float64))
             for bone, direction in truth.items():
                 errors.setdefault(bone, []).append(_angle_deg(got[bone], direction))
     out = {bone: np.asarray(v) for bone, v in errors.items()}
@@ -150,7 +151,7 @@ def run_benchmark(mocap_path: Path, scenarios=SCENARIOS, fps: float = 30.0, seed
             results.append({
                 "scenario": scenario.name, "azimuth_deg": scenario.azimuth_deg, "noise_px": scenario.noise_px,
                 "depth": depth, "frames": len(solve_ms), "seconds": time.perf_counter() - start,
-                "solve_ms": {"median": float(np.median(solve_ms)), "p95": float(np.percentile(solve_ms, 95))},
+                "solve_ms": dict(zip(("median", "p95"), median_p95(solve_ms))),
                 "bones": summarize(errors),
             })
     return results

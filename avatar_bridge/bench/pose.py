@@ -30,8 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import PoseConfig
-from .model import ARCHITECTURES
+from ..config import PoseConfig
+from ..metrics import median_p95
+from ..model import ARCHITECTURES
 
 
 @dataclass
@@ -56,12 +57,6 @@ class BenchRow:
 
     def as_dict(self) -> dict:
         return {**asdict(self), "ms_per_crop": round(self.ms_per_crop, 3), "crops_per_second": round(self.crops_per_second, 1)}
-
-
-def percentiles(samples_ms: list[float]) -> tuple[float, float]:
-    """(median, p95) of a list of timings."""
-    values = np.asarray(samples_ms, np.float64)
-    return float(np.median(values)), float(np.percentile(values, 95))
 
 
 def _time_round_robin(fns: list, repeats: int, warmup: int) -> list[list[float]]:
@@ -96,9 +91,9 @@ def pose_config(model: str, backend: str, device: str, threads: int, input_size:
                      threads=threads, input_size=list(input_size), fp16=device.startswith("cuda"), channels_last=True)
     if backend == "torch":
         return cfg
-    from .export_onnx import export_onnx
-    from .model import build_model
-    from .weights import load_pretrained
+    from ..export_onnx import export_onnx
+    from ..model import build_model
+    from ..weights import load_pretrained
 
     path = onnx_dir / f"{Path(model).stem}-{input_size[0]}x{input_size[1]}.onnx"
     if not path.is_file():
@@ -120,7 +115,7 @@ class BenchCase:
 
     @classmethod
     def build(cls, cfg: PoseConfig, label: str, batch: int, estimator=None) -> "BenchCase":
-        from .pose import load_estimator
+        from ..pose import load_estimator
 
         rng = np.random.default_rng(batch)
         frame = rng.integers(0, 256, (720, 1280, 3), dtype=np.uint8)
@@ -146,8 +141,8 @@ def bench_cases(cases: list[BenchCase], repeats: int, warmup: int) -> list[Bench
     forward, estimate = samples[0::2], samples[1::2]
     rows = []
     for case, f, e in zip(cases, forward, estimate):
-        fm, fp = percentiles(f)
-        em, ep = percentiles(e)
+        fm, fp = median_p95(f)
+        em, ep = median_p95(e)
         backend = "onnxruntime" if case.cfg.model.endswith(".onnx") else "torch"
         rows.append(BenchRow(case.label, backend, case.cfg.device, case.batch, case.cfg.threads, fm, fp, em, ep))
     return rows
@@ -183,7 +178,7 @@ def configure_parser(parser: argparse.ArgumentParser, command: str) -> None:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from .export_onnx import parse_size
+    from ..export_onnx import parse_size
 
     size = parse_size(args.input_size)
     if any(b < 1 or b > 1024 for b in args.batch):

@@ -37,6 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..metrics import timing_summary
+
 MAX_DURATION_S = 600.0
 WARMUP_S = 3.0  # RSS growth is measured from the first sample after this (imports, first allocations)
 _HEAD = re.compile(rb'"seq":(\d+),"capture_time":([-0-9.e]+),"send_time":([-0-9.e]+)')
@@ -181,14 +183,6 @@ def _stuck_client(port: int) -> socket.socket:
     return sock
 
 
-def _percentiles(values: np.ndarray) -> dict:
-    values = values[np.isfinite(values)]
-    if values.size == 0:
-        return {"n": 0}
-    return {"n": int(values.size), "median_ms": round(float(np.median(values)), 2),
-            "p95_ms": round(float(np.percentile(values, 95)), 2), "max_ms": round(float(values.max()), 2)}
-
-
 @dataclass
 class SoakReport:
     duration_s: float
@@ -228,10 +222,11 @@ def run_soak(duration: float = 60.0, clients: int = 20, stuck: int = 2, rate: fl
         raise ValueError(f"--rate {rate:g} is out of range: use 1 to 240 Hz")
     if not (0.5 <= sample_every <= duration):
         raise ValueError(f"--sample-every {sample_every:g} must be between 0.5 s and the duration")
-    from .config import AppConfig
-    from .pipeline import Pipeline, _Outputs
-    from .record import read_recording
-    from .synthetic import SyntheticSource
+    from ..config import AppConfig
+    from ..outputs import Outputs
+    from ..pipeline import Pipeline
+    from ..record import read_recording
+    from ..synthetic import SyntheticSource
 
     report = SoakReport(duration, rate, clients, stuck)
     with tempfile.TemporaryDirectory(prefix="avatar-bridge-soak-") as tmp:
@@ -247,7 +242,7 @@ def run_soak(duration: float = 60.0, clients: int = 20, stuck: int = 2, rate: fl
         config.record.path = str(take)
         pipeline = Pipeline(config)
         pipeline.prepare(images=False)
-        outputs = _Outputs(config, pipeline)
+        outputs = Outputs(config, pipeline)
         healthy = stuck_socks = source = None
         capacity = int(duration * rate * 1.2) + 100
         try:
@@ -303,10 +298,10 @@ def run_soak(duration: float = 60.0, clients: int = 20, stuck: int = 2, rate: fl
         if samples.size:
             first = samples[:, 0] < started + span / 3
             last = samples[:, 0] >= started + 2 * span / 3
-            report.latency_first_third = _percentiles(samples[first, 1])
-            report.latency_last_third = _percentiles(samples[last, 1])
-            report.delivery_first_third = _percentiles(samples[first, 2])
-            report.delivery_last_third = _percentiles(samples[last, 2])
+            report.latency_first_third = timing_summary(samples[first, 1], digits=2)
+            report.latency_last_third = timing_summary(samples[last, 1], digits=2)
+            report.delivery_first_third = timing_summary(samples[first, 2], digits=2)
+            report.delivery_last_third = timing_summary(samples[last, 2], digits=2)
         after_warmup = [(t, mb) for t, mb in report.rss_samples if t >= min(WARMUP_S, duration / 3)]
         if len(after_warmup) >= 2:
             (t0, m0), (t1, m1) = after_warmup[0], after_warmup[-1]

@@ -12,8 +12,9 @@ import time
 
 import numpy as np
 
-from .capture import FrameSource
-from .types import Frame
+from ..capture import FrameSource
+from ..metrics import median_p95
+from ..types import Frame
 
 MEDIAPIPE_VERSION = "0.10.14"
 
@@ -39,8 +40,8 @@ def summarize(ms: list[float], warmup: int) -> dict:
     kept = np.asarray(ms[warmup:] if len(ms) > warmup else ms, dtype=np.float64)
     return {
         "frames": int(kept.size),
-        "ms_p50": round(float(np.percentile(kept, 50)), 2),
-        "ms_p95": round(float(np.percentile(kept, 95)), 2),
+        "ms_p50": round(median_p95(kept)[0], 2),
+        "ms_p95": round(median_p95(kept)[1], 2),
         "fps": round(1000.0 * kept.size / float(kept.sum()), 1),
     }
 
@@ -83,7 +84,7 @@ def time_mediapipe(frames: list[Frame], repeats: int = 1, model_complexity: int 
 
 def compare(config, max_frames: int | None = None, repeats: int = 3, warmup: int = 5) -> dict:
     """Run both on the configured source's frames; returns a JSON-ready dict."""
-    from .pipeline import Pipeline, open_config_source
+    from ..pipeline import Pipeline, open_config_source
 
     frames = load_frames(open_config_source(config), max_frames)
     pipeline = Pipeline(config)

@@ -16,8 +16,9 @@ import json
 import platform
 import time
 
-from .metrics import PipelineMetrics, peak_rss_mb
-from .pipeline import Pipeline, add_source_arguments, apply_source_arguments, is_keypoint_source, open_config_source
+from ..metrics import PipelineMetrics, peak_rss_mb
+from ..commands.options import add_source_arguments, apply_source_arguments
+from ..pipeline import Pipeline, is_keypoint_source, open_config_source
 
 STAGE_ORDER = ("grab", "detect", "crop_boxes", "pose", "track", "smooth", "predict", "retarget")
 
@@ -37,7 +38,7 @@ def configure_parser(parser: argparse.ArgumentParser, command: str) -> None:
 def run_bench(config, max_frames: int | None = None, duration: float | None = None, warmup: int = 3,
               outputs: bool = True, output_rate: float | None = None) -> dict:
     """Process the configured source; returns the results as a JSON-ready dict."""
-    from .stream import OutputClock
+    from ..stream import OutputClock
 
     rate = output_rate or config.websocket.rate
     if not 1.0 <= rate <= 1000.0:
@@ -159,7 +160,7 @@ def format_table(result: dict) -> str:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from .config import load_config
+    from ..config import load_config
 
     config = apply_source_arguments(args, load_config(args.config))
     if args.realtime is None:

@@ -1,0 +1,160 @@
+"""Command-line options shared by several commands, and how they override the config.
+
+Every flag maps to one config key (named in its help text); the config file sets the defaults and the
+flags override them, then the whole config is validated so an error names the key.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..capture import parse_size
+from ..config import DEFAULT_PRESET, AppConfig, ConfigError, VmcConfig, WebSocketConfig, load_config
+from ..vmc import DEFAULT_PORT, parse_target
+
+
+def add_source_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options shared by ``run`` and ``bench``: config, source, models."""
+    parser.add_argument("--config", metavar="NAME|PATH", help="preset name (cpu-fast, cpu-balanced, gpu-accurate, default) or a TOML file")
+    parser.add_argument("--source", help="camera index (0), /dev/videoN, video file, image folder, synthetic, FILE.bvh or FILE.abrec")
+    parser.add_argument("--model", help="pose model: .onnx file, .pth checkpoint or registry name (pose.model)")
+    parser.add_argument("--detector", help="none, yolox-nano, light-person-detector, yolox:PATH.onnx, "
+                        "fasterrcnn_resnet50_fpn, fasterrcnn_mobilenet_v3_large_fpn or ssdlite (detector.name)")
+    parser.add_argument("--detector-dir", metavar="DIR", help="folder with the named ONNX detectors (detector.model_dir)")
+    parser.add_argument("--device", help="cpu or cuda (pose.device)")
+    parser.add_argument("--threads", type=int, help="onnxruntime/torch threads for the pose model (pose.threads)")
+    parser.add_argument("--resize", metavar="WxH", help="resize decoded images, e.g. 640x360 (source.resize)")
+    parser.add_argument("--people", choices=("all", "driver"), help="estimate every person or only the driving one")
+    parser.add_argument("--every", type=int, metavar="N", help="run the detector at least every N frames")
+    pace = parser.add_mutually_exclusive_group()
+    pace.add_argument("--realtime", dest="realtime", action="store_true", default=None, help="pace files at their frame rate")
+    pace.add_argument("--fast", dest="realtime", action="store_false", help="process files as fast as possible")
+    parser.add_argument("--loop", action="store_true", default=None, help="restart files at their end")
+    parser.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
+    parser.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    rig = parser.add_argument_group("retargeting")
+    rig.add_argument("--upper-body", dest="upper_body", action="store_true", default=None,
+                     help="lock the legs at rest, for seated streamers (retarget.upper_body)")
+    mirror = rig.add_mutually_exclusive_group()
+    mirror.add_argument("--mirror", dest="mirror", action="store_true", default=None,
+                        help="the avatar moves like your mirror image (retarget.mirror, the default)")
+    mirror.add_argument("--no-mirror", dest="mirror", action="store_false", help="the avatar's left arm is your left arm")
+    rig.add_argument("--calibration", metavar="FILE.json",
+                     help="load the body calibration from FILE if it exists, save it there after calibrating")
+
+
+def apply_source_arguments(args: argparse.Namespace, config: AppConfig) -> AppConfig:
+    """CLI overrides on top of the config file; validated again so the errors name the key."""
+    overrides = {
+        ("source", "source"): args.source,
+        ("pose", "model"): args.model,
+        ("detector", "name"): args.detector,
+        ("detector", "model_dir"): args.detector_dir,
+        ("pose", "device"): args.device,
+        ("pose", "threads"): args.threads,
+        ("source", "resize"): args.resize,
+        ("detector", "people"): args.people,
+        ("detector", "every_n_frames"): args.every,
+        ("source", "realtime"): args.realtime,
+        ("source", "loop"): args.loop,
+        ("source", "duration"): args.duration,
+        ("retarget", "upper_body"): args.upper_body,
+        ("retarget", "mirror"): args.mirror,
+        ("retarget", "calibration_file"): args.calibration,
+    }
+    for (section, key), value in overrides.items():
+        if value is not None:
+            setattr(getattr(config, section), key, value)
+    config.validate()
+    parse_size(config.source.resize)
+    if args.max_frames is not None and args.max_frames < 1:
+        raise ConfigError(f"--max-frames {args.max_frames} must be at least 1")
+    return config
+
+
+def add_vmc_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--vmc HOST:PORT`` (repeatable) and ``--no-vmc``."""
+    group = parser.add_argument_group("VMC output (OSC over UDP)")
+    group.add_argument("--vmc", action="append", metavar="HOST:PORT", default=None,
+                       help=f"send VMC to this receiver (repeatable; default 127.0.0.1:{DEFAULT_PORT})")
+    group.add_argument("--no-vmc", action="store_true", help="do not send VMC")
+
+
+def apply_vmc_arguments(args: argparse.Namespace, config: VmcConfig) -> None:
+    """Copy the VMC command-line options into ``config`` (validated on use)."""
+    targets = getattr(args, "vmc", None)
+    if getattr(args, "no_vmc", False):
+        if targets:
+            raise ValueError("--vmc and --no-vmc contradict each other: pass one of them")
+        config.enabled = False
+    elif targets:
+        for spec in targets:
+            parse_target(spec)
+        config.targets = list(targets)
+        config.enabled = True
+
+
+def add_ws_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--ws-host``, ``--ws-port``, ``--ws-token``, ``--no-ws``."""
+    group = parser.add_argument_group("WebSocket output and web viewer")
+    group.add_argument("--ws-host", metavar="HOST", default=None, help="address to listen on (default 127.0.0.1; anything else needs --ws-token)")
+    group.add_argument("--ws-port", metavar="PORT", type=int, default=None, help="port (default 8765; 0 = any free port)")
+    group.add_argument("--ws-token", metavar="TOKEN", default=None, help="clients must present this token (required off loopback)")
+    group.add_argument("--no-ws", action="store_true", help="do not start the WebSocket server")
+
+
+def apply_ws_arguments(args: argparse.Namespace, config: WebSocketConfig) -> None:
+    """Copy the WebSocket command-line options into ``config`` (checked again in ``start``)."""
+    if getattr(args, "ws_host", None) is not None:
+        config.host = args.ws_host
+    if getattr(args, "ws_port", None) is not None:
+        if not 0 <= args.ws_port <= 65535:
+            raise ValueError(f"--ws-port {args.ws_port} is out of range: use 0 to 65535")
+        config.port = args.ws_port
+    if getattr(args, "ws_token", None) is not None:
+        config.token = args.ws_token
+    if getattr(args, "no_ws", False):
+        config.enabled = False
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """Every option of ``run`` (``record`` adds ``-o``)."""
+    add_source_arguments(parser)
+    add_vmc_arguments(parser)
+    add_ws_arguments(parser)
+    out = parser.add_argument_group("preview and files")
+    out.add_argument("--headless", action="store_true", help="no preview window")
+    out.add_argument("--save-overlay", metavar="OUT.mp4", help="write the preview (skeleton overlay) to a video file")
+    out.add_argument("--record", metavar="FILE.abrec", help="record the take")
+    out.add_argument("--bvh", metavar="OUT.bvh", help="write the driving person's motion as BVH at the end")
+    out.add_argument("--overwrite", action="store_true", default=None,
+                     help="replace an existing recording (--record, or -o of record) and --bvh file instead of refusing (record.overwrite)")
+    out.add_argument("--quiet", action="store_true", help="no status line")
+
+
+def build_config(args: argparse.Namespace) -> AppConfig:
+    """The preset (``--config``, else the default one) with every command-line override applied."""
+    config = load_config(args.config or DEFAULT_PRESET)
+    apply_source_arguments(args, config)
+    apply_vmc_arguments(args, config.vmc)
+    apply_ws_arguments(args, config.websocket)
+    overlay = getattr(args, "save_overlay", None)
+    if overlay and not Path(overlay).expanduser().resolve().parent.is_dir():
+        raise FileNotFoundError(f"folder for --save-overlay {overlay} does not exist: create it or choose another path")
+    if getattr(args, "record", None):
+        config.record.path = args.record
+    if getattr(args, "bvh", None):
+        config.record.bvh = args.bvh
+    if getattr(args, "overwrite", None) is not None:
+        config.record.overwrite = args.overwrite
+    config.validate()
+    return config
+
+
+def refuse_existing(path: str | Path, overwrite: bool) -> None:
+    """The one overwrite rule of every command that writes a file: an existing file is refused
+    unless ``--overwrite`` was given, and then nothing has been touched."""
+    path = Path(path).expanduser()
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} already exists: choose another name or pass --overwrite")

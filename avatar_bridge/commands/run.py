@@ -1,0 +1,130 @@
+"""``avatar-bridge run``: capture, estimate, retarget and stream until stopped (``record`` adds a file)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+
+import cv2
+import numpy as np
+
+from ..metrics import PipelineMetrics, peak_rss_mb
+from ..outputs import Outputs
+from ..overlay import draw_overlay
+from ..pipeline import Pipeline, is_keypoint_source, open_config_source
+from ..types import FramePoses
+from .options import add_run_arguments, build_config
+from .shell import StatusLine, StopFlag, has_display, install_signal_handlers, next_frame
+
+log = logging.getLogger(__name__)
+
+
+def configure_parser(parser: argparse.ArgumentParser, command: str = "run") -> None:
+    add_run_arguments(parser)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    config = build_config(args)
+    headless = args.headless
+    if not headless and not has_display():
+        log.warning("no display found: running headless (pass --headless to silence this)")
+        headless = True
+    stop = StopFlag()
+    restore_signals = install_signal_handlers(stop)
+    metrics = PipelineMetrics()
+    pipeline = Pipeline(config, metrics)
+    outputs = Outputs(config, pipeline)
+    source = None
+    writer = None
+    status = None
+    frames = 0
+    try:
+        pipeline.prepare(images=False)
+        outputs.open_network()
+        # The source before the models: a missing camera is reported at once. Every source starts
+        # its clock at the first read (cameras keep only the newest frame), so loading is not late.
+        source = open_config_source(config)
+        pipeline.prepare(images=not is_keypoint_source(config.source.source))
+        outputs.open_files(source)
+        started = time.monotonic()
+        last_overlay = started
+        status = StatusLine(sys.stderr, args.quiet, started)
+        overlay_text = ""
+        while not stop.event.is_set():
+            t_grab = time.perf_counter()
+            frame = next_frame(source, stop)
+            if frame is None and stop.event.is_set():
+                break
+            if frame is None:
+                stop.set("source ended")
+                break
+            metrics.add_stage("grab", (time.perf_counter() - t_grab) * 1000.0)
+            if not pipeline.paused:
+                poses = pipeline.process(frame)
+            else:
+                poses = pipeline.latest or FramePoses(frame.index, frame.timestamp, frame.width, frame.height)
+            frames += 1
+            now = time.monotonic()
+            if now - last_overlay >= 1.0:  # figures for the overlay, once a second
+                last_overlay = now
+                latency = metrics.snapshot()["latency_ms"].get("capture_to_keypoints", {})
+                overlay_text = f"{metrics.fps():.1f} fps  latency p95 {latency.get('p95', float('nan')):.0f} ms  dropped {metrics.dropped}"
+            status.update(now, metrics.status_line)
+            if not headless or args.save_overlay:
+                canvas = frame.image.copy() if frame.image is not None else np.zeros((frame.height, frame.width, 3), np.uint8)
+                draw_overlay(canvas, poses.people, pipeline.driver, overlay_text)
+                if args.save_overlay:
+                    if writer is None:
+                        writer = cv2.VideoWriter(args.save_overlay, cv2.VideoWriter_fourcc(*"mp4v"), float(source.fps),
+                                                 (canvas.shape[1], canvas.shape[0]))
+                        if not writer.isOpened():
+                            raise RuntimeError(f"cannot write --save-overlay {args.save_overlay}: check the folder exists and the name ends in .mp4")
+                    writer.write(canvas)
+                if not headless:
+                    try:
+                        cv2.imshow("avatar-bridge (q to quit)", canvas)
+                        key = cv2.waitKey(1) & 0xFF
+                    except cv2.error as exc:  # OpenCV built without GUI support, or no usable display
+                        log.warning("preview window unavailable (%s): continuing headless", str(exc).strip().splitlines()[-1])
+                        headless, key = True, -1
+                    if key in (ord("q"), 27):
+                        stop.set("q pressed")
+                    elif key == ord("c"):
+                        pipeline.calibrate()
+            if args.max_frames and frames >= args.max_frames:
+                stop.set("max frames")
+            if config.source.duration and now - started >= config.source.duration:
+                stop.set("duration")
+    except KeyboardInterrupt:
+        stop.set("SIGINT")
+    finally:
+        restore_signals()
+        outputs.close()
+        if source is not None:
+            source.close()
+        if writer is not None:
+            writer.release()
+        if not headless:
+            cv2.destroyAllWindows()
+    snap = metrics.snapshot()
+    if status is not None:
+        status.finish()
+    clock_stats = outputs.clock.stats() if outputs.clock is not None else None
+    latency = snap["latency_ms"].get("capture_to_keypoints")
+    outputs_text = ""
+    if clock_stats is not None and clock_stats.latency_ms_p95 is not None:
+        outputs_text = (f", outputs sent {clock_stats.frames} frames (capture to send p95 {clock_stats.latency_ms_p95:.0f} ms"
+                        f", to first send p95 {clock_stats.fresh_latency_ms_p95 or 0:.0f} ms)")
+    print(
+        f"stopped ({stop.reason}): {snap['frames']} frames, {snap['updates']} pose updates, "
+        f"{snap['fps']:.1f} fps, dropped {snap['dropped']}"
+        + (f", capture to keypoints p95 {latency['p95']:.0f} ms" if latency else "")
+        + outputs_text
+        + f", peak RSS {peak_rss_mb()} MB",
+        file=sys.stderr,
+    )
+    if outputs.recorder is not None and outputs.recorder.error is not None:
+        raise RuntimeError(outputs.recorder.failure_message())  # a take cut short (disk full) must not exit 0
+    return 0
