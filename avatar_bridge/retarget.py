@@ -75,17 +75,33 @@ LIMB_SEGMENTS: dict[str, tuple[int, int]] = {
 }
 SEGMENTS: tuple[str, ...] = ("shoulders", "hips", "torso") + tuple(LIMB_SEGMENTS)
 
-# Canonical segment lengths (metres) from the skeleton, used for missing calibration and proportions.
-_SHOULDER_Y = 0.10 + 0.12 + 0.12 + 0.10  # hips bone -> shoulder joints
+# Canonical segment lengths (metres), read off the skeleton's rest offsets (the one place the body's
+# proportions are written), used for missing calibration and proportions.
+def _rest_length(bone: str) -> float:
+    return float(np.linalg.norm(REST_OFFSETS[BONE_INDEX[bone]]))
+
+
+def _rest_position(bone: str) -> np.ndarray:
+    """Rest position relative to the hips bone (sum of the offsets below it)."""
+    position = np.zeros(3)
+    index = BONE_INDEX[bone]
+    while index >= 0 and BONE_NAMES[index] != "hips":
+        position += REST_OFFSETS[index]
+        index = PARENT_INDEX[index]
+    return position
+
+
+_SHOULDER_Y = float(_rest_position("leftUpperArm")[1])  # hips bone -> shoulder joints
 CANONICAL_LENGTHS: dict[str, float] = {
-    "shoulders": 2 * (0.03 + 0.10),
-    "hips": 2 * 0.09,
-    "torso": _SHOULDER_Y + 0.06,  # hip joints centre -> shoulder joints centre
-    "left_upper_arm": 0.27, "left_lower_arm": 0.25, "right_upper_arm": 0.27, "right_lower_arm": 0.25,
-    "left_upper_leg": 0.41, "left_lower_leg": 0.40, "right_upper_leg": 0.41, "right_lower_leg": 0.40,
+    "shoulders": float(_rest_position("leftUpperArm")[0] - _rest_position("rightUpperArm")[0]),
+    "hips": float(_rest_position("leftUpperLeg")[0] - _rest_position("rightUpperLeg")[0]),
+    "torso": _SHOULDER_Y - float(_rest_position("leftUpperLeg")[1]),  # hip joints centre -> shoulder joints centre
+    **{f"{side}_{segment}": _rest_length(f"{side}{child}")
+       for side in ("left", "right")
+       for segment, child in (("upper_arm", "LowerArm"), ("lower_arm", "Hand"), ("upper_leg", "LowerLeg"), ("lower_leg", "Foot"))},
 }
 # The "body size" used for scale and metres per pixel: torso + one leg (hip centre to ankle).
-CANONICAL_BODY_M = CANONICAL_LENGTHS["torso"] + 0.41 + 0.40
+CANONICAL_BODY_M = CANONICAL_LENGTHS["torso"] + CANONICAL_LENGTHS["left_upper_leg"] + CANONICAL_LENGTHS["left_lower_leg"]
 
 
 def _hips_rest_height() -> float:
@@ -179,7 +195,7 @@ class Calibration:
     def load(cls, path: str | Path) -> "Calibration":
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"calibration file {path} not found: calibrate first (it is written by --save-calibration)")
+            raise FileNotFoundError(f"calibration file {path} not found: calibrate first: run with --calibration FILE.json writes it after calibrating")
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:

@@ -11,7 +11,7 @@ from avatar_bridge import cli
 from avatar_bridge.bench.retarget import (
     LIMB_BONES,
     SCENARIOS,
-    _camera_to_world,
+    camera_to_world,
     format_table,
     recovered_directions,
     run_scenario,
@@ -35,7 +35,7 @@ def test_error_measure_is_zero_for_the_true_rig():
 
 def test_camera_to_world_turns_camera_axes_into_world_axes():
     camera = PinholeCamera.orbit(45.0, distance=3.0, height=1.0)
-    m = _camera_to_world(camera)
+    m = camera_to_world(camera)
     np.testing.assert_allclose(m @ m.T, np.eye(3), atol=1e-12)
     # "Towards the camera" in the retargeter's frame is the direction from the target to the camera.
     toward = (camera.position - camera.target) / np.linalg.norm(camera.position - camera.target)

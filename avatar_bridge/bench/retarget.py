@@ -59,7 +59,7 @@ SCENARIOS = (
 )
 
 
-def _camera_to_world(camera: PinholeCamera) -> np.ndarray:
+def camera_to_world(camera: PinholeCamera) -> np.ndarray:
     """Matrix taking the retargeter's camera-aligned frame (x right, y up, z to the camera) to the world."""
     right, down, forward = camera.rotation
     return np.stack([right, -down, -forward], axis=-1)
@@ -109,7 +109,7 @@ def run_scenario(mocap_path: Path, scenario: Scenario, depth: str, fps: float = 
 
         stabilizer = make_stabilizer(smoothing or SmoothingConfig())
     rng = np.random.default_rng(seed)
-    to_world = _camera_to_world(camera)
+    to_world = camera_to_world(camera)
     errors: dict[str, list[float]] = {}
     solve_ms: list[float] = []
     with source:
