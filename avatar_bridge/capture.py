@@ -25,6 +25,9 @@ from .types import Frame, FrameSourceBase
 
 log = logging.getLogger(__name__)
 
+DROP_WARN_SHARE = 0.05  # a paced video file dropping more than this share of its frames gets one warning
+DROP_WARN_MIN_FRAMES = 30  # ...once at least this many frames have gone by
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 NO_CAMERA_HINT = "pass --source FILE for a video file or --source synthetic for the built-in performer"
 
@@ -131,6 +134,8 @@ class VideoFileSource(FrameSourceBase):
         self.decode_failed = False  # True when the file ended before its announced frame count
         self._decoded = 0  # frames decoded in this pass over the file
         self._index = 0  # frames handed out
+        self._dropped_total = 0  # realtime: frames skipped because the consumer fell behind
+        self._drop_warned = False
         self._start: float | None = None  # pacing clock, started by the first read()
         self._closed = False
         first = self._decode()
@@ -192,6 +197,17 @@ class VideoFileSource(FrameSourceBase):
                 return
             image = self._decode()
 
+    def _note_drops(self, dropped: int) -> None:
+        """Say once, with the fix, when pacing drops more than DROP_WARN_SHARE of a file's frames."""
+        self._dropped_total += dropped
+        seen = self._index + 1 + self._dropped_total
+        if not self._drop_warned and seen >= DROP_WARN_MIN_FRAMES and self._dropped_total > DROP_WARN_SHARE * seen:
+            self._drop_warned = True
+            log.warning(
+                "%s: %d of the first %d frames were dropped because processing is slower than the video's frame rate "
+                "(live pacing, like a camera); to process every frame of a file use --fast, or lighten the load "
+                "(--resize 640x360, --config cpu-fast)", self.path.name, self._dropped_total, seen)
+
     def _paced_reader(self) -> None:
         """Realtime: publish frame p at start + p / fps, decoded just before it is due.
 
@@ -248,6 +264,7 @@ class VideoFileSource(FrameSourceBase):
                     return None
                 dropped = self._slot_seq - self._taken_seq - 1 + self._skipped
                 self._skipped = 0
+                self._note_drops(dropped)
                 self._taken_seq = self._slot_seq
                 image, stamp = self._slot  # stamp: when the frame was due, i.e. "captured"
         else:

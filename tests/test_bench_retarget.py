@@ -55,7 +55,7 @@ def test_frontal_clean_meets_the_issue_floors_and_beats_planar():
 
 def test_command_writes_table_and_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    assert cli.main(["bench-retarget", "--mocap", str(need(MOCAP)), "--quick", "--json", str(out)]) == 0
+    assert cli.main(["bench-retarget", "--clip", str(need(MOCAP)), "--quick", "--json", str(out)]) == 0
     table = capsys.readouterr().out
     assert "| frontal, clean | foreshortening |" in table and "| frontal, clean | planar |" in table
     assert "floor frontal, clean limbs median <= 10" in table
@@ -68,9 +68,9 @@ def test_command_writes_table_and_json(tmp_path, capsys):
 
 
 def test_command_reports_a_missing_file_in_one_line(tmp_path, capsys):
-    assert cli.main(["bench-retarget", "--mocap", str(tmp_path / "none.bvh")]) == 2
+    assert cli.main(["bench-retarget", "--clip", str(tmp_path / "none.bvh")]) == 2
     err = capsys.readouterr().err.strip()
-    assert "none.bvh not found" in err and "--mocap" in err and "\n" not in err
+    assert "none.bvh not found" in err and "--clip" in err and "\n" not in err
 
 
 def test_format_table_marks_unmet_floors():

@@ -63,7 +63,7 @@ def test_metrics_known_answers():
 def test_short_benchmark_structure(tmp_path, capsys):
     """The CLI on a 40-frame slice with coarse sweeps: table, JSON and plot, every figure finite."""
     out_json, out_png = tmp_path / "r.json", tmp_path / "r.png"
-    assert main(["bench-smoothing", "--bvh", str(need(MOCAP)), "--frames", "40", "--quick", "--json", str(out_json), "--plot", str(out_png)]) == 0
+    assert main(["bench-smoothing", "--clip", str(need(MOCAP)), "--frames", "40", "--quick", "--json", str(out_json), "--plot", str(out_png)]) == 0
     table = capsys.readouterr().out
     assert "floor default_vs_one_euro" in table and "floor best_vs_one_euro" in table and "RMSE px" in table
     assert out_png.stat().st_size > 10_000
@@ -90,7 +90,7 @@ def test_short_benchmark_structure(tmp_path, capsys):
 
 
 def test_cli_errors(tmp_path, capsys):
-    assert main(["bench-smoothing", "--bvh", str(tmp_path / "none.bvh")]) == 2
+    assert main(["bench-smoothing", "--clip", str(tmp_path / "none.bvh")]) == 2
     assert "none.bvh not found" in capsys.readouterr().err
     assert main(["bench-smoothing", "--frames", "5"]) == 2
     assert "too short" in capsys.readouterr().err

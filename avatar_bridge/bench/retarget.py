@@ -27,7 +27,6 @@ from ..keypoints import KEYPOINT_INDEX as K
 from ..metrics import median_p95
 from ..retarget import Retargeter, body_transforms
 
-DEFAULT_MOCAP = Path(__file__).resolve().parent.parent.parent / "shared" / "fixtures" / "mocap" / "cmu_131_01_walk.bvh"
 
 # Reported bone -> (true direction from the 3D keypoints, the bone's own axis in its rest frame).
 LIMB_BONES: dict[str, tuple[tuple[int, int], tuple[float, float, float]]] = {
@@ -186,7 +185,8 @@ def format_table(results: list[dict]) -> str:
 
 
 def configure_parser(parser: argparse.ArgumentParser, command: str = "bench-retarget") -> None:
-    parser.add_argument("--mocap", default=str(DEFAULT_MOCAP), help="BVH file (default: the CMU walk fixture)")
+    parser.add_argument("--clip", "--mocap", dest="clip", metavar="FILE.bvh", default=None,
+                        help="motion-capture clip used as ground truth (required; --mocap is the old name)")
     parser.add_argument("--fps", type=float, default=30.0, help="frame rate the clip is resampled to")
     parser.add_argument("--seed", type=int, default=0, help="noise seed")
     parser.add_argument("--calibration-seconds", type=float, default=1.0, help="automatic calibration period at the clip's start")
@@ -197,9 +197,11 @@ def configure_parser(parser: argparse.ArgumentParser, command: str = "bench-reta
 
 
 def run_command(args: argparse.Namespace) -> int:
-    path = Path(args.mocap)
+    if args.clip is None:
+        raise ValueError("bench-retarget needs a motion-capture clip as ground truth: pass --clip FILE.bvh (any BVH with a humanoid skeleton, e.g. a CMU clip; this repository's CI uses ../shared/fixtures/mocap/cmu_131_01_walk.bvh)")
+    path = Path(args.clip)
     if not path.is_file():
-        raise FileNotFoundError(f"mocap file {path} not found: pass --mocap PATH.bvh (the fixture is ../shared/fixtures/mocap/cmu_131_01_walk.bvh)")
+        raise FileNotFoundError(f"mocap clip {path} not found: pass --clip FILE.bvh")
     if not args.fps > 0:
         raise ValueError(f"--fps must be positive, got {args.fps}")
     if not args.calibration_seconds > 0:

@@ -37,7 +37,6 @@ from ..metrics import median_p95
 from ..mocap import MocapSource, coco17_world
 from ..smooth import KalmanStabilizer, OneEuroStabilizer
 
-DEFAULT_BVH = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "mocap" / "cmu_131_01_walk.bvh"
 ONE_EURO_MIN_CUTOFFS = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
 ONE_EURO_BETAS = (1.0, 2.0, 5.0, 10.0, 20.0, 40.0, 60.0)
 ONE_EURO_D_CUTOFFS = (1.0, 2.0)
@@ -290,7 +289,7 @@ def sweep_grids(quick: bool) -> tuple[tuple, ...]:
 
 
 def run_benchmark(
-    bvh: Path = DEFAULT_BVH, frames: int | None = None, seed: int = 0, config: SmoothingConfig | None = None, quick: bool = False
+    bvh: Path, frames: int | None = None, seed: int = 0, config: SmoothingConfig | None = None, quick: bool = False
 ) -> dict:
     """Every case and sweep; returns a JSON-ready dict (see ``docs/smoothing.md``)."""
     min_cutoffs, betas, d_cutoffs, accelerations, speed_gains, innovation_gains = sweep_grids(quick)
@@ -495,7 +494,8 @@ def plot(result: dict, path: Path) -> None:
 
 
 def configure_parser(parser: argparse.ArgumentParser, command: str) -> None:
-    parser.add_argument("--bvh", type=Path, default=DEFAULT_BVH, help="mocap clip (default: the CMU walk fixture)")
+    parser.add_argument("--clip", "--bvh", dest="clip", type=Path, metavar="FILE.bvh", default=None,
+                        help="motion-capture clip used as ground truth (required; --bvh is the old name)")
     parser.add_argument("--config", help="TOML config or preset whose [smoothing] section is benchmarked")
     parser.add_argument("--frames", type=int, help="use only the first N frames (quick runs)")
     parser.add_argument("--seed", type=int, default=0)
@@ -508,7 +508,9 @@ def run_command(args: argparse.Namespace) -> int:
     config = load_config(args.config).smoothing
     if args.frames is not None and args.frames < 30:
         raise ValueError(f"--frames {args.frames} is too short: use at least 30 frames")
-    result = run_benchmark(args.bvh, frames=args.frames, seed=args.seed, config=config, quick=args.quick)
+    if args.clip is None:
+        raise ValueError("bench-smoothing needs a motion-capture clip as ground truth: pass --clip FILE.bvh (any BVH with a humanoid skeleton, e.g. a CMU clip; this repository's CI uses ../shared/fixtures/mocap/cmu_131_01_walk.bvh)")
+    result = run_benchmark(args.clip, frames=args.frames, seed=args.seed, config=config, quick=args.quick)
     if args.json is not None and str(args.json) == "-":
         print(json.dumps(result, indent=1))
     else:

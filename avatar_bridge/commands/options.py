@@ -17,7 +17,8 @@ from ..vmc import DEFAULT_PORT, parse_target
 def add_source_arguments(parser: argparse.ArgumentParser) -> None:
     """Options shared by ``run`` and ``bench``: config, source, models."""
     parser.add_argument("--config", metavar="NAME|PATH", help="preset name (cpu-fast, cpu-balanced, gpu-accurate, default) or a TOML file")
-    parser.add_argument("--source", help="camera index (0), /dev/videoN, video file, image folder, synthetic, FILE.bvh or FILE.abrec")
+    parser.add_argument("--source", help="camera index (0), /dev/videoN, video file, image folder, synthetic, FILE.bvh or FILE.abrec "
+                        "(source.source; default: the preset's, 'synthetic' in the default preset, so no camera is opened unless you ask)")
     parser.add_argument("--model", help="pose model: .onnx file, .pth checkpoint or registry name (pose.model)")
     parser.add_argument("--detector", help="none, yolox-nano, light-person-detector, yolox:PATH.onnx, "
                         "fasterrcnn_resnet50_fpn, fasterrcnn_mobilenet_v3_large_fpn or ssdlite (detector.name)")
@@ -28,8 +29,11 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--people", choices=("all", "driver"), help="estimate every person or only the driving one")
     parser.add_argument("--every", type=int, metavar="N", help="run the detector at least every N frames")
     pace = parser.add_mutually_exclusive_group()
-    pace.add_argument("--realtime", dest="realtime", action="store_true", default=None, help="pace files at their frame rate")
-    pace.add_argument("--fast", dest="realtime", action="store_false", help="process files as fast as possible")
+    pace.add_argument("--realtime", dest="realtime", action="store_true", default=None,
+                      help="pace files at their frame rate, like a camera: frames the CPU cannot keep up with are dropped (the default)")
+    pace.add_argument("--fast", dest="realtime", action="store_false",
+                      help="process every frame of a file as fast as possible; the outputs (VMC, WebSocket, --record, --bvh) "
+                           "still run on the wall clock, so recorded motion is stretched or squeezed in time")
     parser.add_argument("--loop", action="store_true", default=None, help="restart files at their end")
     parser.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
     parser.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
