@@ -86,12 +86,16 @@ def test_motion_benchmarks_name_the_flag_when_no_clip_is_given(command, capsys):
     assert err.count("\n") == 1 and "pass --clip FILE.bvh" in err
 
 
-def test_a_paced_video_that_drops_frames_says_how_to_process_every_frame(tmp_path, caplog):
-    path = tmp_path / "clip.avi"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (160, 120))
-    for i in range(90):
+def write_clip(path: Path, fps: float, frames: int) -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (160, 120))
+    for i in range(frames):
         writer.write(np.full((120, 160, 3), i, np.uint8))
     writer.release()
+    return path
+
+
+def test_a_paced_video_that_drops_frames_says_how_to_process_every_frame(tmp_path, caplog):
+    path = write_clip(tmp_path / "clip.avi", 30.0, 90)
     with caplog.at_level(logging.WARNING, logger="avatar_bridge.capture"):
         with VideoFileSource(path, realtime=True) as source:
             while source.read() is not None:
@@ -101,11 +105,7 @@ def test_a_paced_video_that_drops_frames_says_how_to_process_every_frame(tmp_pat
 
 
 def test_a_paced_video_that_keeps_up_says_nothing(tmp_path, caplog):
-    path = tmp_path / "slow.avi"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (160, 120))
-    for i in range(40):
-        writer.write(np.full((120, 160, 3), i, np.uint8))
-    writer.release()
+    path = write_clip(tmp_path / "slow.avi", 10.0, 40)
     with caplog.at_level(logging.WARNING, logger="avatar_bridge.capture"):
         with VideoFileSource(path, realtime=True) as source:
             frames = sum(1 for _ in source)
