@@ -30,6 +30,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -189,7 +190,10 @@ class Calibration:
 
     def save(self, path: str | Path) -> None:
         data = {"format": "avatar-bridge-calibration", "version": 1, **asdict(self)}
-        Path(path).write_text(json.dumps(data, indent=2), encoding="utf-8")
+        path = Path(path)
+        partial = path.with_name(path.name + ".partial")
+        partial.write_text(json.dumps(data, indent=2), encoding="utf-8")
+        os.replace(partial, path)  # readers never see half a file
 
     @classmethod
     def load(cls, path: str | Path) -> "Calibration":
@@ -887,6 +891,9 @@ class Retargeter:
         # update() runs on the capture loop and solve(advance=False) on the output clock: the lifter's
         # continuity state is advanced and forked under this lock.
         self._state_lock = threading.Lock()
+        # The output clock's lifter: a fork of the real one, made at the first tick after each pose
+        # update and advanced by the ticks until the next update replaces it (continuity between updates).
+        self._output_lifter: Lifter | None = None
         if self.config.calibration_file:
             path = Path(self.config.calibration_file)
             if path.is_file():
@@ -910,6 +917,7 @@ class Retargeter:
         self._calib_frames = []
         if self._custom_lifter is None:
             self._lifter = self._make_lifter(calibration)
+        self._output_lifter = None
 
     def _make_lifter(self, calibration: Calibration) -> ForeshorteningLifter:
         width = calibration.image_size[0]
@@ -984,6 +992,7 @@ class Retargeter:
             self._observe(kp, sc, timestamp, image_size)
             if self._lifter is not None:
                 self._lifter.lift(kp, sc, timestamp)
+            self._output_lifter = None
 
     def solve(self, keypoints: np.ndarray, scores: np.ndarray, timestamp: float, image_size: tuple[int, int],
               track_id: int = 0, *, advance: bool = True) -> RigPose:
@@ -996,7 +1005,9 @@ class Retargeter:
             image_size: (width, height) in pixels of the image the keypoints are in.
             track_id: copied into the result.
             advance: True (one call per pose update, e.g. offline) also does :meth:`update`'s work;
-                False (the output clock) solves on a fork of the lifter and leaves calibration alone.
+                False (the output clock) leaves calibration and the lifter alone: it solves on a fork
+                of the lifter taken after the last update, which the ticks until the next update share
+                (so depth stays continuous between updates, e.g. while a lost person eases to rest).
 
         Returns:
             :class:`RigPose`: parent-local quaternions (x, y, z, w) per VRM bone in the canonical frame
@@ -1016,11 +1027,10 @@ class Retargeter:
         else:
             self._image_size = (int(image_size[0]), int(image_size[1]))
             with self._state_lock:
-                lifter = self._lifter
-                if isinstance(lifter, ForeshorteningLifter):
-                    lifter = lifter.fork()
-                elif lifter is not None:
-                    lifter = copy.deepcopy(lifter)
+                if self._output_lifter is None and self._lifter is not None:
+                    lifter = self._lifter
+                    self._output_lifter = lifter.fork() if isinstance(lifter, ForeshorteningLifter) else copy.deepcopy(lifter)
+                lifter = self._output_lifter
         joints = None
         if lifter is not None:
             joints = np.asarray(lifter.lift(kp, sc, timestamp), dtype=np.float64)

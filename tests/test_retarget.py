@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
 import numpy as np
 import pytest
@@ -423,3 +424,47 @@ def test_planar_depth_is_the_naive_baseline():
     _, world = body_transforms(pose.rotations)
     assert abs(float(world["leftUpperArm"][:, 0] @ Z)) < 0.05  # no depth at all
     assert isinstance(retargeter._lifter, ForeshorteningLifter) and retargeter._lifter.planar
+
+
+def test_output_ticks_do_not_change_how_pose_updates_resolve_depth(tmp_path):
+    """State advances once per pose update: a retargeter whose output clock ticked 4x per update ends in
+    the same state as one that never ticked (the output rate and recording cannot change the motion)."""
+    from avatar_bridge.synthetic import SyntheticSource
+
+    frames = list(SyntheticSource(width=1280, height=720, fps=30, seed=3, duration=3, realtime=False, render=False))
+    config = RetargetConfig(fov_deg=FOV, calibration_seconds=1.0, calibration_file=str(tmp_path / "cal.json"))
+    ticked, quiet = Retargeter(config), Retargeter(RetargetConfig(fov_deg=FOV, calibration_seconds=1.0))
+    for i, frame in enumerate(frames):
+        person = frame.truth.people[0]
+        for retargeter in (ticked, quiet):
+            retargeter.update(person.keypoints, person.scores, frame.timestamp, (1280, 720))
+        for k in range(4):  # the output clock between two updates: poses a little ahead of the last one
+            ahead = person.keypoints + k * np.array([3.0, -2.0], np.float32)
+            ticked.solve(ahead, person.scores, frame.timestamp + k / 120, (1280, 720), advance=False)
+        if i == 40:
+            assert ticked.calibrated and quiet.calibrated  # calibrated by updates alone
+    last, t = frames[-1].truth.people[0], frames[-1].timestamp + 1 / 30
+    for retargeter in (ticked, quiet):  # one more pose update, then the first tick after it
+        retargeter.update(last.keypoints, last.scores, t, (1280, 720))
+    a = ticked.solve(last.keypoints, last.scores, t, (1280, 720), advance=False)
+    b = quiet.solve(last.keypoints, last.scores, t, (1280, 720), advance=False)
+    assert a.rotations.keys() == b.rotations.keys()
+    for name in a.rotations:
+        assert angle_deg(a.rotations[name], b.rotations[name]) < 1e-4, name
+    np.testing.assert_allclose(a.hips_position, b.hips_position, atol=1e-9)
+    for _ in range(100):  # the calibration file is written on its own thread when the period ends
+        if (tmp_path / "cal.json").is_file():
+            break
+        time.sleep(0.05)
+    assert json.loads((tmp_path / "cal.json").read_text())["segments"]
+
+
+def test_solve_without_advance_never_calibrates():
+    retargeter = Retargeter(RetargetConfig(fov_deg=FOV, calibration_seconds=0.5))
+    uv, scores, _ = project({})
+    for i in range(40):
+        retargeter.solve(uv, scores, i / 30, (1280, 720), advance=False)
+    assert not retargeter.calibrated
+    for i in range(40):
+        retargeter.update(uv, scores, i / 30, (1280, 720))
+    assert retargeter.calibrated
