@@ -509,6 +509,12 @@ def load_estimator(config: PoseConfig | None = None) -> TopDownEstimator:
             if name in REGISTRY or name.endswith(".pth") or Path(name).is_file():
                 net, meta = load_pretrained_with_meta(name, config.arch, config.num_keypoints,
                                                       config.weights_dir or None, config.download)
+                if net.num_keypoints != config.num_keypoints:
+                    raise ValueError(
+                        f"{name} has {net.num_keypoints} keypoints (final_layer.weight "
+                        f"{tuple(net.final_layer.weight.shape)}) but pose.num_keypoints = {config.num_keypoints}: "
+                        f"set pose.num_keypoints = {net.num_keypoints} (eval, export), or pass a COCO-17 checkpoint "
+                        "(the live pipeline retargets COCO-17)")
                 if meta.input_size:
                     input_size = meta.input_size
                 if config.channel_order == "auto" and meta.channel_order:

@@ -13,6 +13,11 @@ MMPose's MobileNetV2 names its layers ``backbone.conv1.conv``, ``backbone.layer3
 where torchvision says ``features.0.0``, ``features.5.conv.0.1``; :func:`mmpose_mobilenetv2_to_torchvision`
 translates. Loading is strict: missing and unexpected keys and shape mismatches are all listed in
 one error, because a silently half-loaded network produces plausible-looking garbage.
+
+Files are read with ``torch.load(weights_only=True)`` plus a scoped allow-list of numpy and known
+mmengine globals (:func:`read_checkpoint`), and :func:`inspect_checkpoint` reads what a checkpoint says
+about itself (arch, keypoint count, input size, channel order, mean/std, flip pairs) into a
+:class:`CheckpointMeta`; docs/pose.md lists each rule and its source.
 """
 
 from __future__ import annotations

@@ -404,12 +404,14 @@ def test_estimator_takes_size_arch_keypoints_and_channel_order_from_the_checkpoi
     assert est.source == [2, 1, 0]  # RGB from bgr_to_rgb=True
     ms = tmp_path / "pose_resnet_18_256x192.pth.tar"
     torch.save(layout_state(randomized("resnet18", 14), "microsoft"), ms)
-    est = load_estimator(PoseConfig(model=str(ms), arch="mobilenetv2", num_keypoints=17, threads=1))
+    with pytest.raises(ValueError, match=r"has 14 keypoints .*but pose.num_keypoints = 17: set pose.num_keypoints = 14"):
+        load_estimator(PoseConfig(model=str(ms), arch="mobilenetv2", num_keypoints=17, threads=1))
+    est = load_estimator(PoseConfig(model=str(ms), arch="mobilenetv2", num_keypoints=14, threads=1))
     assert est.backend.model.num_keypoints == 14 and (est.input_h, est.input_w) == (256, 192)
     assert est.source == [0, 1, 2]  # Microsoft layout: BGR input, automatically
     np_offset = -np.array([123.675, 116.28, 103.53], np.float32) / np.array([58.395, 57.12, 57.375], np.float32)
     np.testing.assert_allclose(est.offset, np_offset, rtol=1e-6)  # mean/std in RGB order, applied to B, G, R
-    forced = load_estimator(PoseConfig(model=str(ms), channel_order="rgb", threads=1))
+    forced = load_estimator(PoseConfig(model=str(ms), channel_order="rgb", num_keypoints=14, threads=1))
     assert forced.source == [2, 1, 0]  # an explicit setting wins
 
 
