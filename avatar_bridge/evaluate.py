@@ -150,7 +150,8 @@ def oks_nms(kpts: np.ndarray, scores: np.ndarray, areas: np.ndarray, threshold: 
 
 
 def person_score(box_score: float, keypoint_scores: np.ndarray, threshold: float = KEYPOINT_SCORE_THRESHOLD) -> float:
-    """Box score x the mean of the keypoint scores above ``threshold`` (0 when none is)."""
+    """Box score x the mean of the (K,) raw keypoint scores above ``threshold`` (0 when none is): MMPose 1.x
+    ``CocoMetric`` with ``score_mode='bbox_keypoint'``, ``keypoint_score_thr=0.2`` (mmpose/evaluation/metrics/coco_metric.py)."""
     good = keypoint_scores[keypoint_scores > threshold]
     return float(box_score * good.mean()) if good.size else 0.0
 

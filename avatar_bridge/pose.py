@@ -6,8 +6,11 @@ vectorized multiply-add turns the whole batch into the model's normalized NCHW i
 mean and std folded into a per-channel scale and offset). One forward pass runs all people. Decoding
 is vectorized over people and joints: heatmap argmax, then either the quarter-pixel shift toward
 the higher neighbour (the paper's decoder) or DARK (Zhang et al. 2020: second-order Taylor expansion
-of the Gaussian-smoothed log heatmap). Heatmap coordinates map back to the image with the inverse of
-the crop's scale and shift; no matrix inversion is needed because the crop has no rotation.
+of the Gaussian-smoothed log heatmap). The default ``reference`` / ``reference-dark`` modes reproduce
+MMPose 1.x's conventions exactly (crop matrix, border rules, zero-padded DARK blur, one-column flip
+shift; checked against MMPose's own output in tests/test_parity.py); ``quarter`` / ``dark`` are the
+earlier variants. Heatmap coordinates map back to the image with the inverse of the crop's scale and
+shift; no matrix inversion is needed because the crop has no rotation.
 
 Two backends share all of the above: :class:`TorchBackend` (SimpleBaseline from :mod:`avatar_bridge.model`,
 CPU or CUDA with fp16 autocast, channels_last, pinned input and non-blocking copies) and
@@ -520,6 +523,8 @@ def load_estimator(config: PoseConfig | None = None) -> TopDownEstimator:
                 if config.channel_order == "auto" and meta.channel_order:
                     normalization = Normalization(meta.channel_order, meta.mean or tuple(config.mean),
                                                   meta.std or tuple(config.std))
+                if meta.dark and config.decode == "reference":
+                    log.info("%s was configured for DARK decoding (unbiased): pose.decode = reference-dark matches it", name)
                 if meta.flip_indices and len(meta.flip_indices) == net.num_keypoints:
                     flip_indices = meta.flip_indices
                 log.info("%s: %s, %d keypoints, input %dx%d, %s input (%s)", name, net.arch, net.num_keypoints,

@@ -522,7 +522,10 @@ def checkpoint_meta(obj: object, state: dict[str, torch.Tensor]) -> CheckpointMe
 
 def inspect_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], CheckpointMeta]:
     """Read a checkpoint safely (:func:`read_checkpoint`): its raw state dict (``module.`` stripped)
-    and its :class:`CheckpointMeta`, the input size falling back to the file name."""
+    and its :class:`CheckpointMeta`, the input size falling back to the file name.
+
+    Raises what :func:`read_checkpoint` raises, and ``ValueError`` when the file holds no state dict.
+    """
     path = Path(path)
     obj = read_checkpoint(path)
     state = _unwrap(obj, path)
