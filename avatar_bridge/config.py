@@ -131,19 +131,22 @@ class PoseConfig:
     # registry name (``avatar-bridge weights``), .pth checkpoint, .onnx file, or "random" (untrained,
     # for timing); empty = the registry checkpoint of ``arch`` at ``input_size``
     model: str = ""
-    arch: str = field(default="resnet50", metadata={"choices": ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "mobilenetv2")})
+    arch: str = field(default="resnet50", metadata={"choices": ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "mobilenetv2",
+                                                                "resnet50-caffe", "resnet101-caffe", "resnet152-caffe")})
     input_size: list = field(default_factory=lambda: [256, 192])  # height, width (read from a static ONNX model)
     num_keypoints: int = field(default=17, metadata={"range": (1, 1000)})
     device: str = "cpu"  # cpu | cuda | cuda:N (torch backend; onnxruntime uses CUDA if its provider exists)
     threads: int = field(default=0, metadata={"range": (0, 256)})  # 0 = library default
     flip_test: bool = False
-    decode: str = field(default="quarter", metadata={"choices": ("argmax", "quarter", "dark")})
+    # reference / reference-dark: MMPose's decoding and flip merge (docs/pose.md); quarter / dark / argmax: earlier variants
+    decode: str = field(default="reference", metadata={"choices": ("reference", "reference-dark", "quarter", "dark", "argmax")})
     fp16: bool = False  # autocast fp16; only on CUDA (ignored on CPU)
     # --- added by the pose engineer ---
     backend: str = field(default="auto", metadata={"choices": ("auto", "torch", "onnxruntime")})  # auto: .onnx -> onnxruntime
     channels_last: bool = True  # torch backend memory format
     padding: float = field(default=1.25, metadata={"range": (1.0, 3.0)})  # box enlargement before cropping
-    channel_order: str = field(default="rgb", metadata={"choices": ("rgb", "bgr")})  # what the model expects
+    # what the model expects; auto: what the checkpoint records (Microsoft layout: BGR), else rgb
+    channel_order: str = field(default="auto", metadata={"choices": ("auto", "rgb", "bgr")})
     mean: list = field(default_factory=lambda: [123.675, 116.28, 103.53])  # per channel, 0..255 pixel units
     std: list = field(default_factory=lambda: [58.395, 57.12, 57.375])  # per channel, 0..255 pixel units
     max_batch: int = field(default=64, metadata={"range": (1, 1024)})  # crops per forward pass

@@ -2,9 +2,17 @@
 
 The protocol is the usual top-down one (as in the SimpleBaseline paper and MMPose): run the model
 on every ground-truth person box (``boxes="gt"``) or on every detection of a COCO results file;
-score each person as box score x :attr:`Pose2D.score` (the mean keypoint score, the confidence the
-rest of the project uses); suppress duplicates of the same person with OKS-NMS at 0.9 (detections
-overlap; ground-truth boxes do not); hand the results to ``COCOeval``.
+keypoint scores are the raw heatmap maxima (:meth:`TopDownEstimator.predict`, not clipped); each
+person scores box score x the mean of its keypoint scores above 0.2 (MMPose's ``CocoMetric``
+``score_mode='bbox_keypoint'``, ``keypoint_score_thr=0.2``); duplicates of the same person are
+suppressed with OKS-NMS at 0.9 (detections overlap; ground-truth boxes do not); ``COCOeval`` scores
+the results.
+
+Annotation files without ``area`` (the OKS scale): it is computed as 0.53 x the box area (as MMPose's
+``BaseCocoStyleDataset`` does for datasets without one), or from the extent of the labelled
+keypoints when there is no box. Missing or unreadable images are skipped, counted, and left out of
+the evaluated image set. ``keypoints`` evaluates a subset of the keypoints (OKS over those only)
+and ``sigmas`` replaces the COCO per-keypoint OKS constants.
 """
 
 from __future__ import annotations
@@ -20,11 +28,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .keypoints import OKS_SIGMAS
-from .pose import TopDownEstimator
+from .keypoints import COCO_KEYPOINTS, OKS_SIGMAS
+from .pose import DECODERS, TopDownEstimator
 
 METRIC_NAMES = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
 PERSON = 1
+AREA_FROM_BOX = 0.53  # person area / box area when the file has no segmentation area (MMPose's convention)
+KEYPOINT_SCORE_THRESHOLD = 0.2  # keypoints counted in the person score (MMPose CocoMetric keypoint_score_thr)
 
 
 @dataclass
@@ -34,6 +44,8 @@ class EvalResult:
     people: int = 0
     images: int = 0
     seconds: float = 0.0
+    skipped: list[str] = field(default_factory=list)  # images missing or unreadable, not evaluated
+    areas_computed: int = 0  # annotations whose missing area was computed
 
 
 def load_coco(path: str | Path) -> dict:
@@ -53,7 +65,36 @@ def load_coco(path: str | Path) -> dict:
     for key in ("id", "file_name"):
         if not all(isinstance(im, dict) and key in im for im in data["images"]):
             raise ValueError(f"{path}: every entry of 'images' needs '{key}': pass a COCO annotation file")
+    data["_areas_computed"] = 0
+    for i, ann in enumerate(data["annotations"]):
+        if not isinstance(ann, dict) or "image_id" not in ann:
+            raise ValueError(f"{path}: annotation #{i} has no image_id: pass a COCO annotation file")
+        bbox = ann.get("bbox")
+        if bbox is not None and not (isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, (int, float)) for v in bbox)):
+            raise ValueError(f"{path}: annotation #{i} (id {ann.get('id')}) has bbox {bbox!r}: expected [x, y, width, height]")
+        kpts = ann.get("keypoints")
+        if kpts is not None and (not isinstance(kpts, list) or len(kpts) % 3):
+            raise ValueError(f"{path}: annotation #{i} (id {ann.get('id')}) has keypoints that are not x, y, v triples")
+        if "area" not in ann:
+            ann["area"] = _area(ann)
+            if ann["area"] is None:
+                raise ValueError(f"{path}: annotation #{i} (id {ann.get('id')}) has no area, no bbox and no labelled "
+                                 "keypoints to compute one from: add 'area' (pixels^2) or 'bbox'")
+            data["_areas_computed"] += 1
     return data
+
+
+def _area(ann: dict) -> float | None:
+    """0.53 x box area; without a box, 0.53 x the area of the labelled keypoints' bounding box."""
+    if ann.get("bbox"):
+        w, h = ann["bbox"][2:4]
+        return max(AREA_FROM_BOX * float(w) * float(h), 1.0)
+    kpts = np.asarray(ann.get("keypoints") or [], np.float64).reshape(-1, 3)
+    labelled = kpts[kpts[:, 2] > 0, :2]
+    if len(labelled) < 2:
+        return None
+    w, h = labelled.max(0) - labelled.min(0)
+    return max(AREA_FROM_BOX * float(w) * float(h), 1.0)
 
 
 def gt_boxes(coco: dict) -> dict[int, list[tuple[np.ndarray, float]]]:
@@ -108,42 +149,98 @@ def oks_nms(kpts: np.ndarray, scores: np.ndarray, areas: np.ndarray, threshold: 
     return keep
 
 
+def person_score(box_score: float, keypoint_scores: np.ndarray, threshold: float = KEYPOINT_SCORE_THRESHOLD) -> float:
+    """Box score x the mean of the (K,) raw keypoint scores above ``threshold`` (0 when none is): MMPose 1.x
+    ``CocoMetric`` with ``score_mode='bbox_keypoint'``, ``keypoint_score_thr=0.2`` (mmpose/evaluation/metrics/coco_metric.py)."""
+    good = keypoint_scores[keypoint_scores > threshold]
+    return float(box_score * good.mean()) if good.size else 0.0
+
+
 def predict(estimator: TopDownEstimator, coco: dict, images_dir: str | Path, boxes: str = "gt",
-            nms_threshold: float = 0.9) -> tuple[list[dict], int]:
-    """COCO keypoint results for every image of ``coco``; returns (results, people estimated)."""
+            nms_threshold: float = 0.9, skipped: list[str] | None = None) -> tuple[list[dict], int]:
+    """COCO keypoint results for every image of ``coco``; returns (results, people estimated).
+
+    Images that are missing or unreadable are appended to ``skipped`` (file names) and left out;
+    ``ValueError`` when no image with boxes could be read.
+    """
     images_dir = Path(images_dir)
     if not images_dir.is_dir():
         raise FileNotFoundError(f"image folder {images_dir} not found: pass --images DIR holding the annotation file's images")
     by_image = gt_boxes(coco) if boxes == "gt" else detection_boxes(boxes)
+    skipped = [] if skipped is None else skipped
     results: list[dict] = []
-    people = 0
+    people = tried = 0
     for im in coco["images"]:
         entries = by_image.get(im["id"], [])
         if not entries:
             continue
+        tried += 1
         path = images_dir / im["file_name"]
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR) if path.is_file() else None
         if image is None:
-            raise ValueError(f"cannot read image {path} (missing or not an image): check --images points at the "
-                             f"folder of {im['file_name']}")
+            skipped.append(str(im["file_name"]))
+            continue
         box_array = np.stack([b for b, _ in entries])
         box_scores = np.array([s for _, s in entries], np.float32)
-        poses = estimator.estimate(image, box_array)
-        people += len(poses)
-        kpts = np.stack([p.keypoints for p in poses])
-        kscores = np.stack([p.scores for p in poses])
-        person_scores = box_scores * kscores.mean(axis=1)
+        kpts, kscores = estimator.predict(image, box_array)  # raw (unclipped) keypoint scores
+        people += len(kpts)
+        person_scores = np.array([person_score(b, k) for b, k in zip(box_scores, kscores)], np.float32)
         areas = (box_array[:, 2] - box_array[:, 0]) * (box_array[:, 3] - box_array[:, 1])
-        keep = oks_nms(kpts, person_scores, areas, nms_threshold) if boxes != "gt" else range(len(poses))
+        keep = oks_nms(kpts, person_scores, areas, nms_threshold) if boxes != "gt" else range(len(kpts))
         for i in keep:
             flat = np.concatenate([kpts[i], kscores[i][:, None]], axis=1).reshape(-1)
             results.append({"image_id": im["id"], "category_id": PERSON, "keypoints": [round(float(v), 3) for v in flat],
                             "score": float(person_scores[i])})
+    if tried and len(skipped) == tried:
+        raise ValueError(f"cannot read any of the {tried} images (missing or not images), e.g. {images_dir / skipped[0]}: "
+                         "check --images points at the annotation file's image folder")
     return results, people
 
 
-def coco_metrics(annotations: str | Path, results: list[dict]) -> dict[str, float]:
-    """pycocotools keypoint metrics for ``results`` against the annotation file."""
+def parse_keypoints(text: str, num_keypoints: int, names: tuple[str, ...] = COCO_KEYPOINTS) -> list[int]:
+    """``"5-16"``, ``"5,6,11,12"`` or ``"left_shoulder,right_shoulder"`` -> sorted keypoint indices."""
+    out: set[int] = set()
+    for part in (p.strip() for p in text.split(",")):
+        try:
+            if part in names[:num_keypoints]:
+                out.add(names.index(part))
+            elif "-" in part:
+                a, b = (int(v) for v in part.split("-"))
+                out.update(range(a, b + 1))
+            else:
+                out.add(int(part))
+        except ValueError:
+            raise ValueError(f"--keypoints {text!r}: {part!r} is neither a keypoint index, a range a-b, nor a name "
+                             f"({', '.join(names[:num_keypoints])})") from None
+    if not out or min(out) < 0 or max(out) >= num_keypoints:
+        raise ValueError(f"--keypoints {text!r}: indices must be within 0..{num_keypoints - 1}")
+    return sorted(out)
+
+
+def parse_sigmas(text: str, num_keypoints: int) -> np.ndarray:
+    """Comma-separated per-keypoint OKS sigmas, one per keypoint of the annotation file, each > 0."""
+    try:
+        sigmas = np.array([float(v) for v in text.split(",")], np.float64)
+    except ValueError:
+        raise ValueError(f"--sigmas {text!r}: give {num_keypoints} comma-separated numbers") from None
+    if len(sigmas) != num_keypoints or not np.all(sigmas > 0):
+        raise ValueError(f"--sigmas: {len(sigmas)} values given, the annotation file has {num_keypoints} keypoints; "
+                         "give one positive sigma per keypoint")
+    return sigmas
+
+
+def _subset(keypoints: list, index: list[int]) -> list:
+    return np.asarray(keypoints, np.float64).reshape(-1, 3)[index].reshape(-1).tolist()
+
+
+def coco_metrics(annotations: str | Path | dict, results: list[dict], keypoints: list[int] | None = None,
+                 sigmas: np.ndarray | None = None, image_ids: list[int] | None = None) -> dict[str, float]:
+    """pycocotools keypoint metrics for ``results`` against an annotation file (path or loaded dict).
+
+    ``keypoints``: indices to evaluate (gt and results cut to them, OKS over them only);
+    ``sigmas``: per-keypoint OKS sigmas of the full keypoint set (COCO's by default);
+    ``image_ids``: the images to evaluate (default: all).
+    """
     try:
         from pycocotools.coco import COCO
         from pycocotools.cocoeval import COCOeval
@@ -151,24 +248,55 @@ def coco_metrics(annotations: str | Path, results: list[dict]) -> dict[str, floa
         raise RuntimeError("pycocotools is not installed: pip install 'avatar-bridge[eval]'") from None
     if not results:
         return {name: 0.0 for name in METRIC_NAMES}
+    data = load_coco(annotations) if not isinstance(annotations, dict) else annotations
+    num = len(results[0]["keypoints"]) // 3
+    sigmas = np.asarray(OKS_SIGMAS if sigmas is None else sigmas, np.float64)
+    if len(sigmas) != num:
+        raise ValueError(f"the model gives {num} keypoints but there are {len(sigmas)} OKS sigmas: pass --sigmas "
+                         f"with {num} values")
+    data = {k: v for k, v in data.items() if not k.startswith("_")}
+    if keypoints is not None:
+        data["annotations"] = [dict(a, keypoints=_subset(a["keypoints"], keypoints),
+                                    num_keypoints=int((np.asarray(_subset(a["keypoints"], keypoints)).reshape(-1, 3)[:, 2] > 0).sum()))
+                               if a.get("keypoints") else a for a in data["annotations"]]
+        results = [dict(r, keypoints=_subset(r["keypoints"], keypoints)) for r in results]
+        sigmas = sigmas[keypoints]
+    for ann in data["annotations"]:
+        if ann.get("keypoints") and len(ann["keypoints"]) != 3 * len(sigmas):
+            raise ValueError(f"annotation id {ann.get('id')} has {len(ann['keypoints']) // 3} keypoints, the model "
+                             f"gives {len(sigmas)}: evaluate a model with the annotation file's keypoint set")
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress chatter
-        gt = COCO(str(annotations))
+        gt = COCO()
+        gt.dataset = data
+        gt.createIndex()
         dt = gt.loadRes(results)
         ev = COCOeval(gt, dt, "keypoints")
         ev.params.useSegm = None
+        ev.params.kpt_oks_sigmas = sigmas
+        if image_ids is not None:
+            ev.params.imgIds = sorted(image_ids)
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
     return {name: float(v) for name, v in zip(METRIC_NAMES, ev.stats)}
 
 
-def evaluate(estimator: TopDownEstimator, annotations: str | Path, images_dir: str | Path, boxes: str = "gt") -> EvalResult:
-    """Python API: run ``estimator`` on an annotation file's images and score it with pycocotools."""
+def evaluate(estimator: TopDownEstimator, annotations: str | Path, images_dir: str | Path, boxes: str = "gt",
+             keypoints: list[int] | None = None, sigmas: np.ndarray | None = None) -> EvalResult:
+    """Python API: run ``estimator`` on an annotation file's images and score it with pycocotools.
+
+    Skipped (missing/unreadable) images are listed in the result and excluded from the evaluated set.
+    """
     coco = load_coco(annotations)
     started = time.perf_counter()
-    results, people = predict(estimator, coco, images_dir, boxes)
+    skipped: list[str] = []
+    results, people = predict(estimator, coco, images_dir, boxes, skipped=skipped)
     seconds = time.perf_counter() - started
-    return EvalResult(coco_metrics(annotations, results), results, people, len(coco["images"]), seconds)
+    missing = set(skipped)
+    image_ids = [im["id"] for im in coco["images"] if im["file_name"] not in missing]
+    metrics = coco_metrics(coco, results, keypoints, sigmas, image_ids if skipped else None)
+    return EvalResult(metrics, results, people, len(coco["images"]) - len(skipped), seconds, skipped,
+                      coco["_areas_computed"])
 
 
 # --- CLI ------------------------------------------------------------------------------------------
@@ -179,7 +307,11 @@ def configure_parser(parser: argparse.ArgumentParser, command: str) -> None:
     parser.add_argument("--images", required=True, help="folder holding the annotation file's images")
     parser.add_argument("--boxes", default="gt", help="gt (ground-truth boxes) or a COCO detection results JSON")
     parser.add_argument("--flip", action="store_true", help="flip test: average with the mirrored crop")
-    parser.add_argument("--decode", choices=("argmax", "quarter", "dark"), default=None, help="heatmap decoder")
+    parser.add_argument("--decode", choices=DECODERS, default=None,
+                        help="heatmap decoder (default reference: MMPose's conventions, see docs/pose.md)")
+    parser.add_argument("--keypoints", default=None, help="evaluate only these keypoints: indices, ranges or names, "
+                        "e.g. 5-16 or left_wrist,right_wrist")
+    parser.add_argument("--sigmas", default=None, help="comma-separated OKS sigmas, one per keypoint (default COCO's)")
     parser.add_argument("--model", default=None, help="registry name, .pth or .onnx (default: config's pose.model)")
     parser.add_argument("--arch", default=None, help="architecture of a .pth checkpoint (resnet50, mobilenetv2, ...)")
     parser.add_argument("--config", default=None, help="preset name or TOML file for the [pose] section")
@@ -200,9 +332,18 @@ def run_command(args: argparse.Namespace) -> int:
         pose.flip_test = True
     validate_section(pose, "pose")
     estimator = load_estimator(pose)
-    outcome = evaluate(estimator, args.annotations, args.images, args.boxes)
+    num = estimator.backend.num_keypoints if hasattr(estimator.backend, "num_keypoints") else len(OKS_SIGMAS)
+    subset = parse_keypoints(args.keypoints, num) if args.keypoints else None
+    sigmas = parse_sigmas(args.sigmas, num) if args.sigmas else None
+    outcome = evaluate(estimator, args.annotations, args.images, args.boxes, subset, sigmas)
     print(f"model {pose.model or pose.arch}  boxes {args.boxes}  flip {pose.flip_test}  decode {pose.decode}  "
-          f"people {outcome.people}  images {outcome.images}  {outcome.seconds:.2f} s")
+          f"people {outcome.people}  images {outcome.images}  {outcome.seconds:.2f} s"
+          + (f"  keypoints {','.join(map(str, subset))}" if subset else ""))
+    if outcome.skipped:
+        print(f"skipped {len(outcome.skipped)} missing or unreadable images (not evaluated): "
+              + ", ".join(outcome.skipped[:5]) + (" ..." if len(outcome.skipped) > 5 else ""))
+    if outcome.areas_computed:
+        print(f"{outcome.areas_computed} annotations had no area: used {AREA_FROM_BOX} x box area")
     print("  ".join(f"{name} {outcome.metrics[name]:.3f}" for name in ("AP", "AP50", "AP75", "AR")))
     if args.out:
         Path(args.out).write_text(json.dumps(outcome.results), encoding="utf-8")

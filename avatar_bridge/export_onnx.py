@@ -1,14 +1,19 @@
 """``avatar-bridge export-onnx``: write a SimpleBaseline to ONNX with a dynamic batch dimension.
 
 The exported file runs through :class:`avatar_bridge.pose.OnnxBackend` (onnxruntime), which is the
-fastest CPU path. After writing, the export is checked: onnxruntime's output on a random batch must
-match torch's within ``tolerance`` (1e-4 by default), so a bad export never goes unnoticed.
+fastest CPU path. The export is written to a temporary file next to the destination and checked:
+onnxruntime's heatmaps on a random batch must match torch's within ``tolerance`` x the largest
+|torch heatmap| (relative, 1e-3 by default: fp32 kernels of the two runtimes differ by ~2e-5 of the
+heatmap scale on real checkpoints, a wrong graph by far more). Only a file that passes is renamed
+to the destination, so a bad export never appears there.
 """
 
 from __future__ import annotations
 
 import argparse
 import inspect
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +47,12 @@ def export_onnx(model: SimpleBaseline, path: str | Path, input_size: tuple[int, 
 def max_abs_difference(model: SimpleBaseline, path: str | Path, batch: int = 3, input_size: tuple[int, int] = (256, 192),
                        seed: int = 0) -> float:
     """Largest |torch - onnxruntime| over the heatmaps of a random batch."""
+    return relative_difference(model, path, batch, input_size, seed)[0]
+
+
+def relative_difference(model: SimpleBaseline, path: str | Path, batch: int = 3, input_size: tuple[int, int] = (256, 192),
+                        seed: int = 0) -> tuple[float, float]:
+    """(max |torch - onnxruntime|, max |torch|) over the heatmaps of a random standard-normal batch."""
     import onnxruntime as ort
 
     rng = np.random.default_rng(seed)
@@ -54,7 +65,41 @@ def max_abs_difference(model: SimpleBaseline, path: str | Path, batch: int = 3, 
     actual = session.run(None, {session.get_inputs()[0].name: x})[0]
     if actual.shape != expected.shape:
         raise RuntimeError(f"{path}: onnxruntime output shape {actual.shape} differs from torch {expected.shape}")
-    return float(np.abs(actual - expected).max())
+    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf from an overflowing net: reported by the caller
+        return float(np.abs(actual - expected).max()), float(np.abs(expected).max())
+
+
+def export_checked(model: SimpleBaseline, path: str | Path, input_size: tuple[int, int] = (256, 192), opset: int = 17,
+                   tolerance: float = 1e-3) -> tuple[Path, float, float]:
+    """Export to a temporary file beside ``path``, check it, and rename it to ``path`` only if
+    max |torch - onnxruntime| <= ``tolerance`` * max |torch heatmap|. Returns (path, max abs
+    difference, heatmap scale). Raises ``RuntimeError`` (nothing written at ``path``) when the check fails.
+    """
+    path = Path(path)
+    if path.suffix.lower() != ".onnx":
+        raise ValueError(f"export path {path} must end in .onnx")
+    if not tolerance > 0:
+        raise ValueError(f"--tolerance must be > 0, got {tolerance}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=path.stem + ".", suffix=".part.onnx", dir=path.parent)
+    os.close(fd)
+    try:
+        export_onnx(model, tmp_name, input_size, opset)
+        diff, scale = relative_difference(model, tmp_name, input_size=input_size)
+        if not np.isfinite(scale):
+            raise RuntimeError(f"{path}: torch's own heatmaps are not finite on a random input, so the export cannot be "
+                               "checked; nothing was written: the checkpoint's weights overflow (check the file)")
+        if not diff <= tolerance * max(scale, 1e-12):
+            raise RuntimeError(
+                f"{path}: onnxruntime differs from torch by {diff:.2e} on heatmaps up to {scale:.2g} "
+                f"({diff / max(scale, 1e-12):.1e} relative > {tolerance:g}); nothing was written: "
+                "try another --opset or report the torch/onnxruntime versions"
+            )
+        os.replace(tmp_name, path)
+    finally:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+    return path, diff, scale
 
 
 def configure_parser(parser: argparse.ArgumentParser, command: str) -> None:
@@ -62,10 +107,11 @@ def configure_parser(parser: argparse.ArgumentParser, command: str) -> None:
                         "(default: the registry checkpoint of --arch at --input-size)")
     parser.add_argument("--arch", default="resnet50", choices=ARCHITECTURES, help="architecture of a .pth / random model")
     parser.add_argument("--input-size", default="256x192", help="HEIGHTxWIDTH, e.g. 256x192 or 384x288")
-    parser.add_argument("--keypoints", type=int, default=17, help="heatmap count of a .pth / random model")
+    parser.add_argument("--keypoints", type=int, default=17, help="heatmap count of a random model (a .pth's own count is used)")
     parser.add_argument("--out", required=True, help="output .onnx path")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset")
-    parser.add_argument("--tolerance", type=float, default=1e-4, help="max allowed |torch - onnxruntime| on the check")
+    parser.add_argument("--tolerance", type=float, default=1e-3,
+                        help="max allowed |torch - onnxruntime| on the check, relative to the largest |heatmap|")
     parser.add_argument("--download", action=argparse.BooleanOptionalAction, default=True,
                         help="allow downloading a named checkpoint")
 
@@ -81,7 +127,7 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from .weights import REGISTRY, checkpoint_input_size, load_pretrained, registry_name
+    from .weights import load_pretrained_with_meta, registry_name
 
     size = parse_size(args.input_size)
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
@@ -89,14 +135,9 @@ def run_command(args: argparse.Namespace) -> int:
         model = build_model(args.arch, args.keypoints)
     else:
         name = args.model or registry_name(args.arch, size)
-        size = checkpoint_input_size(name) or size
-        arch = REGISTRY[name].arch if name in REGISTRY else args.arch
-        model = load_pretrained(name, arch, args.keypoints, allow_download=args.download)
-    path = export_onnx(model, args.out, size, args.opset)
-    diff = max_abs_difference(model, path, input_size=size)
-    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, input {INPUT_NAME} Nx3x{size[0]}x{size[1]}, "
-          f"output {OUTPUT_NAME}); max |torch - onnxruntime| = {diff:.2e}")
-    if diff > args.tolerance:
-        raise RuntimeError(f"{path}: onnxruntime differs from torch by {diff:.2e} > {args.tolerance:g}: "
-                           "try another --opset or report the torch/onnxruntime versions")
+        model, meta = load_pretrained_with_meta(name, args.arch, args.keypoints, allow_download=args.download)
+        size = meta.input_size or size  # the checkpoint's own size (registry, config, file name) wins
+    path, diff, scale = export_checked(model, args.out, size, args.opset, args.tolerance)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {model.arch}, input {INPUT_NAME} Nx3x{size[0]}x{size[1]}, "
+          f"output {OUTPUT_NAME}); max |torch - onnxruntime| = {diff:.2e} on heatmaps up to {scale:.2g}")
     return 0

@@ -6,6 +6,13 @@ ResNet and ``backbone.0.0.weight`` ... (``features.*``) for MobileNetV2. :mod:`a
 maps the published checkpoint layouts onto these names.
 
 Output: K heatmaps at 1/4 of the input resolution (256x192 in -> 64x48 out).
+
+Caffe-style ResNets (``resnet50-caffe``, ``resnet101-caffe``, ``resnet152-caffe``): the first
+bottleneck of ``layer2``..``layer4`` downsamples with stride 2 on its first 1x1 convolution instead
+of the 3x3 one (torchvision's "ResNet v1.5"). Microsoft's SimpleBaseline code builds this variant when
+``MODEL.STYLE = 'caffe'`` (``Bottleneck_CAFFE`` in ``lib/models/pose_resnet.py`` of
+microsoft/human-pose-estimation.pytorch). Both styles have exactly the same parameter names and
+shapes, so the weights cannot tell which one a checkpoint was trained with: pass the arch explicitly.
 """
 
 from __future__ import annotations
@@ -15,13 +22,32 @@ import torchvision
 from torch import nn
 
 RESNET_DEPTHS = {"resnet18": 18, "resnet34": 34, "resnet50": 50, "resnet101": 101, "resnet152": 152}
-ARCHITECTURES = (*RESNET_DEPTHS, "mobilenetv2")
+CAFFE_SUFFIX = "-caffe"
+CAFFE_ARCHITECTURES = tuple(f"{name}{CAFFE_SUFFIX}" for name in ("resnet50", "resnet101", "resnet152"))
+ARCHITECTURES = (*RESNET_DEPTHS, "mobilenetv2", *CAFFE_ARCHITECTURES)
+
+
+def base_arch(arch: str) -> str:
+    """``resnet50-caffe`` -> ``resnet50``; other names unchanged."""
+    return arch[: -len(CAFFE_SUFFIX)] if arch in CAFFE_ARCHITECTURES else arch
+
+
+def _to_caffe_style(net: nn.Module) -> None:
+    """Move the stride of every downsampling bottleneck from its 3x3 conv (conv2) to its first 1x1 (conv1)."""
+    for layer in (net.layer2, net.layer3, net.layer4):
+        block = layer[0]
+        if block.conv2.stride != (1, 1):
+            block.conv1.stride, block.conv2.stride = block.conv2.stride, (1, 1)
 DECONV_CHANNELS = 256
 DECONV_LAYERS = 3
 
 
 def _backbone(arch: str) -> tuple[nn.Module, int]:
     """torchvision backbone without pooling/classifier, and its output channel count."""
+    if arch in CAFFE_ARCHITECTURES:
+        net, channels = _backbone(base_arch(arch))
+        _to_caffe_style(net)
+        return net, channels
     if arch in RESNET_DEPTHS:
         net = getattr(torchvision.models, arch)(weights=None)
         channels = net.fc.in_features  # 512 for ResNet-18/34, 2048 for the bottleneck ResNets

@@ -6,8 +6,11 @@ vectorized multiply-add turns the whole batch into the model's normalized NCHW i
 mean and std folded into a per-channel scale and offset). One forward pass runs all people. Decoding
 is vectorized over people and joints: heatmap argmax, then either the quarter-pixel shift toward
 the higher neighbour (the paper's decoder) or DARK (Zhang et al. 2020: second-order Taylor expansion
-of the Gaussian-smoothed log heatmap). Heatmap coordinates map back to the image with the inverse of
-the crop's scale and shift; no matrix inversion is needed because the crop has no rotation.
+of the Gaussian-smoothed log heatmap). The default ``reference`` / ``reference-dark`` modes reproduce
+MMPose 1.x's conventions exactly (crop matrix, border rules, zero-padded DARK blur, one-column flip
+shift; checked against MMPose's own output in tests/test_parity.py); ``quarter`` / ``dark`` are the
+earlier variants. Heatmap coordinates map back to the image with the inverse of the crop's scale and
+shift; no matrix inversion is needed because the crop has no rotation.
 
 Two backends share all of the above: :class:`TorchBackend` (SimpleBaseline from :mod:`avatar_bridge.model`,
 CPU or CUDA with fp16 autocast, channels_last, pinned input and non-blocking copies) and
@@ -43,22 +46,31 @@ def boxes_to_center_size(boxes: np.ndarray, aspect: float, padding: float = 1.25
     are enlarged by ``padding`` so limbs near the box edge stay inside the crop.
     """
     boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
-    centers = (boxes[:, :2] + boxes[:, 2:]) * 0.5
-    w = np.maximum(boxes[:, 2] - boxes[:, 0], 1.0)
-    h = np.maximum(boxes[:, 3] - boxes[:, 1], 1.0)
-    w, h = np.where(w > aspect * h, w, h * aspect), np.where(w > aspect * h, w / aspect, h)
-    return centers, np.stack([w, h], axis=1) * padding
+    centers = (boxes[:, :2] + boxes[:, 2:]) * np.float32(0.5)
+    # MMPose's order (bbox_xyxy2cs, then TopdownAffine's _fix_aspect_ratio), float32 throughout
+    w = np.maximum(boxes[:, 2] - boxes[:, 0], np.float32(1.0)) * np.float32(padding)
+    h = np.maximum(boxes[:, 3] - boxes[:, 1], np.float32(1.0)) * np.float32(padding)
+    wide = w > h * np.float32(aspect)
+    w, h = np.where(wide, w, h * np.float32(aspect)), np.where(wide, w / np.float32(aspect), h)
+    return centers, np.stack([w, h], axis=1).astype(np.float32)
 
 
 def crop_matrices(centers: np.ndarray, sizes: np.ndarray, out_w: int, out_h: int) -> np.ndarray:
-    """(N, 2, 3) affine matrices image -> crop: the box center lands on the crop center."""
-    sx = out_w / sizes[:, 0]
-    sy = out_h / sizes[:, 1]
+    """(N, 2, 3) affine matrices image -> crop: the box center lands on the crop center, and the box
+    width ``sizes[:, 0]`` spans the crop width (the height follows from the aspect ratio).
+
+    Built as MMPose 1.x's ``get_warp_matrix`` (mmpose/structures/bbox/transforms.py) builds it, no
+    rotation: three float32 point pairs (center, center - half width along x, and the point a quarter
+    turn from it) solved by ``cv2.getAffineTransform``. The float32 rounding of that solve is part of
+    the convention: with the exact matrix, ``cv2.warpAffine``'s fixed-point interpolation rounds a
+    few pixels per crop to the neighbouring grey level.
+    """
     mats = np.zeros((len(centers), 2, 3), np.float64)
-    mats[:, 0, 0] = sx
-    mats[:, 1, 1] = sy
-    mats[:, 0, 2] = out_w * 0.5 - centers[:, 0] * sx
-    mats[:, 1, 2] = out_h * 0.5 - centers[:, 1] * sy
+    dst = np.array([[out_w * 0.5, out_h * 0.5], [0.0, out_h * 0.5], [0.0, out_h * 0.5 + out_w * 0.5]], np.float32)
+    for i, (center, size) in enumerate(zip(np.asarray(centers, np.float32), np.asarray(sizes, np.float32))):
+        left = np.float32(center[0] - size[0] * np.float32(0.5))
+        src = np.array([center, (left, center[1]), (left, center[1] + (center[0] - left))], np.float32)
+        mats[i] = cv2.getAffineTransform(src, dst)
     return mats
 
 
@@ -74,15 +86,43 @@ def _argmax(heatmaps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return idx % w, idx // w, maxval
 
 
-def decode_heatmaps(heatmaps: np.ndarray, method: str = "quarter") -> tuple[np.ndarray, np.ndarray]:
-    """(N, K, h, w) heatmaps -> coordinates (N, K, 2) in heatmap pixels and raw peak values (N, K)."""
+DECODERS = ("reference", "reference-dark", "quarter", "dark", "argmax")
+
+
+def decode_heatmaps(heatmaps: np.ndarray, method: str = "reference", blur_kernel: int = 11) -> tuple[np.ndarray, np.ndarray]:
+    """(N, K, h, w) heatmaps -> coordinates (N, K, 2) in heatmap pixels and raw peak values (N, K).
+
+    Peak values are the raw heatmap maxima (not clipped; they can exceed 1 or be negative).
+    Methods (conventions and sources in docs/pose.md):
+
+    - ``reference``: MMPose 1.x ``MSRAHeatmap`` without ``unbiased`` (``get_heatmap_maximum`` then
+      ``refine_keypoints`` in mmpose/codecs/utils): argmax; a peak whose value is <= 0 is reported at
+      (-1, -1); x moves a quarter pixel toward the higher neighbour only when 1 < x < w-1 (and 0 < y),
+      y only when 1 < y < h-1 (and 0 < x).
+    - ``reference-dark``: the same argmax, then MMPose's ``refine_keypoints_dark`` (Zhang et al., CVPR
+      2020): Gaussian blur of ``blur_kernel`` (sigma from OpenCV's rule, 2 for 11) with zero padding,
+      rescaled to the original maximum, log, and one unclipped Newton step where 1 < x < w-2 and 1 < y < h-2.
+    - ``quarter``: avatar-bridge's earlier variant: quarter pixel wherever 0 < x < w-1 / 0 < y < h-1.
+    - ``dark``: avatar-bridge's earlier DARK: reflect-101 blur border, every position, step clipped to 1 px.
+    - ``argmax``: the integer peak.
+
+    Raises ``ValueError`` for an unknown method.
+    """
     heatmaps = np.ascontiguousarray(heatmaps, dtype=np.float32)
+    if method not in DECODERS:
+        raise ValueError(f"unknown heatmap decoder {method!r}: choose {', '.join(DECODERS)}")
     n, k, h, w = heatmaps.shape
     px, py, maxval = _argmax(heatmaps)
     coords = np.stack([px, py], axis=-1).astype(np.float32)
     if method == "argmax" or n == 0:
         return coords, maxval
     ni, ki = np.meshgrid(np.arange(n), np.arange(k), indexing="ij")
+    if method in ("reference", "reference-dark"):
+        coords[maxval <= 0] = -1.0  # MMPose's get_heatmap_maximum marks a non-positive peak as invalid
+        px, py = coords[..., 0].astype(np.int64), coords[..., 1].astype(np.int64)
+        if method == "reference":
+            return _reference_quarter(heatmaps, coords, px, py, ni, ki), maxval
+        return _reference_dark(heatmaps, coords, px, py, ni, ki, blur_kernel), maxval
     if method == "quarter":
         # Shift a quarter pixel toward the higher neighbour (interior peaks only).
         xl, xr = np.clip(px - 1, 0, w - 1), np.clip(px + 1, 0, w - 1)
@@ -92,9 +132,90 @@ def decode_heatmaps(heatmaps: np.ndarray, method: str = "quarter") -> tuple[np.n
         coords[..., 0] += np.where((px > 0) & (px < w - 1), 0.25 * dx, 0.0)
         coords[..., 1] += np.where((py > 0) & (py < h - 1), 0.25 * dy, 0.0)
         return coords, maxval
-    if method == "dark":
-        return coords + _dark_offsets(heatmaps, px, py, ni, ki), maxval
-    raise ValueError(f"unknown heatmap decoder {method!r}: choose argmax, quarter or dark")
+    return coords + _dark_offsets(heatmaps, px, py, ni, ki), maxval
+
+
+def _reference_quarter(heatmaps, coords, px, py, ni, ki) -> np.ndarray:
+    """MMPose's ``refine_keypoints``: +-0.25 toward the higher neighbour, with its exact border rules."""
+    h, w = heatmaps.shape[2:]
+    xs, ys = np.clip(px, 0, w - 1), np.clip(py, 0, h - 1)
+    ok_x = (px > 1) & (px < w - 1) & (py > 0) & (py < h)
+    ok_y = (py > 1) & (py < h - 1) & (px > 0) & (px < w)
+    dx = heatmaps[ni, ki, ys, np.clip(xs + 1, 0, w - 1)] - heatmaps[ni, ki, ys, np.clip(xs - 1, 0, w - 1)]
+    dy = heatmaps[ni, ki, np.clip(ys + 1, 0, h - 1), xs] - heatmaps[ni, ki, np.clip(ys - 1, 0, h - 1), xs]
+    out = coords.copy()
+    out[..., 0] += np.where(ok_x, np.sign(dx), 0.0).astype(np.float32) * np.float32(0.25)
+    out[..., 1] += np.where(ok_y, np.sign(dy), 0.0).astype(np.float32) * np.float32(0.25)
+    return out
+
+
+def blur_zero_padded(heatmaps: np.ndarray, kernel: int = 11) -> np.ndarray:
+    """MMPose's ``gaussian_blur`` (mmpose/codecs/utils/post_processing.py): each (h, w) map is padded
+    with (kernel-1)/2 zeros per side, blurred by ``cv2.GaussianBlur(kernel, sigma 0)`` and rescaled
+    so its maximum equals the original map's maximum. (N, K, h, w) float32 in, same shape out."""
+    if kernel % 2 != 1 or kernel < 3:
+        raise ValueError(f"blur kernel must be odd and >= 3, got {kernel}")
+    border = (kernel - 1) // 2
+    h, w = heatmaps.shape[2:]
+    out = np.empty_like(heatmaps, dtype=np.float32)
+    padded = np.zeros((h + 2 * border, w + 2 * border), np.float32)
+    for src, dst in zip(heatmaps.reshape(-1, h, w), out.reshape(-1, h, w)):
+        origin_max = np.max(src)
+        padded[border:-border, border:-border] = src
+        blurred = cv2.GaussianBlur(padded, (kernel, kernel), 0)[border:-border, border:-border]
+        dst[:] = blurred * (origin_max / np.max(blurred))
+    return out
+
+
+def _reference_dark(heatmaps, coords, px, py, ni, ki, kernel: int) -> np.ndarray:
+    """MMPose's ``refine_keypoints_dark``: Newton step on the log of :func:`blur_zero_padded`, float32."""
+    h, w = heatmaps.shape[2:]
+    logs = np.log(np.maximum(blur_zero_padded(heatmaps, kernel), np.float32(1e-10)))
+    ok = (px > 1) & (px < w - 2) & (py > 1) & (py < h - 2)
+    xs, ys = np.where(ok, px, 2), np.where(ok, py, 2)
+
+    def at(dy: int, dx: int) -> np.ndarray:
+        return logs[ni, ki, ys + dy, xs + dx]
+
+    half, quarter = np.float32(0.5), np.float32(0.25)
+    dx = half * (at(0, 1) - at(0, -1))
+    dy = half * (at(1, 0) - at(-1, 0))
+    dxx = quarter * (at(0, 2) - 2 * at(0, 0) + at(0, -2))
+    dxy = quarter * (at(1, 1) - at(-1, 1) - at(1, -1) + at(-1, -1))
+    dyy = quarter * (at(2, 0) - 2 * at(0, 0) + at(-2, 0))
+    ok &= (dxx * dyy - dxy**2) != 0
+    hessian = np.stack([np.stack([dxx, dxy], -1), np.stack([dxy, dyy], -1)], -2)  # (N, K, 2, 2) float32
+    hessian[~ok] = np.eye(2, dtype=np.float32)
+    offsets = -(np.linalg.inv(hessian) @ np.stack([dx, dy], -1)[..., None])[..., 0]
+    out = coords.copy()
+    out[ok] += offsets[ok]
+    return out
+
+
+def merge_flip(heatmaps: np.ndarray, flipped: np.ndarray, input_width: int, method: str = "reference",
+               flip_indices: np.ndarray | None = None) -> np.ndarray:
+    """Average (N, K, h, w) heatmaps with those of the mirrored crops, mirrored back.
+
+    ``flipped`` is the network's raw output on the horizontally mirrored input. It is reversed along
+    x and its left/right keypoints swapped (``flip_indices``, COCO pairs by default). The crop is
+    mirrored about input x = (W-1)/2 but reversing a map mirrors about heatmap x = (w-1)/2, so the
+    mirrored-back map sits 1 - w/W columns (0.75 at stride 4) left of where it belongs:
+
+    - reference methods shift it right by ONE whole column, keeping column 0, as MMPose's
+      ``flip_heatmaps(..., shift_heatmap=True)`` (mmpose/models/utils/tta.py) and Microsoft's
+      ``flip_back`` + ``output_flipped[:, :, :, 1:] = output_flipped.clone()[:, :, :, 0:-1]`` do;
+    - ``quarter`` / ``dark`` / ``argmax`` shift it by the exact 1 - w/W columns with linear interpolation.
+    """
+    perm = flip_permutation(heatmaps.shape[1]) if flip_indices is None else np.asarray(flip_indices)
+    back = flipped[:, perm, :, ::-1]
+    shifted = np.empty_like(back)
+    if method.startswith("reference"):
+        shifted[..., 1:] = back[..., :-1]
+    else:
+        shift = 1.0 - heatmaps.shape[3] / input_width
+        shifted[..., 1:] = (1.0 - shift) * back[..., 1:] + shift * back[..., :-1]
+    shifted[..., 0] = back[..., 0]
+    return (heatmaps + shifted) * 0.5
 
 
 def _dark_offsets(heatmaps: np.ndarray, px: np.ndarray, py: np.ndarray, ni: np.ndarray, ki: np.ndarray,
@@ -255,11 +376,12 @@ class TopDownEstimator:
     The input buffers are reused across calls, so one estimator serves one thread at a time.
     """
 
-    def __init__(self, backend, input_size: tuple[int, int] = (256, 192), decode: str = "quarter",
+    def __init__(self, backend, input_size: tuple[int, int] = (256, 192), decode: str = "reference",
                  flip_test: bool = False, padding: float = 1.25, normalization: Normalization | None = None,
-                 max_batch: int = 64):
-        if decode not in ("argmax", "quarter", "dark"):
-            raise ValueError(f"pose.decode = {decode!r}: choose argmax, quarter or dark")
+                 max_batch: int = 64, flip_indices: tuple[int, ...] | None = None):
+        if decode not in DECODERS:
+            raise ValueError(f"pose.decode = {decode!r}: choose {', '.join(DECODERS)}")
+        self.flip_indices = None if flip_indices is None else np.asarray(flip_indices, np.int64)
         self.backend = backend
         self.input_h, self.input_w = int(input_size[0]), int(input_size[1])
         self.aspect = self.input_w / self.input_h
@@ -307,26 +429,21 @@ class TopDownEstimator:
         out = self._forward(batch)
         if self.flip_test:
             n = len(centers)
-            flipped = out[n:, flip_permutation(out.shape[1]), :, ::-1]
-            # The crop is mirrored about input x = (W-1)/2, i.e. heatmap x = (W-1)/(2 stride), but
-            # reversing the heatmap mirrors about (w-1)/2: the flipped-back map sits 1 - w/W columns
-            # (0.75 at stride 4) left of the truth. Shift it back by linear interpolation (the paper's
-            # code shifts a whole column, which biases the average by a quarter heatmap pixel).
-            shift = 1.0 - out.shape[3] / self.input_w
-            shifted = np.empty_like(flipped)
-            shifted[..., 1:] = (1.0 - shift) * flipped[..., 1:] + shift * flipped[..., :-1]
-            shifted[..., 0] = flipped[..., 0]
-            out = (out[:n] + shifted) * 0.5
+            out = merge_flip(out[:n], out[n:], self.input_w, self.decode, self.flip_indices)
         return out, centers, sizes
 
-    def estimate(self, image: np.ndarray, boxes: np.ndarray) -> list[Pose2D]:
-        """BGR image (H, W, 3) uint8 and (N, 4) x1 y1 x2 y2 boxes -> one :class:`Pose2D` per box."""
+    def predict(self, image: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """BGR image (H, W, 3) uint8 and (N, 4) x1 y1 x2 y2 boxes -> keypoints (N, K, 2) float32 in image
+        pixels and raw scores (N, K): the heatmap maxima, unclipped (what evaluation and MMPose report).
+
+        Raises ``ValueError`` for a non-uint8 / non-3-channel image or non-finite boxes.
+        """
         if image is None or not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             desc = None if image is None else f"{getattr(image, 'dtype', type(image).__name__)} {getattr(image, 'shape', '')}"
             raise ValueError(f"pose input must be a BGR uint8 image of shape (H, W, 3), got {desc}")
         boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
         if len(boxes) == 0:
-            return []
+            return np.zeros((0, 0, 2), np.float32), np.zeros((0, 0), np.float32)
         if not np.isfinite(boxes).all():
             raise ValueError(f"pose boxes must be finite x1 y1 x2 y2 pixels, got {boxes[~np.isfinite(boxes).all(1)][0].tolist()}")
         heatmaps, centers, sizes = self.heatmaps(image, boxes)
@@ -335,7 +452,19 @@ class TopDownEstimator:
         # heatmap pixel -> image pixel: undo the stride, then the crop's scale and shift
         scale = sizes / np.array([w, h], np.float32)  # (N, 2) image px per heatmap px
         keypoints = coords * scale[:, None, :] + (centers - sizes * 0.5)[:, None, :]
-        scores = np.clip(maxval, 0.0, 1.0).astype(np.float32)
+        return keypoints.astype(np.float32), maxval.astype(np.float32)
+
+    def estimate(self, image: np.ndarray, boxes: np.ndarray) -> list[Pose2D]:
+        """BGR image (H, W, 3) uint8 and (N, 4) x1 y1 x2 y2 boxes -> one :class:`Pose2D` per box.
+
+        Pose2D scores are the raw maxima clipped to [0, 1] (a confidence for tracking and smoothing);
+        :meth:`predict` gives the raw ones.
+        """
+        keypoints, raw = self.predict(image, boxes)
+        if len(keypoints) == 0:
+            return []
+        boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+        scores = np.clip(raw, 0.0, 1.0).astype(np.float32)
         return [Pose2D(keypoints=keypoints[i].astype(np.float32), scores=scores[i], box=boxes[i].copy())
                 for i in range(len(boxes))]
 
@@ -345,12 +474,20 @@ def load_estimator(config: PoseConfig | None = None) -> TopDownEstimator:
 
     ``config.model``: a ``.onnx`` file (onnxruntime), a ``.pth`` checkpoint, a registry name,
     ``random`` (untrained weights, for timing), or empty for the registry checkpoint of ``arch``.
+    A checkpoint decides what it records (:class:`avatar_bridge.weights.CheckpointMeta`): its arch and
+    keypoint count, its input size (registry, then its config, then its file name; ``input_size``
+    otherwise), its flip pairs, and, with ``channel_order = "auto"``, its channel order and
+    mean/std (Microsoft layout: BGR). Otherwise, and for ONNX files, ``auto`` means RGB with the
+    configured ``mean`` / ``std``.
     """
     config = config or PoseConfig()
     model = config.model.strip()
     input_size = tuple(int(v) for v in config.input_size)
     if len(input_size) != 2 or min(input_size) < 16:
         raise ValueError(f"pose.input_size = {list(config.input_size)}: give [height, width], e.g. [256, 192]")
+    normalization = Normalization("rgb" if config.channel_order == "auto" else config.channel_order,
+                                  tuple(config.mean), tuple(config.std))
+    flip_indices = None
     backend_name = config.backend
     if backend_name == "auto":
         backend_name = "onnxruntime" if model.lower().endswith(".onnx") else "torch"
@@ -364,7 +501,7 @@ def load_estimator(config: PoseConfig | None = None) -> TopDownEstimator:
             input_size = backend.static_size
     else:
         from .model import build_model  # torch is imported only for the torch backend
-        from .weights import REGISTRY, checkpoint_input_size, load_pretrained, registry_name
+        from .weights import REGISTRY, load_pretrained_with_meta, registry_name
 
         if model.lower().endswith(".onnx"):
             raise ValueError(f"pose.backend = torch cannot run {model}: use backend auto or onnxruntime")
@@ -373,9 +510,26 @@ def load_estimator(config: PoseConfig | None = None) -> TopDownEstimator:
         else:
             name = model or registry_name(config.arch, input_size)
             if name in REGISTRY or name.endswith(".pth") or Path(name).is_file():
-                input_size = checkpoint_input_size(name) or input_size
-                arch = REGISTRY[name].arch if name in REGISTRY else config.arch
-                net = load_pretrained(name, arch, config.num_keypoints, config.weights_dir or None, config.download)
+                net, meta = load_pretrained_with_meta(name, config.arch, config.num_keypoints,
+                                                      config.weights_dir or None, config.download)
+                if net.num_keypoints != config.num_keypoints:
+                    raise ValueError(
+                        f"{name} has {net.num_keypoints} keypoints (final_layer.weight "
+                        f"{tuple(net.final_layer.weight.shape)}) but pose.num_keypoints = {config.num_keypoints}: "
+                        f"set pose.num_keypoints = {net.num_keypoints} (eval, export), or pass a COCO-17 checkpoint "
+                        "(the live pipeline retargets COCO-17)")
+                if meta.input_size:
+                    input_size = meta.input_size
+                if config.channel_order == "auto" and meta.channel_order:
+                    normalization = Normalization(meta.channel_order, meta.mean or tuple(config.mean),
+                                                  meta.std or tuple(config.std))
+                if meta.dark and config.decode == "reference":
+                    log.info("%s was configured for DARK decoding (unbiased): pose.decode = reference-dark matches it", name)
+                if meta.flip_indices and len(meta.flip_indices) == net.num_keypoints:
+                    flip_indices = meta.flip_indices
+                log.info("%s: %s, %d keypoints, input %dx%d, %s input (%s)", name, net.arch, net.num_keypoints,
+                         *input_size, normalization.channel_order.upper(),
+                         ", ".join(f"{k} from {v}" for k, v in meta.sources.items()))
             else:
                 raise ValueError(f"pose.model = {model!r} is neither a file nor a checkpoint name: pass a .pth/.onnx "
                                  f"path, 'random', or one of {', '.join(REGISTRY)}")
@@ -383,6 +537,5 @@ def load_estimator(config: PoseConfig | None = None) -> TopDownEstimator:
                                threads=config.threads)
     return TopDownEstimator(
         backend, input_size=input_size, decode=config.decode, flip_test=config.flip_test, padding=config.padding,
-        normalization=Normalization(config.channel_order, tuple(config.mean), tuple(config.std)),
-        max_batch=config.max_batch,
+        normalization=normalization, max_batch=config.max_batch, flip_indices=flip_indices,
     )

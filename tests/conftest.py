@@ -17,6 +17,8 @@ LIGHT_DETECTOR = FIXTURES / "models" / "light-person-detector" / "light_person_d
 COCO_DIR = FIXTURES / "coco-sample"
 VIDEO = FIXTURES / "video" / "two_people_walking_1080p.mp4"
 MOCAP = FIXTURES / "mocap" / "cmu_131_01_walk.bvh"
+MMPOSE1_CHECKPOINT = FIXTURES / "parity" / "mobilenetv2_coco_256x192-mmpose1.pth"
+MMPOSE_REFERENCE = FIXTURES / "parity" / "mmpose_reference_mobilenetv2_256x192.npz"
 
 
 def need(path: Path) -> Path:

@@ -63,19 +63,21 @@ def write_onnx(path: Path, inputs: list[tuple[str, list[int]]]) -> Path:
 
 
 def write_checkpoints(folder: Path) -> dict[str, Path]:
-    """Real checkpoints: a mobilenetv2 one (another architecture than resnet18), a resnet18 one with
-    21 keypoints (another keypoint count), and a resnet18 one cut short (corrupt)."""
+    """Real checkpoints: a ResNet whose layer3 has a block count no known arch has (so its arch cannot
+    be read from it and the configured resnet18 is tried), a resnet18 one with 21 keypoints (another
+    keypoint count than configured), and a resnet18 one cut short (corrupt)."""
     import torch
 
     from avatar_bridge.model import build_model
 
     torch.set_num_threads(1)
     paths = {
-        "other_arch": folder / "mobilenetv2.pth",
+        "other_arch": folder / "odd_resnet.pth",
         "other_keypoints": folder / "resnet18_21kp.pth",
         "corrupt": folder / "corrupt.pth",
     }
-    torch.save(build_model("mobilenetv2", 17).state_dict(), paths["other_arch"])
+    odd = {k: v for k, v in build_model("resnet34", 17).state_dict().items() if not k.startswith("backbone.layer3.5.")}
+    torch.save(odd, paths["other_arch"])
     torch.save(build_model("resnet18", 21).state_dict(), paths["other_keypoints"])
     paths["corrupt"].write_bytes(paths["other_keypoints"].read_bytes()[:20000])
     return paths
@@ -119,7 +121,7 @@ def cli_cases(tmp: Path) -> dict[str, Case]:
         "not_a_video": Case(["run", "--source", str(tmp / "garbage.onnx"), *quiet], ["garbage.onnx", "could not be opened"]),
         "corrupt_weights": Case([*on_video, "--model", str(ckpt["corrupt"])], ["corrupt.pth", "cannot be read as a torch checkpoint"]),
         "other_architecture": Case([*on_video, "--config", str(resnet18), "--model", str(ckpt["other_arch"])],
-                                   ["mobilenetv2.pth", "resnet18", "pose.arch"]),
+                                   ["odd_resnet.pth", "resnet18", "pose.arch"]),
         "other_keypoint_count": Case([*on_video, "--config", str(resnet18), "--model", str(ckpt["other_keypoints"])],
                                      ["resnet18_21kp.pth", "(21, 256, 1, 1)", "pose.num_keypoints"]),
         "onnx_two_inputs": Case([*on_video, "--model", str(two_inputs)], ["two_inputs.onnx", "expected one NCHW image input", "extra"]),

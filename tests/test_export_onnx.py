@@ -9,7 +9,7 @@ import torch
 
 from avatar_bridge.cli import main as cli_main
 from avatar_bridge.config import PoseConfig
-from avatar_bridge.export_onnx import export_onnx, max_abs_difference, parse_size
+from avatar_bridge.export_onnx import export_checked, export_onnx, max_abs_difference, parse_size
 from avatar_bridge.model import build_model
 from avatar_bridge.pose import TopDownEstimator, TorchBackend, load_estimator
 
@@ -89,3 +89,72 @@ def test_bad_arguments_are_clear_errors(tmp_path, capsys):
     code = cli_main(["export-onnx", "--model", str(tmp_path / "none.pth"), "--arch", "resnet18", "--out", str(tmp_path / "x.onnx")])
     err = capsys.readouterr().err
     assert code == 2 and "none.pth not found" in err and err.count("\n") == 1
+
+
+class ExportsWrong(torch.nn.Module):
+    """A real network whose ONNX graph is not what it computes in torch: while being exported it adds
+    0.5% of its output scale (the kind of silent divergence a broken exporter or op produces)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        self.num_keypoints = model.num_keypoints
+        self.arch = model.arch
+
+    def forward(self, x):
+        out = self.model(x)
+        if torch.onnx.is_in_onnx_export():
+            out = out + 0.005 * out.abs().amax()
+        return out
+
+
+def real_scale(model, peak: float = 6.0):
+    """Scale the final layer so heatmaps reach about ``peak``, like a trained checkpoint's."""
+    with torch.inference_mode():
+        scale = model(torch.randn(2, 3, *SIZE)).abs().max().item()
+        model.final_layer.weight.mul_(peak / scale)
+        model.final_layer.bias.mul_(peak / scale)
+    return model
+
+
+def test_relative_check_passes_real_scale_heatmaps(tmp_path):
+    model = real_scale(trained_looking("resnet18", seed=3))
+    path, diff, scale = export_checked(model, tmp_path / "big.onnx", SIZE)
+    assert path.is_file() and scale > 3.0 and diff <= 1e-3 * scale
+    assert not list(tmp_path.glob("*.part.onnx"))
+
+
+def test_wrong_export_is_caught_and_leaves_nothing(tmp_path, capsys):
+    model = trained_looking("resnet18")
+    out = tmp_path / "wrong.onnx"
+    with pytest.raises(RuntimeError, match=r"wrong.onnx: onnxruntime differs from torch .* relative > 0.001.*nothing was written"):
+        export_checked(ExportsWrong(model), out, SIZE)
+    assert list(tmp_path.iterdir()) == []  # neither the file nor its temporary
+    out.write_bytes(b"previous good export")
+    with pytest.raises(RuntimeError):
+        export_checked(ExportsWrong(model), out, SIZE)
+    assert out.read_bytes() == b"previous good export"  # an existing file is never replaced by a failed export
+    export_checked(model, out, SIZE)  # the same network exported faithfully passes
+    assert out.read_bytes() != b"previous good export"
+    with pytest.raises(ValueError, match="--tolerance must be > 0"):
+        export_checked(model, out, SIZE, tolerance=0)
+
+
+def test_cli_takes_the_input_size_from_the_checkpoint(tmp_path, capsys):
+    from test_weights import mmpose1_checkpoint
+
+    ckpt = tmp_path / "best_coco_AP_epoch_210.pth"
+    torch.save(mmpose1_checkpoint(trained_looking("resnet18")), ckpt)  # its config says 384x288
+    out = tmp_path / "r18.onnx"
+    assert cli_main(["export-onnx", "--model", str(ckpt), "--out", str(out)]) == 0
+    assert "resnet18, input input Nx3x384x288" in capsys.readouterr().out
+    assert ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).get_inputs()[0].shape[2:] == [384, 288]
+
+
+def test_overflowing_network_is_a_clear_error(tmp_path):
+    model = trained_looking("resnet18")
+    with torch.no_grad():
+        model.final_layer.bias.fill_(float("inf"))
+    with pytest.raises(RuntimeError, match="heatmaps are not finite.*nothing was written"):
+        export_checked(model, tmp_path / "inf.onnx", SIZE)
+    assert list(tmp_path.iterdir()) == []

@@ -55,3 +55,40 @@ def test_unknown_architecture_and_bad_keypoint_count_are_clear_errors():
         build_model("vgg16")
     with pytest.raises(ValueError, match="num_keypoints"):
         build_model("resnet18", num_keypoints=0)
+
+
+def test_caffe_style_strides_on_the_first_1x1_conv():
+    pytorch_style, caffe = build_model("resnet50"), build_model("resnet50-caffe")
+    assert caffe.arch == "resnet50-caffe"
+    assert pytorch_style.state_dict().keys() == caffe.state_dict().keys()  # same names and shapes: same checkpoints
+    for name in ("layer2", "layer3", "layer4"):
+        block = getattr(caffe.backbone, name)[0]
+        assert block.conv1.stride == (2, 2) and block.conv2.stride == (1, 1)
+        assert block.downsample[0].stride == (2, 2)
+        ref = getattr(pytorch_style.backbone, name)[0]
+        assert ref.conv1.stride == (1, 1) and ref.conv2.stride == (2, 2)
+    assert caffe.backbone.layer1[0].conv1.stride == (1, 1)  # layer1 does not downsample
+
+
+def test_caffe_block_computes_microsofts_bottleneck_caffe():
+    """The downsampling block, recomputed with plain functional ops as Microsoft's Bottleneck_CAFFE
+    defines it (conv1 1x1 stride 2 -> bn -> relu -> conv2 3x3 stride 1 -> bn -> relu -> conv3 -> bn,
+    plus the strided 1x1 downsample), equals the caffe arch's block and differs from the pytorch one."""
+    import torch.nn.functional as F
+
+    caffe = build_model("resnet50-caffe").eval()
+    pytorch_style = build_model("resnet50").eval()
+    pytorch_style.load_state_dict(caffe.state_dict())
+    block = caffe.backbone.layer2[0]
+    x = torch.randn(1, 256, 16, 12)
+
+    def bn(t, m):
+        return F.batch_norm(t, m.running_mean, m.running_var, m.weight, m.bias, False, 0.0, m.eps)
+
+    with torch.inference_mode():
+        out = F.relu(bn(F.conv2d(x, block.conv1.weight, stride=2), block.bn1))
+        out = F.relu(bn(F.conv2d(out, block.conv2.weight, stride=1, padding=1), block.bn2))
+        out = bn(F.conv2d(out, block.conv3.weight), block.bn3)
+        expected = F.relu(out + bn(F.conv2d(x, block.downsample[0].weight, stride=2), block.downsample[1]))
+        torch.testing.assert_close(block(x), expected)
+        assert not torch.allclose(pytorch_style.backbone.layer2[0](x), expected, atol=1e-3)

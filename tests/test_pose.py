@@ -9,8 +9,8 @@ import torch
 
 from avatar_bridge.config import PoseConfig
 from avatar_bridge.pose import (
-    Normalization, OnnxBackend, TopDownEstimator, TorchBackend, boxes_to_center_size, crop_matrices,
-    decode_heatmaps, load_estimator,
+    Normalization, OnnxBackend, TopDownEstimator, TorchBackend, blur_zero_padded, boxes_to_center_size, crop_matrices,
+    decode_heatmaps, load_estimator, merge_flip,
 )
 from conftest import COCO_DIR, POSE_ONNX, need
 
@@ -38,7 +38,8 @@ def test_crop_matrix_maps_box_to_crop():
     np.testing.assert_allclose(corners, [[0, 0], [192, 256]], atol=1e-9)
 
 
-@pytest.mark.parametrize("method,tolerance", [("argmax", 0.51), ("quarter", 0.3), ("dark", 0.02)])
+@pytest.mark.parametrize("method,tolerance", [("argmax", 0.51), ("quarter", 0.3), ("dark", 0.02), ("reference", 0.3),
+                                              ("reference-dark", 0.02)])
 def test_decoders_find_subpixel_peaks_vectorized(method, tolerance):
     rng = np.random.default_rng(1)
     truth = np.stack([rng.uniform(6, 41, (5, 17)), rng.uniform(6, 57, (5, 17))], axis=-1).astype(np.float32)
@@ -58,7 +59,7 @@ def test_quarter_offset_moves_toward_higher_neighbour():
 
 
 def test_unknown_decoder_is_an_error():
-    with pytest.raises(ValueError, match="unknown heatmap decoder 'soft'"):
+    with pytest.raises(ValueError, match="unknown heatmap decoder 'soft': choose reference, reference-dark"):
         decode_heatmaps(np.zeros((1, 1, 4, 4), np.float32), "soft")
 
 
@@ -223,3 +224,98 @@ def test_torch_backend_uses_its_host_tensor_for_the_batch_buffer():
     batch, _, _ = estimator.preprocess(dot_image([(100, 100)]), np.array([[50, 50, 150, 150]] * 3))
     assert batch.ctypes.data == backend._host.data_ptr()  # the numpy batch views the (pinned on CUDA) tensor
     np.testing.assert_array_equal(backend(batch), backend(batch.copy()))  # same result from a foreign array
+
+
+# --- reference (MMPose) conventions -------------------------------------------------------------------
+
+
+def one_peak(x: int, y: int, h: int = 8, w: int = 8, right: float = 0.5, down: float = 0.5) -> np.ndarray:
+    """A map with peak 1 at (x, y), a higher right neighbour and a higher lower neighbour where they exist."""
+    hm = np.full((1, 1, h, w), 0.1, np.float32)
+    hm[0, 0, y, x] = 1.0
+    if x + 1 < w:
+        hm[0, 0, y, x + 1] = right
+    if y + 1 < h:
+        hm[0, 0, y + 1, x] = down
+    return hm
+
+
+@pytest.mark.parametrize("x,y,expected,legacy_differs", [
+    (4, 4, (4.25, 4.25), False),  # interior: both shifts
+    (1, 4, (1.0, 4.25), True),    # x = 1: MMPose applies no x shift (needs 1 < x < W-1)
+    (0, 4, (0.0, 4.0), True),     # x = 0: no x shift, and no y shift either (needs 0 < x)
+    (7, 4, (7.0, 4.25), False),   # x = W-1
+    (4, 1, (4.25, 1.0), True),    # y = 1: no y shift
+    (4, 0, (4.0, 0.0), True),     # y = 0: no y shift, and no x shift either (needs 0 < y)
+    (0, 7, (0.0, 7.0), False),
+])
+def test_reference_quarter_offset_follows_mmposes_border_rules(x, y, expected, legacy_differs):
+    coords, _ = decode_heatmaps(one_peak(x, y), "reference")
+    np.testing.assert_allclose(coords[0, 0], expected)
+    legacy, _ = decode_heatmaps(one_peak(x, y), "quarter")
+    assert np.allclose(legacy[0, 0], expected) != legacy_differs  # where the earlier variant differed
+
+
+def test_reference_marks_non_positive_peaks_and_reports_raw_scores():
+    hm = np.full((1, 3, 8, 8), -0.5, np.float32)
+    hm[0, 0, 3, 3] = 2.5  # above 1: reported as is
+    hm[0, 1, 3, 3] = 0.0
+    coords, scores = decode_heatmaps(hm, "reference")
+    np.testing.assert_allclose(scores[0], [2.5, 0.0, -0.5])
+    np.testing.assert_allclose(coords[0, 1:], -1.0)  # invalid peaks at (-1, -1) as MMPose's get_heatmap_maximum
+    np.testing.assert_allclose(coords[0, 0], [3.0, 3.0])
+    dark, _ = decode_heatmaps(hm, "reference-dark")
+    np.testing.assert_allclose(dark[0, 1:], -1.0)
+
+
+def test_blur_is_zero_padded_and_keeps_the_maximum():
+    hm = np.ones((1, 1, 12, 12), np.float32)
+    blurred = blur_zero_padded(hm, 11)
+    assert blurred.max() == pytest.approx(1.0)  # rescaled to the original maximum
+    assert blurred[0, 0, 0, 0] < 0.6 * blurred[0, 0, 6, 6]  # zeros leak in at the border (reflect would keep 1)
+    np.testing.assert_allclose(blurred[0, 0], blurred[0, 0, ::-1, ::-1], rtol=1e-6)
+    with pytest.raises(ValueError, match="odd"):
+        blur_zero_padded(hm, 4)
+
+
+def test_reference_dark_refines_only_away_from_the_border_and_does_not_clip():
+    truth = np.array([[[2.4, 20.3], [20.6, 1.7], [30.0, 30.0]]], np.float32)
+    hm = gaussian_maps(truth, 64, 48)
+    coords, _ = decode_heatmaps(hm, "reference-dark")
+    assert abs(coords[0, 0, 0] - 2.4) < 0.15 and coords[0, 0, 1] != 20.0
+    assert abs(coords[0, 1, 0] - 20.6) < 0.15  # argmax (21, 2): y = 2 is refined ...
+    hm2 = gaussian_maps(np.array([[[20.6, 1.4]]], np.float32), 64, 48)
+    c2, _ = decode_heatmaps(hm2, "reference-dark")
+    np.testing.assert_allclose(c2[0, 0], [21.0, 1.0])  # ... y = 1 is not (needs 1 < y < h-2)
+    # A peak on a broad ramp: the Newton step is several pixels; MMPose does not clip it, the old variant does.
+    ys, xs = np.mgrid[0:64, 0:48].astype(np.float32)
+    ramp = np.exp(-((xs - 30.0) ** 2) / (2 * 40.0**2) - ((ys - 30) ** 2) / 8.0)[None, None]
+    ramp[0, 0, 30, 20] += 0.05  # a bump makes the argmax (20, 30), ten columns left of the ramp's top
+    ref, _ = decode_heatmaps(ramp.astype(np.float32), "reference-dark")
+    old, _ = decode_heatmaps(ramp.astype(np.float32), "dark")
+    assert ref[0, 0, 0] - 20 > 1.5 and old[0, 0, 0] - 20 <= 1.0
+
+
+def test_reference_flip_merge_shifts_one_whole_column():
+    rng = np.random.default_rng(0)
+    plain = rng.random((2, 17, 4, 6)).astype(np.float32)
+    flipped = rng.random((2, 17, 4, 6)).astype(np.float32)
+    merged = merge_flip(plain, flipped, input_width=24, method="reference")
+    back = flipped[:, [0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15], :, ::-1]
+    np.testing.assert_allclose(merged[..., 1:], (plain[..., 1:] + back[..., :-1]) / 2)
+    np.testing.assert_allclose(merged[..., 0], (plain[..., 0] + back[..., 0]) / 2)
+    legacy = merge_flip(plain, flipped, input_width=24, method="quarter")
+    np.testing.assert_allclose(legacy[..., 1:], (plain[..., 1:] + 0.25 * back[..., 1:] + 0.75 * back[..., :-1]) / 2,
+                               rtol=1e-6)
+    custom = merge_flip(plain[:, :3], flipped[:, :3], 24, "reference", flip_indices=[0, 2, 1])
+    np.testing.assert_allclose(custom[:, 1, :, 1:], (plain[:, 1, :, 1:] + flipped[:, 2, :, ::-1][..., :-1]) / 2)
+
+
+def test_predict_gives_raw_scores_and_estimate_clips_them():
+    estimator = TopDownEstimator(TorchBackend(BlobNet(), channels_last=False))
+    image, boxes = dot_image([(200.0, 300.0)]), np.array([[120, 100, 300, 520]], np.float32)
+    keypoints, raw = estimator.predict(image, boxes)
+    assert keypoints.shape == (1, 1, 2) and raw.shape == (1, 1) and raw[0, 0] > 1.0  # BlobNet peaks far above 1
+    pose = estimator.estimate(image, boxes)[0]
+    assert pose.scores[0] == 1.0
+    np.testing.assert_array_equal(pose.keypoints, keypoints[0])

@@ -8,6 +8,7 @@ import http.server
 import socket
 import threading
 
+import numpy as np
 import pytest
 import torch
 
@@ -234,3 +235,195 @@ def test_weights_cli_lists_registry(tmp_path, capsys):
     assert cli_main(["weights", "list", "--dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "simplebaseline-resnet50-256x192" in out and "71.8" in out and str(tmp_path) in out
+
+
+# --- what publishers and trainers actually save -----------------------------------------------------
+
+MMPOSE1_CONFIG = """
+codec = dict(type='MSRAHeatmap', input_size=(288, 384), heatmap_size=(72, 96), sigma=3)
+model = dict(
+    type='TopdownPoseEstimator',
+    data_preprocessor=dict(type='PoseDataPreprocessor', mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375],
+                           bgr_to_rgb=True),
+    backbone=dict(type='ResNet', depth=18),
+    head=dict(type='HeatmapHead', in_channels=512, out_channels=17, decoder=codec),
+    test_cfg=dict(flip_test=True, flip_mode='heatmap', shift_heatmap=True))
+import os
+unsafe = os.getcwd()
+"""
+
+MMPOSE0_CONFIG = """
+channel_cfg = dict(num_output_channels=17, dataset_joints=17)
+data_cfg = dict(image_size=[192, 256], heatmap_size=[48, 64], num_output_channels=channel_cfg['num_output_channels'])
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='TopDownAffine'),
+    dict(type='ToTensor'),
+    dict(type='NormalizeTensor', mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]),
+]
+"""
+
+
+def mmpose1_checkpoint(model, config: str = MMPOSE1_CONFIG) -> dict:
+    """What MMPose 1.x publishes: numpy arrays in meta['dataset_meta'] beside the weights."""
+    import numpy as np
+
+    return {"meta": {"cfg": config, "mmengine_version": "0.10.7",
+                     "dataset_meta": {"num_keypoints": 17, "sigmas": np.full(17, 0.05, np.float32),
+                                      "keypoint_colors": np.zeros((17, 3), np.uint8),
+                                      "flip_indices": [0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15]}},
+            "state_dict": layout_state(model, "mmpose1")}
+
+
+@pytest.mark.parametrize("zipfile", [True, False])
+def test_mmpose1_checkpoint_with_numpy_meta_loads(tmp_path, zipfile):
+    source = randomized("resnet18")
+    path = tmp_path / "best_coco_AP_epoch_210.pth"
+    torch.save(mmpose1_checkpoint(source), path, _use_new_zipfile_serialization=zipfile)
+    with pytest.raises(Exception):
+        torch.load(path, weights_only=True)  # torch alone refuses it: the reason this code exists
+    assert_same(source, load_checkpoint(build_model("resnet18"), path))
+    state, meta = weights.inspect_checkpoint(path)
+    assert meta.layout == "mmpose1" and meta.arch == "resnet18" and meta.num_keypoints == 17
+    assert meta.input_size == (384, 288) and meta.sources["input_size"] == "meta config codec.input_size"
+    assert meta.channel_order == "rgb" and meta.mean == (123.675, 116.28, 103.53)
+    assert meta.flip_indices[:3] == (0, 2, 1)
+
+
+def test_numpy1_pickles_load_too(tmp_path):
+    """numpy 1.x writes numpy.core.multiarray where numpy 2 writes numpy._core.multiarray."""
+    path = tmp_path / "np1.pth"
+    torch.save(mmpose1_checkpoint(randomized("resnet18")), path, _use_new_zipfile_serialization=False)
+    data = path.read_bytes()
+    assert b"numpy._core.multiarray" in data
+    path.write_bytes(data.replace(b"numpy._core.multiarray", b"numpy.core.multiarray"))
+    obj = weights.read_checkpoint(path)
+    assert obj["meta"]["dataset_meta"]["sigmas"].dtype.name == "float32"
+
+
+def test_microsoft_training_checkpoint_loads_and_is_bgr(tmp_path):
+    import numpy as np
+
+    source = randomized("resnet18")
+    optimizer = torch.optim.Adam(source.parameters(), lr=1e-3)
+    path = tmp_path / "checkpoint.pth.tar"
+    torch.save({"epoch": 140, "model": "pose_resnet", "state_dict": layout_state(source, "microsoft"),
+                "best_state_dict": layout_state(source, "microsoft"), "perf": np.float64(0.702),
+                "optimizer": optimizer.state_dict()}, path)
+    assert_same(source, load_checkpoint(build_model("resnet18"), path))
+    _, meta = weights.inspect_checkpoint(path)
+    assert meta.layout == "microsoft" and meta.channel_order == "bgr" and meta.mean == (123.675, 116.28, 103.53)
+
+
+def test_mmpose1_training_checkpoint_with_mmengine_history_loads_without_mmengine(tmp_path, monkeypatch):
+    import sys
+
+    import numpy as np
+
+    package = tmp_path / "fake" / "mmengine" / "logging"
+    package.mkdir(parents=True)
+    (package.parent / "__init__.py").write_text("")
+    (package / "__init__.py").write_text("")
+    (package / "history_buffer.py").write_text(
+        "class HistoryBuffer:\n    def __init__(self, values):\n        self._log_history = values\n        self._max_length = 100\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "fake"))
+    from mmengine.logging.history_buffer import HistoryBuffer  # the stand-in for the real mmengine
+
+    source = randomized("resnet18")
+    ckpt = mmpose1_checkpoint(source)
+    ckpt["message_hub"] = {"log_scalars": {"train/loss": HistoryBuffer(np.array([0.1, 0.05]))}, "runtime_info": {"epoch": 210}}
+    ckpt["optimizer"] = torch.optim.Adam(source.parameters()).state_dict()
+    path = tmp_path / "epoch_210.pth"
+    torch.save(ckpt, path)
+    for name in [m for m in sys.modules if m.startswith("mmengine")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.syspath_prepend(str(tmp_path / "nothing"))
+    sys.path.remove(str(tmp_path / "fake"))
+    obj = weights.read_checkpoint(path)
+    buffer = obj["message_hub"]["log_scalars"]["train/loss"]
+    assert type(buffer).__name__ == "_HistoryBufferStandIn"  # inert: no mmengine class was imported
+    np.testing.assert_array_equal(buffer._log_history, [0.1, 0.05])
+    assert_same(source, load_checkpoint(build_model("resnet18"), path))
+
+
+class Tripwire:
+    """An object whose unpickling would run code: the safe loader must refuse it without running it."""
+
+    fired = False
+
+    def __setstate__(self, state):
+        Tripwire.fired = True
+
+
+def test_arbitrary_objects_are_refused_with_cause_and_fix(tmp_path):
+    path = tmp_path / "odd.pth"
+    torch.save({"state_dict": layout_state(build_model("resnet18"), "native"), "extra": Tripwire()}, path)
+    with pytest.raises(ValueError) as err:
+        load_checkpoint(build_model("resnet18"), path)
+    text = str(err.value)
+    assert "\n" not in text and "odd.pth holds" in text and "Tripwire" in text
+    assert "corrupt" not in text and "weights_only=False" in text and "torch.save" in text
+    assert not Tripwire.fired
+
+
+def test_config_text_is_parsed_not_executed():
+    cfg = weights.parse_config_text(MMPOSE1_CONFIG + "\nboom = __import__('os').system('false')\n")
+    assert cfg["codec"]["input_size"] == (288, 384) and cfg["model"]["head"]["decoder"]["sigma"] == 3
+    assert "unsafe" not in cfg and "boom" not in cfg
+    old = weights.parse_config_text(MMPOSE0_CONFIG)
+    assert old["data_cfg"]["num_output_channels"] == 17 and old["test_pipeline"][3]["std"][0] == 0.229
+    assert weights.parse_config_text("this is not python (") == {}
+
+
+def test_mmpose0_meta_gives_size_and_rgb(tmp_path):
+    path = tmp_path / "latest.pth"
+    torch.save({"meta": {"config": MMPOSE0_CONFIG}, "state_dict": layout_state(build_model("resnet18"), "mmpose0")}, path)
+    _, meta = weights.inspect_checkpoint(path)
+    assert meta.input_size == (256, 192) and meta.sources["input_size"] == "meta config data_cfg.image_size"
+    assert meta.channel_order == "rgb"
+    assert meta.mean == pytest.approx((123.675, 116.28, 103.53)) and meta.std == pytest.approx((58.395, 57.12, 57.375))
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "resnet34", "resnet50", "resnet101", "mobilenetv2"])
+@pytest.mark.parametrize("layout", ["microsoft", "mmpose0", "mmpose1", "native"])
+def test_arch_is_read_from_the_keys(arch, layout):
+    if arch == "mobilenetv2" and layout == "microsoft":
+        pytest.skip("Microsoft published no MobileNetV2")
+    keys = list(layout_state(build_model(arch), layout))
+    assert weights.infer_arch(keys) == arch
+
+
+def test_estimator_takes_size_arch_keypoints_and_channel_order_from_the_checkpoint(tmp_path):
+    from avatar_bridge.config import PoseConfig
+    from avatar_bridge.pose import load_estimator
+
+    path = tmp_path / "best_coco_AP_epoch_210.pth"
+    torch.save(mmpose1_checkpoint(randomized("resnet18", 17)), path)
+    est = load_estimator(PoseConfig(model=str(path), arch="resnet50", input_size=[256, 192], threads=1))
+    assert est.backend.model.arch == "resnet18" and (est.input_h, est.input_w) == (384, 288)
+    assert est.source == [2, 1, 0]  # RGB from bgr_to_rgb=True
+    ms = tmp_path / "pose_resnet_18_256x192.pth.tar"
+    torch.save(layout_state(randomized("resnet18", 14), "microsoft"), ms)
+    with pytest.raises(ValueError, match=r"has 14 keypoints .*but pose.num_keypoints = 17: set pose.num_keypoints = 14"):
+        load_estimator(PoseConfig(model=str(ms), arch="mobilenetv2", num_keypoints=17, threads=1))
+    est = load_estimator(PoseConfig(model=str(ms), arch="mobilenetv2", num_keypoints=14, threads=1))
+    assert est.backend.model.num_keypoints == 14 and (est.input_h, est.input_w) == (256, 192)
+    assert est.source == [0, 1, 2]  # Microsoft layout: BGR input, automatically
+    np_offset = -np.array([123.675, 116.28, 103.53], np.float32) / np.array([58.395, 57.12, 57.375], np.float32)
+    np.testing.assert_allclose(est.offset, np_offset, rtol=1e-6)  # mean/std in RGB order, applied to B, G, R
+    forced = load_estimator(PoseConfig(model=str(ms), channel_order="rgb", num_keypoints=14, threads=1))
+    assert forced.source == [2, 1, 0]  # an explicit setting wins
+
+
+def test_caffe_named_checkpoint_needs_the_caffe_arch(tmp_path):
+    from avatar_bridge.config import PoseConfig
+    from avatar_bridge.pose import load_estimator
+
+    source = randomized("resnet50")
+    path = tmp_path / "pose_resnet_50_256x192_caffe.pth.tar"
+    torch.save(layout_state(source, "microsoft"), path)
+    with pytest.raises(ValueError, match="caffe-style checkpoint.*pass --arch / pose.arch resnet50-caffe"):
+        load_estimator(PoseConfig(model=str(path), arch="resnet50"))
+    est = load_estimator(PoseConfig(model=str(path), arch="resnet50-caffe", threads=1))
+    assert est.backend.model.arch == "resnet50-caffe"
+    assert est.backend.model.backbone.layer2[0].conv1.stride == (2, 2)
