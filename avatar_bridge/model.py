@@ -103,3 +103,17 @@ class SimpleBaseline(nn.Module):
 def build_model(arch: str = "resnet50", num_keypoints: int = 17) -> SimpleBaseline:
     """A SimpleBaseline with random weights (load a checkpoint with :func:`avatar_bridge.weights.load_checkpoint`)."""
     return SimpleBaseline(arch, num_keypoints)
+
+
+def parse_input_size(text: str) -> tuple[int, int]:
+    """``"256x192"`` -> (256, 192): a network input size, HEIGHTxWIDTH, each a multiple of 32.
+
+    Raises ValueError naming the flag and the fix.
+    """
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"--input-size {text!r}: write HEIGHTxWIDTH, e.g. 256x192") from None
+    if h < 32 or w < 32 or h % 32 or w % 32:
+        raise ValueError(f"--input-size {text!r}: height and width must be multiples of 32 (e.g. 256x192, 384x288)")
+    return h, w

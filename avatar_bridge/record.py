@@ -25,8 +25,6 @@ import json
 import logging
 import os
 import struct
-import threading
-import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +34,7 @@ import numpy as np
 
 from . import __version__, skeleton
 from .keypoints import COCO_KEYPOINTS
-from .types import Frame, FramePoses, FrameSourceBase, Pose2D, RigPose
+from .types import FramePoses, Pose2D, RigPose
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,8 @@ import torch
 
 from avatar_bridge.cli import main as cli_main
 from avatar_bridge.config import PoseConfig
-from avatar_bridge.export_onnx import export_checked, export_onnx, max_abs_difference, parse_size
+from avatar_bridge.export_onnx import export_checked, export_onnx, max_abs_difference
+from avatar_bridge.model import parse_input_size
 from avatar_bridge.model import build_model
 from avatar_bridge.pose import TopDownEstimator, TorchBackend, load_estimator
 
@@ -83,9 +84,9 @@ def test_bad_arguments_are_clear_errors(tmp_path, capsys):
     with pytest.raises(ValueError, match="must end in .onnx"):
         export_onnx(build_model("resnet18"), tmp_path / "model.pth")
     with pytest.raises(ValueError, match="multiples of 32"):
-        parse_size("250x190")
+        parse_input_size("250x190")
     with pytest.raises(ValueError, match="HEIGHTxWIDTH"):
-        parse_size("big")
+        parse_input_size("big")
     code = cli_main(["export-onnx", "--model", str(tmp_path / "none.pth"), "--arch", "resnet18", "--out", str(tmp_path / "x.onnx")])
     err = capsys.readouterr().err
     assert code == 2 and "none.pth not found" in err and err.count("\n") == 1

@@ -178,9 +178,9 @@ def configure_parser(parser: argparse.ArgumentParser, command: str) -> None:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from ..export_onnx import parse_size
+    from ..model import parse_input_size
 
-    size = parse_size(args.input_size)
+    size = parse_input_size(args.input_size)
     if any(b < 1 or b > 1024 for b in args.batch):
         raise ValueError(f"--batch {args.batch}: batch sizes must be between 1 and 1024")
     if args.repeats < 1:
