@@ -84,19 +84,18 @@ class Outputs:
     def open_files(self, source: FrameSource) -> None:
         """Recording and BVH (they describe the source), then start the output clock."""
         config = self.config
-        self._source = source
         rec = config.record
         if rec.path:
             from .record import RecordingHeader, RecordingWriter
 
-            source = {"spec": str(config.source.source), "width": self._source.width, "height": self._source.height,
-                      "fps": float(self._source.fps)}
+            fps = float(source.fps)
+            described = {"spec": str(config.source.source), "width": source.width, "height": source.height, "fps": fps}
             self.recorder = RecordingWriter(
-                Path(rec.path).expanduser(), RecordingHeader(source=source, fps=float(self._source.fps)),
+                Path(rec.path).expanduser(), RecordingHeader(source=described, fps=fps),
                 compress=rec.compress, flush_seconds=rec.flush_seconds, fsync=rec.fsync, overwrite=rec.overwrite,
             )
             self.closers.append(self.recorder.close)
-            self.sinks.append((self._record, float(self._source.fps)))
+            self.sinks.append((self._record, fps))
         if rec.bvh:
             from .bvh import BvhRecorder
 
