@@ -118,11 +118,15 @@ class DetectorConfig:
     model_dir: str = ""  # where named ONNX detectors live; empty = $AVATAR_BRIDGE_MODELS or ~/.cache/avatar-bridge/models
     threads: int = field(default=1, metadata={"range": (0, 256)})  # onnxruntime threads; 0 = library default
     redetect_below: float = field(default=0.35, metadata={"range": (0.0, 1.0)})  # track mean keypoint score that triggers a detection
-    max_missed: int = field(default=15, metadata={"range": (0, 10000)})  # frames a lost track keeps its id
+    max_missed: int = field(default=60, metadata={"range": (0, 10000)})  # frames a hidden track keeps its id (box motion-predicted)
     people: str = field(default="all", metadata={"choices": ("all", "driver")})  # estimate every tracked person or only the driver
     driver: str = field(default="largest", metadata={"choices": ("largest", "central", "fixed")})  # who drives the avatar
     driver_id: int = field(default=1, metadata={"range": (0, 1000000)})  # track id for driver = "fixed"
     driver_switch_frames: int = field(default=20, metadata={"range": (1, 10000)})  # hysteresis before the driver changes
+    # --- identity through occlusion (issue #16, see docs/capture.md "Tracking") ---
+    driver_hold_seconds: float = field(default=2.0, metadata={"range": (0.0, 600.0)})  # a hidden driver keeps the role this long
+    appearance_weight: float = field(default=0.4, metadata={"range": (0.0, 1.0)})  # torso colour share of the match score; 0 = off
+    min_appearance: float = field(default=0.5, metadata={"range": (0.0, 1.0)})  # colour similarity below which a pose cannot continue a track
 
 
 @dataclass

@@ -55,6 +55,9 @@ def tracker_settings(config: DetectorConfig, only_driver: bool | None = None) ->
         driver_policy=config.driver,
         driver_id=config.driver_id,
         driver_switch_frames=config.driver_switch_frames,
+        driver_hold_seconds=config.driver_hold_seconds,
+        appearance_weight=config.appearance_weight,
+        min_appearance=config.min_appearance,
         only_driver=(config.people == "driver") if only_driver is None else only_driver,
     )
 
@@ -163,7 +166,7 @@ class Pipeline:
             t1 = perf()
             poses = self.estimator.estimate(image, boxes)
             t2 = perf()
-            people = self.tracker.update(poses, frame.index)
+            people = self.tracker.update(poses, frame.index, image=image, timestamp=frame.timestamp)
             t3 = perf()
             if detect_ms[0]:
                 timings["detect"] = detect_ms[0]
@@ -292,6 +295,8 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resize", metavar="WxH", help="resize decoded images, e.g. 640x360 (source.resize)")
     parser.add_argument("--people", choices=("all", "driver"), help="estimate every person or only the driving one")
     parser.add_argument("--every", type=int, metavar="N", help="run the detector at least every N frames")
+    parser.add_argument("--max-people", type=int, metavar="N",
+                        help="track at most N people, the largest and most confident (detector.max_people)")
     pace = parser.add_mutually_exclusive_group()
     pace.add_argument("--realtime", dest="realtime", action="store_true", default=None, help="pace files at their frame rate")
     pace.add_argument("--fast", dest="realtime", action="store_false", help="process files as fast as possible")
@@ -321,6 +326,7 @@ def apply_source_arguments(args: argparse.Namespace, config: AppConfig) -> AppCo
         ("source", "resize"): args.resize,
         ("detector", "people"): args.people,
         ("detector", "every_n_frames"): args.every,
+        ("detector", "max_people"): getattr(args, "max_people", None),
         ("source", "realtime"): args.realtime,
         ("source", "loop"): args.loop,
         ("source", "duration"): args.duration,
