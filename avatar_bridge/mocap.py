@@ -16,6 +16,7 @@ BVH files do not mark the face, so nose, eyes and ears are fixed offsets in the 
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -26,23 +27,56 @@ from .camera import PinholeCamera
 from .keypoints import KEYPOINT_INDEX, NUM_KEYPOINTS
 from .types import Frame, FrameSourceBase, Pose2D
 
-# COCO body keypoint -> BVH joint names to try, first match wins. Mixamo/cgspeed names come first
-# because there "LeftShoulder" is the collar bone and "LeftArm" the shoulder joint.
-BODY_JOINTS: dict[str, tuple[str, ...]] = {
-    "left_shoulder": ("LeftArm", "LeftShoulder", "LeftUpperArm"),
-    "right_shoulder": ("RightArm", "RightShoulder", "RightUpperArm"),
-    "left_elbow": ("LeftForeArm", "LeftElbow", "LeftLowerArm"),
-    "right_elbow": ("RightForeArm", "RightElbow", "RightLowerArm"),
-    "left_wrist": ("LeftWrist", "LeftHand"),
-    "right_wrist": ("RightWrist", "RightHand"),
-    "left_hip": ("LeftUpLeg", "LeftHip", "LeftThigh", "LeftUpperLeg"),
-    "right_hip": ("RightUpLeg", "RightHip", "RightThigh", "RightUpperLeg"),
-    "left_knee": ("LeftLeg", "LeftKnee", "LeftShin", "LeftLowerLeg"),
-    "right_knee": ("RightLeg", "RightKnee", "RightShin", "RightLowerLeg"),
-    "left_ankle": ("LeftFoot", "LeftAnkle"),
-    "right_ankle": ("RightFoot", "RightAnkle"),
+# COCO body keypoint -> BVH joint, per naming convention. Names are compared by
+# :func:`normalize_joint_name` (case-insensitive, without a "mixamorig:"-style namespace, a 3ds Max
+# "Bip01 " prefix, spaces, underscores or hyphens). The conventions disagree on "shoulder": in CMU
+# (ASF export) LeftShoulder is the shoulder joint and LeftCollar the collarbone, while in Mixamo,
+# MotionBuilder/cgspeed CMU and VRM (spec: VRM 0.x / 1.0 humanoid bones) LeftShoulder / leftShoulder
+# is the collarbone and LeftArm / leftUpperArm the shoulder joint. So a file is read with the first
+# table that names all 12 body joints and the head, never a mix.
+_SIDES = ("left", "right")
+
+
+def _table(shoulder: str, elbow: str, wrist: str, hip: str, knee: str, ankle: str, head: str,
+           side: tuple[str, str] = ("Left", "Right")) -> dict[str, str]:
+    table = {"head": head}
+    for coco_side, prefix in zip(_SIDES, side):
+        for joint, name in (("shoulder", shoulder), ("elbow", elbow), ("wrist", wrist), ("hip", hip), ("knee", knee),
+                            ("ankle", ankle)):
+            table[f"{coco_side}_{joint}"] = prefix + name
+    return table
+
+
+NAME_TABLES: dict[str, dict[str, str]] = {
+    # CMU mocap database BVH (ASF/AMC converted, e.g. the bvh11 files): LeftCollar is the collarbone.
+    "cmu": _table("Shoulder", "Elbow", "Wrist", "Hip", "Knee", "Ankle", "Head"),
+    # Mixamo (mixamorig:LeftArm), also the MotionBuilder-friendly CMU conversion by cgspeed.
+    "mixamo": _table("Arm", "ForeArm", "Hand", "UpLeg", "Leg", "Foot", "Head"),
+    # VRM humanoid bone names (avatar-bridge's own BVH export): leftShoulder is the collarbone.
+    "vrm": _table("UpperArm", "LowerArm", "Hand", "UpperLeg", "LowerLeg", "Foot", "head", side=("left", "right")),
+    # 3ds Max Biped: "Bip01 L UpperArm", "Bip01 L Forearm", "Bip01 L Thigh", "Bip01 L Calf".
+    "biped": _table(" UpperArm", " Forearm", " Hand", " Thigh", " Calf", " Foot", "Head", side=("L", "R")),
+    # Microsoft Rocketbox avatars are Biped rigs ("Bip01 L UpperArm"); some exports use "Bip01 L Clavicle"
+    # for the collarbone and name the arm joints like Biped, so the table is Biped's.
+    "rocketbox": _table(" UpperArm", " Forearm", " Hand", " Thigh", " Calf", " Foot", "Head", side=("L", "R")),
 }
-HEAD_JOINTS = ("Head",)
+
+
+# Other joints typical of each convention: only to name the closest one in an error message.
+_HINTS: dict[str, tuple[str, ...]] = {
+    "cmu": ("LeftCollar", "lowerback"), "mixamo": ("Hips", "Spine1"), "vrm": ("hips", "upperChest"),
+    "biped": ("Pelvis", "L Clavicle"), "rocketbox": ("Pelvis", "L Clavicle"),
+}
+
+
+def normalize_joint_name(name: str) -> str:
+    """A joint name as the tables compare it: ``"mixamorig:LeftArm"`` -> ``"leftarm"``,
+    ``"Bip01 L UpperArm"`` -> ``"lupperarm"``, ``"leftUpperArm"`` -> ``"leftupperarm"``."""
+    bare = name.split(":")[-1].strip().lower()
+    bare = re.sub(r"^bip\d*[\s_]+", "", bare)
+    return re.sub(r"[\s_\-]+", "", bare)
+
+
 
 # Face points in the head joint's rest frame (metres; +X = performer's left, +Y up, +Z forward),
 # measured from the head joint, which sits at the base of the skull (CMU, Mixamo).
@@ -55,25 +89,36 @@ FACE_OFFSETS: dict[str, tuple[float, float, float]] = {
 }
 
 
-def _find_joint(motion: BvhMotion, candidates: tuple[str, ...], keypoint: str) -> int:
-    # Match without a namespace prefix such as "mixamorig:".
-    bare = [name.split(":")[-1] for name in motion.names]
-    for candidate in candidates:
-        for j, name in enumerate(bare):
-            if name == candidate and not motion.is_end_site[j]:
-                return j
+def naming_convention(motion: BvhMotion) -> str:
+    """The key of the first :data:`NAME_TABLES` entry that names every body joint and the head."""
+    bare = {normalize_joint_name(name) for j, name in enumerate(motion.names) if not motion.is_end_site[j]}
+    for convention, table in NAME_TABLES.items():
+        if all(normalize_joint_name(n) in bare for n in table.values()):
+            return convention
+    best = max(NAME_TABLES, key=lambda c: sum(normalize_joint_name(n) in bare
+                                              for n in (*NAME_TABLES[c].values(), *_HINTS.get(c, ()))))
+    missing = [n for n in NAME_TABLES[best].values() if normalize_joint_name(n) not in bare]
     raise ValueError(
-        f"{motion.path or 'BVH file'}: no joint for COCO keypoint {keypoint!r} (looked for {', '.join(candidates)}); "
-        "the file needs a humanoid skeleton with CMU or Mixamo joint names"
+        f"{motion.path or 'BVH file'}: no joint for COCO keypoint(s) of a humanoid: the closest naming, {best}, "
+        f"lacks {', '.join(missing)} (supported namings: {', '.join(NAME_TABLES)}, compared case-insensitively)"
     )
 
 
 def joint_map(motion: BvhMotion) -> tuple[np.ndarray, int]:
-    """BVH joint index for each COCO body keypoint (-1 for the face points) and the head joint."""
+    """BVH joint index for each COCO body keypoint (-1 for the face points) and the head joint.
+
+    Raises ValueError naming the closest convention and its missing joints when no table fits.
+    """
+    table = NAME_TABLES[naming_convention(motion)]
+    index = {}
+    for j, name in enumerate(motion.names):
+        if not motion.is_end_site[j]:
+            index.setdefault(normalize_joint_name(name), j)
     indices = np.full(NUM_KEYPOINTS, -1, dtype=np.int64)
-    for name, candidates in BODY_JOINTS.items():
-        indices[KEYPOINT_INDEX[name]] = _find_joint(motion, candidates, name)
-    return indices, _find_joint(motion, HEAD_JOINTS, "nose (head joint)")
+    for keypoint, name in table.items():
+        if keypoint != "head":
+            indices[KEYPOINT_INDEX[keypoint]] = index[normalize_joint_name(name)]
+    return indices, index[normalize_joint_name(table["head"])]
 
 
 def unit_scale(motion: BvhMotion) -> float:
