@@ -217,6 +217,15 @@ class VmcConfig:
     positions: str = field(default="rest", metadata={"choices": ("rest", "hips_only")})
     root_scale_offset: bool = False  # 14-argument /VMC/Ext/Root/Pos (scale 1,1,1 and offset 0,0,0)
     max_bundle_bytes: int = field(default=1400, metadata={"range": (256, 1472)})  # per UDP datagram
+    # --- fitting the receiver's avatar (issue #16, see docs/protocol.md "VMC") ---
+    # how the Hips position is sent: absolute = our skeleton's (hips 0.95 m above the floor at rest);
+    # scaled = ours x hip_height / 0.95, so a receiver that puts the hips where they are sent (EVMC4U,
+    # VMC4B) keeps its avatar's feet on the floor; offset = the same, minus the rest position (zero at
+    # rest), for receivers that add the position to their model's rest hips
+    hips: str = field(default="scaled", metadata={"choices": ("absolute", "scaled", "offset")})
+    hip_height: float = field(default=0.0, metadata={"range": (0.0, 10.0)})  # receiver avatar's hips height (m); 0 = from avatar, else 0.95
+    avatar: str = ""  # the receiver's .vrm: its hips height, and whether it has an upperChest
+    fold_upper_chest: bool = True  # send upperChest's rotation inside chest (models without upperChest drop it)
 
 
 @dataclass
