@@ -525,6 +525,54 @@ def _camera_device(spec: str) -> int | str | None:
     return None
 
 
+ROTATIONS = (0, 90, 180, 270)
+
+
+def orient_points(points: np.ndarray, size: tuple[int, int], rotate: int, flip: bool) -> np.ndarray:
+    """Pixel coordinates ``points`` (..., 2) of an image of ``size`` (w, h) after :func:`orient_frame`."""
+    if rotate not in ROTATIONS:
+        raise ValueError(f"rotate {rotate!r}: choose 0, 90, 180 or 270 (degrees clockwise)")
+    w, h = size
+    x, y = points[..., 0], points[..., 1]
+    if rotate == 90:
+        x, y, w, h = (h - 1) - y, x, h, w
+    elif rotate == 180:
+        x, y = (w - 1) - x, (h - 1) - y
+    elif rotate == 270:
+        x, y, w, h = y, (w - 1) - x, h, w
+    if flip:
+        x = (w - 1) - x
+    return np.stack([x, y], axis=-1).astype(points.dtype, copy=False)
+
+
+def orient_frame(frame: Frame, rotate: int = 0, flip: bool = False) -> Frame:
+    """Turn ``frame`` by ``rotate`` degrees clockwise (0, 90, 180, 270), then mirror it left-right if
+    ``flip``: for a camera mounted sideways or upside down, or a mirrored feed. Applied in place
+    before detection to the image (``cv2.rotate``/``cv2.flip``), its size and, for keypoint sources,
+    the ``truth`` keypoints and boxes; returns the frame. ``rotate=0, flip=False`` leaves it as is.
+    """
+    if not rotate and not flip:
+        return frame
+    if rotate not in ROTATIONS:
+        raise ValueError(f"rotate {rotate!r}: choose 0, 90, 180 or 270 (degrees clockwise)")
+    size = (frame.width, frame.height)  # before turning: what the keypoints refer to
+    if isinstance(frame.image, np.ndarray) and frame.image.ndim >= 2:
+        size = (frame.image.shape[1], frame.image.shape[0])
+        code = {90: cv2.ROTATE_90_CLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_COUNTERCLOCKWISE}.get(rotate)
+        image = cv2.rotate(frame.image, code) if code is not None else frame.image
+        frame.image = cv2.flip(image, 1) if flip else image
+    if rotate in (90, 270):
+        frame.width, frame.height = size[1], size[0]
+    else:
+        frame.width, frame.height = size
+    for person in frame.truth or []:
+        person.keypoints = orient_points(np.asarray(person.keypoints, np.float32), size, rotate, flip)
+        if person.box is not None:
+            corners = orient_points(np.asarray(person.box, np.float32).reshape(2, 2), size, rotate, flip)
+            person.box = np.concatenate([corners.min(0), corners.max(0)]).astype(np.float32)
+    return frame
+
+
 def open_source(spec: str | int, **options: Any) -> FrameSource:
     """Open the frame source a ``--source`` value names.
 

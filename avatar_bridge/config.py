@@ -105,6 +105,9 @@ class SourceConfig:
     # --- added by the capture engineer (see docs/capture.md) ---
     resize: str = ""  # WIDTHxHEIGHT applied to decoded images before detection/pose, e.g. "640x360"
     duration: float = field(default=0.0, metadata={"range": (0.0, 1e7)})  # seconds to run; 0 = until the source ends
+    # --- camera orientation (issue #16): applied to every frame before detection ---
+    rotate: int = field(default=0, metadata={"choices": (0, 90, 180, 270)})  # degrees clockwise
+    flip: bool = False  # mirror left-right (after rotate)
 
 
 @dataclass

@@ -29,12 +29,12 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 
-from .capture import CameraSource, FrameSource, as_bgr_image, open_source, parse_size
+from .capture import CameraSource, FrameSource, as_bgr_image, open_source, orient_frame, parse_size
 from .config import AppConfig, ConfigError, DetectorConfig, load_config
 from .keypoints import SKELETON_EDGES
 from .metrics import PipelineMetrics, peak_rss_mb
 from .stream import OutputFrame, OutputPerson
-from .track import Tracker, TrackerSettings
+from .track import OrientationMonitor, Tracker, TrackerSettings
 from .types import Frame, FramePoses, Pose2D
 
 log = logging.getLogger(__name__)
@@ -89,6 +89,8 @@ class Pipeline:
         self._latest_capture: float | None = None  # None until the first frame is processed
         self._size = (0, 0)
         self.paused = False
+        self.orientation = OrientationMonitor()  # warns when people are seen but never upright
+        self._detected: int | None = None
 
     # --- stages ----------------------------------------------------------------------------------
 
@@ -141,6 +143,7 @@ class Pipeline:
         """Find and stabilize every person of ``frame``; returns the raw (unsmoothed) poses and timings."""
         timings: dict[str, float] = {}
         perf = time.perf_counter
+        orient_frame(frame, self.config.source.rotate, self.config.source.flip)  # --rotate / --flip
         image = None
         if frame.image is not None:
             # A frame of the wrong type is skipped (logged), never allowed to stop the loop.
@@ -159,9 +162,11 @@ class Pipeline:
                 t = perf()
                 found = self.detector.detect(image)
                 detect_ms[0] = (perf() - t) * 1000.0
+                self._detected = len(found)
                 return found
 
             t0 = perf()
+            self._detected = None
             boxes = self.tracker.boxes(frame.index, detect, (frame.width, frame.height))
             t1 = perf()
             poses = self.estimator.estimate(image, boxes)
@@ -174,6 +179,12 @@ class Pipeline:
             timings["pose"] = (t2 - t1) * 1000.0
             timings["track"] = (t3 - t2) * 1000.0
             driver = self.tracker.driver
+            if self.orientation.should_probe(frame.timestamp, people):
+                for turn, code in ((90, cv2.ROTATE_90_CLOCKWISE), (180, cv2.ROTATE_180), (270, cv2.ROTATE_90_COUNTERCLOCKWISE)):
+                    self.orientation.probe_result(frame.timestamp, turn, len(self.detector.detect(cv2.rotate(image, code))))
+            warning = self.orientation.update(frame.timestamp, self._detected, people)
+            if warning:
+                log.warning(warning)
             if self.tracker.settings.only_driver and driver is not None:
                 people = [p for p in people if p.track_id == driver]
         else:
@@ -293,6 +304,10 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="cpu or cuda (pose.device)")
     parser.add_argument("--threads", type=int, help="onnxruntime/torch threads for the pose model (pose.threads)")
     parser.add_argument("--resize", metavar="WxH", help="resize decoded images, e.g. 640x360 (source.resize)")
+    parser.add_argument("--rotate", type=int, choices=(0, 90, 180, 270),
+                        help="turn every frame this many degrees clockwise before detection (source.rotate)")
+    parser.add_argument("--flip", action="store_true", default=None,
+                        help="mirror every frame left-right before detection (source.flip)")
     parser.add_argument("--people", choices=("all", "driver"), help="estimate every person or only the driving one")
     parser.add_argument("--every", type=int, metavar="N", help="run the detector at least every N frames")
     parser.add_argument("--max-people", type=int, metavar="N",
@@ -324,6 +339,8 @@ def apply_source_arguments(args: argparse.Namespace, config: AppConfig) -> AppCo
         ("pose", "device"): args.device,
         ("pose", "threads"): args.threads,
         ("source", "resize"): args.resize,
+        ("source", "rotate"): getattr(args, "rotate", None),
+        ("source", "flip"): getattr(args, "flip", None),
         ("detector", "people"): args.people,
         ("detector", "every_n_frames"): args.every,
         ("detector", "max_people"): getattr(args, "max_people", None),

@@ -559,3 +559,99 @@ class Tracker:
         """Forget every track (e.g. after the source jumped)."""
         self.tracks.clear()
         self._want_detection = True
+
+
+def body_up_direction(pose: Pose2D, threshold: float = 0.3) -> np.ndarray | None:
+    """Unit image vector (2,) from the hips' centre to the shoulders' centre (or, without confident hips,
+    from the shoulders' centre to the nose) of a COCO-17 pose in pixels; None when those keypoints
+    are not confident. Upright people give about (0, -1): image y grows downwards."""
+    kp, sc = np.asarray(pose.keypoints, np.float64), np.asarray(pose.scores)
+    if kp.shape[0] < 13 or not (sc[5] > threshold and sc[6] > threshold):
+        return None
+    shoulders = kp[[5, 6]].mean(0)
+    if sc[11] > threshold and sc[12] > threshold:
+        v = shoulders - kp[[11, 12]].mean(0)
+    elif sc[0] > threshold:
+        v = kp[0] - shoulders
+    else:
+        return None
+    n = float(np.hypot(*v))
+    return v / n if n > 1e-6 else None
+
+
+class OrientationMonitor:
+    """Warns once when people are seen but no pose is upright for ``warn_after`` seconds: the camera
+    is probably mounted sideways or upside down (or the feed is rotated).
+
+    Evidence is a frame where the detector found people or poses were tracked, none of them upright
+    (hips->shoulders pointing up within 45 degrees). A detector may find nobody at all in an upside
+    down image, so while nobody is tracked the pipeline also *probes* every ``probe_every`` seconds:
+    it runs the detector on the image turned by 90, 180 and 270 degrees and reports what it found
+    (:meth:`probe_result`). ``update`` per frame returns the warning text when it is due (else None);
+    the text says which ``--rotate`` turns the bodies upright.
+    """
+
+    def __init__(self, warn_after: float = 3.0, probe_every: float = 2.0):
+        self.warn_after = warn_after
+        self.probe_every = probe_every
+        self.warned = False
+        self._since: float | None = None
+        self._last: float | None = None
+        self._directions: list[np.ndarray] = []
+        self._probe_hits: dict[int, int] = {}
+        self._last_probe: float | None = None
+
+    def should_probe(self, timestamp: float, people: Sequence[Pose2D]) -> bool:
+        """True when the pipeline should run the rotated-image probe now (nobody upright tracked)."""
+        if self.warned or any(self._upright(p) for p in people):
+            return False
+        if self._last_probe is None:
+            self._last_probe = timestamp  # the first probe after probe_every without anyone upright
+            return False
+        if timestamp - self._last_probe >= self.probe_every:
+            self._last_probe = timestamp
+            return True
+        return False
+
+    def probe_result(self, timestamp: float, rotate: int, found: int) -> None:
+        """The detector found ``found`` people in the image turned ``rotate`` degrees clockwise."""
+        if found:
+            self._evidence(timestamp)
+            self._probe_hits[rotate] = self._probe_hits.get(rotate, 0) + found
+
+    @staticmethod
+    def _upright(pose: Pose2D) -> bool:
+        d = body_up_direction(pose)
+        return d is not None and d[1] < 0 and abs(d[1]) >= abs(d[0])
+
+    def _evidence(self, timestamp: float) -> None:
+        if self._since is None or (self._last is not None and timestamp - self._last > 2 * self.warn_after):
+            self._since, self._directions, self._probe_hits = timestamp, [], {}
+        self._last = timestamp
+
+    def update(self, timestamp: float, detected: int | None, people: Sequence[Pose2D]) -> str | None:
+        """``detected``: people the detector found this frame (None: it did not run); ``people``: the
+        tracked poses (pixels)."""
+        if any(self._upright(p) for p in people):
+            self._since, self._last, self._directions, self._probe_hits = None, None, [], {}
+            return None
+        if people or detected:
+            self._evidence(timestamp)
+            self._directions.extend(d for d in (body_up_direction(p) for p in people) if d is not None)
+        if self.warned or self._since is None or timestamp - self._since < self.warn_after:
+            return None
+        if self._last is None or timestamp - self._last > self.warn_after:
+            return None  # the evidence is old: people left
+        self.warned = True
+        fix = "--rotate 90, 180 or 270 (source.rotate)"
+        if self._probe_hits:
+            best = max(self._probe_hits, key=self._probe_hits.get)
+            fix = f"--rotate {best} (source.rotate = {best}): people were found in the image turned {best} degrees"
+        elif self._directions:
+            dx, dy = np.mean(self._directions, axis=0)
+            if abs(dy) >= abs(dx):
+                fix = "--rotate 180 (source.rotate = 180)"
+            else:  # head towards +x: turn 270 clockwise; towards -x: 90 clockwise
+                fix = "--rotate 270 (source.rotate = 270)" if dx > 0 else "--rotate 90 (source.rotate = 90)"
+        return (f"people are seen but no pose has been upright for {self.warn_after:g} s (head below the hips, "
+                f"or sideways): if the camera is mounted sideways or upside down, pass {fix}; --flip mirrors the image")

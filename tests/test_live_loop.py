@@ -23,3 +23,128 @@ def test_max_people_flag_sets_the_tracker_cap():
     assert tracker_settings(config.detector).driver_hold_seconds == 2.0
     with pytest.raises(ConfigError, match=r"detector\.max_people = 0 is out of range"):
         parse("--max-people", "0")
+
+
+# --- camera orientation: --rotate / --flip and the implausible-pose warning -------------------------
+
+import logging  # noqa: E402
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+from avatar_bridge.capture import orient_frame, orient_points  # noqa: E402
+from avatar_bridge.track import OrientationMonitor  # noqa: E402
+from avatar_bridge.types import Frame, Pose2D  # noqa: E402
+from conftest import FIXTURES, POSE_ONNX, VIDEO, need  # noqa: E402
+
+
+@pytest.mark.parametrize("rotate", [0, 90, 180, 270])
+@pytest.mark.parametrize("flip", [False, True])
+def test_orient_frame_moves_image_and_keypoints_together(rotate, flip):
+    image = np.zeros((40, 60, 3), np.uint8)
+    image[7, 11] = (255, 255, 255)  # the marked pixel: x = 11, y = 7
+    person = Pose2D(np.array([[11.0, 7.0]] * 17, np.float32), np.ones(17, np.float32), np.array([11, 7, 11, 7], np.float32))
+    frame = orient_frame(Frame(0, 0.0, 60, 40, image=image, truth=[person]), rotate, flip)
+    ys, xs = np.nonzero(frame.image[..., 0])
+    assert (frame.width, frame.height) == (frame.image.shape[1], frame.image.shape[0])
+    assert (frame.width, frame.height) == ((40, 60) if rotate in (90, 270) else (60, 40))
+    np.testing.assert_allclose(frame.truth[0].keypoints[0], [xs[0], ys[0]])
+    np.testing.assert_allclose(frame.truth[0].box, [xs[0], ys[0], xs[0], ys[0]])
+    np.testing.assert_allclose(orient_points(np.array([11.0, 7.0]), (60, 40), rotate, flip), [xs[0], ys[0]])
+
+
+def test_rotate_and_flip_flags():
+    config = parse("--rotate", "270", "--flip")
+    assert config.source.rotate == 270 and config.source.flip is True
+    config = parse()
+    assert config.source.rotate == 0 and config.source.flip is False
+    with pytest.raises(SystemExit):
+        parse("--rotate", "45")
+    config.source.rotate = 45
+    with pytest.raises(ConfigError, match=r"source\.rotate = 45 is not allowed"):
+        config.validate()
+
+
+def standing(x: float, turn: int = 0) -> Pose2D:
+    """A standing person's COCO-17 keypoints (pixels), optionally as seen by a camera turned ``turn``."""
+    from test_track import TEMPLATE
+
+    kp = TEMPLATE + np.array([x, 100], np.float32)
+    person = Pose2D(kp, np.full(17, 0.9, np.float32))
+    if turn:
+        person.keypoints = orient_points(kp, (1280, 720), turn, False)
+    return person
+
+
+@pytest.mark.parametrize("turn, fix", [(180, "--rotate 180"), (90, "--rotate 270"), (270, "--rotate 90")])
+def test_orientation_monitor_names_the_fix(turn, fix):
+    monitor = OrientationMonitor(warn_after=2.0)
+    messages = [monitor.update(i / 10, 1, [standing(300, turn)]) for i in range(40)]
+    said = [m for m in messages if m]
+    assert len(said) == 1 and fix in said[0]
+    assert messages.index(said[0]) == 20  # after 2 s, once
+    # upright people never warn, and one upright frame resets the clock
+    monitor = OrientationMonitor(warn_after=2.0)
+    assert not any(monitor.update(i / 10, 1, [standing(300, 180 if i % 15 else 0)]) for i in range(60))
+
+
+def test_orientation_monitor_uses_rotated_detection_probes():
+    monitor = OrientationMonitor(warn_after=1.0, probe_every=0.5)
+    said = []
+    for i in range(30):
+        t = i / 10
+        if monitor.should_probe(t, []):
+            monitor.probe_result(t, 90, 0)
+            monitor.probe_result(t, 180, 2)
+        said.append(monitor.update(t, 0, []))
+    assert [m for m in said if m] and "--rotate 180" in [m for m in said if m][0]
+    # an empty room: probes find nobody, no warning
+    monitor = OrientationMonitor(warn_after=1.0, probe_every=0.5)
+    for i in range(30):
+        if monitor.should_probe(i / 10, []):
+            monitor.probe_result(i / 10, 180, 0)
+        assert monitor.update(i / 10, 0, []) is None
+
+
+@pytest.mark.parametrize("detector_name", ["light-person-detector", "yolox-nano"])
+def test_upside_down_clip_tracks_with_rotate_180(tmp_path, caplog, detector_name):
+    """The two-walkers clip turned 180 degrees (an upside-down camera), as an image folder: with
+    --rotate 180 it tracks at least as many frames as the upright clip; without, far fewer and a
+    warning names --rotate 180."""
+    from avatar_bridge.capture import VideoFileSource
+    from avatar_bridge.pipeline import Pipeline, open_config_source
+
+    upright_dir, turned_dir = tmp_path / "upright", tmp_path / "turned"
+    upright_dir.mkdir()
+    turned_dir.mkdir()
+    with VideoFileSource(need(VIDEO), realtime=False, resize=(640, 360)) as source:
+        while (frame := source.read()) is not None:
+            cv2.imwrite(str(upright_dir / f"{frame.index:03d}.png"), frame.image)
+            cv2.imwrite(str(turned_dir / f"{frame.index:03d}.png"), cv2.rotate(frame.image, cv2.ROTATE_180))
+
+    def tracked(folder, *flags):
+        config = parse("--source", str(folder), "--fast", "--model", str(need(POSE_ONNX)), "--threads", "1",
+                       "--detector", detector_name, "--detector-dir", str(FIXTURES / "models"), *flags)
+        pipeline = Pipeline(config)
+        pipeline.orientation.warn_after, pipeline.orientation.probe_every = 1.0, 0.5
+        count = 0
+        with open_config_source(config) as source:
+            for i in range(1000):
+                frame = source.read()
+                if frame is None:
+                    break
+                frame.timestamp = i / 28.0  # the clip's own clock (28 fps), whatever the CPU speed
+                count += bool(pipeline.process(frame).people)
+        return count
+
+    caplog.set_level(logging.WARNING)
+    upright = tracked(upright_dir)
+    assert not [r for r in caplog.records if "upright" in r.getMessage()]
+    turned = tracked(turned_dir)
+    warnings = [r.getMessage() for r in caplog.records if "upright" in r.getMessage()]
+    fixed = tracked(turned_dir, "--rotate", "180")
+    print(f"\n{detector_name}: frames with a tracked person: upright {upright}, upside down {turned}, "
+          f"upside down with --rotate 180 {fixed} (of 72)")
+    assert fixed >= upright >= 70
+    assert turned < upright / 2
+    assert len(warnings) == 1 and "--rotate 180" in warnings[0]
