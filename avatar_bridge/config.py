@@ -204,6 +204,7 @@ class RetargetConfig:
     spine_max_deg: float = field(default=60.0, metadata={"range": (0.0, 180.0)})  # total hips -> upperChest bend/twist
     neck_max_deg: float = field(default=70.0, metadata={"range": (0.0, 180.0)})  # total upperChest -> head
     fov_deg: float = field(default=60.0, metadata={"range": (10.0, 170.0)})  # assumed horizontal FOV, for hips depth in metres
+    auto_upper_body: bool = True  # hips never seen for calibration_seconds while calibrating: upper-body mode (logged)
 
 
 @dataclass

@@ -26,6 +26,7 @@ All rotations are in the canonical frame of :mod:`avatar_bridge.skeleton` (ident
 from __future__ import annotations
 
 import json
+import logging
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -55,6 +56,8 @@ FACE_TEMPLATE = np.array(
         [-0.075, 0.04, -0.01],  # right ear
     ]
 )
+
+log = logging.getLogger(__name__)
 
 # Segments whose 2D length is calibrated: name -> (parent keypoint, child keypoint).
 LIMB_SEGMENTS: dict[str, tuple[int, int]] = {
@@ -852,6 +855,12 @@ class Retargeter:
         self._previous: dict[str, np.ndarray] = {}
         self._image_size: tuple[int, int] | None = None
         self._previous_hips: np.ndarray | None = None
+        # Upper-body mode: from the config (--upper-body), or switched on automatically when the hips
+        # are never seen while calibrating (a seated user at a desk camera).
+        self.upper_body = bool(self.config.upper_body)
+        self.auto_upper_body = False  # True once switched on automatically
+        self._hipless_since: float | None = None
+        self.track_id = 0
         if self.config.calibration_file:
             path = Path(self.config.calibration_file)
             if path.is_file():
@@ -868,6 +877,9 @@ class Retargeter:
         self._calib_frames = []
         self._calib_start = None
         self._calibrating = True
+        self.upper_body = bool(self.config.upper_body)  # a new calibration may see the hips again
+        self.auto_upper_body = False
+        self._hipless_since = None
 
     def set_calibration(self, calibration: Calibration) -> None:
         self.calibration = calibration
@@ -891,7 +903,20 @@ class Retargeter:
 
     def _calibration_frame(self, kp: np.ndarray, sc: np.ndarray, timestamp: float, image_size: tuple[int, int]) -> None:
         ok = sc >= self.config.min_score
-        torso = ok[[L_SH, R_SH]].all() and (ok[[L_HIP, R_HIP]].all() or self.config.upper_body)
+        shoulders, hips = bool(ok[[L_SH, R_SH]].all()), bool(ok[[L_HIP, R_HIP]].all())
+        if shoulders and not hips and not self.upper_body and not self._calib_frames and self.config.auto_upper_body:
+            # Shoulders seen but never the hips: after calibration_seconds of that, calibrate the
+            # upper body alone rather than never (the avatar would stay at rest all run).
+            if self._hipless_since is None:
+                self._hipless_since = timestamp
+            if timestamp - self._hipless_since >= self.config.calibration_seconds:
+                self.upper_body = self.auto_upper_body = True
+                log.warning(
+                    "person %d: hips not seen for %.1f s while calibrating (seated?): upper-body mode, legs at rest. "
+                    "To track the legs, step back until the hips are in view and calibrate again (c key, or the "
+                    "'calibrate' control message); --upper-body starts in this mode, retarget.auto_upper_body = false "
+                    "turns this off", self.track_id, timestamp - self._hipless_since)
+        torso = shoulders and (hips or self.upper_body)
         if not torso:
             return
         if self._calib_start is None:
@@ -923,6 +948,7 @@ class Retargeter:
         kp = np.where(bad[:, None], 0.0, kp)
         sc = np.where(bad, 0.0, np.clip(sc, 0.0, 1.0))
         self._image_size = (int(image_size[0]), int(image_size[1]))
+        self.track_id = int(track_id)
 
         if self._calibrating:
             self._calibration_frame(kp, sc, timestamp, self._image_size)
@@ -932,7 +958,7 @@ class Retargeter:
             if joints.shape != (NUM_KEYPOINTS, 3):
                 raise ValueError(f"lifter returned shape {joints.shape}, expected (17, 3)")
         local, solved = solve_rotations(joints, self.limits) if joints is not None else ({}, set())
-        if self.config.upper_body:
+        if self.upper_body:
             solved -= set(LEG_BONES)
         rotations, confidence = self._apply_unseen_policy(local, solved, sc, timestamp)
         hips_position = self._hips_position(kp, sc)
@@ -963,7 +989,7 @@ class Retargeter:
                 continue
             target = rest.get(name, quat.IDENTITY)
             memory = self._memory.get(name)
-            if self.config.upper_body and name in LEG_BONES or memory is None:
+            if self.upper_body and name in LEG_BONES or memory is None:
                 rotations[name], confidence[name] = target, 0.0
                 continue
             unseen = timestamp - memory.seen_time
@@ -984,7 +1010,7 @@ class Retargeter:
         if cal is None:
             return rest
         ok = sc >= self.config.min_score
-        if ok[L_HIP] and ok[R_HIP] and not self.config.upper_body:
+        if ok[L_HIP] and ok[R_HIP] and not self.upper_body:
             center = (kp[L_HIP] + kp[R_HIP]) / 2
         elif ok[L_SH] and ok[R_SH]:
             center = (kp[L_SH] + kp[R_SH]) / 2 + np.array([0.0, cal.segments["torso"]])
@@ -999,7 +1025,7 @@ class Retargeter:
         x = (center[0] - width / 2) / px_per_m - (cal.hip_center[0] - width / 2) / px_per_m_cal
         y = -((center[1] - cal.image_size[1] / 2) / px_per_m - (cal.hip_center[1] - cal.image_size[1] / 2) / px_per_m_cal)
         z = depth_cal * (1.0 - 1.0 / scale)
-        if self.config.upper_body:
+        if self.upper_body:
             y = 0.0
         pos = rest + np.array([x, y, z])
         self._previous_hips = pos

@@ -148,3 +148,53 @@ def test_upside_down_clip_tracks_with_rotate_180(tmp_path, caplog, detector_name
     assert fixed >= upright >= 70
     assert turned < upright / 2
     assert len(warnings) == 1 and "--rotate 180" in warnings[0]
+
+
+# --- seated users: automatic upper-body mode --------------------------------------------------------
+
+
+def seated_run(auto: bool, caplog):
+    """The synthetic performer with hips, knees and ankles at score 0.1 (hidden by a desk) through the
+    real Pipeline; returns (pipeline, rigs solved, arm rotations seen moving)."""
+    from avatar_bridge.pipeline import Pipeline
+    from avatar_bridge.synthetic import SyntheticSource
+
+    config = load_config("default")
+    config.retarget.auto_upper_body = auto
+    pipeline = Pipeline(config)
+    source = SyntheticSource(fps=30, seed=2, duration=4.0, realtime=False)
+    caplog.set_level(logging.WARNING, logger="avatar_bridge.retarget")
+    rigs = []
+    while (frame := source.read()) is not None:
+        for person in frame.truth:
+            person.scores[11:] = 0.1  # hips, knees, ankles barely seen
+        pipeline.process(frame)
+        out = pipeline.sample(frame.timestamp)
+        if out is not None and out.people and out.people[0].rig is not None:
+            rigs.append(out.people[0].rig)
+    return pipeline, rigs
+
+
+def test_seated_user_calibrates_in_upper_body_mode(caplog):
+    pipeline, rigs = seated_run(True, caplog)
+    calibrations = pipeline.calibrations()
+    assert len(calibrations) == 1
+    (person,) = pipeline._people.values()
+    assert person.retargeter.upper_body and person.retargeter.auto_upper_body
+    lines = [r.getMessage() for r in caplog.records if "upper-body mode" in r.getMessage()]
+    assert len(lines) == 1 and "--upper-body" in lines[0] and "calibrate again" in lines[0]
+    tracked = [r for r in rigs if r.tracking]
+    assert len(tracked) > 30  # the arms drive the avatar
+    arm = np.array([r.rotations["leftUpperArm"] for r in tracked])
+    assert np.ptp(arm, axis=0).max() > 0.1
+    for r in tracked:  # and the legs stay at rest
+        for leg in ("leftUpperLeg", "rightLowerLeg"):
+            assert abs(abs(float(r.rotations[leg][3])) - 1.0) < 1e-6
+
+
+def test_seated_user_without_auto_mode_never_calibrates(caplog):
+    """The old behaviour, kept behind retarget.auto_upper_body = false: no calibration, no tracking."""
+    pipeline, rigs = seated_run(False, caplog)
+    assert pipeline.calibrations() == {}
+    assert not any(r.tracking for r in rigs)
+    assert not [r for r in caplog.records if "upper-body mode" in r.getMessage()]
