@@ -528,6 +528,23 @@ def _camera_device(spec: str) -> int | str | None:
 ROTATIONS = (0, 90, 180, 270)
 
 
+def set_opencv_logging(verbose: bool) -> None:
+    """OpenCV's own log (``[ WARN:0@1.6] global cap_v4l.cpp ...``, about ten lines for a missing
+    camera, printed above our one-line error) is silent unless ``verbose`` (``--verbose``), where it
+    shows warnings and errors. Uses ``cv2.utils.logging.setLogLevel``; ``OPENCV_LOG_LEVEL`` and
+    ``OPENCV_FFMPEG_LOGLEVEL`` are set too for backends initialised later. A level the user set in the
+    environment is kept."""
+    if "OPENCV_LOG_LEVEL" in os.environ and not verbose:
+        return
+    level = "WARNING" if verbose else "SILENT"
+    os.environ["OPENCV_LOG_LEVEL"] = level
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "24" if verbose else "-8")  # AV_LOG_WARNING / AV_LOG_QUIET
+    try:
+        cv2.utils.logging.setLogLevel(getattr(cv2.utils.logging, f"LOG_LEVEL_{level}"))
+    except AttributeError:  # an OpenCV build without the logging module
+        pass
+
+
 def orient_points(points: np.ndarray, size: tuple[int, int], rotate: int, flip: bool) -> np.ndarray:
     """Pixel coordinates ``points`` (..., 2) of an image of ``size`` (w, h) after :func:`orient_frame`."""
     if rotate not in ROTATIONS:

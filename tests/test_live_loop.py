@@ -198,3 +198,71 @@ def test_seated_user_without_auto_mode_never_calibrates(caplog):
     assert pipeline.calibrations() == {}
     assert not any(r.tracking for r in rigs)
     assert not [r for r in caplog.records if "upper-body mode" in r.getMessage()]
+
+
+# --- what a user sees -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [(320, 180), (640, 360), (854, 480), (1280, 720), (1920, 1080)])
+def test_overlay_status_text_is_readable_at_any_size(size):
+    """One copy of the status text, white on a dark box, capitals at least 10 px high, inside the
+    image (wrapped when the image is narrow)."""
+    from avatar_bridge.pipeline import draw_overlay
+
+    w, h = size
+    canvas = np.full((h, w, 3), 128, np.uint8)
+    draw_overlay(canvas, [], None, "12.3 fps  latency p95 45 ms  dropped 0")
+    white = np.all(canvas >= 200, axis=-1)
+    ys, xs = np.nonzero(white)
+    assert len(xs) > 50
+    # the text sits on a dark box: the pixels around the glyphs are dark, not the grey image
+    x1, x2, y1, y2 = xs.min(), xs.max(), ys.min(), ys.max()
+    box = canvas[y1:y2 + 1, x1:x2 + 1]
+    around = box[~white[y1:y2 + 1, x1:x2 + 1]]
+    assert np.median(around) < 60
+    # readable: a line of text (a row band of white pixels) is at least 10 px high
+    rows = np.flatnonzero(white.any(axis=1))
+    bands = np.split(rows, np.flatnonzero(np.diff(rows) > 2) + 1)
+    assert max(len(b) for b in bands) >= 10, [len(b) for b in bands]
+    assert x2 < w - 1 and y2 < h - 1
+    # one copy: no black glyph strokes (the old outline-plus-fill drawing)
+    assert not np.all(canvas <= 10, axis=-1).any()
+
+
+def test_missing_camera_error_is_not_buried_under_opencv_warnings():
+    """`run --source 7` on a machine without that camera: our one line, no OpenCV log lines; with
+    --verbose OpenCV's own warnings are shown."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENCV_LOG_LEVEL", "OPENCV_FFMPEG_LOGLEVEL")}
+    cmd = [sys.executable, "-m", "avatar_bridge"]
+    args = ["run", "--source", "7", "--headless", "--no-vmc", "--no-ws"]
+    quiet = subprocess.run(cmd + args, capture_output=True, text=True, timeout=120, env=env)
+    assert quiet.returncode == 2
+    lines = [ln for ln in quiet.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("avatar-bridge run: error: camera 7"), quiet.stderr
+    verbose = subprocess.run(cmd + ["--verbose"] + args, capture_output=True, text=True, timeout=120, env=env)
+    assert "WARN" in verbose.stderr or "ERROR:" in verbose.stderr, verbose.stderr
+
+
+def test_viewer_page_requests_log_one_line_per_client(caplog):
+    """websockets logs every HTTP request at INFO ("HTTP response sent", "connection closed"): only
+    our one line per client remains."""
+    import urllib.request
+
+    from avatar_bridge.config import WebSocketConfig
+    from avatar_bridge.server import WebSocketServer
+
+    caplog.set_level(logging.INFO)
+    server = WebSocketServer(WebSocketConfig(port=0)).start()
+    try:
+        for path in ("/", "/app.js", "/style.css", "/", "/index.html"):
+            with urllib.request.urlopen(f"http://127.0.0.1:{server.port}{path}", timeout=5) as response:
+                assert response.status == 200
+    finally:
+        server.stop()
+    access = [r.getMessage() for r in caplog.records if "HTTP" in r.getMessage() or "requested" in r.getMessage()
+              or "connection closed" in r.getMessage()]
+    assert access == ["viewer page requested by 127.0.0.1 (/); later requests from there are not logged"], access
