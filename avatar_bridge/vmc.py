@@ -241,7 +241,9 @@ def _bundle(messages: list[bytes]) -> bytes:
 class VmcSender:
     """Sends RigPoses to one or more VMC receivers; see the module docstring for the message layout."""
 
-    def __init__(self, config: VmcConfig | None = None, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, config: VmcConfig | None = None, clock: Callable[[], float] = time.monotonic,
+                 resolve: Callable = socket.getaddrinfo):
+        """``resolve``: the name lookup of the targets (``socket.getaddrinfo``'s signature)."""
         self.config = config if config is not None else VmcConfig()
         if self.config.bones not in BONE_MASKS:
             raise ValueError(f"vmc.bones = {self.config.bones!r}: choose one of {', '.join(BONE_MASKS)}")
@@ -271,7 +273,7 @@ class VmcSender:
         self._targets: list[_Target] = []
         try:
             for spec in self.config.targets:
-                self._targets.append(_Target(str(spec)))
+                self._targets.append(_Target(str(spec), resolve=resolve))
         except Exception:
             self.close()
             raise

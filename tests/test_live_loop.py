@@ -256,6 +256,7 @@ def test_viewer_page_requests_log_one_line_per_client(caplog):
     from avatar_bridge.server import WebSocketServer
 
     caplog.set_level(logging.INFO)
+    caplog.set_level(logging.INFO, logger="avatar_bridge.server")
     server = WebSocketServer(WebSocketConfig(port=0)).start()
     try:
         for path in ("/", "/app.js", "/style.css", "/", "/index.html"):

@@ -219,9 +219,7 @@ def test_a_name_resolving_to_ipv6_first_reaches_an_ipv4_receiver(receiver, caplo
         return [(socket.AF_INET6, socket.SOCK_DGRAM, 17, "", ("::1", p, 0, 0)),
                 (socket.AF_INET, socket.SOCK_DGRAM, 17, "", ("127.0.0.1", p))]
 
-    sender = vmc.VmcSender(VmcConfig(targets=[f"localhost:{port}"]))
-    sender.close()
-    sender._targets = [vmc._Target(f"localhost:{port}", resolve=resolve)]
+    sender = vmc.VmcSender(VmcConfig(targets=[f"localhost:{port}"]), resolve=resolve)
     assert [a.address[0] for a in sender._targets[0].addresses] == ["::1", "127.0.0.1"]
     caplog.set_level(logging.INFO, logger="avatar_bridge.vmc")
     got = 0

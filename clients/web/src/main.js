@@ -100,6 +100,7 @@ function setAvatar(avatar) {
     state.avatar.dispose();
   }
   state.avatar = avatar;
+  avatar.root.visible = state.waiting == null; // hidden while waiting for the stream
   scene.add(avatar.root);
   $('avatar-name').textContent = avatar.name;
   if (state.lastFrame) state.pendingFrame = state.lastFrame; // show the current pose at once
