@@ -162,7 +162,8 @@ class Pipeline:
                 t = perf()
                 found = self.detector.detect(image)
                 detect_ms[0] = (perf() - t) * 1000.0
-                self._detected = len(found)
+                # The whole-frame "detector" (none) always "finds" one box: no evidence of people.
+                self._detected = len(found) if getattr(self.detector, "name", "") != "none" else None
                 return found
 
             t0 = perf()
@@ -179,7 +180,7 @@ class Pipeline:
             timings["pose"] = (t2 - t1) * 1000.0
             timings["track"] = (t3 - t2) * 1000.0
             driver = self.tracker.driver
-            if self.orientation.should_probe(frame.timestamp, people):
+            if getattr(self.detector, "name", "") != "none" and self.orientation.should_probe(frame.timestamp, people):
                 for turn, code in ((90, cv2.ROTATE_90_CLOCKWISE), (180, cv2.ROTATE_180), (270, cv2.ROTATE_90_COUNTERCLOCKWISE)):
                     self.orientation.probe_result(frame.timestamp, turn, len(self.detector.detect(cv2.rotate(image, code))))
             warning = self.orientation.update(frame.timestamp, self._detected, people)

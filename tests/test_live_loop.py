@@ -267,3 +267,18 @@ def test_viewer_page_requests_log_one_line_per_client(caplog):
     access = [r.getMessage() for r in caplog.records if "HTTP" in r.getMessage() or "requested" in r.getMessage()
               or "connection closed" in r.getMessage()]
     assert access == ["viewer page requested by 127.0.0.1 (/); later requests from there are not logged"], access
+
+
+def test_no_orientation_warning_for_an_empty_room_without_a_detector(caplog):
+    """detector = none boxes the whole frame every time: that is no evidence of people, so an empty
+    room (or one nobody upright walks through) does not warn."""
+    from avatar_bridge.pipeline import Pipeline
+
+    config = parse("--model", str(need(POSE_ONNX)), "--threads", "1", "--detector", "none")
+    pipeline = Pipeline(config)
+    pipeline.orientation.warn_after, pipeline.orientation.probe_every = 0.5, 0.2
+    caplog.set_level(logging.WARNING)
+    empty = np.full((360, 640, 3), 90, np.uint8)
+    for i in range(40):
+        pipeline.process(Frame(i, i / 10, 640, 360, image=empty.copy()))
+    assert not [r for r in caplog.records if "upright" in r.getMessage()]
