@@ -113,6 +113,14 @@ def test_every_naming_convention_reads_the_same_motion(tmp_path, convention):
     points = coco17_world(motion, fps=1.0 / motion.frame_time)  # the file's own frames
     assert points.shape == (20, 17, 3)
     np.testing.assert_allclose(points[:, BODY], fk_coco(rotations, hips)[:, BODY], atol=1e-4)
+    # ...and the file plays as a --source (the way `run --source FILE.bvh` opens it)
+    from avatar_bridge.capture import open_source
+
+    renamed = tmp_path / f"{convention}.bvh"
+    renamed.write_text(text)
+    with open_source(str(renamed), fps=30.0, realtime=False) as source:
+        frame = source.read()
+    assert frame.joints3d.shape == (17, 3) and frame.truth[0].scores[BODY].min() == 1.0
 
 
 def test_our_own_export_plays_back_as_a_source(tmp_path):
