@@ -145,6 +145,9 @@ class _Target:
             for entry in self.addresses:
                 if not entry.failing and entry.working_since is not None and now - entry.working_since >= RECOVERED_AFTER_S:
                     self.preferred = entry
+                    for other in self.addresses:
+                        if other is not entry:
+                            other.working_since = None  # not sent to now: it must prove itself again
                     break
         if delivered:
             self.datagrams += len(datagrams)

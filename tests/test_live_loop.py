@@ -282,3 +282,13 @@ def test_no_orientation_warning_for_an_empty_room_without_a_detector(caplog):
     for i in range(40):
         pipeline.process(Frame(i, i / 10, 640, 360, image=empty.copy()))
     assert not [r for r in caplog.records if "upright" in r.getMessage()]
+
+
+def test_orient_frame_turns_keypoint_sources_too():
+    person = Pose2D(np.array([[10.0, 20.0]] * 17, np.float32), np.ones(17, np.float32), np.array([5, 15, 10, 20], np.float32))
+    frame = orient_frame(Frame(0, 0.0, 640, 480, image=None, truth=[person]), 90, False)
+    assert (frame.width, frame.height) == (480, 640)
+    np.testing.assert_allclose(frame.truth[0].keypoints[0], [479 - 20, 10])
+    np.testing.assert_allclose(frame.truth[0].box, [479 - 20, 5, 479 - 15, 10])
+    with pytest.raises(ValueError, match="0, 90, 180 or 270"):
+        orient_frame(Frame(0, 0.0, 640, 480), 45)

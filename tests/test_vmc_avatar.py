@@ -268,3 +268,67 @@ def test_vmc_avatar_and_hips_flags():
     assert config.avatar == "me.vrm" and config.hips == "offset"
     with pytest.raises(FileNotFoundError, match="missing.vrm"):
         vmc.VmcSender(VmcConfig(avatar="missing.vrm"))
+
+
+def test_after_one_address_works_only_it_gets_the_frames():
+    """Two addresses that both answer (a dual-stack receiver, here two real receivers standing in for
+    its two addresses): frames go to both until one has worked for 3 s, then only to it; when it stops
+    answering, to every address again."""
+    first, second = OscReceiver(), OscReceiver()
+    now = [100.0]
+
+    def resolve(host, p, type=0):
+        return [(socket.AF_INET, socket.SOCK_DGRAM, 17, "", ("127.0.0.1", first.port)),
+                (socket.AF_INET, socket.SOCK_DGRAM, 17, "", ("127.0.0.1", second.port))]
+
+    sender = vmc.VmcSender(VmcConfig(targets=["receiver:1"]), clock=lambda: now[0], resolve=resolve)
+    try:
+        def send_and_count() -> tuple[int, int]:
+            sender.send_rig(rest_rig(), True)
+            time.sleep(0.2)
+            counts = (first.frames.qsize(), second.frames.qsize())
+            for r in (first, second):
+                while not r.frames.empty():
+                    r.frames.get()
+            return counts
+
+        assert send_and_count() == (1, 1)
+        now[0] += 3.5
+        assert send_and_count() == (1, 1)  # this send finds the first has worked for 3 s
+        assert sender._targets[0].preferred is sender._targets[0].addresses[0]
+        assert send_and_count() == (1, 0)
+        first.close()  # the preferred address stops answering (ICMP port unreachable)
+        for _ in range(3):
+            now[0] += 0.1
+            send_and_count()
+        assert sender._targets[0].preferred is None
+        assert send_and_count() == (0, 1)
+    finally:
+        sender.close()
+        second.close()
+
+
+def test_vrm_reader_matrix_nodes_and_errors(tmp_path):
+    from avatar_bridge.vrm import read_vrm_humanoid
+
+    def glb(doc: dict) -> bytes:
+        body = json.dumps(doc).encode()
+        body += b" " * (-len(body) % 4)
+        return struct.pack("<III", 0x46546C67, 2, 20 + len(body)) + struct.pack("<II", len(body), 0x4E4F534A) + body
+
+    translate = lambda x, y, z: [1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0, x, y, z, 1]  # noqa: E731  column-major
+    doc = {"nodes": [{"children": [1], "matrix": translate(0, 0.9, 0)}, {"children": [2], "translation": [0, 0.1, 0]},
+                     {"translation": [0.2, 0, 0]}],
+           "extensions": {"VRMC_vrm": {"humanoid": {"humanBones": {"hips": {"node": 0}, "leftUpperArm": {"node": 2}}}}}}
+    path = tmp_path / "tiny.vrm"
+    path.write_bytes(glb(doc))
+    model = read_vrm_humanoid(path)
+    assert model.version == "1.0" and model.hip_height == pytest.approx(0.9)
+    np.testing.assert_allclose(model.rest_positions["leftUpperArm"], [0.2, 1.0, 0.0])
+    assert model.parents == {"hips": None, "leftUpperArm": "hips"}  # node 1 is not a humanoid bone
+    (tmp_path / "plain.glb").write_bytes(glb({"nodes": []}))
+    with pytest.raises(ValueError, match="no VRM humanoid"):
+        read_vrm_humanoid(tmp_path / "plain.glb")
+    (tmp_path / "text.vrm").write_text("not a model at all, just text")
+    with pytest.raises(ValueError, match="not a binary glTF"):
+        read_vrm_humanoid(tmp_path / "text.vrm")
