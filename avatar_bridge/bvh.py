@@ -126,10 +126,37 @@ class BvhError(ValueError):
     """A malformed BVH file; the message names the file and the line."""
 
 
-def _tokens(lines: list[str], start: int, stop: int):
-    for number in range(start, stop):
-        for token in lines[number].split():
-            yield number + 1, token
+class _Tokens:
+    """Whitespace tokens of ``lines[start:stop]`` as (1-based line, token), with
+    :meth:`rest_of_line` for the names of ROOT and JOINT lines, which may contain spaces."""
+
+    def __init__(self, lines: list[str], start: int, stop: int):
+        self._items = [(number + 1, token) for number in range(start, stop) for token in lines[number].split()]
+        self._pos = 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> tuple[int, str]:
+        if self._pos >= len(self._items):
+            raise StopIteration
+        self._pos += 1
+        return self._items[self._pos - 1]
+
+    def rest_of_line(self, line: int) -> list[str]:
+        """The tokens after the current one on ``line`` (consumed)."""
+        out = []
+        while self._pos < len(self._items) and self._items[self._pos][0] == line:
+            out.append(self._items[self._pos][1])
+            self._pos += 1
+        return out
+
+    def push_back(self) -> None:
+        self._pos -= 1
+
+
+def _tokens(lines: list[str], start: int, stop: int) -> _Tokens:
+    return _Tokens(lines, start, stop)
 
 
 def load_bvh(path: str | Path) -> BvhMotion:
@@ -173,8 +200,19 @@ def parse_bvh(text: str, source: str = "<bvh>") -> BvhMotion:
                 raise fail(line, "JOINT outside any ROOT block")
             if upper == "ROOT" and stack:
                 raise fail(line, "ROOT inside another joint's block: close it with }")
-            _, name = next(tokens, (line, None))
-            if name is None:
+            # The whole rest of a ROOT/JOINT line is the name: 3ds Max Biped and Rocketbox names have
+            # spaces ("Bip01 L UpperArm"). A "{" at the end of the line opens the block.
+            words = tokens.rest_of_line(line)
+            if words and words[-1] == "{":
+                words.pop()
+                tokens.push_back()
+            if not words:  # the name on the next line (unusual, but one token then)
+                _, name = next(tokens, (line, None))
+            else:
+                name = words[0] if upper == "END" else " ".join(words)
+                if upper == "END" and len(words) > 1:
+                    raise fail(line, f"expected 'End Site', got 'End {' '.join(words)}'")
+            if name is None or name == "{":
                 raise fail(line, f"{token} without a name")
             is_end = upper == "END"
             if is_end:

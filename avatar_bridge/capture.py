@@ -542,6 +542,76 @@ def _camera_device(spec: str) -> int | str | None:
     return None
 
 
+ROTATIONS = (0, 90, 180, 270)
+
+
+def set_opencv_logging(verbose: bool) -> None:
+    """OpenCV's own log (``[ WARN:0@1.6] global cap_v4l.cpp ...``, about ten lines for a missing
+    camera, printed above our one-line error) is silent unless ``verbose`` (``--verbose``), where it
+    shows warnings and errors. Uses ``cv2.utils.logging.setLogLevel``; ``OPENCV_LOG_LEVEL`` and
+    ``OPENCV_FFMPEG_LOGLEVEL`` are set too for backends initialised later. A level the user set in the
+    environment is kept."""
+    if "OPENCV_LOG_LEVEL" in os.environ and not verbose:
+        return
+    level = "WARNING" if verbose else "SILENT"
+    os.environ["OPENCV_LOG_LEVEL"] = level
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "24" if verbose else "-8")  # AV_LOG_WARNING / AV_LOG_QUIET
+    try:
+        cv2.utils.logging.setLogLevel(getattr(cv2.utils.logging, f"LOG_LEVEL_{level}"))
+    except AttributeError:  # an OpenCV build without the logging module
+        pass
+
+
+def orient_points(points: np.ndarray, size: tuple[int, int], rotate: int, flip: bool) -> np.ndarray:
+    """Pixel coordinates ``points`` (..., 2) of an image of ``size`` (w, h) after :func:`orient_frame`."""
+    if rotate not in ROTATIONS:
+        raise ValueError(f"rotate {rotate!r}: choose 0, 90, 180 or 270 (degrees clockwise)")
+    w, h = size
+    x, y = points[..., 0], points[..., 1]
+    if rotate == 90:
+        x, y, w, h = (h - 1) - y, x, h, w
+    elif rotate == 180:
+        x, y = (w - 1) - x, (h - 1) - y
+    elif rotate == 270:
+        x, y, w, h = y, (w - 1) - x, h, w
+    if flip:
+        x = (w - 1) - x
+    return np.stack([x, y], axis=-1).astype(points.dtype, copy=False)
+
+
+def rotate_image(image: np.ndarray, rotate: int) -> np.ndarray:
+    """``image`` (H, W[, C]) turned ``rotate`` degrees clockwise (0, 90, 180 or 270) with ``cv2.rotate``."""
+    code = {90: cv2.ROTATE_90_CLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_COUNTERCLOCKWISE}.get(rotate)
+    return cv2.rotate(image, code) if code is not None else image
+
+
+def orient_frame(frame: Frame, rotate: int = 0, flip: bool = False) -> Frame:
+    """Turn ``frame`` by ``rotate`` degrees clockwise (0, 90, 180, 270), then mirror it left-right if
+    ``flip``: for a camera mounted sideways or upside down, or a mirrored feed. Applied in place
+    before detection to the image (``cv2.rotate``/``cv2.flip``), its size and, for keypoint sources,
+    the ``truth`` keypoints and boxes; returns the frame. ``rotate=0, flip=False`` leaves it as is.
+    """
+    if not rotate and not flip:
+        return frame
+    if rotate not in ROTATIONS:
+        raise ValueError(f"rotate {rotate!r}: choose 0, 90, 180 or 270 (degrees clockwise)")
+    size = (frame.width, frame.height)  # before turning: what the keypoints refer to
+    if isinstance(frame.image, np.ndarray) and frame.image.ndim >= 2:
+        size = (frame.image.shape[1], frame.image.shape[0])
+        image = rotate_image(frame.image, rotate)
+        frame.image = cv2.flip(image, 1) if flip else image
+    if rotate in (90, 270):
+        frame.width, frame.height = size[1], size[0]
+    else:
+        frame.width, frame.height = size
+    for person in frame.truth.people if frame.truth is not None else []:
+        person.keypoints = orient_points(np.asarray(person.keypoints, np.float32), size, rotate, flip)
+        if person.box is not None:
+            corners = orient_points(np.asarray(person.box, np.float32).reshape(2, 2), size, rotate, flip)
+            person.box = np.concatenate([corners.min(0), corners.max(0)]).astype(np.float32)
+    return frame
+
+
 def open_source(spec: str | int, **options: Any) -> FrameSource:
     """Open the frame source a ``--source`` value names.
 

@@ -72,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
         datefmt="%H:%M:%S",
     )
     limit_blas_threads()
+    from .capture import set_opencv_logging
+
+    set_opencv_logging(known.verbose)  # OpenCV's own warnings only with --verbose
     module_name, help_text = COMMANDS[known.command]
     module = importlib.import_module(module_name)
     sub_parser = argparse.ArgumentParser(prog=f"avatar-bridge {known.command}", description=help_text)

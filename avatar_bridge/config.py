@@ -106,6 +106,9 @@ class SourceConfig:
     # --- added by the capture engineer (see docs/capture.md) ---
     resize: str = ""  # WIDTHxHEIGHT applied to decoded images before detection/pose, e.g. "640x360"
     duration: float = field(default=0.0, metadata={"range": (0.0, 1e7)})  # seconds to run; 0 = until the source ends
+    # --- camera orientation (issue #16): applied to every frame before detection ---
+    rotate: int = field(default=0, metadata={"choices": (0, 90, 180, 270)})  # degrees clockwise
+    flip: bool = False  # mirror left-right (after rotate)
 
 
 @dataclass
@@ -119,11 +122,15 @@ class DetectorConfig:
     model_dir: str = ""  # where named ONNX detectors live; empty = $AVATAR_BRIDGE_MODELS or ~/.cache/avatar-bridge/models
     threads: int = field(default=1, metadata={"range": (0, 256)})  # onnxruntime threads; 0 = library default
     redetect_below: float = field(default=0.35, metadata={"range": (0.0, 1.0)})  # track mean keypoint score that triggers a detection
-    max_missed: int = field(default=15, metadata={"range": (0, 10000)})  # frames a lost track keeps its id
+    max_missed: int = field(default=60, metadata={"range": (0, 10000)})  # frames a hidden track keeps its id (box motion-predicted)
     people: str = field(default="all", metadata={"choices": ("all", "driver")})  # estimate every tracked person or only the driver
     driver: str = field(default="largest", metadata={"choices": ("largest", "central", "fixed")})  # who drives the avatar
     driver_id: int = field(default=1, metadata={"range": (0, 1000000)})  # track id for driver = "fixed"
     driver_switch_frames: int = field(default=20, metadata={"range": (1, 10000)})  # hysteresis before the driver changes
+    # --- identity through occlusion (issue #16, see docs/capture.md "Tracking") ---
+    driver_hold_seconds: float = field(default=2.0, metadata={"range": (0.0, 600.0)})  # a hidden driver keeps the role this long
+    appearance_weight: float = field(default=0.4, metadata={"range": (0.0, 1.0)})  # torso colour share of the match score; 0 = off
+    min_appearance: float = field(default=0.5, metadata={"range": (0.0, 1.0)})  # colour similarity below which a pose cannot continue a track
 
 
 @dataclass
@@ -201,6 +208,7 @@ class RetargetConfig:
     spine_max_deg: float = field(default=60.0, metadata={"range": (0.0, 180.0)})  # total hips -> upperChest bend/twist
     neck_max_deg: float = field(default=70.0, metadata={"range": (0.0, 180.0)})  # total upperChest -> head
     fov_deg: float = field(default=60.0, metadata={"range": (10.0, 170.0)})  # assumed horizontal FOV, for hips depth in metres
+    auto_upper_body: bool = True  # hips never seen for calibration_seconds while calibrating: upper-body mode (logged)
 
 
 @dataclass
@@ -217,6 +225,15 @@ class VmcConfig:
     positions: str = field(default="rest", metadata={"choices": ("rest", "hips_only")})
     root_scale_offset: bool = False  # 14-argument /VMC/Ext/Root/Pos (scale 1,1,1 and offset 0,0,0)
     max_bundle_bytes: int = field(default=1400, metadata={"range": (256, 1472)})  # per UDP datagram
+    # --- fitting the receiver's avatar (issue #16, see docs/protocol.md "VMC") ---
+    # how the Hips position is sent: absolute = our skeleton's (hips 0.95 m above the floor at rest);
+    # scaled = ours x hip_height / 0.95, so a receiver that puts the hips where they are sent (EVMC4U,
+    # VMC4B) keeps its avatar's feet on the floor; offset = the same, minus the rest position (zero at
+    # rest), for receivers that add the position to their model's rest hips
+    hips: str = field(default="scaled", metadata={"choices": ("absolute", "scaled", "offset")})
+    hip_height: float = field(default=0.0, metadata={"range": (0.0, 10.0)})  # receiver avatar's hips height (m); 0 = from avatar, else 0.95
+    avatar: str = ""  # the receiver's .vrm: its hips height, and whether it has an upperChest
+    fold_upper_chest: bool = True  # send upperChest's rotation inside chest (models without upperChest drop it)
 
 
 @dataclass

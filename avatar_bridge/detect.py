@@ -261,7 +261,8 @@ def detector_from_config(config: Any, device: str = "cpu") -> Any:
         config.name,
         score_threshold=config.score_threshold,
         nms_threshold=config.nms_threshold,
-        max_people=config.max_people,
+        # more boxes than people tracked: the tracker keeps the largest and most confident of them
+        max_people=max(4 * config.max_people, config.max_people + 8),
         threads=getattr(config, "threads", 0),
         device=device,
         model_dir=getattr(config, "model_dir", "") or None,

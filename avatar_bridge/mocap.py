@@ -16,33 +16,84 @@ BVH files do not mark the face, so nose, eyes and ears are fixed offsets in the 
 
 from __future__ import annotations
 
+import logging
+import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from . import skeleton
 from .bvh import BvhMotion, load_bvh
 from .camera import PinholeCamera
 from .keypoints import KEYPOINT_INDEX, NUM_KEYPOINTS
 from .types import Frame, FrameSourceBase, GroundTruth, Pose2D
 
-# COCO body keypoint -> BVH joint names to try, first match wins. Mixamo/cgspeed names come first
-# because there "LeftShoulder" is the collar bone and "LeftArm" the shoulder joint.
-BODY_JOINTS: dict[str, tuple[str, ...]] = {
-    "left_shoulder": ("LeftArm", "LeftShoulder", "LeftUpperArm"),
-    "right_shoulder": ("RightArm", "RightShoulder", "RightUpperArm"),
-    "left_elbow": ("LeftForeArm", "LeftElbow", "LeftLowerArm"),
-    "right_elbow": ("RightForeArm", "RightElbow", "RightLowerArm"),
-    "left_wrist": ("LeftWrist", "LeftHand"),
-    "right_wrist": ("RightWrist", "RightHand"),
-    "left_hip": ("LeftUpLeg", "LeftHip", "LeftThigh", "LeftUpperLeg"),
-    "right_hip": ("RightUpLeg", "RightHip", "RightThigh", "RightUpperLeg"),
-    "left_knee": ("LeftLeg", "LeftKnee", "LeftShin", "LeftLowerLeg"),
-    "right_knee": ("RightLeg", "RightKnee", "RightShin", "RightLowerLeg"),
-    "left_ankle": ("LeftFoot", "LeftAnkle"),
-    "right_ankle": ("RightFoot", "RightAnkle"),
+log = logging.getLogger(__name__)
+
+# COCO body keypoint -> BVH joint, per naming convention. Names are compared by
+# :func:`normalize_joint_name` (case-insensitive, without a "mixamorig:"-style namespace, a 3ds Max
+# "Bip01 " prefix, spaces, underscores or hyphens). The conventions disagree on "shoulder": in CMU
+# (ASF export) LeftShoulder is the shoulder joint and LeftCollar the collarbone, while in Mixamo,
+# MotionBuilder/cgspeed CMU and VRM (spec: VRM 0.x / 1.0 humanoid bones) LeftShoulder / leftShoulder
+# is the collarbone and LeftArm / leftUpperArm the shoulder joint. So a file is read with the first
+# table that names all 12 body joints and the head, never a mix.
+_SIDES = ("left", "right")
+
+
+def _table(shoulder: str, elbow: str, wrist: str, hip: str, knee: str, ankle: str, head: str,
+           side: tuple[str, str] = ("Left", "Right")) -> dict[str, str]:
+    table = {"head": head}
+    for coco_side, prefix in zip(_SIDES, side):
+        for joint, name in (("shoulder", shoulder), ("elbow", elbow), ("wrist", wrist), ("hip", hip), ("knee", knee),
+                            ("ankle", ankle)):
+            table[f"{coco_side}_{joint}"] = prefix + name
+    return table
+
+
+NAME_TABLES: dict[str, dict[str, str]] = {
+    # CMU mocap database BVH (ASF/AMC converted, e.g. the bvh11 files): LeftCollar is the collarbone.
+    "cmu": _table("Shoulder", "Elbow", "Wrist", "Hip", "Knee", "Ankle", "Head"),
+    # Mixamo (mixamorig:LeftArm), also the MotionBuilder-friendly CMU conversion by cgspeed.
+    "mixamo": _table("Arm", "ForeArm", "Hand", "UpLeg", "Leg", "Foot", "Head"),
+    # VRM humanoid bone names (avatar-bridge's own BVH export): leftShoulder is the collarbone.
+    "vrm": _table("UpperArm", "LowerArm", "Hand", "UpperLeg", "LowerLeg", "Foot", "head", side=("left", "right")),
+    # 3ds Max Biped: "Bip01 L UpperArm", "Bip01 L Forearm", "Bip01 L Thigh", "Bip01 L Calf".
+    "biped": _table(" UpperArm", " Forearm", " Hand", " Thigh", " Calf", " Foot", "Head", side=("L", "R")),
+    # Microsoft Rocketbox avatars are Biped rigs ("Bip01 L UpperArm"); some exports use "Bip01 L Clavicle"
+    # for the collarbone and name the arm joints like Biped, so the table is Biped's.
+    "rocketbox": _table(" UpperArm", " Forearm", " Hand", " Thigh", " Calf", " Foot", "Head", side=("L", "R")),
 }
-HEAD_JOINTS = ("Head",)
+
+
+# Torso joints per convention (VRM bone -> the convention's name): where a partial skeleton's
+# missing keypoints are attached (see :func:`joint_map`), and hints to name the closest convention.
+TORSO_TABLES: dict[str, dict[str, str]] = {
+    "cmu": {"hips": "Hips", "spine": "lowerback", "chest": "Chest", "upperChest": "Chest2", "neck": "Neck"},
+    "mixamo": {"hips": "Hips", "spine": "Spine", "chest": "Spine1", "upperChest": "Spine2", "neck": "Neck"},
+    "vrm": {"hips": "hips", "spine": "spine", "chest": "chest", "upperChest": "upperChest", "neck": "neck"},
+    "biped": {"hips": "Pelvis", "spine": "Spine", "chest": "Spine1", "upperChest": "Spine2", "neck": "Neck"},
+    "rocketbox": {"hips": "Pelvis", "spine": "Spine", "chest": "Spine1", "upperChest": "Spine2", "neck": "Neck"},
+}
+
+# The VRM bone whose joint each COCO body keypoint is (the head bone carries the face points).
+KEYPOINT_BONES: dict[str, str] = {
+    "left_shoulder": "leftUpperArm", "right_shoulder": "rightUpperArm", "left_elbow": "leftLowerArm",
+    "right_elbow": "rightLowerArm", "left_wrist": "leftHand", "right_wrist": "rightHand",
+    "left_hip": "leftUpperLeg", "right_hip": "rightUpperLeg", "left_knee": "leftLowerLeg",
+    "right_knee": "rightLowerLeg", "left_ankle": "leftFoot", "right_ankle": "rightFoot", "head": "head",
+}
+
+
+def normalize_joint_name(name: str) -> str:
+    """A joint name as the tables compare it: ``"mixamorig:LeftArm"`` -> ``"leftarm"``,
+    ``"Bip01 L UpperArm"`` -> ``"lupperarm"``, ``"leftUpperArm"`` -> ``"leftupperarm"``."""
+    bare = name.split(":")[-1].strip().lower()
+    bare = re.sub(r"^bip\d*[\s_]+", "", bare)
+    return re.sub(r"[\s_\-]+", "", bare)
+
+
 
 # Face points in the head joint's rest frame (metres; +X = performer's left, +Y up, +Z forward),
 # measured from the head joint, which sits at the base of the skull (CMU, Mixamo).
@@ -55,25 +106,96 @@ FACE_OFFSETS: dict[str, tuple[float, float, float]] = {
 }
 
 
-def _find_joint(motion: BvhMotion, candidates: tuple[str, ...], keypoint: str) -> int:
-    # Match without a namespace prefix such as "mixamorig:".
-    bare = [name.split(":")[-1] for name in motion.names]
-    for candidate in candidates:
-        for j, name in enumerate(bare):
-            if name == candidate and not motion.is_end_site[j]:
-                return j
+def _joint_index(motion: BvhMotion) -> dict[str, int]:
+    """Normalized joint name -> first BVH joint of that name (end sites left out)."""
+    index: dict[str, int] = {}
+    for j, name in enumerate(motion.names):
+        if not motion.is_end_site[j]:
+            index.setdefault(normalize_joint_name(name), j)
+    return index
+
+
+def _named_bones(motion: BvhMotion, convention: str) -> dict[str, int]:
+    """VRM bone -> BVH joint index for the bones of ``convention`` that the file has."""
+    index = _joint_index(motion)
+    names = {**TORSO_TABLES[convention], **{KEYPOINT_BONES[k]: n for k, n in NAME_TABLES[convention].items()}}
+    return {bone: index[normalize_joint_name(n)] for bone, n in names.items() if normalize_joint_name(n) in index}
+
+
+def naming_convention(motion: BvhMotion) -> str:
+    """The key of the first :data:`NAME_TABLES` entry that names every body joint and the head.
+
+    Raises ValueError naming the closest convention and the joints it lacks when none does.
+    """
+    bare = set(_joint_index(motion))
+    for convention, table in NAME_TABLES.items():
+        if all(normalize_joint_name(n) in bare for n in table.values()):
+            return convention
+    best = max(NAME_TABLES, key=lambda c: sum(normalize_joint_name(n) in bare
+                                              for n in (*NAME_TABLES[c].values(), *TORSO_TABLES[c].values())))
+    missing = [n for n in NAME_TABLES[best].values() if normalize_joint_name(n) not in bare]
     raise ValueError(
-        f"{motion.path or 'BVH file'}: no joint for COCO keypoint {keypoint!r} (looked for {', '.join(candidates)}); "
-        "the file needs a humanoid skeleton with CMU or Mixamo joint names"
+        f"{motion.path or 'BVH file'}: no joint for COCO keypoint(s) of a humanoid: the closest naming, {best}, "
+        f"lacks {', '.join(missing)} (supported namings: {', '.join(NAME_TABLES)}, compared case-insensitively)"
     )
 
 
-def joint_map(motion: BvhMotion) -> tuple[np.ndarray, int]:
-    """BVH joint index for each COCO body keypoint (-1 for the face points) and the head joint."""
-    indices = np.full(NUM_KEYPOINTS, -1, dtype=np.int64)
-    for name, candidates in BODY_JOINTS.items():
-        indices[KEYPOINT_INDEX[name]] = _find_joint(motion, candidates, name)
-    return indices, _find_joint(motion, HEAD_JOINTS, "nose (head joint)")
+@dataclass(frozen=True)
+class JointMap:
+    """Where each COCO keypoint of a BVH file comes from.
+
+    ``joints[k]`` is the BVH joint index of keypoint ``k`` (-1 for the face points, which hang off
+    ``head``), and ``rest_offsets[k]`` (metres, in that joint's frame) is added to it: zero for a
+    joint the file has; for a keypoint whose joint the file lacks (a partial skeleton), the joint is
+    its nearest ancestor the file has and the offset is the rest-pose path from it in
+    :mod:`avatar_bridge.skeleton`, so the missing part follows that ancestor at rest.
+    ``missing`` names the file's convention's joints that were not found.
+    """
+
+    convention: str
+    joints: np.ndarray  # (17,) int
+    rest_offsets: np.ndarray  # (17, 3) metres
+    head: int
+    head_offset: np.ndarray  # (3,) metres, from the head joint (or its stand-in) to the head
+    missing: tuple[str, ...]
+
+
+def joint_map(motion: BvhMotion, partial: bool = False) -> JointMap:
+    """Map the COCO body keypoints and the head onto ``motion``'s joints.
+
+    With ``partial=False`` every body joint and the head must be named by one convention (raises
+    ValueError naming the closest convention and its missing joints otherwise). With ``partial=True``
+    a file that names the hips (``Bip01 Pelvis``, ``Hips``) and one more bone of the closest convention maps
+    its missing keypoints onto their nearest present ancestor (see :class:`JointMap`).
+    """
+    try:
+        convention = naming_convention(motion)
+    except ValueError:
+        if not partial:
+            raise
+        bare = set(_joint_index(motion))
+        convention = max(NAME_TABLES, key=lambda c: sum(normalize_joint_name(n) in bare for n in
+                                                        (*NAME_TABLES[c].values(), *TORSO_TABLES[c].values())))
+        if "hips" not in _named_bones(motion, convention) or len(_named_bones(motion, convention)) < 2:
+            raise  # a lone root is not a skeleton
+    bones = _named_bones(motion, convention)
+    rest_world = skeleton.forward_kinematics({})[0]  # (B, 3) rest joint positions, metres
+
+    def attach(bone: str) -> tuple[int, np.ndarray]:
+        anchor = skeleton.BONE_INDEX[bone]
+        while skeleton.BONES[anchor].name not in bones:
+            anchor = int(skeleton.PARENT_INDEX[anchor])
+        return bones[skeleton.BONES[anchor].name], rest_world[skeleton.BONE_INDEX[bone]] - rest_world[anchor]
+
+    joints = np.full(NUM_KEYPOINTS, -1, dtype=np.int64)
+    offsets = np.zeros((NUM_KEYPOINTS, 3))
+    for keypoint, bone in KEYPOINT_BONES.items():
+        if keypoint != "head":
+            joints[KEYPOINT_INDEX[keypoint]], offsets[KEYPOINT_INDEX[keypoint]] = attach(bone)
+    head, head_offset = attach("head")
+    table = {**TORSO_TABLES[convention], **NAME_TABLES[convention]}
+    missing = tuple(n for n in table.values() if normalize_joint_name(n) not in set(_joint_index(motion)))
+    return JointMap(convention, joints, offsets, head, head_offset, missing)
 
 
 def unit_scale(motion: BvhMotion) -> float:
@@ -91,27 +213,36 @@ def facing_yaw(world: np.ndarray) -> float:
     return float(np.arctan2(forward[0], forward[2]))
 
 
-def _yaw_matrix(angle: float) -> np.ndarray:
+def yaw_matrix(angle: float) -> np.ndarray:
+    """(3, 3) rotation by ``angle`` radians about +Y (up), right-handed: turns points about the vertical."""
     c, s = np.cos(angle), np.sin(angle)
     return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
 
 
-def coco17_world(motion: BvhMotion, fps: float = 30.0, scale: float | None = None) -> np.ndarray:
+def coco17_world(motion: BvhMotion, fps: float = 30.0, scale: float | None = None,
+                 partial: "bool | JointMap" = False) -> np.ndarray:
     """COCO-17 keypoints (N, 17, 3) in the canonical frame, resampled to ``fps`` (linear in time).
 
-    ``scale`` is metres per file unit (None: detect metres or centimetres).
+    ``scale`` is metres per file unit (None: detect metres or centimetres). ``partial``: see
+    :func:`joint_map` (or a :class:`JointMap` already made). Raises ValueError for fps <= 0 or a file
+    whose joints no naming convention maps.
     """
     if not fps > 0:
         raise ValueError(f"mocap fps must be positive, got {fps}")
-    body, head = joint_map(motion)
+    mapping = joint_map(motion, partial=partial) if isinstance(partial, bool) else partial
     scale = unit_scale(motion) if scale is None else float(scale)
     world_rot, world_pos = motion.world_transforms()
     points = np.empty((motion.num_frames, NUM_KEYPOINTS, 3))
-    has_body = body >= 0
-    points[:, has_body] = world_pos[:, body[has_body]] * scale
+    has_body = mapping.joints >= 0
+    body = mapping.joints[has_body]
+    # joint position (file units -> metres) plus the rest offset of a missing part, turned with the joint
+    points[:, has_body] = world_pos[:, body] * scale + np.einsum("fkij,kj->fki", world_rot[:, body],
+                                                                   mapping.rest_offsets[has_body])
+    head = mapping.head
     for name, offset in FACE_OFFSETS.items():
-        points[:, KEYPOINT_INDEX[name]] = world_pos[:, head] * scale + world_rot[:, head] @ np.asarray(offset)
-    points = points @ _yaw_matrix(-facing_yaw(points[0])).T
+        points[:, KEYPOINT_INDEX[name]] = (world_pos[:, head] * scale
+                                           + world_rot[:, head] @ (mapping.head_offset + np.asarray(offset)))
+    points = points @ yaw_matrix(-facing_yaw(points[0])).T
 
     # Resample: output frame k is at time k / fps from the first source frame.
     src_times = np.arange(motion.num_frames) * motion.frame_time
@@ -161,7 +292,12 @@ class MocapSource(FrameSourceBase):
         self.realtime = realtime
         self.loop = loop
         self.track_id = track_id
-        self.joints3d = coco17_world(self.motion, fps=self.fps)
+        mapping = joint_map(self.motion, partial=True)
+        if mapping.missing:
+            log.warning("%s: %d joints of the %s naming are not in the file (%s): the keypoints there follow their "
+                        "nearest parent joint in its rest pose", self.path.name, len(mapping.missing),
+                        mapping.convention, ", ".join(mapping.missing))
+        self.joints3d = coco17_world(self.motion, fps=self.fps, partial=mapping)
         uv, depth = self.camera.project_with_depth(self.joints3d)
         inside = (depth > 0) & np.all(np.isfinite(uv), axis=-1)
         inside &= (uv[..., 0] >= 0) & (uv[..., 0] < self.width) & (uv[..., 1] >= 0) & (uv[..., 1] < self.height)

@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .capture import FrameSource, as_bgr_image, open_source, parse_size
+from .capture import FrameSource, as_bgr_image, open_source, orient_frame, parse_size, rotate_image
 from .config import AppConfig, DetectorConfig
 from .metrics import PipelineMetrics
-from .track import Tracker, TrackerSettings
+from .track import OrientationMonitor, Tracker, TrackerSettings
 from .types import Frame, FramePoses, OutputFrame, OutputPerson, Pose2D
 
 if TYPE_CHECKING:  # imported lazily at run time: filterpy and the retargeter take a while to load
@@ -48,6 +48,9 @@ def tracker_settings(config: DetectorConfig, only_driver: bool | None = None) ->
         driver_policy=config.driver,
         driver_id=config.driver_id,
         driver_switch_frames=config.driver_switch_frames,
+        driver_hold_seconds=config.driver_hold_seconds,
+        appearance_weight=config.appearance_weight,
+        min_appearance=config.min_appearance,
         only_driver=(config.people == "driver") if only_driver is None else only_driver,
     )
 
@@ -80,6 +83,8 @@ class Pipeline:
         self._latest_frame: tuple[int, float | None] = (0, None)  # (index, pts) of that frame
         self._size = (0, 0)
         self.paused = False
+        self.orientation = OrientationMonitor()  # warns when people are seen but never upright
+        self._detected: int | None = None
 
     # --- stages ----------------------------------------------------------------------------------
 
@@ -105,7 +110,7 @@ class Pipeline:
         from .smooth import make_stabilizer
 
         # body height None: the stabilizer measures it from the keypoints (boxes include padding)
-        return TrackedPerson(pose.track_id, make_stabilizer(self.config.smoothing), Retargeter(self.config.retarget),
+        return TrackedPerson(pose.track_id, make_stabilizer(self.config.smoothing), Retargeter(self.config.retarget, track_id=pose.track_id),
                        timestamp, pose)
 
     def calibrations(self) -> dict[int, "Calibration"]:
@@ -145,6 +150,7 @@ class Pipeline:
         """Find and stabilize every person of ``frame``; returns the raw (unsmoothed) poses and timings."""
         timings: dict[str, float] = {}
         perf = time.perf_counter
+        orient_frame(frame, self.config.source.rotate, self.config.source.flip)  # --rotate / --flip
         image = None
         if frame.image is not None:
             # A frame of the wrong type is skipped (logged), never allowed to stop the loop.
@@ -163,14 +169,17 @@ class Pipeline:
                 t = perf()
                 found = self.detector.detect(image)
                 detect_ms[0] = (perf() - t) * 1000.0
+                # The whole-frame "detector" (none) always "finds" one box: no evidence of people.
+                self._detected = len(found) if getattr(self.detector, "name", "") != "none" else None
                 return found
 
             t0 = perf()
+            self._detected = None
             boxes = self.tracker.boxes(frame.index, detect, (frame.width, frame.height))
             t1 = perf()
             poses = self.estimator.estimate(image, boxes)
             t2 = perf()
-            people = self.tracker.update(poses, frame.index)
+            people = self.tracker.update(poses, frame.index, image=image, timestamp=frame.timestamp)
             t3 = perf()
             if detect_ms[0]:
                 timings["detect"] = detect_ms[0]
@@ -178,6 +187,12 @@ class Pipeline:
             timings["pose"] = (t2 - t1) * 1000.0
             timings["track"] = (t3 - t2) * 1000.0
             driver = self.tracker.driver
+            if getattr(self.detector, "name", "") != "none" and self.orientation.should_probe(frame.timestamp, people):
+                for turn in (90, 180, 270):
+                    self.orientation.probe_result(frame.timestamp, turn, len(self.detector.detect(rotate_image(image, turn))))
+            warning = self.orientation.update(frame.timestamp, self._detected, people)
+            if warning:
+                log.warning(warning)
             if self.tracker.settings.only_driver and driver is not None:
                 people = [p for p in people if p.track_id == driver]
         else:

@@ -63,6 +63,8 @@ FACE_TEMPLATE = np.array(
     ]
 )
 
+log = logging.getLogger(__name__)
+
 # Segments whose 2D length is calibrated: name -> (parent keypoint, child keypoint).
 LIMB_SEGMENTS: dict[str, tuple[int, int]] = {
     "left_upper_arm": (L_SH, L_EL),
@@ -875,7 +877,7 @@ class Retargeter:
     foreshortening lifter (e.g. a learned 2D-to-3D model).
     """
 
-    def __init__(self, config: RetargetConfig | None = None, lifter: Lifter | None = None) -> None:
+    def __init__(self, config: RetargetConfig | None = None, lifter: Lifter | None = None, track_id: int = 0) -> None:
         self.config = config or RetargetConfig()
         self.limits = Limits(self.config.elbow_max_deg, self.config.knee_max_deg, self.config.spine_max_deg, self.config.neck_max_deg)
         self.calibration: Calibration | None = None
@@ -894,6 +896,12 @@ class Retargeter:
         # The output clock's lifter: a fork of the real one, made at the first tick after each pose
         # update and advanced by the ticks until the next update replaces it (continuity between updates).
         self._output_lifter: Lifter | None = None
+        # Upper-body mode: from the config (--upper-body), or switched on automatically when the hips
+        # are never seen while calibrating (a seated user at a desk camera).
+        self.upper_body = bool(self.config.upper_body)
+        self.auto_upper_body = False  # True once switched on automatically
+        self._hipless_since: float | None = None
+        self.track_id = track_id  # for log lines
         if self.config.calibration_file:
             path = Path(self.config.calibration_file)
             if path.is_file():
@@ -910,6 +918,9 @@ class Retargeter:
         self._calib_frames = []
         self._calib_start = None
         self._calibrating = True
+        self.upper_body = bool(self.config.upper_body)  # a new calibration may see the hips again
+        self.auto_upper_body = False
+        self._hipless_since = None
 
     def set_calibration(self, calibration: Calibration) -> None:
         self.calibration = calibration
@@ -935,7 +946,20 @@ class Retargeter:
     def _calibration_frame(self, kp: np.ndarray, sc: np.ndarray, timestamp: float, image_size: tuple[int, int]) -> None:
         """Add one pose update to the calibration period; finish it after ``calibration_seconds``."""
         ok = sc >= self.config.min_score
-        torso = ok[[L_SH, R_SH]].all() and (ok[[L_HIP, R_HIP]].all() or self.config.upper_body)
+        shoulders, hips = bool(ok[[L_SH, R_SH]].all()), bool(ok[[L_HIP, R_HIP]].all())
+        if shoulders and not hips and not self.upper_body and not self._calib_frames and self.config.auto_upper_body:
+            # Shoulders seen but never the hips: after calibration_seconds of that, calibrate the
+            # upper body alone rather than never (the avatar would stay at rest all run).
+            if self._hipless_since is None:
+                self._hipless_since = timestamp
+            if timestamp - self._hipless_since >= self.config.calibration_seconds:
+                self.upper_body = self.auto_upper_body = True
+                log.warning(
+                    "person %d: hips not seen for %.1f s while calibrating (seated?): upper-body mode, legs at rest. "
+                    "To track the legs, step back until the hips are in view and calibrate again (c key, or the "
+                    "'calibrate' control message); --upper-body starts in this mode, retarget.auto_upper_body = false "
+                    "turns this off", self.track_id, timestamp - self._hipless_since)
+        torso = shoulders and (hips or self.upper_body)
         if not torso:
             return
         if self._calib_start is None:
@@ -1037,7 +1061,7 @@ class Retargeter:
             if joints.shape != (NUM_KEYPOINTS, 3):
                 raise ValueError(f"lifter returned shape {joints.shape}, expected (17, 3)")
         local, solved = solve_rotations(joints, self.limits) if joints is not None else ({}, set())
-        if self.config.upper_body:
+        if self.upper_body:
             solved -= set(LEG_BONES)
         rotations, confidence = self._apply_unseen_policy(local, solved, sc, timestamp)
         hips_position = self._hips_position(kp, sc)
@@ -1068,7 +1092,7 @@ class Retargeter:
                 continue
             target = rest.get(name, quat.IDENTITY)
             memory = self._memory.get(name)
-            if self.config.upper_body and name in LEG_BONES or memory is None:
+            if self.upper_body and name in LEG_BONES or memory is None:
                 rotations[name], confidence[name] = target, 0.0
                 continue
             unseen = timestamp - memory.seen_time
@@ -1089,7 +1113,7 @@ class Retargeter:
         if cal is None:
             return rest
         ok = sc >= self.config.min_score
-        if ok[L_HIP] and ok[R_HIP] and not self.config.upper_body:
+        if ok[L_HIP] and ok[R_HIP] and not self.upper_body:
             center = (kp[L_HIP] + kp[R_HIP]) / 2
         elif ok[L_SH] and ok[R_SH]:
             center = (kp[L_SH] + kp[R_SH]) / 2 + np.array([0.0, cal.segments["torso"]])
@@ -1104,7 +1128,7 @@ class Retargeter:
         x = (center[0] - width / 2) / px_per_m - (cal.hip_center[0] - width / 2) / px_per_m_cal
         y = -((center[1] - cal.image_size[1] / 2) / px_per_m - (cal.hip_center[1] - cal.image_size[1] / 2) / px_per_m_cal)
         z = depth_cal * (1.0 - 1.0 / scale)
-        if self.config.upper_body:
+        if self.upper_body:
             y = 0.0
         pos = rest + np.array([x, y, z])
         self._previous_hips = pos

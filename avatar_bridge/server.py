@@ -49,6 +49,14 @@ from avatar_bridge.types import OutputFrame
 
 log = logging.getLogger(__name__)
 
+
+def _access_logger() -> logging.Logger:
+    """The logger handed to ``websockets.serve``: its per-request INFO lines ("HTTP response sent",
+    "connection closed") are dropped unless debug logging is on (``--verbose``); warnings pass."""
+    access = logging.getLogger(f"{__name__}.websockets")
+    access.setLevel(logging.DEBUG if logging.getLogger().isEnabledFor(logging.DEBUG) else logging.WARNING)
+    return access
+
 WEB_DIR = Path(__file__).resolve().parent / "web"
 MAX_INCOMING_BYTES = 64 * 1024  # bigger messages close the connection (1009); 4 KiB..64 KiB get an error
 MAX_STATIC_BYTES = 64 * 1024 * 1024
@@ -191,6 +199,7 @@ class WebSocketServer:
         self._controls: queue.SimpleQueue = queue.SimpleQueue()
         self._clients: set[_Client] = set()
         self._clients_lock = threading.Lock()  # the set changes on the loop thread, stats read it elsewhere
+        self._http_clients: set[str] = set()  # hosts whose page requests were logged once
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
@@ -282,6 +291,7 @@ class WebSocketServer:
                 max_size=MAX_INCOMING_BYTES,
                 close_timeout=1.0,
                 server_header="avatar-bridge",
+                logger=_access_logger(),  # websockets logs every HTTP request at INFO: only warnings
             )
         except OSError as exc:
             self._start_error = exc
@@ -443,6 +453,12 @@ class WebSocketServer:
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         if "websocket" not in request.headers.get("Upgrade", "").lower():
+            # One access line per client (browser), not one per file it loads.
+            peer = connection.remote_address
+            host = peer[0] if peer else "?"
+            if host not in self._http_clients:
+                self._http_clients.add(host)
+                log.info("viewer page requested by %s (%s); later requests from there are not logged", host, request.path)
             return self._static_response(connection, request.path)
         token = self.config.token
         if token and not hmac.compare_digest(_request_token(request).encode("utf-8"), token.encode("utf-8")):

@@ -38,7 +38,7 @@ from pythonosc.osc_bundle_builder import IMMEDIATELY
 from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.parsing import osc_types
 
-from avatar_bridge import skeleton
+from avatar_bridge import quat, skeleton
 from avatar_bridge.config import VmcConfig
 from avatar_bridge.types import OutputFrame, RigPose
 
@@ -81,56 +81,111 @@ def parse_target(text: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
-class _Target:
-    """One receiver: a connected non-blocking UDP socket (so ICMP errors are reported) and its state."""
+class _Address:
+    """One resolved address of a target: a connected non-blocking UDP socket (so ICMP errors are
+    reported) and its state."""
 
-    def __init__(self, spec: str):
-        self.label = spec
-        host, port = parse_target(spec)
-        try:
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
-        except socket.gaierror as exc:
-            raise ValueError(f"VMC target {spec!r}: cannot resolve host {host!r} ({exc.strerror}); check the name or use an IP address") from None
-        family, kind, proto, _, address = infos[0]
+    def __init__(self, family: int, kind: int, proto: int, address: tuple):
         self.address = address
+        self.text = f"[{address[0]}]:{address[1]}" if family == socket.AF_INET6 else f"{address[0]}:{address[1]}"
         self.sock = socket.socket(family, kind, proto)
         self.sock.setblocking(False)
         try:
             self.sock.connect(address)
-        except OSError as exc:
+        except OSError:
             self.sock.close()
-            raise ValueError(f"VMC target {spec!r}: cannot send to {address[0]}:{address[1]} ({exc.strerror})") from None
+            raise
+        self.failing = False
+        self.last_error_time = -float("inf")
+        self.working_since: float | None = None
+
+
+class _Target:
+    """One receiver (``HOST:PORT``): every address the host name resolves to (``socket.getaddrinfo``:
+    ``localhost`` may give ``::1`` before ``127.0.0.1``) is tried, since a receiver may listen on only
+    one of them. Frames go to all of them until one has worked for ``RECOVERED_AFTER_S``; then only to
+    that one (a dual-stack receiver must not get every frame twice), until it fails."""
+
+    def __init__(self, spec: str, resolve: Callable = socket.getaddrinfo):
+        self.label = spec
+        host, port = parse_target(spec)
+        try:
+            infos = resolve(host, port, type=socket.SOCK_DGRAM)
+        except socket.gaierror as exc:
+            raise ValueError(f"VMC target {spec!r}: cannot resolve host {host!r} ({exc.strerror}); check the name or use an IP address") from None
+        self.addresses: list[_Address] = []
+        problems = []
+        for family, kind, proto, _, address in infos:
+            if any(a.address == address for a in self.addresses):
+                continue
+            try:
+                self.addresses.append(_Address(family, kind, proto, address))
+            except OSError as exc:
+                problems.append(f"{address[0]}:{address[1]} ({exc.strerror})")
+        if not self.addresses:
+            raise ValueError(f"VMC target {spec!r}: cannot send to {', '.join(problems) or host}")
+        self.address = self.addresses[0].address
+        self.preferred: _Address | None = None
         self.datagrams = 0
         self.bytes = 0
         self.errors = 0
-        self.failing = False
-        self.last_error_time = -float("inf")
+        self.failing = False  # every address fails
 
     def send(self, datagrams: list[bytes], now: float) -> None:
-        for datagram in datagrams:
-            try:
-                self.sock.send(datagram)
-            except BlockingIOError:
-                self.errors += 1  # socket buffer full: drop the rest of this frame, the next one replaces it
-                return
-            except OSError as exc:
-                self.errors += 1
-                self.last_error_time = now
-                if not self.failing:
-                    self.failing = True
-                    reason = exc.strerror or str(exc)
-                    if exc.errno == errno.ECONNREFUSED:
-                        reason += " (nothing listens on that port yet)"
-                    log.warning("VMC target %s: %s; still sending, not logged again until it works", self.label, reason)
-                return
-            self.datagrams += 1
-            self.bytes += len(datagram)
-        if self.failing and now - self.last_error_time >= RECOVERED_AFTER_S:
+        targets = [self.preferred] if self.preferred is not None else self.addresses
+        delivered = False
+        for entry in targets:
+            if self._send_to(entry, datagrams, now):
+                delivered = True
+        if self.preferred is not None and self.preferred.failing:
+            self.preferred = None  # it stopped working: try every address again
+        elif self.preferred is None:
+            for entry in self.addresses:
+                if not entry.failing and entry.working_since is not None and now - entry.working_since >= RECOVERED_AFTER_S:
+                    self.preferred = entry
+                    for other in self.addresses:
+                        if other is not entry:
+                            other.working_since = None  # not sent to now: it must prove itself again
+                    break
+        if delivered:
+            self.datagrams += len(datagrams)
+            self.bytes += sum(len(d) for d in datagrams)
+        all_failing = all(a.failing for a in self.addresses)
+        if all_failing and not self.failing:
+            self.failing = True
+        elif self.failing and not all_failing:
             self.failing = False
             log.info("VMC target %s: sending works again", self.label)
 
+    def _send_to(self, entry: _Address, datagrams: list[bytes], now: float) -> bool:
+        for datagram in datagrams:
+            try:
+                entry.sock.send(datagram)
+            except BlockingIOError:
+                self.errors += 1  # socket buffer full: drop the rest of this frame, the next one replaces it
+                return False
+            except OSError as exc:
+                self.errors += 1
+                entry.last_error_time = now
+                entry.working_since = None
+                if not entry.failing:
+                    entry.failing = True
+                    reason = exc.strerror or str(exc)
+                    if exc.errno == errno.ECONNREFUSED:
+                        reason += " (nothing listens on that address and port)"
+                    others = [a.text for a in self.addresses if a is not entry and not a.failing]
+                    also = f"; also sending to {', '.join(others)}" if others else "; still sending, not logged again until it works"
+                    log.warning("VMC target %s: address %s failed: %s%s", self.label, entry.text, reason, also)
+                return False
+        if entry.failing and now - entry.last_error_time >= RECOVERED_AFTER_S:
+            entry.failing = False
+        if entry.working_since is None:
+            entry.working_since = now
+        return not entry.failing
+
     def close(self) -> None:
-        self.sock.close()
+        for entry in self.addresses:
+            entry.sock.close()
 
 
 @dataclass
@@ -187,7 +242,9 @@ def _bundle(messages: list[bytes]) -> bytes:
 class VmcSender:
     """Sends RigPoses to one or more VMC receivers; see the module docstring for the message layout."""
 
-    def __init__(self, config: VmcConfig | None = None, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, config: VmcConfig | None = None, clock: Callable[[], float] = time.monotonic,
+                 resolve: Callable = socket.getaddrinfo):
+        """``resolve``: the name lookup of the targets (``socket.getaddrinfo``'s signature)."""
         self.config = config if config is not None else VmcConfig()
         if self.config.bones not in BONE_MASKS:
             raise ValueError(f"vmc.bones = {self.config.bones!r}: choose one of {', '.join(BONE_MASKS)}")
@@ -201,18 +258,77 @@ class VmcSender:
         self._bone_index = np.array([skeleton.BONE_INDEX[b] for b in self.bones], dtype=np.int64)
         self._unity_names = [skeleton.unity_name(b) for b in self.bones]
         self.send_root = "hips" in self.bones  # masks without the hips leave the placement to the receiver
-        rest = skeleton.to_unity_position(skeleton.REST_OFFSETS[self._bone_index])
+        self._model = None
+        self._hips_scale, self._hips_rest = self._fit_hips()
+        rest = skeleton.REST_OFFSETS[self._bone_index] * self._hips_scale  # a uniformly scaled skeleton
+        if self._model is not None:
+            # The receiver's own bone offsets, so receivers that apply positions keep its proportions.
+            for row, name in enumerate(self.bones):
+                up = self._model.parents.get(name)
+                if up is not None:
+                    rest[row] = self._model.rest_positions[name] - self._model.rest_positions[up]
+        rest = skeleton.to_unity_position(rest)
         if self.config.positions == "hips_only":
             rest = np.zeros_like(rest)
         self._rest_unity = rest
         self._targets: list[_Target] = []
         try:
             for spec in self.config.targets:
-                self._targets.append(_Target(str(spec)))
+                self._targets.append(_Target(str(spec), resolve=resolve))
         except Exception:
             self.close()
             raise
         self.frames = 0
+
+    def _fit_hips(self) -> tuple[float, np.ndarray]:
+        """(scale, subtracted rest position) of the hips position for ``vmc.hips``."""
+        c = self.config
+        if c.hips not in ("absolute", "scaled", "offset"):
+            raise ValueError(f"vmc.hips = {c.hips!r}: choose absolute, scaled or offset")
+        ours = float(skeleton.REST_OFFSETS[skeleton.BONE_INDEX["hips"]][1])
+        height = float(c.hip_height or 0.0)
+        if c.avatar:
+            from .vrm import read_vrm_humanoid
+
+            self._model = model = read_vrm_humanoid(c.avatar)
+            height = height or model.hip_height
+            log.info("VMC: receiver avatar %s: hips %.3f m above the floor%s", c.avatar, height,
+                     "" if "upperChest" in model.bones else ", no upperChest bone")
+            if "upperChest" not in model.bones and not c.fold_upper_chest:
+                log.warning("VMC: %s has no upperChest bone: set vmc.fold_upper_chest = true or its arms turn "
+                            "by the upper chest's bend less", c.avatar)
+        if c.hips == "absolute":
+            return 1.0, np.zeros(3)
+        if not height:
+            height = ours
+            if c.hips == "scaled":
+                log.info("VMC: hips sent for a %.2f m hip height (ours); set vmc.avatar = the receiver's .vrm or "
+                         "vmc.hip_height so a shorter or taller avatar keeps its feet on the floor", ours)
+        rest = skeleton.REST_OFFSETS[skeleton.BONE_INDEX["hips"]] if c.hips == "offset" else np.zeros(3)
+        return height / ours, np.asarray(rest, dtype=np.float64)
+
+    def hips_position(self, hips: np.ndarray) -> np.ndarray:
+        """The hips position to send (canonical frame, metres) for our rig's ``hips`` (3,), per
+        ``vmc.hips``: absolute = as is; scaled = x hip_height / 0.95; offset = (hips - rest) x that."""
+        return (np.asarray(hips, dtype=np.float64) - self._hips_rest) * self._hips_scale
+
+    @staticmethod
+    def fold_upper_chest(rotations: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """chest := chest x upperChest and upperChest := identity (local rotations, x y z w).
+
+        The world rotation of everything above the upper chest is unchanged, so a receiver whose model
+        has no upperChest bone (it drops that message; VMC receivers do not fold a missing bone into
+        its children the way the VRM pose-compatibility guide says) still turns neck, head and arms
+        right. A model that has the bone bends at the chest only.
+        """
+        upper = rotations.get("upperChest")
+        if upper is None:
+            return rotations
+        out = dict(rotations)
+        chest = np.asarray(rotations.get("chest", quat.IDENTITY), dtype=np.float64)
+        out["chest"] = quat.normalize(quat.mul(chest, np.asarray(upper, dtype=np.float64)))
+        out["upperChest"] = np.array(quat.IDENTITY, dtype=np.float64)
+        return out
 
     # --- building ----------------------------------------------------------------------------------
 
@@ -221,7 +337,9 @@ class VmcSender:
         out: list[bytes] = []
         if rig is not None:
             rotations = rig.rotations
-            hips_position = np.asarray(rig.hips_position, dtype=np.float64).reshape(3)
+            if self.config.fold_upper_chest:
+                rotations = self.fold_upper_chest(rotations)
+            hips_position = self.hips_position(np.asarray(rig.hips_position, dtype=np.float64).reshape(3))
             if self.config.mirror:
                 rotations = skeleton.mirror_rotations(rotations)
                 hips_position = hips_position * np.array([-1.0, 1.0, 1.0])

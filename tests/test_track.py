@@ -181,3 +181,128 @@ def test_only_driver_mode_estimates_one_crop_and_keeps_the_others_ids():
     assert crops[1:25] == [1] * 24  # otherwise the driver only
     assert ids == {1, 2}  # the parked person got their id back at each detection
     assert tracker.detections_run == 3
+
+
+# --- identity through occlusion, driver hold, max people (issue #16) ---------------------------------
+
+CROSSING = FIXTURES / "cases" / "crossing.avi"
+
+
+def test_hidden_person_gets_their_id_back_after_ten_frames_of_occlusion():
+    """A walks right at 12 px/frame and vanishes for 10 frames (behind someone): the motion-predicted
+    box finds them again and they keep id 1 (the old 3-frame cap on extrapolation lost them)."""
+    tracker = Tracker(TrackerSettings(every_n_frames=1000))
+    seen = []
+    for t in range(40):
+        truth = [person_at(200 + 12 * t)] if not 15 <= t < 25 else []
+        boxes = tracker.boxes(t, lambda: detections_of(truth), (1280, 720))
+        people = tracker.update(fake_estimate(truth, boxes) if truth else [], t)
+        seen.append([p.track_id for p in people])
+    assert all(ids == [1] for i, ids in enumerate(seen) if not 15 <= i < 25), seen
+    assert tracker.driver == 1
+
+
+def test_max_people_keeps_the_largest_and_most_confident():
+    """Three people, max_people 2: the tiny background person (detected first) is not tracked, the two
+    large foreground people are."""
+    small = Pose2D(TEMPLATE * 0.2 + np.array([1100, 100], np.float32), np.full(17, 0.9, np.float32))
+    big1, big2 = person_at(300), person_at(700)
+    truth = [small, big1, big2]
+    tracker = Tracker(TrackerSettings(max_people=2))
+    boxes = tracker.boxes(0, lambda: detections_of(truth), (1280, 720))
+    people = tracker.update(fake_estimate(truth, boxes), 0)
+    xs = sorted(float(p.keypoints[0, 0]) for p in people)
+    assert xs == [300.0, 700.0]
+    # ...and a large person entering later replaces a tiny one already tracked
+    tracker = Tracker(TrackerSettings(max_people=1))
+    tracker.update(fake_estimate([small], tracker.boxes(0, lambda: detections_of([small]), (1280, 720))), 0)
+    assert len(tracker.tracks) == 1
+    both = [small, big1]
+    people = tracker.update(fake_estimate(both, tracker.boxes(30, lambda: detections_of(both), (1280, 720))), 30)
+    assert [float(p.keypoints[0, 0]) for p in people] == [300.0]
+
+
+def test_hidden_driver_holds_the_role_then_hands_it_over():
+    selector = DriverSelector("largest", hold_seconds=2.0)
+    a, b = track(1, 300, 400), track(2, 700, 380)
+    assert selector.update([a, b], now=0.0) == 1
+    a.missed, a.last_time = 5, 0.0  # A hidden since t = 0
+    assert selector.update([a, b], now=1.9) == 1  # held
+    assert selector.update([a, b], now=2.1) == 2  # gone for longer than the hold time
+    # A back: the role stays with B (hysteresis), unless the user selects A
+    a.missed = 0
+    assert selector.update([a, b], now=2.2) == 2
+    selector.select(1)
+    assert selector.update([a, b], now=2.3) == 1
+
+
+def test_torso_histogram_tells_clothes_apart():
+    from avatar_bridge.track import appearance_similarity, torso_histogram
+
+    image = np.zeros((720, 1280, 3), np.uint8)
+    image[:, :640] = (40, 40, 200)  # red on the left
+    image[:, 640:] = (200, 120, 30)  # blue on the right
+    left, right, left2 = person_at(300), person_at(900), person_at(320)
+    h_left, h_right, h_left2 = (torso_histogram(image, p.keypoints, p.scores) for p in (left, right, left2))
+    assert h_left.shape == (128,) and h_left.sum() == pytest.approx(1.0)
+    assert appearance_similarity(h_left, h_left2) > 0.95
+    assert appearance_similarity(h_left, h_right) < 0.1
+    assert appearance_similarity(h_left, None) is None
+    no_shoulders = person_at(300)
+    no_shoulders.scores[[5, 6]] = 0.0
+    assert torso_histogram(image, no_shoulders.keypoints, no_shoulders.scores) is None
+
+
+def test_a_pose_in_other_clothes_does_not_continue_a_track():
+    """Red A is tracked; then the crop shows a blue person where A was predicted: not A's id."""
+    image = np.zeros((720, 1280, 3), np.uint8)
+    image[:] = (40, 40, 200)
+    tracker = Tracker(TrackerSettings(every_n_frames=1000))
+    a = [person_at(400)]
+    for t in range(3):
+        tracker.update(fake_estimate(a, tracker.boxes(t, lambda: detections_of(a), (1280, 720))), t, image=image)
+    other = image.copy()
+    other[:] = (200, 120, 30)
+    people = tracker.update(fake_estimate(a, tracker.boxes(3, lambda: detections_of(a), (1280, 720))), 3, image=other)
+    assert [p.track_id for p in people] == [2]
+
+
+@pytest.mark.parametrize("detector_name", ["yolox-nano", "light-person-detector"])
+def test_crossing_clip_person_keeps_id_through_occlusion_and_stays_driver(detector_name):
+    """crossing.avi through the real Pipeline (fixture detector + pose net): B hides A for ~8 frames
+    around frame 30. A keeps one id from start to end, no id moves to the other person, and the
+    driver stays on A."""
+    from avatar_bridge.config import AppConfig
+    from avatar_bridge.pipeline import Pipeline
+
+    config = AppConfig()
+    config.pose.model, config.pose.threads = str(need(POSE_ONNX)), 1
+    config.detector.name, config.detector.model_dir = detector_name, str(FIXTURES / "models")
+    pipeline = Pipeline(config)
+    per_id: dict[int, list[tuple[int, float]]] = {}
+    drivers = []
+    with VideoFileSource(need(CROSSING), realtime=False) as source:
+        while (frame := source.read()) is not None:
+            result = pipeline.process(frame)
+            drivers.append(pipeline.driver)
+            for p in result.people:
+                if p.scores[[5, 6, 11, 12]].min() > 0.3:
+                    per_id.setdefault(p.track_id, []).append((frame.index, float(p.keypoints[[5, 6, 11, 12], 0].mean())))
+    n = len(drivers)
+    assert n == 60
+
+    def truth_a(i: int) -> float:
+        return 225 + (1055 - 225) * i / (n - 1)
+
+    def truth_b(i: int) -> float:
+        return 1080 + (220 - 1080) * i / (n - 1)
+
+    a_id = min(per_id, key=lambda tid: per_id[tid][0][1] if per_id[tid][0][0] == 0 else 1e9)
+    for tid, series in per_id.items():
+        # every confident pose of an id is on one person all along (A or B, never both)
+        on_a = [abs(x - truth_a(i)) < abs(x - truth_b(i)) for i, x in series if abs(truth_a(i) - truth_b(i)) > 150]
+        assert all(on_a) or not any(on_a), f"id {tid} moved between people: {series}"
+    a_frames = [i for i, _ in per_id[a_id]]
+    assert a_frames[0] == 0 and a_frames[-1] == n - 1, f"A's id {a_id} seen on frames {a_frames}"
+    assert not [tid for tid, s in per_id.items() if tid != a_id and any(abs(x - truth_a(i)) < 80 and abs(truth_a(i) - truth_b(i)) > 150 for i, x in s)]
+    assert drivers == [a_id] * n, f"driver per frame: {drivers}"

@@ -34,8 +34,9 @@ def make_rig(seed: int = 0, dtype=np.float64) -> RigPose:
 
 
 def expected_bone(rig: RigPose, bone: str) -> tuple[np.ndarray, np.ndarray]:
-    """(position, rotation) a receiver should get for ``bone`` (Unity frame)."""
-    q = rig.rotations.get(bone, quat.IDENTITY)
+    """(position, rotation) a receiver should get for ``bone`` (Unity frame), upperChest folded into
+    chest (``vmc.fold_upper_chest``, on by default)."""
+    q = vmc.VmcSender.fold_upper_chest(rig.rotations).get(bone, quat.IDENTITY)
     position = rig.hips_position if bone == "hips" else skeleton.REST_OFFSETS[skeleton.BONE_INDEX[bone]]
     return skeleton.to_unity_position(position), skeleton.to_unity_rotation(quat.normalize(q))
 

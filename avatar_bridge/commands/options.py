@@ -26,8 +26,14 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="cpu or cuda (pose.device)")
     parser.add_argument("--threads", type=int, help="onnxruntime/torch threads for the pose model (pose.threads)")
     parser.add_argument("--resize", metavar="WxH", help="resize decoded images, e.g. 640x360 (source.resize)")
+    parser.add_argument("--rotate", type=int, choices=(0, 90, 180, 270),
+                        help="turn every frame this many degrees clockwise before detection (source.rotate)")
+    parser.add_argument("--flip", action="store_true", default=None,
+                        help="mirror every frame left-right before detection (source.flip)")
     parser.add_argument("--people", choices=("all", "driver"), help="estimate every person or only the driving one")
     parser.add_argument("--every", type=int, metavar="N", help="run the detector at least every N frames")
+    parser.add_argument("--max-people", type=int, metavar="N",
+                        help="track at most N people, the largest and most confident (detector.max_people)")
     pace = parser.add_mutually_exclusive_group()
     pace.add_argument("--realtime", dest="realtime", action="store_true", default=None,
                       help="pace files at their frame rate, like a camera: frames the CPU cannot keep up with are dropped (the default)")
@@ -58,6 +64,9 @@ def apply_source_arguments(args: argparse.Namespace, config: AppConfig) -> AppCo
         ("pose", "device"): args.device,
         ("pose", "threads"): args.threads,
         ("source", "resize"): args.resize,
+        ("source", "rotate"): getattr(args, "rotate", None),
+        ("source", "flip"): getattr(args, "flip", None),
+        ("detector", "max_people"): getattr(args, "max_people", None),
         ("detector", "people"): args.people,
         ("detector", "every_n_frames"): args.every,
         ("source", "realtime"): args.realtime,
@@ -83,11 +92,19 @@ def add_vmc_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--vmc", action="append", metavar="HOST:PORT", default=None,
                        help=f"send VMC to this receiver (repeatable; default 127.0.0.1:{DEFAULT_PORT})")
     group.add_argument("--no-vmc", action="store_true", help="do not send VMC")
+    group.add_argument("--vmc-avatar", metavar="FILE.vrm",
+                       help="the receiver's avatar: hips sent at its hip height, its bone offsets (vmc.avatar)")
+    group.add_argument("--vmc-hips", choices=("absolute", "scaled", "offset"),
+                       help="how the Hips position is sent (vmc.hips, default scaled)")
 
 
 def apply_vmc_arguments(args: argparse.Namespace, config: VmcConfig) -> None:
     """Copy the VMC command-line options into ``config`` (validated on use)."""
     targets = getattr(args, "vmc", None)
+    if getattr(args, "vmc_avatar", None):
+        config.avatar = args.vmc_avatar
+    if getattr(args, "vmc_hips", None):
+        config.hips = args.vmc_hips
     if getattr(args, "no_vmc", False):
         if targets:
             raise ValueError("--vmc and --no-vmc contradict each other: pass one of them")

@@ -71,7 +71,28 @@ const state = {
   rttMs: null,
   paused: false,
   renders: 0,
+  waiting: 'waiting for stream: connecting', // shown (and the avatar hidden) until the first pose arrives
 };
+
+// Until the first pose is applied the avatar would stand in its rest T-pose as if tracked: hide it
+// and say what the viewer is waiting for instead.
+function waitingReason() {
+  if (state.framesApplied > 0) return null;
+  if (state.connection !== 'connected') return `waiting for stream: ${state.connection === 'idle' ? 'connecting' : state.connection}`;
+  const f = state.lastFrame;
+  if (!f) return 'waiting for stream...';
+  if (!(f.people || []).length) return 'waiting for stream: nobody in view';
+  return 'waiting for stream: calibrating (stand facing the camera)';
+}
+
+function updateWaiting() {
+  const reason = waitingReason();
+  state.waiting = reason;
+  const el = $('waiting');
+  el.hidden = reason == null;
+  if (reason != null && el.textContent !== reason) el.textContent = reason;
+  if (state.avatar) state.avatar.root.visible = reason == null;
+}
 
 function setAvatar(avatar) {
   if (state.avatar) {
@@ -79,6 +100,7 @@ function setAvatar(avatar) {
     state.avatar.dispose();
   }
   state.avatar = avatar;
+  avatar.root.visible = state.waiting == null; // hidden while waiting for the stream
   scene.add(avatar.root);
   $('avatar-name').textContent = avatar.name;
   if (state.lastFrame) state.pendingFrame = state.lastFrame; // show the current pose at once
@@ -239,6 +261,7 @@ function tick() {
     panel.draw(frame);
     updatePeopleList(frame);
   }
+  updateWaiting();
   state.avatar?.update(dt);
   renderer.render(scene, camera);
   state.renders += 1;
@@ -255,6 +278,9 @@ window.avatarBridge = {
   get framesReceived() { return state.framesReceived; },
   get framesApplied() { return state.framesApplied; },
   get renders() { return state.renders; },
+  /** The "waiting for stream" text on screen, or null once a pose is shown. */
+  get waiting() { return state.waiting; },
+  get avatarVisible() { return state.avatar ? state.avatar.root.visible : false; },
   get rttMs() { return state.rttMs; },
   get lastFrame() { return state.lastFrame; },
   get lastAppliedSeq() { return state.lastAppliedSeq; },
