@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "record": ("avatar_bridge.commands.record", "record a take to a file (same options as run)"),
     "play": ("avatar_bridge.commands.play", "play a recorded take through the outputs"),
     "export-bvh": ("avatar_bridge.commands.export_bvh", "export a recorded take to BVH"),
+    "convert": ("avatar_bridge.commands.convert", "video files, folders or takes to BVH, JSON Lines and takes: every frame, in video time"),
 }
 
 
