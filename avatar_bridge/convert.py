@@ -207,6 +207,10 @@ def convert_source(
         step = float(np.median(np.diff(pts))) if len(pts) > 1 else 1.0 / fps_nominal
         result.duration = float(pts[-1] - pts[0] + (pts[-1] - pts[-2] if len(pts) > 1 else step))
         result.fps = result.frames / result.duration if result.duration > 0 else fps_nominal
+        if len(pts) > 1 and np.all(np.abs(np.diff(pts) - 1.0 / fps_nominal) <= 0.0015):
+            # Constant frame rate (every interval within the container's millisecond rounding of
+            # 1 / its rate): the container's rate is the exact one.
+            result.fps, result.duration = fps_nominal, result.frames / fps_nominal
         tracks = _tracks(records)
         result.people = len(tracks)
         t0 = perf()

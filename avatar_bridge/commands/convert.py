@@ -132,7 +132,7 @@ def plan_outputs(inputs: list[Path], output: str, formats: str | None) -> dict[P
     plans: dict[Path, dict[str, Path]] = {}
     seen: dict[str, Path] = {}
     for path in inputs:
-        stem = path.stem if path.is_file() else path.name
+        stem = path.name if path.is_dir() else path.stem
         if stem in seen:
             raise ValueError(f"inputs {seen[stem]} and {path} would both write {out / stem}.*: rename one or convert them separately")
         seen[stem] = path
