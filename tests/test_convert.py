@@ -253,3 +253,15 @@ def test_module_entry_point_with_progress_lines(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "converted" in proc.stdout and "t.bvh" in proc.stdout
     assert load_bvh(tmp_path / "t.bvh").fps == pytest.approx(60.0)
+
+
+@pytest.mark.parametrize("command", [["run", "--bvh", "{tmp}/x.bvh"], ["run", "--record", "{tmp}/x.abrec"],
+                                     ["record", "-o", "{tmp}/x.abrec"]])
+def test_fast_never_writes_time_stretched_files(tmp_path, capsys, command):
+    """`run --fast --bvh` wrote 13 s of slow motion for a 3.4 s video; now it is refused with the
+    route that writes video time (convert), and nothing is written."""
+    argv = [part.format(tmp=tmp_path) for part in command]
+    assert main([*argv, "--source", str(need(VFR_VIDEO)), "--fast", "--headless", "--no-vmc", "--no-ws"]) == 2
+    err = capsys.readouterr().err
+    assert "stretched in time" in err and "avatar-bridge convert" in err
+    assert list(tmp_path.iterdir()) == []
