@@ -265,3 +265,18 @@ def test_fast_never_writes_time_stretched_files(tmp_path, capsys, command):
     err = capsys.readouterr().err
     assert "stretched in time" in err and "avatar-bridge convert" in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_bench_convert_reports_bound_overhead_and_workers(tmp_path, capsys):
+    """bench-convert on the VFR clip: every figure present and finite (speed is never asserted)."""
+    out = tmp_path / "bench.json"
+    args = model_args()
+    assert main(["bench-convert", "--clip", str(need(VFR_VIDEO)), "--model", args[1], "--detector-dir", args[5],
+                 "--repeats", "1", "--copies", "2", "--formats", "jsonl", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "model bound:" in text and "overhead" in text and "workers: 1 ->" in text and "load" in text
+    figures = json.loads(out.read_text())
+    assert figures["frames"] == 48
+    for key in ("decode_ms", "bound_ms", "convert_ms", "overhead", "workers_speedup"):
+        assert np.isfinite(figures[key]), key
+    assert figures["bound_ms"] >= figures["decode_ms"] > 0 and set(figures["stage_ms"]) >= {"pose", "retarget", "smooth"}

@@ -341,10 +341,11 @@ def describe(result: ConvertResult) -> str:
         return f"skipped {result.source}: every output already exists (complete); --overwrite converts it again"
     files = ", ".join(f for paths in result.outputs.values() for f in paths)
     of = f" of {result.expected_frames}" if result.expected_frames else ""
-    stages = ", ".join(f"{k} {v / result.frames:.1f}" for k, v in result.stage_ms.items()) if result.frames else ""
+    stages = ", ".join(f"{k} {v / result.frames:.1f}" for k, v in result.stage_ms.items() if k != "setup") if result.frames else ""
+    setup = result.stage_ms.get("setup", 0.0) / 1000.0
     return (f"converted {result.source}: {result.frames}{of} frames, {result.people} people, {result.duration:.2f} s of video "
             f"({result.fps:.2f} fps), {result.seconds:.1f} s, {result.frames_per_second:.1f} frames/s -> {files}\n"
-            f"  ms per frame: {stages}")
+            f"  ms per frame: {stages} (setup {setup:.1f} s once: source and models)")
 
 
 def run_command(args: argparse.Namespace) -> int:
