@@ -202,9 +202,15 @@ class Progress:
             terminal = False
         self.bar = None
         if not quiet and terminal:
+            import shutil
+
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, unit="frame", file=self.stream, dynamic_ncols=True, smoothing=0.1)
+            # The terminal's size ($COLUMNS/$LINES first); one reporting 0 x 0 (a bare pty) gets 100 x 24,
+            # since tqdm hides a bar that does not fit the rows it sees.
+            size = shutil.get_terminal_size((100, 24))
+            self.bar = tqdm(total=total, unit="frame", file=self.stream, ncols=size.columns or 100, nrows=size.lines or 24,
+                            smoothing=0.1, desc="convert")
 
     def add(self, frames: int, total: int | None = None) -> None:
         self.done += frames
