@@ -280,3 +280,21 @@ def test_bench_convert_reports_bound_overhead_and_workers(tmp_path, capsys):
     for key in ("decode_ms", "bound_ms", "convert_ms", "overhead", "workers_speedup"):
         assert np.isfinite(figures[key]), key
     assert figures["bound_ms"] >= figures["decode_ms"] > 0 and set(figures["stage_ms"]) >= {"pose", "retarget", "smooth"}
+
+
+def test_video_that_ends_early_writes_nothing(tmp_path, capsys):
+    """An AVI cut in half decodes its first frames, then ends before the frame count its container
+    announces: one line naming the fix, and no output (nor temporary file) left behind."""
+    clip = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (160, 120))
+    for i in range(40):
+        writer.write(np.full((120, 160, 3), 6 * i, np.uint8))
+    writer.release()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(clip.read_bytes()[: clip.stat().st_size // 2])
+    out = tmp_path / "out"
+    out.mkdir()
+    assert main(["convert", str(cut), "-o", str(out / "cut.jsonl"), "--formats", "jsonl,bvh,overlay", *model_args()]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "ended after" in err[-1] and "of the 40 frames its container announces" in err[-1] and "re-encode" in err[-1]
+    assert list(out.iterdir()) == []
