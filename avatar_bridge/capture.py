@@ -117,7 +117,10 @@ class VideoFileSource(FrameSourceBase):
         loop: bool = False,
         resize: tuple[int, int] | None = None,
         fps: float | None = None,
+        start_frame: int = 0,
     ) -> None:
+        """``start_frame``: begin at that frame (a seek; ``convert``'s chunks), keeping its index and
+        its PTS on the file's own timeline (measured from frame 0)."""
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"video file {self.path} not found: check the path given to --source")
@@ -153,6 +156,15 @@ class VideoFileSource(FrameSourceBase):
         if first is None:
             self._cap.release()
             raise ValueError(f"video file {self.path} has no decodable frames: the file is corrupt or empty")
+        if start_frame > 0:  # frame 0 was decoded for the timeline's zero; now seek
+            self._cap.set(cv2.CAP_PROP_POS_FRAMES, int(start_frame))
+            self._position = int(start_frame) - 1
+            self._decoded = int(start_frame)
+            self._last_pts = float("-inf")  # no "earlier frame" to compare the first one after the seek with
+            first = self._decode()
+            if first is None:
+                self._cap.release()
+                raise ValueError(f"video file {self.path} has no frame {start_frame}: it has {self.frame_count}")
         self._first = first
         self._stop = threading.Event()
         self._started = threading.Event()

@@ -118,68 +118,70 @@ def bvh_track_path(path: Path, track_id: int) -> Path:
     return path.with_name(f"{path.stem}.track{track_id}{path.suffix}")
 
 
-def convert_source(
-    spec: str | Path,
-    config: AppConfig,
-    options: ConvertOptions,
-    progress: Callable[[int, int | None], None] | None = None,
-) -> ConvertResult:
-    """Convert one source; see the module docstring for the outputs.
+@dataclass
+class EstimatedFrames:
+    """Pass 1 over a source (or one chunk of a video): every frame's people, before smoothing."""
 
-    Args:
-        spec: a video file, an image folder, an ``.abrec`` take or a ``.bvh`` mocap file.
-        config: models, detector, smoothing and retargeting settings (``config.retarget.mirror`` is a
-            view option and is ignored here: files keep the performer's left and right unless
-            ``options.mirror``).
-        options: outputs and their settings.
-        progress: called as ``progress(frames_done, frames_total_or_None)`` after every frame.
+    records: list[_FrameRecord]
+    width: int
+    height: int
+    fps: float  # the container's (nominal) rate
+    expected_frames: int | None
+    stage_ms: dict[str, float]
+    first_frame: int = 0  # the chunk's first frame kept (frames before it are overlap, for the tracker)
 
-    Returns:
-        :class:`ConvertResult` with frame count, people, video duration, files and per-stage costs.
 
-    Raises:
-        FileNotFoundError, ValueError: the source cannot be opened (not a video, no frames).
-        RuntimeError: the video ends before the frame count its container announces (cut or
-            corrupt), or an output cannot be written; nothing is left under the final names.
+def plan_chunks(frame_count: int, chunk_frames: int, overlap: int) -> list[tuple[int, int, int]]:
+    """Split ``frame_count`` frames into chunks of ``chunk_frames``: (decode from, keep from, stop).
+
+    Each chunk but the first starts ``overlap`` frames early, so its tracker is running when its own
+    frames begin and its track ids can be matched with the previous chunk's over those frames.
     """
-    from .capture import VideoFileSource
-    from .pipeline import Pipeline, is_keypoint_source
-    from .capture import open_source
+    if chunk_frames < 1 or overlap < 0:
+        raise ValueError(f"chunks of {chunk_frames} frames with an overlap of {overlap}: need at least 1 frame, overlap 0 or more")
+    return [(max(0, k - overlap), k, min(k + chunk_frames, frame_count)) for k in range(0, frame_count, chunk_frames)]
 
-    if options.smoother not in SMOOTHERS:
-        raise ValueError(f"smoother {options.smoother!r} is unknown: choose one of {', '.join(SMOOTHERS)}")
-    unknown = set(options.outputs) - set(OUTPUT_KINDS)
-    if unknown:
-        raise ValueError(f"output kind {sorted(unknown)[0]!r} is unknown: choose from {', '.join(OUTPUT_KINDS)}")
-    for path in options.outputs.values():
-        if not Path(path).parent.is_dir():
-            raise FileNotFoundError(f"folder {Path(path).parent} for {Path(path).name} does not exist: create it or change -o")
-    started = time.perf_counter()
-    result = ConvertResult(source=str(spec))
-    stage = {name: 0.0 for name in STAGES}
+
+def estimate_frames(
+    spec: str | Path, config: AppConfig, *, start: int = 0, keep_from: int = 0, stop: int | None = None,
+    overlay: Path | None = None, temps: list[Path] | None = None, progress: Callable[[int, int | None], None] | None = None,
+) -> EstimatedFrames:
+    """Pass 1: decode frames ``start`` to ``stop`` (default: all) in order and run detection, pose
+    and tracking on each (:meth:`avatar_bridge.pipeline.Pipeline.estimate`); frames before
+    ``keep_from`` only warm the tracker up (kept in the records for matching, see :func:`merge_chunks`).
+
+    Raises RuntimeError when a video ends before the frame count its container announces.
+    """
+    from .capture import VideoFileSource, open_source
+    from .pipeline import Pipeline, is_keypoint_source
+
     perf = time.perf_counter
-    temps: list[Path] = []
+    stage = {name: 0.0 for name in STAGES}
+    temps = [] if temps is None else temps
     writer = None
-    try:
-        t_setup = perf()
+    t_setup = perf()
+    if start > 0 or stop is not None:
+        source = VideoFileSource(spec, realtime=False, resize=parse_resize(config.source.resize), start_frame=start)
+    else:
         source = open_source(str(spec), realtime=False, loop=False, fps=config.source.fps, resize=config.source.resize)
+    try:
         with source:
             total = getattr(source, "frame_count", None) or None
             if total is None and hasattr(source, "paths"):
                 total = len(source.paths)
             elif total is None and hasattr(source, "joints3d"):
                 total = len(source.joints3d)
-            result.expected_frames = total
             pipeline = Pipeline(config)
             pipeline.prepare(images=not is_keypoint_source(str(spec)))
-            stage["setup"] += (perf() - t_setup) * 1000.0  # opening the source, loading the models (once per file)
+            stage["setup"] += (perf() - t_setup) * 1000.0  # opening the source, loading the models (once per job)
             records: list[_FrameRecord] = []
             width, height = source.width, source.height
-            overlay_path = options.outputs.get("overlay")
             first_timestamp = None
             t_read = perf()
             for frame in source:
                 stage["decode"] += (perf() - t_read) * 1000.0
+                if stop is not None and frame.index >= stop:
+                    break
                 if first_timestamp is None:
                     first_timestamp = frame.timestamp
                 pts = frame.pts if frame.pts is not None else frame.timestamp - first_timestamp
@@ -192,21 +194,138 @@ def convert_source(
                 people = [Pose2D(p.keypoints.copy(), p.scores.copy(), None if p.box is None else p.box.copy(), p.track_id)
                           for p in estimated.poses.people]
                 records.append(_FrameRecord(int(frame.index), float(pts), people, None if estimated.skipped else estimated.driver))
-                if overlay_path is not None:
+                if overlay is not None:
                     t0 = perf()
-                    writer = _write_overlay(writer, overlay_path, temps, frame, people, records[-1].driver, source.fps)
+                    writer = _write_overlay(writer, overlay, temps, frame, people, records[-1].driver, source.fps)
                     stage["overlay"] += (perf() - t0) * 1000.0
                 if progress is not None:
                     progress(len(records), total)
                 t_read = perf()
             if isinstance(source, VideoFileSource) and source.decode_failed:
                 raise RuntimeError(
-                    f"{spec} ended after {len(records)} of the {source.frame_count} frames its container announces: the "
-                    "file is cut short or corrupt; repair or re-encode it (ffmpeg -i IN -c:v libx264 OUT.mp4) and convert again")
+                    f"{spec} ended after {start + len(records)} of the {source.frame_count} frames its container announces: "
+                    "the file is cut short or corrupt; repair or re-encode it (ffmpeg -i IN -c:v libx264 OUT.mp4) and convert again")
             fps_nominal = float(source.fps)
+    finally:
         if writer is not None:
             writer.release()
-            writer = None
+    return EstimatedFrames(records, width, height, fps_nominal, total, stage, keep_from)
+
+
+def parse_resize(text: str | None):
+    from .capture import parse_size
+
+    return parse_size(text)
+
+
+def merge_chunks(chunks: list[EstimatedFrames], max_distance: float = 0.25) -> EstimatedFrames:
+    """Join chunks estimated separately into one video's frames, with continuous track ids.
+
+    A chunk's track ids are its own: over the overlap frames (decoded by both chunks) each of its
+    tracks is matched to the previous chunk's track whose keypoints are nearest (mean distance over
+    the frames both saw, relative to the person's box height; Hungarian assignment, accepted below
+    ``max_distance``); unmatched tracks get new ids. The overlap frames keep the earlier chunk's poses.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    if not chunks:
+        raise ValueError("merge_chunks needs at least one chunk")
+    merged = [r for r in chunks[0].records if r.index >= chunks[0].first_frame]
+    next_id = 1 + max((p.track_id for r in merged for p in r.people), default=0)
+    stage = dict(chunks[0].stage_ms)
+    for chunk in chunks[1:]:
+        for name, ms in chunk.stage_ms.items():
+            stage[name] = stage.get(name, 0.0) + ms
+        previous = {r.index: r for r in merged}
+        local_ids = sorted({p.track_id for r in chunk.records for p in r.people})
+        global_ids = sorted({p.track_id for r in chunk.records if r.index in previous for p in previous[r.index].people})
+        cost = np.full((len(local_ids), len(global_ids)), np.inf)
+        sums = np.zeros_like(cost)
+        counts = np.zeros_like(cost)
+        for record in chunk.records:
+            if record.index >= chunk.first_frame or record.index not in previous:
+                continue
+            for mine in record.people:
+                for theirs in previous[record.index].people:
+                    ok = (mine.scores > 0.3) & (theirs.scores > 0.3)
+                    if not ok.any():
+                        continue
+                    height = max(float(np.ptp(theirs.keypoints[ok, 1])), 1.0)
+                    d = float(np.mean(np.linalg.norm(mine.keypoints[ok] - theirs.keypoints[ok], axis=1))) / height
+                    i, j = local_ids.index(mine.track_id), global_ids.index(theirs.track_id)
+                    sums[i, j] += d
+                    counts[i, j] += 1
+        seen = counts > 0
+        cost[seen] = sums[seen] / counts[seen]
+        mapping: dict[int, int] = {}
+        if cost.size:
+            rows, cols = linear_sum_assignment(np.where(np.isfinite(cost), cost, 1e6))
+            for i, j in zip(rows, cols):
+                if cost[i, j] < max_distance:
+                    mapping[local_ids[i]] = global_ids[j]
+        for tid in local_ids:
+            if tid not in mapping:
+                mapping[tid] = next_id
+                next_id += 1
+        for record in chunk.records:
+            if record.index < chunk.first_frame:
+                continue
+            people = [Pose2D(p.keypoints, p.scores, p.box, mapping[p.track_id]) for p in record.people]
+            driver = mapping.get(record.driver) if record.driver is not None else None
+            merged.append(_FrameRecord(record.index, record.pts, people, driver))
+    last = chunks[-1]
+    return EstimatedFrames(merged, last.width, last.height, last.fps, chunks[0].expected_frames, stage, 0)
+
+
+def convert_source(
+    spec: str | Path,
+    config: AppConfig,
+    options: ConvertOptions,
+    progress: Callable[[int, int | None], None] | None = None,
+    estimated: EstimatedFrames | None = None,
+) -> ConvertResult:
+    """Convert one source; see the module docstring for the outputs.
+
+    Args:
+        spec: a video file, an image folder, an ``.abrec`` take or a ``.bvh`` mocap file.
+        config: models, detector, smoothing and retargeting settings (``config.retarget.mirror`` is a
+            view option and is ignored here: files keep the performer's left and right unless
+            ``options.mirror``).
+        options: outputs and their settings.
+        progress: called as ``progress(frames_done, frames_total_or_None)`` after every frame.
+        estimated: pass 1 already done elsewhere (chunks estimated as Ray tasks and joined with
+            :func:`merge_chunks`); None runs it here.
+
+    Returns:
+        :class:`ConvertResult` with frame count, people, video duration, files and per-stage costs.
+
+    Raises:
+        FileNotFoundError, ValueError: the source cannot be opened (not a video, no frames).
+        RuntimeError: the video ends before the frame count its container announces (cut or
+            corrupt), or an output cannot be written; nothing is left under the final names.
+    """
+    if options.smoother not in SMOOTHERS:
+        raise ValueError(f"smoother {options.smoother!r} is unknown: choose one of {', '.join(SMOOTHERS)}")
+    unknown = set(options.outputs) - set(OUTPUT_KINDS)
+    if unknown:
+        raise ValueError(f"output kind {sorted(unknown)[0]!r} is unknown: choose from {', '.join(OUTPUT_KINDS)}")
+    for path in options.outputs.values():
+        if not Path(path).parent.is_dir():
+            raise FileNotFoundError(f"folder {Path(path).parent} for {Path(path).name} does not exist: create it or change -o")
+    overlay_path = options.outputs.get("overlay")
+    if estimated is not None and overlay_path is not None:
+        raise ValueError("the overlay video is drawn while decoding: it cannot be made from chunks estimated elsewhere; "
+                         "leave overlay out of --formats or convert without chunks")
+    started = time.perf_counter()
+    result = ConvertResult(source=str(spec))
+    perf = time.perf_counter
+    temps: list[Path] = []
+    try:
+        if estimated is None:
+            estimated = estimate_frames(spec, config, overlay=overlay_path, temps=temps, progress=progress)
+        stage = dict(estimated.stage_ms)
+        records, width, height, fps_nominal = estimated.records, estimated.width, estimated.height, estimated.fps
+        result.expected_frames = estimated.expected_frames
         if not records:
             raise ValueError(f"{spec} has no frames: nothing to convert")
         result.frames = len(records)
@@ -225,13 +344,13 @@ def convert_source(
         result.people = len(tracks)
         t0 = perf()
         smoothed = _smooth(tracks, pts, config, options.smoother)
-        stage["smooth"] += (perf() - t0) * 1000.0
+        stage["smooth"] = stage.get("smooth", 0.0) + (perf() - t0) * 1000.0
         t0 = perf()
         rigs = _retarget(tracks, smoothed, pts, config, (width, height), options.mirror)
-        stage["retarget"] += (perf() - t0) * 1000.0
+        stage["retarget"] = stage.get("retarget", 0.0) + (perf() - t0) * 1000.0
         t0 = perf()
         written = _write_files(spec, records, pts, tracks, smoothed, rigs, (width, height), result, options, temps)
-        stage["write"] += (perf() - t0) * 1000.0
+        stage["write"] = stage.get("write", 0.0) + (perf() - t0) * 1000.0
         # Everything is complete: give the files their final names.
         for kind, pairs in written.items():
             for temp, final in pairs:
@@ -242,8 +361,6 @@ def convert_source(
             result.outputs["overlay"] = [str(overlay_path)]
         temps.clear()
     finally:
-        if writer is not None:
-            writer.release()
         for temp in temps:
             try:
                 temp.unlink()

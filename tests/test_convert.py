@@ -298,3 +298,45 @@ def test_video_that_ends_early_writes_nothing(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert "ended after" in err[-1] and "of the 40 frames its container announces" in err[-1] and "re-encode" in err[-1]
     assert list(out.iterdir()) == []
+
+
+def test_chunks_join_tracks_over_the_overlap():
+    """merge_chunks: a later chunk's own track ids are matched to the earlier chunk's over the
+    overlap frames (here swapped: its 1 is the earlier 2), a new person gets a new id."""
+    from avatar_bridge.convert import EstimatedFrames, _FrameRecord, merge_chunks, plan_chunks
+    from avatar_bridge.types import Pose2D
+
+    assert plan_chunks(72, 28, 10) == [(0, 0, 28), (18, 28, 56), (46, 56, 72)]
+
+    def person(x: float, track: int) -> Pose2D:
+        kp = np.stack([np.full(17, x), np.linspace(100.0, 400.0, 17)], axis=-1).astype(np.float32)
+        return Pose2D(kp, np.ones(17, np.float32), None, track)
+
+    a = EstimatedFrames([_FrameRecord(i, i / 30, [person(100 + i, 1), person(500 - i, 2)], 1) for i in range(10)],
+                        640, 480, 30.0, 15, {"pose": 10.0})
+    b_records = [_FrameRecord(i, i / 30, [person(500 - i, 1), person(100 + i, 2)] + ([person(300, 7)] if i >= 12 else []), 2)
+                 for i in range(5, 15)]
+    b = EstimatedFrames(b_records, 640, 480, 30.0, 15, {"pose": 5.0}, first_frame=10)
+    merged = merge_chunks([a, b])
+    assert [r.index for r in merged.records] == list(range(15))
+    assert merged.stage_ms["pose"] == 15.0
+    late = merged.records[13]
+    ids = {round(float(p.keypoints[0, 0])): p.track_id for p in late.people}
+    assert ids == {113: 1, 487: 2, 300: 3} and late.driver == 1  # chunk b's driver 2 is track 1
+
+
+def test_ray_chunks_of_one_video_match_the_whole(tmp_path, capsys):
+    """--ray --chunk-seconds 1 on the fixture video: 3 chunk tasks, joined into the same 72 frames,
+    times and two continuous tracks as converting it whole."""
+    pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'avatar-bridge[ray]'")
+    common = ["--formats", "jsonl,bvh", "--track", "all", "--resize", "640x360", *model_args()]
+    assert main(["convert", str(need(VIDEO)), "-o", str(tmp_path / "whole"), *common]) == 0
+    assert main(["convert", str(VIDEO), "-o", str(tmp_path / "chunks"), "--ray", "--chunk-seconds", "1",
+                 "--overlap", "10", *common]) == 0
+    whole, chunks = (jsonl(tmp_path / d / f"{VIDEO.stem}.jsonl") for d in ("whole", "chunks"))
+    assert len(chunks) == 72 and [c["pts"] for c in chunks] == [w["pts"] for w in whole]
+    assert [c["frame"] for c in chunks] == list(range(72))
+    ids = lambda lines: sorted({p["track_id"] for line in lines for p in line["people"]})
+    assert len(ids(chunks)) == len(ids(whole)) == 2
+    assert [len(c["people"]) for c in chunks] == [len(w["people"]) for w in whole]
+    assert len(list((tmp_path / "chunks").glob("*.bvh"))) == 2

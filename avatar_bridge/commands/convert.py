@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..config import DEFAULT_PRESET, AppConfig, load_config
-from ..convert import OUTPUT_KINDS, SMOOTHERS, SUFFIXES, ConvertOptions, ConvertResult, bvh_track_path, convert_source
+from ..convert import (
+    OUTPUT_KINDS, SMOOTHERS, SUFFIXES, ConvertOptions, ConvertResult, convert_source, estimate_frames, merge_chunks, plan_chunks,
+)
 from .options import refuse_existing
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,11 @@ def configure_parser(parser: argparse.ArgumentParser, command: str = "convert") 
     parser.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
                         help="run the per-file jobs as Ray tasks on the cluster at ADDRESS (ray://HOST:10001 or HOST:6379; "
                              "no ADDRESS = a local Ray runtime); needs the ray extra: pip install 'avatar-bridge[ray]'")
+    parser.add_argument("--chunk-seconds", type=float, default=None, metavar="S",
+                        help="with --ray: split each video longer than S seconds into chunks of S seconds, one Ray task each "
+                             "(the tracks are joined over the overlap)")
+    parser.add_argument("--overlap", type=int, default=30, metavar="FRAMES",
+                        help="frames each chunk decodes before its own, to join track ids across chunks (default 30)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     parser.add_argument("--quiet", action="store_true", help="no progress display")
     models = parser.add_argument_group("models")
@@ -302,8 +309,37 @@ def run_jobs_in_processes(jobs: list[Job], workers: int, progress: Progress) -> 
     return results
 
 
-def run_jobs_on_ray(jobs: list[Job], address: str, progress: Progress) -> list[ConvertResult]:
-    """The same per-file jobs as Ray tasks (``ray.remote``), on the cluster at ``address``."""
+def _estimate_chunk(source: str, config: AppConfig, start: int, keep_from: int, stop: int):
+    """A Ray task: pass 1 (decode, detect, pose, track) over frames ``start`` to ``stop`` of one video."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1, user_api="blas")
+    return estimate_frames(source, config, start=start, keep_from=keep_from, stop=stop)
+
+
+def _video_frames(path: str) -> tuple[int, float]:
+    """(frame count, frames per second) the container announces; (0, 0) when it is not a video."""
+    import cv2
+
+    if Path(path).suffix.lower() not in VIDEO_SUFFIXES:
+        return 0, 0.0
+    cap = cv2.VideoCapture(path)
+    try:
+        if not cap.isOpened():
+            return 0, 0.0
+        return int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0), float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+    finally:
+        cap.release()
+
+
+def run_jobs_on_ray(jobs: list[Job], address: str, progress: Progress, chunk_seconds: float | None = None,
+                    overlap: int = 30) -> list[ConvertResult]:
+    """The same per-file jobs as Ray tasks (``ray.remote``), on the cluster at ``address``.
+
+    With ``chunk_seconds``, a video longer than that is split (:func:`avatar_bridge.convert.plan_chunks`):
+    one task per chunk runs pass 1, the chunks are joined here (:func:`avatar_bridge.convert.merge_chunks`,
+    track ids matched over ``overlap`` frames) and smoothed, retargeted and written by this process.
+    """
     try:
         import ray
     except ImportError:
@@ -320,17 +356,42 @@ def run_jobs_on_ray(jobs: list[Job], address: str, progress: Progress) -> list[C
                                "(ray://HOST:10001 or HOST:6379) and that the cluster is running") from None
     try:
         task = ray.remote(num_cpus=1, max_retries=0)(_worker_job)
-        refs = {task.remote(job, None): job for job in jobs}
+        chunk_task = ray.remote(num_cpus=1, max_retries=0)(_estimate_chunk)
+        refs: dict[Any, Job] = {}
+        chunked: dict[str, list] = {}
+        started = {job.source: time.monotonic() for job in jobs}
+        for job in jobs:
+            count, fps = _video_frames(job.source)
+            chunk_frames = int(round(chunk_seconds * fps)) if chunk_seconds and fps > 0 else 0
+            if chunk_frames and count > chunk_frames and "overlay" not in job.options.outputs:
+                chunked[job.source] = [chunk_task.remote(job.source, job.config, *span)
+                                       for span in plan_chunks(count, chunk_frames, overlap)]
+                for ref in chunked[job.source]:
+                    refs[ref] = job
+            else:
+                refs[task.remote(job, None)] = job
         results: dict[str, ConvertResult] = {}
+        chunks_done: dict[str, int] = {}
         pending = list(refs)
         while pending:
             ready, pending = ray.wait(pending, num_returns=1)
             for ref in ready:
                 job = refs[ref]
-                try:
-                    result = ray.get(ref)
-                except Exception as exc:
-                    result = ConvertResult(source=job.source, error=f"Ray task failed: {_one_line(exc)}")
+                if job.source in chunked:
+                    chunks_done[job.source] = chunks_done.get(job.source, 0) + 1
+                    if chunks_done[job.source] < len(chunked[job.source]):
+                        continue
+                    try:  # every chunk is in: join them, then smooth, retarget and write here
+                        merged = merge_chunks(ray.get(chunked[job.source]))
+                        result = convert_source(job.source, job.config, job.options, estimated=merged)
+                        result.seconds = time.monotonic() - started[job.source]
+                    except Exception as exc:
+                        result = ConvertResult(source=job.source, error=_one_line(exc))
+                else:
+                    try:
+                        result = ray.get(ref)
+                    except Exception as exc:
+                        result = ConvertResult(source=job.source, error=f"Ray task failed: {_one_line(exc)}")
                 results[job.source] = result
                 progress.add(result.frames, None)
         return [results[job.source] for job in jobs]
@@ -357,6 +418,10 @@ def describe(result: ConvertResult) -> str:
 def run_command(args: argparse.Namespace) -> int:
     if args.workers is not None and args.workers < 1:
         raise ValueError(f"--workers {args.workers} must be at least 1")
+    if args.chunk_seconds is not None and (args.ray is None or args.chunk_seconds <= 0):
+        raise ValueError("--chunk-seconds splits videos into Ray tasks: pass it with --ray, and a positive number of seconds")
+    if args.overlap < 0:
+        raise ValueError(f"--overlap {args.overlap} must be 0 or more frames")
     if args.fps is not None and not 1.0 <= args.fps <= 1000.0:
         raise ValueError(f"--fps {args.fps} is out of range: use 1 to 1000 frames per second")
     track: int | str | None = None
@@ -400,7 +465,7 @@ def run_command(args: argparse.Namespace) -> int:
     progress = Progress(_expected_total([Path(j.source) for j in jobs]) if jobs else 0, args.quiet or args.json)
     try:
         if args.ray is not None:
-            ran = run_jobs_on_ray(jobs, args.ray, progress) if jobs else []
+            ran = run_jobs_on_ray(jobs, args.ray, progress, args.chunk_seconds, args.overlap) if jobs else []
         elif workers > 1:
             ran = run_jobs_in_processes(jobs, workers, progress)
         else:
