@@ -175,10 +175,14 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _worker_job(job: Job, queue: Any) -> ConvertResult:
-    """Worker process: one BLAS thread (cli.limit_blas_threads), progress through ``queue``."""
+    """Worker process: one thread per library (BLAS as in cli.limit_blas_threads, OpenCV's pool, the
+    FFmpeg decoder), since the workers themselves fill the cores; progress through ``queue``."""
+    import cv2
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1, user_api="blas")
+    cv2.setNumThreads(1)
+    os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "threads;1")
     step = [0]
 
     def progress(done: int, total: int | None) -> None:
