@@ -101,7 +101,9 @@ class ConvertResult:
 
 
 @dataclass
-class _FrameRecord:
+class FrameRecord:
+    """One source frame after pass 1: its index, PTS (seconds), people (pixels, track ids) and driver."""
+
     index: int
     pts: float
     people: list[Pose2D]
@@ -122,7 +124,7 @@ def bvh_track_path(path: Path, track_id: int) -> Path:
 class EstimatedFrames:
     """Pass 1 over a source (or one chunk of a video): every frame's people, before smoothing."""
 
-    records: list[_FrameRecord]
+    records: list[FrameRecord]
     width: int
     height: int
     fps: float  # the container's (nominal) rate
@@ -174,7 +176,7 @@ def estimate_frames(
             pipeline = Pipeline(config)
             pipeline.prepare(images=not is_keypoint_source(str(spec)))
             stage["setup"] += (perf() - t_setup) * 1000.0  # opening the source, loading the models (once per job)
-            records: list[_FrameRecord] = []
+            records: list[FrameRecord] = []
             width, height = source.width, source.height
             first_timestamp = None
             t_read = perf()
@@ -193,7 +195,7 @@ def estimate_frames(
                 width, height = frame.width, frame.height
                 people = [Pose2D(p.keypoints.copy(), p.scores.copy(), None if p.box is None else p.box.copy(), p.track_id)
                           for p in estimated.poses.people]
-                records.append(_FrameRecord(int(frame.index), float(pts), people, None if estimated.skipped else estimated.driver))
+                records.append(FrameRecord(int(frame.index), float(pts), people, None if estimated.skipped else estimated.driver))
                 if overlay is not None:
                     t0 = perf()
                     writer = _write_overlay(writer, overlay, temps, frame, people, records[-1].driver, source.fps)
@@ -272,7 +274,7 @@ def merge_chunks(chunks: list[EstimatedFrames], max_distance: float = 0.25) -> E
                 continue
             people = [Pose2D(p.keypoints, p.scores, p.box, mapping[p.track_id]) for p in record.people]
             driver = mapping.get(record.driver) if record.driver is not None else None
-            merged.append(_FrameRecord(record.index, record.pts, people, driver))
+            merged.append(FrameRecord(record.index, record.pts, people, driver))
     last = chunks[-1]
     return EstimatedFrames(merged, last.width, last.height, last.fps, chunks[0].expected_frames, stage, 0)
 
@@ -388,7 +390,7 @@ def _write_overlay(writer, path: Path, temps: list[Path], frame, people, driver,
     return writer
 
 
-def _tracks(records: list[_FrameRecord]) -> dict[int, list[tuple[int, Pose2D]]]:
+def _tracks(records: list[FrameRecord]) -> dict[int, list[tuple[int, Pose2D]]]:
     """Track id -> [(frame position in records, Pose2D)] in frame order."""
     tracks: dict[int, list[tuple[int, Pose2D]]] = {}
     for i, record in enumerate(records):
@@ -435,7 +437,7 @@ def _retarget(tracks, smoothed, pts: np.ndarray, config: AppConfig, size: tuple[
     return out
 
 
-def _driving_track(records: list[_FrameRecord], tracks) -> int | None:
+def _driving_track(records: list[FrameRecord], tracks) -> int | None:
     """The track that drove most frames (ties: the lower id); None when nobody was tracked."""
     counts: dict[int, int] = {}
     for record in records:

@@ -303,7 +303,7 @@ def test_video_that_ends_early_writes_nothing(tmp_path, capsys):
 def test_chunks_join_tracks_over_the_overlap():
     """merge_chunks: a later chunk's own track ids are matched to the earlier chunk's over the
     overlap frames (here swapped: its 1 is the earlier 2), a new person gets a new id."""
-    from avatar_bridge.convert import EstimatedFrames, _FrameRecord, merge_chunks, plan_chunks
+    from avatar_bridge.convert import EstimatedFrames, FrameRecord, merge_chunks, plan_chunks
     from avatar_bridge.types import Pose2D
 
     assert plan_chunks(72, 28, 10) == [(0, 0, 28), (18, 28, 56), (46, 56, 72)]
@@ -312,9 +312,9 @@ def test_chunks_join_tracks_over_the_overlap():
         kp = np.stack([np.full(17, x), np.linspace(100.0, 400.0, 17)], axis=-1).astype(np.float32)
         return Pose2D(kp, np.ones(17, np.float32), None, track)
 
-    a = EstimatedFrames([_FrameRecord(i, i / 30, [person(100 + i, 1), person(500 - i, 2)], 1) for i in range(10)],
+    a = EstimatedFrames([FrameRecord(i, i / 30, [person(100 + i, 1), person(500 - i, 2)], 1) for i in range(10)],
                         640, 480, 30.0, 15, {"pose": 10.0})
-    b_records = [_FrameRecord(i, i / 30, [person(500 - i, 1), person(100 + i, 2)] + ([person(300, 7)] if i >= 12 else []), 2)
+    b_records = [FrameRecord(i, i / 30, [person(500 - i, 1), person(100 + i, 2)] + ([person(300, 7)] if i >= 12 else []), 2)
                  for i in range(5, 15)]
     b = EstimatedFrames(b_records, 640, 480, 30.0, 15, {"pose": 5.0}, first_frame=10)
     merged = merge_chunks([a, b])
