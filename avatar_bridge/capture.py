@@ -96,6 +96,12 @@ class VideoFileSource(FrameSourceBase):
     behind gets the newest frame and the ones it missed are counted in ``Frame.dropped``.
     ``realtime=False`` hands out every frame, as fast as they can be decoded (benchmarks).
 
+    Video time: every frame carries ``Frame.pts``, its presentation time in seconds from the
+    container (OpenCV's ``CAP_PROP_POS_MSEC`` after decoding it, relative to the first frame), so a
+    variable-frame-rate file (phones) is timed as recorded, not by frame number over the average
+    rate; ``Frame.index`` is the frame's position in the file (frames skipped while paced leave
+    gaps). Realtime pacing follows the PTS: frame p is due at ``start + pts(p)``.
+
     Timestamps (the "capture time" latencies are measured from): in realtime mode, the moment the
     frame was due, as a camera would have captured it; as fast as possible there is no capture
     clock, so a frame is stamped when the consumer takes it (latency = the pipeline's own work;
@@ -111,7 +117,10 @@ class VideoFileSource(FrameSourceBase):
         loop: bool = False,
         resize: tuple[int, int] | None = None,
         fps: float | None = None,
+        start_frame: int = 0,
     ) -> None:
+        """``start_frame``: begin at that frame (a seek; ``convert``'s chunks), keeping its index and
+        its PTS on the file's own timeline (measured from frame 0)."""
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"video file {self.path} not found: check the path given to --source")
@@ -133,6 +142,11 @@ class VideoFileSource(FrameSourceBase):
         self.loop = loop
         self.decode_failed = False  # True when the file ended before its announced frame count
         self._decoded = 0  # frames decoded in this pass over the file
+        self._position = -1  # file position of the newest decoded frame, counted across loops
+        self._pts0: float | None = None  # container time of the first frame (ms), the zero of Frame.pts
+        self._loop_pts = 0.0  # seconds of video time added by completed loops
+        self._last_pts = 0.0  # pts of the newest decoded frame (s)
+        self._last_period = 1.0 / self.fps  # pts difference between the last two decoded frames (s)
         self._index = 0  # frames handed out
         self._dropped_total = 0  # realtime: frames skipped because the consumer fell behind
         self._drop_warned = False
@@ -142,6 +156,15 @@ class VideoFileSource(FrameSourceBase):
         if first is None:
             self._cap.release()
             raise ValueError(f"video file {self.path} has no decodable frames: the file is corrupt or empty")
+        if start_frame > 0:  # frame 0 was decoded for the timeline's zero; now seek
+            self._cap.set(cv2.CAP_PROP_POS_FRAMES, int(start_frame))
+            self._position = int(start_frame) - 1
+            self._decoded = int(start_frame)
+            self._last_pts = float("-inf")  # no "earlier frame" to compare the first one after the seek with
+            first = self._decode()
+            if first is None:
+                self._cap.release()
+                raise ValueError(f"video file {self.path} has no frame {start_frame}: it has {self.frame_count}")
         self._first = first
         self._stop = threading.Event()
         self._started = threading.Event()
@@ -149,7 +172,7 @@ class VideoFileSource(FrameSourceBase):
         # one-frame "newest" slot that the paced thread overwrites (realtime, like a camera).
         self._queue: queue.Queue = queue.Queue(maxsize=1)
         self._cond = threading.Condition()
-        self._slot: tuple[np.ndarray, float] | None = None
+        self._slot: tuple[tuple[np.ndarray, int, float], float] | None = None
         self._slot_seq = 0
         self._taken_seq = 0
         self._skipped = 0  # frames the paced thread skipped without decoding (it was late)
@@ -165,12 +188,40 @@ class VideoFileSource(FrameSourceBase):
             log.warning("video file %s: decoding failed (%s)", self.path, str(exc).strip().splitlines()[-1])
             return False, None
 
-    def _decode(self) -> np.ndarray | None:
-        """The next frame (resized), rewinding at the end when looping; None at the end of the file."""
+    def _stamp(self) -> tuple[int, float]:
+        """(position, pts seconds) of the frame just grabbed or read, from the container's clock."""
+        msec = float(self._cap.get(cv2.CAP_PROP_POS_MSEC))
+        if self._pts0 is None:
+            self._pts0 = msec
+        pts = self._loop_pts + (msec - self._pts0) / 1000.0
+        if not np.isfinite(pts) or (self._decoded > 1 and pts <= self._last_pts):
+            pts = self._last_pts + self._last_period  # a container without usable times: keep the average rate
+        if self._decoded > 1:
+            self._last_period = pts - self._last_pts
+        self._position += 1
+        self._last_pts = pts
+        return self._position, pts
+
+    def _grab(self) -> bool:
+        """Skip one frame without converting it (paced reader, late); keeps position and PTS."""
+        try:
+            ok = self._cap.grab()
+        except cv2.error:
+            ok = False
+        if ok:
+            self._decoded += 1
+            self._stamp()
+        return ok
+
+    def _decode(self) -> tuple[np.ndarray, int, float] | None:
+        """The next frame (resized) with its position and PTS (seconds), rewinding at the end when
+        looping; None at the end of the file."""
         ok, image = self._read_raw()
         if not ok and self.loop and self._decoded > 0:
             self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
             self._decoded = 0
+            self._loop_pts = self._last_pts + self._last_period
+            self._pts0 = None
             ok, image = self._read_raw()
         if not ok:
             if self.frame_count and self._decoded < self.frame_count - 1 and not self.decode_failed:
@@ -181,21 +232,22 @@ class VideoFileSource(FrameSourceBase):
                 )
             return None
         self._decoded += 1
-        return _resize(image, self.resize)
+        position, pts = self._stamp()
+        return _resize(image, self.resize), position, pts
 
     def _prefetch_reader(self) -> None:
         """As fast as possible: decode one frame ahead of the consumer (None marks the end)."""
-        image = self._first
+        decoded = self._first
         while not self._stop.is_set():
             while not self._stop.is_set():
                 try:
-                    self._queue.put(image, timeout=0.1)
+                    self._queue.put(decoded, timeout=0.1)
                     break
                 except queue.Full:
                     continue
-            if image is None:
+            if decoded is None:
                 return
-            image = self._decode()
+            decoded = self._decode()
 
     def _note_drops(self, dropped: int) -> None:
         """Say once, with the fix, when pacing drops more than DROP_WARN_SHARE of a file's frames."""
@@ -205,44 +257,38 @@ class VideoFileSource(FrameSourceBase):
             self._drop_warned = True
             log.warning(
                 "%s: %d of the first %d frames were dropped because processing is slower than the video's frame rate "
-                "(live pacing, like a camera); to process every frame of a file use --fast, or lighten the load "
-                "(--resize 640x360, --config cpu-fast)", self.path.name, self._dropped_total, seen)
+                "(live pacing, like a camera); to turn every frame of a file into motion use avatar-bridge convert, "
+                "or lighten the load (--resize 640x360, --config cpu-fast)", self.path.name, self._dropped_total, seen)
 
     def _paced_reader(self) -> None:
-        """Realtime: publish frame p at start + p / fps, decoded just before it is due.
+        """Realtime: publish frame p at ``start + pts(p)`` (video time), decoded just before it is due.
 
-        Decoding starts about 1.5 decode-times before the frame is due, when a consumer that keeps up
-        is idle, so it neither adds latency nor competes with the consumer's work. A frame the
-        consumer did not take before the next was published is overwritten (dropped); when decoding
-        itself falls more than a frame behind, frames are skipped with ``grab()``.
+        The next frame is decoded as soon as one is published: its due time is only known once it
+        is decoded (a variable-frame-rate file can switch from 100 ms to 25 ms frames at any point),
+        so decoding one frame ahead is what keeps every due time. A frame the consumer did not take
+        before the next was published is overwritten (dropped); when decoding itself falls more than
+        a frame interval behind, frames are skipped with ``grab()`` (their PTS still read from the
+        container).
         """
         while not self._started.wait(0.1):
             if self._stop.is_set():
                 return
-        image, position, period = self._first, 0, 1.0 / self.fps
-        decode_s = 0.005  # running estimate of one decode + resize
+        decoded = self._first
         while not self._stop.is_set():
-            due = self._start + position * period
+            due = self._start + decoded[2]
             delay = due - time.monotonic()
             if delay > 0 and self._stop.wait(delay):
                 return
             with self._cond:
-                self._slot = (image, due)
+                self._slot = (decoded, due)
                 self._slot_seq += 1
                 self._cond.notify_all()
-            position += 1
-            while time.monotonic() > self._start + (position + 1) * period and self._cap.grab():
-                self._decoded += 1  # late: skip a frame without converting it
-                position += 1
+            # Late by more than one frame interval: skip frames without converting them.
+            while time.monotonic() > self._start + self._last_pts + 2 * self._last_period and self._grab():
                 with self._cond:
                     self._skipped += 1
-            delay = self._start + position * period - 1.5 * decode_s - time.monotonic()
-            if delay > 0 and self._stop.wait(delay):
-                return
-            t0 = time.perf_counter()
-            image = self._decode()
-            decode_s = 0.8 * decode_s + 0.2 * (time.perf_counter() - t0)
-            if image is None:
+            decoded = self._decode()
+            if decoded is None:
                 with self._cond:
                     self._ended = True
                     self._cond.notify_all()
@@ -266,20 +312,21 @@ class VideoFileSource(FrameSourceBase):
                 self._skipped = 0
                 self._note_drops(dropped)
                 self._taken_seq = self._slot_seq
-                image, stamp = self._slot  # stamp: when the frame was due, i.e. "captured"
+                decoded, stamp = self._slot  # stamp: when the frame was due, i.e. "captured"
         else:
-            image = None
+            decoded = None
             while not self._closed:
                 try:
-                    image = self._queue.get(timeout=0.1)
+                    decoded = self._queue.get(timeout=0.1)
                     break
                 except queue.Empty:
                     if not self._thread.is_alive():
                         break
-            if image is None:
+            if decoded is None:
                 return None
             stamp, dropped = time.monotonic(), 0
-        frame = Frame(self._index, stamp, self.width, self.height, image=image, dropped=dropped)
+        image, position, pts = decoded
+        frame = Frame(position, stamp, self.width, self.height, image=image, dropped=dropped, pts=pts)
         self._index += 1
         return frame
 
@@ -355,7 +402,9 @@ class ImageFolderSource(FrameSourceBase):
                 dropped += 1
                 continue
             image = _resize(image, self.resize or (self.width, self.height))
-            frame = Frame(self._index, time.monotonic(), self.width, self.height, image=image, dropped=dropped)
+            # An image folder has no clock of its own: image i is at i / fps.
+            frame = Frame(self._index, time.monotonic(), self.width, self.height, image=image, dropped=dropped,
+                          pts=self._index / self.fps)
             self._index += 1
             return frame
         return None

@@ -24,9 +24,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench-retarget": ("avatar_bridge.bench.retarget", "bone-direction error of the retargeter against mocap"),
     "bench-stream": ("avatar_bridge.bench.stream", "output costs and delivery delay of VMC and WebSocket on loopback"),
     "bench-soak": ("avatar_bridge.bench.soak", "soak test: 20 viewers, 2 VMC targets and a recording for minutes; memory, latency, fps"),
+    "bench-convert": ("avatar_bridge.bench.convert", "convert's frames/s against the model-bound limit, and --workers scaling"),
     "record": ("avatar_bridge.commands.record", "record a take to a file (same options as run)"),
     "play": ("avatar_bridge.commands.play", "play a recorded take through the outputs"),
     "export-bvh": ("avatar_bridge.commands.export_bvh", "export a recorded take to BVH"),
+    "convert": ("avatar_bridge.commands.convert", "video files, folders or takes to BVH, JSON Lines and takes: every frame, in video time"),
 }
 
 

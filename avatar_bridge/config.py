@@ -186,6 +186,8 @@ class SmoothingConfig:
     hold_time: float = field(default=0.3, metadata={"range": (0.0, 10.0)})  # s a missing joint is predicted before it counts as lost
     missing_decay: float = field(default=0.25, metadata={"range": (0.001, 60.0)})  # s, time constant of a lost joint's confidence decay
     reacquire_time: float = field(default=0.15, metadata={"range": (0.0, 5.0)})  # s a re-found joint blends from where it was shown
+    # Offline RTS smoother (convert): constant-velocity model over whole tracks, both directions
+    rts_acceleration: float = field(default=6.0, metadata={"range": (0.001, 1000.0)})  # process noise, body heights/s^2
     # One Euro (coordinates in body heights)
     min_cutoff: float = field(default=1.0, metadata={"range": (0.001, 100.0)})  # Hz
     beta: float = field(default=1.0, metadata={"range": (0.0, 10000.0)})

@@ -336,6 +336,7 @@ class MocapSource(FrameSourceBase):
             height=self.height,
             image=None,
             truth=GroundTruth(people=[person], joints3d=self.joints3d[k].astype(np.float32)),
+            pts=index / self.fps,  # the clip's own time (frame k of the BVH at its frame rate)
         )
 
     def close(self) -> None:

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import logging
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
 from .capture import FrameSource
 from .config import AppConfig
-from .types import FramePoses, OutputFrame
+from .types import FramePoses, OutputFrame, OutputPerson
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,16 @@ class OutputEngine(Protocol):
     def apply_control(self, message: Any) -> None: ...
 
     def calibrations(self) -> dict[int, Any]: ...
+
+
+def mirror_output_frame(frame: OutputFrame) -> OutputFrame:
+    """The selfie view of a frame: every rig mirrored (:func:`avatar_bridge.retarget.mirror_rig`);
+    the 2D keypoints stay in image pixels as captured."""
+    from .retarget import mirror_rig
+
+    people = [OutputPerson(p.track_id, p.pose2d, None if p.rig is None else mirror_rig(p.rig), p.tracking)
+              for p in frame.people]
+    return replace(frame, people=people)
 
 
 class Outputs:
@@ -44,9 +54,13 @@ class Outputs:
         outputs.close()
     """
 
-    def __init__(self, config: AppConfig, engine: OutputEngine):
+    def __init__(self, config: AppConfig, engine: OutputEngine, view_mirror: bool | None = None):
+        """``view_mirror``: show the selfie mirror image on the viewer and VMC (default
+        ``config.retarget.mirror``). Recordings and BVH always get the frames as they are (the
+        performer's own left and right); ``play`` turns it off for older takes stored mirrored."""
         self.config = config
         self.engine = engine
+        self.view_mirror = config.retarget.mirror if view_mirror is None else bool(view_mirror)
         self.closers: list[Callable[[], None]] = []
         self.sinks: list[tuple[Callable, float]] = []
         self.clock = None
@@ -63,15 +77,27 @@ class Outputs:
 
             vmc = VmcSender(config.vmc)
             self.closers.append(vmc.close)
-            self.sinks.append((vmc.send, config.vmc.rate))
+            self.sinks.append((self._view(vmc.send), config.vmc.rate))
         if config.websocket.enabled:
             from .server import WebSocketServer
 
             self.server = WebSocketServer(config.websocket, on_control=self.engine.apply_control)
             self.server.start()
             self.closers.append(self.server.stop)
-            self.sinks.append((self.server.publish, config.websocket.rate))
+            self.sinks.append((self._view(self.server.publish), config.websocket.rate))
             print(f"web viewer: {self.server.http_url}", file=sys.stderr, flush=True)
+
+    def _view(self, sink: Callable[[OutputFrame], Any]) -> Callable[[OutputFrame], Any]:
+        """``sink`` behind the view mirror (when on): where motion is shown or streamed live."""
+        if not self.view_mirror:
+            return sink
+
+        def mirrored(frame: OutputFrame):
+            return sink(mirror_output_frame(frame))
+
+        owner = getattr(sink, "__self__", None)  # keep the sink's name in the clock's statistics
+        mirrored.__name__ = f"{type(owner).__name__}.{sink.__name__}" if owner is not None else getattr(sink, "__name__", "sink")
+        return mirrored
 
     def start_clock(self) -> None:
         """Start the output clock over the sinks opened so far (``open_files`` calls it)."""

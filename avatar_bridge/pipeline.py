@@ -39,10 +39,11 @@ FORGET_AFTER_S = 3.0  # ...and dropped from the outputs after this long (they th
 
 
 def tracker_settings(config: DetectorConfig, only_driver: bool | None = None) -> TrackerSettings:
-    """The tracker options that live in the ``[detector]`` config section."""
+    """The tracker options that live in the ``[detector]`` config section (detector ``none``: the
+    whole image is one person, so one person is tracked)."""
     return TrackerSettings(
         every_n_frames=config.every_n_frames,
-        max_people=config.max_people,
+        max_people=1 if config.name == "none" else config.max_people,
         redetect_below=config.redetect_below,
         max_missed=config.max_missed,
         driver_policy=config.driver,
@@ -53,6 +54,15 @@ def tracker_settings(config: DetectorConfig, only_driver: bool | None = None) ->
         min_appearance=config.min_appearance,
         only_driver=(config.people == "driver") if only_driver is None else only_driver,
     )
+
+
+@dataclass
+class EstimatedFrame:
+    """What :meth:`Pipeline.estimate` found in one frame: its people and the driving person's id."""
+
+    poses: FramePoses
+    driver: int | None = None  # track id, None when nobody drives
+    skipped: bool = False  # the frame's image was not an image: nothing was estimated
 
 
 @dataclass
@@ -148,6 +158,44 @@ class Pipeline:
 
     def process(self, frame: Frame) -> FramePoses:
         """Find and stabilize every person of ``frame``; returns the raw (unsmoothed) poses and timings."""
+        poses = self.estimate(frame)
+        if poses.skipped:
+            return poses.poses
+        people, driver, timings = poses.poses.people, poses.driver, poses.poses.timings_ms
+        perf = time.perf_counter
+        t4 = perf()
+        with self._lock:
+            for person in people:
+                state = self._people.get(person.track_id)
+                if state is None:
+                    state = self._new_person(person, frame.timestamp)
+                    self._people[person.track_id] = state
+                stable = state.stabilizer.update(person.keypoints, person.scores, frame.timestamp)
+                # Calibration and depth continuity advance once per pose update, never per output tick.
+                state.retargeter.update(stable.keypoints, stable.scores, frame.timestamp, (frame.width, frame.height))
+                state.last_update = frame.timestamp
+                state.latest = person
+            self._forget_unseen(frame.timestamp)
+            self.driver = driver
+            self._latest_capture = frame.timestamp
+            self._latest_frame = (frame.index, frame.pts)
+            self._size = (frame.width, frame.height)
+        timings["smooth"] = (perf() - t4) * 1000.0
+        for name, ms in timings.items():
+            self.metrics.add_stage(name, ms)
+        self.metrics.frame_done(len(people), frame.dropped)
+        self.latest = poses.poses
+        return self.latest
+
+    def estimate(self, frame: Frame) -> "EstimatedFrame":
+        """Detection, pose and tracking of one frame, without the stabilizer or retargeter.
+
+        ``convert`` calls this alone for every frame (its smoothing runs afterwards over whole
+        tracks); :meth:`process` adds the causal stabilizer and retargeter updates. Returns the
+        frame's people (Pose2D with track ids, pixels; only the driver with ``people = "driver"``),
+        the driving person's track id and the stage timings in ms (``detect``, ``crop_boxes``,
+        ``pose``, ``track``). A frame whose image is not an image is skipped (logged).
+        """
         timings: dict[str, float] = {}
         perf = time.perf_counter
         orient_frame(frame, self.config.source.rotate, self.config.source.flip)  # --rotate / --flip
@@ -157,7 +205,7 @@ class Pipeline:
             image = as_bgr_image(frame.image, f"frame {frame.index}")
             if image is None:
                 self.metrics.frame_done(0, frame.dropped + 1)
-                return FramePoses(frame.index, frame.timestamp, frame.width, frame.height)
+                return EstimatedFrame(FramePoses(frame.index, frame.timestamp, frame.width, frame.height), skipped=True)
             if (image.shape[1], image.shape[0]) != (frame.width, frame.height):
                 frame.width, frame.height = image.shape[1], image.shape[0]
         if image is not None:
@@ -200,30 +248,7 @@ class Pipeline:
             driver = self._truth_driver(people)
         keypoints_time = time.monotonic()
         self.metrics.add_latency("capture_to_keypoints", (keypoints_time - frame.timestamp) * 1000.0)
-
-        t4 = perf()
-        with self._lock:
-            for person in people:
-                state = self._people.get(person.track_id)
-                if state is None:
-                    state = self._new_person(person, frame.timestamp)
-                    self._people[person.track_id] = state
-                stable = state.stabilizer.update(person.keypoints, person.scores, frame.timestamp)
-                # Calibration and depth continuity advance once per pose update, never per output tick.
-                state.retargeter.update(stable.keypoints, stable.scores, frame.timestamp, (frame.width, frame.height))
-                state.last_update = frame.timestamp
-                state.latest = person
-            self._forget_unseen(frame.timestamp)
-            self.driver = driver
-            self._latest_capture = frame.timestamp
-            self._latest_frame = (frame.index, frame.pts)
-            self._size = (frame.width, frame.height)
-        timings["smooth"] = (perf() - t4) * 1000.0
-        for name, ms in timings.items():
-            self.metrics.add_stage(name, ms)
-        self.metrics.frame_done(len(people), frame.dropped)
-        self.latest = FramePoses(frame.index, frame.timestamp, frame.width, frame.height, people, timings)
-        return self.latest
+        return EstimatedFrame(FramePoses(frame.index, frame.timestamp, frame.width, frame.height, people, timings), driver)
 
     def _forget_unseen(self, now: float) -> None:
         """Drop the people not updated for FORGET_AFTER_S before ``now`` (call with the lock held)."""

@@ -118,6 +118,7 @@ class PlaybackSource(FrameSourceBase):
             height=frame.poses.height,
             truth=GroundTruth(people=frame.poses.people, rigs=rigs, recorded_timestamp=frame.poses.timestamp),
             dropped=dropped,
+            pts=take_time,  # seconds since the take's first frame (loops added), before --speed
         )
         self._index += 1
         return out

@@ -70,6 +70,12 @@ class RecordingHeader:
     source: dict = field(default_factory=dict)  # e.g. {"spec": "0", "width": 1280, "height": 720, "fps": 30}
     calibration: dict | None = None  # the retargeter's calibration at the start of the take
     fps: float = 30.0  # nominal frame rate of the source
+    # "performer": the rigs keep the performer's own left and right (takes written since the
+    # selfie mirror became a view option); "mirrored": the rigs were stored as the mirror image
+    # (older takes, which recorded with retarget.mirror on, the default then). A header without
+    # the key is an older take.
+    handedness: str = "performer"
+    timeline: str = "clock"  # "clock": timestamps on the output clock (live); "video": source PTS (convert)
     created: str = ""  # ISO 8601 UTC, filled by the writer
     software: str = f"avatar-bridge {__version__}"
     version: int = FORMAT_VERSION
@@ -89,6 +95,8 @@ class RecordingHeader:
             "fps": float(self.fps),
             "source": self.source,
             "calibration": self.calibration,
+            "handedness": self.handedness,
+            "timeline": self.timeline,
         }
 
     @classmethod
@@ -107,6 +115,8 @@ class RecordingHeader:
                 created=str(data.get("created", "")),
                 software=str(data.get("software", "")),
                 version=int(data.get("version", FORMAT_VERSION)),
+                handedness=str(data.get("handedness", "mirrored")),
+                timeline=str(data.get("timeline", "clock")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise RecordingError(f"{where}: the recording header is malformed ({exc!r}): the file is damaged") from None

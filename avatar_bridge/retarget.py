@@ -1066,10 +1066,9 @@ class Retargeter:
         rotations, confidence = self._apply_unseen_policy(local, solved, sc, timestamp)
         hips_position = self._hips_position(kp, sc)
         tracking = bool(solved)
-        if self.config.mirror:
-            rotations = mirror_rotations(rotations)
-            confidence = {_mirror_name(k): v for k, v in confidence.items()}
-            hips_position = hips_position * np.array([-1.0, 1.0, 1.0])
+        # No mirroring here: a RigPose keeps the performer's own left and right (takes, BVH, JSON
+        # Lines). The selfie mirror (config.mirror) is a view option: see mirror_rig and
+        # avatar_bridge.outputs, which apply it to the viewer and VMC only.
         # Continuity: never let a quaternion flip sign between frames.
         for name, q in rotations.items():
             q = quat.normalize(q)
@@ -1133,6 +1132,22 @@ class Retargeter:
         pos = rest + np.array([x, y, z])
         self._previous_hips = pos
         return pos
+
+
+def mirror_rig(rig: RigPose) -> RigPose:
+    """The mirror image of a pose (the selfie view): left and right bones and confidences swapped,
+    rotations reflected across the avatar's sagittal (YZ) plane, hips x negated (metres).
+
+    Applied where motion is shown or streamed live (viewer, VMC; ``retarget.mirror``) and by
+    ``export-bvh --mirror`` / ``convert --mirror``; never by :meth:`Retargeter.solve`. Its own inverse.
+    """
+    return RigPose(
+        timestamp=rig.timestamp, track_id=rig.track_id,
+        hips_position=np.asarray(rig.hips_position, dtype=np.float64) * np.array([-1.0, 1.0, 1.0]),
+        rotations=mirror_rotations(rig.rotations),
+        confidence={_mirror_name(k): v for k, v in rig.confidence.items()},
+        tracking=rig.tracking,
+    )
 
 
 def _mirror_name(name: str) -> str:

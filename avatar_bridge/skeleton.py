@@ -155,6 +155,18 @@ def mirror_rotations(rotations: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
+def mirror_motion(hips: np.ndarray, rotations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`mirror_rotations` for motion arrays: hips (N, 3) metres with x negated, rotations
+    (N, B, 4) in ``BONES`` order with left and right bones swapped and reflected. Its own inverse."""
+    swap = []
+    for bone in BONES:
+        name = bone.name
+        other = "right" + name[4:] if name.startswith("left") else "left" + name[5:] if name.startswith("right") else name
+        swap.append(BONE_INDEX.get(other, BONE_INDEX[name]))
+    rotations = np.asarray(rotations, dtype=np.float64)[:, swap] * np.array([1.0, -1.0, -1.0, 1.0])
+    return np.asarray(hips, dtype=np.float64) * np.array([-1.0, 1.0, 1.0]), rotations
+
+
 def forward_kinematics(
     rotations: dict[str, np.ndarray],
     hips_position: np.ndarray | None = None,

@@ -513,6 +513,87 @@ class PassThroughStabilizer:
 Stabilizer = KalmanStabilizer | OneEuroStabilizer | PassThroughStabilizer
 
 
+def rts_smooth_track(
+    timestamps: np.ndarray, keypoints: np.ndarray, scores: np.ndarray, config: SmoothingConfig,
+    body_height_px: float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Offline smoothing of one person's whole track with the future: a forward Kalman filter and
+    the Rauch-Tung-Striebel backward pass (Rauch, Tung, Striebel, "Maximum likelihood estimates of
+    linear dynamic systems", AIAA Journal 3(8), 1965), filterpy's ``KalmanFilter.rts_smoother``.
+
+    Args:
+        timestamps: (N,) seconds, non-decreasing (video time: gaps and variable frame rates are fine).
+        keypoints: (N, K, 2) pixels; non-finite rows count as unmeasured.
+        scores: (N, K) confidences in [0, 1]; below ``config.min_confidence`` a joint is unmeasured.
+        config: ``rts_acceleration`` (process noise, body heights/s^2), ``measurement_noise`` and
+            ``confidence_exponent`` (as the live :class:`KalmanStabilizer`), ``min_confidence``.
+        body_height_px: the person's height; None = the median of :func:`estimate_body_height`.
+
+    Returns:
+        (keypoints (N, K, 2) float32 smoothed, scores (N, K) float32 = the cleaned input scores, so a
+        joint never measured near a frame stays unseen for the retargeter).
+
+    Model: per joint a constant-velocity state (x and y share the covariance, as in the live
+    filter), measurement sigma = ``measurement_noise`` * body height / score**exponent. Unlike the
+    causal stabilizer it has no lag: each estimate uses the frames after it as well as before.
+    Raises ValueError for mismatched shapes or timestamps that go backwards.
+    """
+    times = np.asarray(timestamps, dtype=np.float64).reshape(-1)
+    kp_all = np.asarray(keypoints, dtype=np.float64)
+    sc_all = np.asarray(scores, dtype=np.float64)
+    n = times.shape[0]
+    if kp_all.ndim != 3 or kp_all.shape[0] != n or kp_all.shape[2] != 2 or sc_all.shape != kp_all.shape[:2]:
+        raise ValueError(f"rts_smooth_track: timestamps (N,), keypoints (N, K, 2) and scores (N, K) must agree, "
+                         f"got {times.shape}, {kp_all.shape}, {sc_all.shape}")
+    if n and (not np.all(np.isfinite(times)) or np.any(np.diff(times) < 0)):
+        raise ValueError("rts_smooth_track: timestamps must be finite and in time order")
+    k = kp_all.shape[1]
+    cleaned = [_clean(kp_all[i], sc_all[i], config.min_confidence) for i in range(n)]
+    if n == 0:
+        return np.zeros((0, k, 2), np.float32), np.zeros((0, k), np.float32)
+    kp = np.stack([c[0] for c in cleaned])
+    sc = np.stack([c[1] for c in cleaned])
+    measured = np.stack([c[2] for c in cleaned])
+    if not measured.any():
+        return kp.astype(np.float32), sc.astype(np.float32)
+    if body_height_px is None:
+        heights = [h for i in range(n) if (h := estimate_body_height(kp[i], measured[i])) is not None]
+        body_height_px = float(np.median(heights)) if heights else FALLBACK_BODY_HEIGHT_PX
+    height = float(body_height_px)
+    kf = KalmanFilter(dim_x=2 * k, dim_z=k)
+    kf.H = np.hstack([np.eye(k), np.zeros((k, k))])
+    # Start each joint at its first measurement (unmeasured joints: the body's centre, wide open).
+    first = np.argmax(measured, axis=0)
+    start = kp[first, np.arange(k)]
+    ever = measured.any(axis=0)
+    start[~ever] = kp[measured].mean(axis=0)
+    kf.x = np.vstack([start, np.zeros((k, 2))])
+    sigma0 = np.where(ever, config.measurement_noise * height, height)
+    kf.P = np.diag(np.concatenate([sigma0**2, np.full(k, (2.0 * height) ** 2)]))
+    q = (config.rts_acceleration * height) ** 2
+    unmeasured_var = (1e6 * height) ** 2  # an unmeasured joint: a measurement with no weight
+    xs = np.empty((n, 2 * k, 2))
+    ps = np.empty((n, 2 * k, 2 * k))
+    fs = np.empty((n, 2 * k, 2 * k))
+    qs = np.zeros((n, 2 * k, 2 * k))
+    eye = np.eye(k)
+    for i in range(n):
+        dt = times[i] - times[i - 1] if i else 0.0
+        F = np.block([[eye, dt * eye], [np.zeros((k, k)), eye]])
+        Q = np.kron(Q_discrete_white_noise(dim=2, dt=dt, var=q), eye) if dt > 0 else np.zeros_like(F)
+        if i:
+            kf.predict(F=F, Q=Q)
+        sigma = config.measurement_noise * height / np.maximum(sc[i], 0.05) ** config.confidence_exponent
+        var = np.where(measured[i], sigma**2, unmeasured_var)
+        z = np.where(measured[i][:, None], kp[i], kf.x[:k])
+        kf.update(z, R=np.diag(var), H=kf.H)  # H given: z keeps its (K, 2) x-and-y columns
+        xs[i], ps[i], fs[i], qs[i] = kf.x, kf.P, F, Q
+    smoothed, _, _, _ = kf.rts_smoother(xs, ps, Fs=fs, Qs=qs)
+    out = smoothed[:, :k, :]
+    out = np.where(ever[None, :, None], out, kp)
+    return out.astype(np.float32), sc.astype(np.float32)
+
+
 def make_stabilizer(config: SmoothingConfig, body_height_px: float | None = None, num_keypoints: int = 17) -> Stabilizer:
     """The stabilizer ``config.method`` names, for one person.
 

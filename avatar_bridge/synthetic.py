@@ -162,7 +162,7 @@ class SyntheticSource(FrameSourceBase):
         person = Pose2D(keypoints=keypoints, scores=scores, box=truth_box(keypoints, scores), track_id=self.track_id)
         frame = Frame(index=index, timestamp=timestamp, width=self.width, height=self.height,
                       image=self._draw(keypoints, scores) if self.render else None,
-                      truth=GroundTruth(people=[person], joints3d=joints.astype(np.float32), rigs=[rig]))
+                      truth=GroundTruth(people=[person], joints3d=joints.astype(np.float32), rigs=[rig]), pts=t)
         return frame
 
     def _draw(self, keypoints: np.ndarray, scores: np.ndarray) -> np.ndarray:

@@ -19,6 +19,12 @@ VIDEO = FIXTURES / "video" / "two_people_walking_1080p.mp4"
 MOCAP = FIXTURES / "mocap" / "cmu_131_01_walk.bvh"
 MMPOSE1_CHECKPOINT = FIXTURES / "parity" / "mobilenetv2_coco_256x192-mmpose1.pth"
 MMPOSE_REFERENCE = FIXTURES / "parity" / "mmpose_reference_mobilenetv2_256x192.npz"
+VFR_VIDEO = FIXTURES / "cases" / "vfr.mp4"  # 48 frames: 0-23 100 ms apart, 24-47 25 ms apart
+
+
+def vfr_container_times() -> list[float]:
+    """The presentation times the fixture README lists for cases/vfr.mp4 (seconds), frames 0-28."""
+    return [0.1 * i for i in range(24)] + [2.400, 2.424, 2.449, 2.475, 2.500]
 
 
 def need(path: Path) -> Path:

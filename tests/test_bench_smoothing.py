@@ -71,12 +71,14 @@ def test_short_benchmark_structure(tmp_path, capsys):
     assert result["frames"] == 40 and result["quick"] is True
     for mode in ("iid", "realistic"):
         case = result["cases"][mode]
-        assert set(case) >= {"raw", "one_euro_xr_defaults", "one_euro_sweep", "kalman_sweep", "kalman_default", "latency", "floors"}
+        assert set(case) >= {"raw", "one_euro_xr_defaults", "one_euro_sweep", "kalman_sweep", "kalman_default", "rts_smoother", "latency", "floors"}
+        # the offline smoother uses the future: less error than the causal default (lag needs the whole clip)
+        assert case["rts_smoother"]["rmse"] < case["kalman_default"]["rmse"] and case["rts_smoother"]["ms_per_frame"] > 0
         assert len(case["one_euro_sweep"]) == 9 and len(case["kalman_sweep"]) == 6
         latency_rows = [v for k, v in case["latency"].items() if isinstance(v, dict) and k != "linear_bound"]
         bound = case["latency"]["linear_bound"]
         assert bound["taps"] == 12 and bound["lag_bounded_rmse"] >= bound["best_rmse"] > 0 and bound["lag_bounded_lag"] <= 0.5 + 1e-6
-        assert "best linear predictor fitted to this clip" in table
+        assert "best linear predictor fitted to this clip" in table and "RTS smoother" in table
         assert len(latency_rows) == 5 and len(case["latency"]["wide_band_plain_extrapolation"]) == 4
         for row in [case["raw"], case["kalman_default"], *case["kalman_sweep"], *latency_rows, *case["latency"]["wide_band_plain_extrapolation"]]:
             assert np.isfinite([row["rmse"], row["jitter"], row["lag"]]).all()

@@ -288,3 +288,32 @@ def test_bvh_recorder_from_the_record_config(tmp_path):
     assert BvhRecorder.from_config(config).track_id == 5
     with pytest.raises(ValueError, match="record.bvh is empty"):
         BvhRecorder.from_config(RecordConfig())
+
+
+def test_export_keeps_the_performers_sides_for_old_mirrored_takes(tmp_path):
+    """A take whose header says it stored the mirror image (older takes) exports mirrored back, so
+    every BVH has the performer's own sides; --mirror writes the selfie image of a new take."""
+    from avatar_bridge.bvh import load_bvh
+    from avatar_bridge.commands.export_bvh import export_bvh
+    from avatar_bridge.record import RecordingHeader
+
+    lifted = quat.from_axis_angle(np.array([0.0, 0.0, 1.0]), np.radians(50))  # one arm raised
+    rig = lambda t: RigPose(t, 1, np.array([0.1, 0.95, 0.0]), {"leftUpperArm": lifted})
+    mirrored = lambda t: RigPose(t, 1, np.array([-0.1, 0.95, 0.0]), skeleton.mirror_rotations({"leftUpperArm": lifted}))
+    takes = {}
+    for name, handedness, make in (("new", "performer", rig), ("old", "mirrored", mirrored)):
+        takes[name] = tmp_path / f"{name}.abrec"
+        with RecordingWriter(takes[name], RecordingHeader(handedness=handedness)) as writer:
+            for i in range(5):
+                writer.write(FramePoses(i, i / 30, 640, 480, []), [make(i / 30)])
+    out = {}
+    for name, mirror in (("new", False), ("old", False), ("new", True)):
+        path = tmp_path / f"{name}{int(mirror)}.bvh"
+        export_bvh(takes[name], path, fps=30, mirror=mirror)
+        out[(name, mirror)] = load_bvh(path).world_positions()
+    new, old, selfie = out[("new", False)], out[("old", False)], out[("new", True)]
+    np.testing.assert_allclose(old, new, atol=1e-4)  # the old take comes out with the performer's sides
+    bvh = load_bvh(tmp_path / "new0.bvh")
+    hand_l, hand_r = bvh.index("leftLowerArm"), bvh.index("rightLowerArm")
+    assert new[0, hand_l, 1] > new[0, hand_r, 1] + 0.1  # the performer's left arm is the raised one
+    assert selfie[0, hand_r, 1] > selfie[0, hand_l, 1] + 0.1  # --mirror: the avatar's right one

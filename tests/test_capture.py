@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from avatar_bridge.capture import CameraSource, ImageFolderSource, VideoFileSource, open_source, parse_size
-from conftest import MOCAP, VIDEO, need
+from conftest import MOCAP, VFR_VIDEO, VIDEO, need, vfr_container_times
 
 
 def run_with_deadline(fn, seconds: float = 30.0):
@@ -138,6 +138,37 @@ def test_image_folder_in_name_order_skipping_corrupt_files(tmp_path):
     assert [int(f.image.mean()) for f in frames] == [0, 50, 150]
     assert [f.dropped for f in frames] == [0, 0, 1]
     assert (frames[0].width, frames[0].height) == (30, 20)
+
+
+@pytest.mark.parametrize("realtime", [False, True])
+def test_variable_frame_rate_video_is_stamped_with_container_times(realtime):
+    """cases/vfr.mp4: every frame keeps its position and the container's PTS (not index / average
+    fps, which put frame 24 at 1.58 s); paced playback follows the PTS, so it lasts its real 3 s."""
+    source = VideoFileSource(need(VFR_VIDEO), realtime=realtime)
+    frames = run_with_deadline(lambda: read_all(source))
+    assert len(frames) == 48 and sum(f.dropped for f in frames) == 0
+    assert [f.index for f in frames] == list(range(48))
+    pts = [f.pts for f in frames]
+    assert pts[:29] == pytest.approx(vfr_container_times(), abs=0.001)
+    assert all(0.023 <= b - a <= 0.027 for a, b in zip(pts[24:], pts[25:]))
+    assert 2.97 <= pts[-1] < 3.0
+    if realtime:  # due times follow the PTS: the 100 ms part is slow, the 25 ms part four times faster
+        for f in frames:
+            assert f.timestamp - frames[0].timestamp == pytest.approx(f.pts, abs=1e-6)
+
+
+def test_paced_video_numbers_frames_by_position_when_it_drops(tmp_path):
+    path = write_video(tmp_path / "clip.avi", frames=30, fps=30.0)
+    with VideoFileSource(path, realtime=True) as source:
+        handed = []
+        while (frame := source.read()) is not None:
+            handed.append(frame)
+            time.sleep(0.1)
+    assert sum(f.dropped for f in handed) > 0
+    for a, b in zip(handed, handed[1:]):  # the index is the frame's place in the file, gaps included
+        assert b.index - a.index == 1 + b.dropped
+        assert b.pts - a.pts == pytest.approx((1 + b.dropped) / 30.0, abs=1e-3)
+        assert round(b.image.mean() / 6) == b.index
 
 
 def test_empty_image_folder_is_refused(tmp_path):

@@ -75,7 +75,7 @@ def test_run_help_states_the_default_source_and_what_fast_does(capsys):
         cli.main(["run", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
     assert "'synthetic' in the default preset" in help_text
-    assert "recorded motion is stretched or squeezed in time" in help_text
+    assert "refused with --record/--bvh, which would be stretched in time: use avatar-bridge convert" in help_text
     assert "frames the CPU cannot keep up with are dropped" in help_text
 
 
@@ -101,7 +101,7 @@ def test_a_paced_video_that_drops_frames_says_how_to_process_every_frame(tmp_pat
             while source.read() is not None:
                 time.sleep(0.1)  # a consumer at 10 frames/s against a 30 fps file
     warnings = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
-    assert len(warnings) == 1 and "--fast" in warnings[0] and "clip.avi" in warnings[0]
+    assert len(warnings) == 1 and "avatar-bridge convert" in warnings[0] and "clip.avi" in warnings[0]
 
 
 def test_a_paced_video_that_keeps_up_says_nothing(tmp_path, caplog):

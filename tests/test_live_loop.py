@@ -18,7 +18,7 @@ def parse(*argv: str):
 
 
 def test_max_people_flag_sets_the_tracker_cap():
-    config = parse("--max-people", "7")
+    config = parse("--max-people", "7", "--detector", "yolox-nano")
     assert config.detector.max_people == 7
     assert tracker_settings(config.detector).max_people == 7
     assert tracker_settings(config.detector).driver_hold_seconds == 2.0
@@ -293,3 +293,12 @@ def test_orient_frame_turns_keypoint_sources_too():
     np.testing.assert_allclose(frame.truth.people[0].box, [479 - 20, 5, 479 - 15, 10])
     with pytest.raises(ValueError, match="0, 90, 180 or 270"):
         orient_frame(Frame(0, 0.0, 640, 480), 45)
+
+
+def test_whole_image_detector_tracks_one_person():
+    """Detector ``none`` makes the whole image one person: one track, whatever --max-people says
+    (else a changing image folder would get a second, stale keypoint box estimated as a person)."""
+    from avatar_bridge.config import DetectorConfig
+
+    assert tracker_settings(DetectorConfig(name="none", max_people=4)).max_people == 1
+    assert tracker_settings(DetectorConfig(name="yolox-nano", max_people=4)).max_people == 4

@@ -107,12 +107,15 @@ def test_overlay_draws_skeleton_and_label():
 def test_run_video_writes_overlay_and_recording(tmp_path, capsys):
     overlay = tmp_path / "overlay.mp4"
     take = tmp_path / "take.abrec"
-    argv = ["run", "--source", str(need(VIDEO)), "--model", str(need(POSE_ONNX)), "--detector", "light-person-detector",
-            "--detector-dir", str(FIXTURES / "models"), "--threads", "1", "--fast", "--max-frames", "8", "--headless",
-            "--quiet", "--no-ws", "--no-vmc", "--save-overlay", str(overlay), "--record", str(take)]
-    assert cli.main(argv) == 0
+    common = ["run", "--source", str(need(VIDEO)), "--model", str(need(POSE_ONNX)), "--detector", "light-person-detector",
+              "--detector-dir", str(FIXTURES / "models"), "--threads", "1", "--max-frames", "8", "--headless",
+              "--quiet", "--no-ws", "--no-vmc"]
+    assert cli.main([*common, "--fast", "--save-overlay", str(overlay)]) == 0
     err = capsys.readouterr().err
     assert "stopped (max frames): 8 frames, 16 pose updates" in err
+    # A recording runs paced like a camera (--fast with --record is refused, see test_convert.py).
+    assert cli.main([*common, "--record", str(take)]) == 0
+    assert "stopped (max frames): 8 frames" in capsys.readouterr().err
     cap = cv2.VideoCapture(str(overlay))
     n = 0
     while cap.read()[0]:
@@ -123,6 +126,9 @@ def test_run_video_writes_overlay_and_recording(tmp_path, capsys):
     recording = read_recording(take)
     assert recording.complete and len(recording) >= 1
     assert recording.header.source["width"] == 1920
+    # frame indices are positions in the video (gaps where pacing dropped frames), never backwards
+    indices = recording.frame_table["index"]
+    assert indices.max() < 72 and (np.diff(indices.astype(int)) >= 0).all()
 
 
 def test_run_with_missing_camera_is_one_clear_line(capsys):

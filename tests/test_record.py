@@ -437,7 +437,9 @@ def test_play_through_websocket_to_a_real_client(tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(10)
-    recorded = np.array([r.rotations["leftUpperArm"] for _, rigs in written for r in rigs])
+    # The take keeps the performer's own sides; the viewer gets the selfie mirror (retarget.mirror,
+    # on by default): its leftUpperArm is the recorded rightUpperArm reflected across the YZ plane.
+    recorded = np.array([r.rotations["rightUpperArm"] * [1.0, -1.0, -1.0, 1.0] for _, rigs in written for r in rigs])
     for message in frames:
         assert message["type"] == "frame" and message["image"] == {"width": 1280, "height": 720}
         person = message["people"][0]
@@ -553,3 +555,16 @@ def test_a_calibration_finished_during_the_take_is_recorded(tmp_path):
     assert len(calibrations) == 1
     entry = calibrations[0]["calibration"]
     assert entry["track_id"] >= 0 and entry["segments"]["torso"] > 0 and entry["body_px"] > 0
+
+
+def test_header_says_which_hand_a_take_keeps(tmp_path):
+    """New takes store the performer's own left and right; a header without the key is an older
+    take that stored the selfie mirror image (``play`` then shows it as it is)."""
+    path = tmp_path / "take.abrec"
+    write_take(path, 3)
+    header = summarize_recording(path).header
+    assert header.handedness == "performer" and header.to_json()["handedness"] == "performer"
+    old = header.to_json()
+    del old["handedness"], old["timeline"]
+    again = RecordingHeader.from_json(old, "old take")
+    assert again.handedness == "mirrored" and again.timeline == "clock"

@@ -211,10 +211,17 @@ def test_no_quaternion_sign_flips_over_the_mocap_clip():
 
 
 def test_mirror_mode_swaps_sides():
+    from avatar_bridge.retarget import mirror_rig
+
     raised = {"leftUpperArm": rot(Z, 40), "leftLowerArm": rot(-Y, 30)}
     hips = np.array([0.3, 0.95, 0.0])
     plain = solve_exact(raised, RetargetConfig(mirror=False), hips)
-    mirrored = solve_exact(raised, RetargetConfig(mirror=True), hips)
+    # The mirror is a view option: solve keeps the performer's own left and right either way.
+    same = solve_exact(raised, RetargetConfig(mirror=True), hips)
+    assert angle_deg(same.rotations["leftUpperArm"], plain.rotations["leftUpperArm"]) < 1e-9
+    mirrored = mirror_rig(plain)
+    again = mirror_rig(mirrored)  # its own inverse
+    assert angle_deg(again.rotations["leftUpperArm"], plain.rotations["leftUpperArm"]) < 1e-9
     # The avatar's right arm does what the user's left arm did (reflected across the avatar's YZ plane).
     reflect = np.array([1.0, -1.0, -1.0, 1.0])
     assert angle_deg(mirrored.rotations["rightUpperArm"], plain.rotations["leftUpperArm"] * reflect) < 1e-6

@@ -35,7 +35,7 @@ import numpy as np
 from ..config import SmoothingConfig, load_config
 from ..metrics import median_p95
 from ..mocap import MocapSource, coco17_world
-from ..smooth import KalmanStabilizer, OneEuroStabilizer
+from ..smooth import KalmanStabilizer, OneEuroStabilizer, rts_smooth_track
 
 ONE_EURO_MIN_CUTOFFS = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
 ONE_EURO_BETAS = (1.0, 2.0, 5.0, 10.0, 20.0, 40.0, 60.0)
@@ -219,6 +219,14 @@ def run_stabilizer(stabilizer, noisy: np.ndarray, conf: np.ndarray, delay: float
     return out
 
 
+def run_rts(noisy: np.ndarray, conf: np.ndarray, config: SmoothingConfig, truth: np.ndarray) -> dict:
+    """The offline RTS smoother (``convert``'s default) over the whole clip at 30 fps: score and ms per frame."""
+    started = time.perf_counter()
+    est, _ = rts_smooth_track(np.arange(len(noisy)) / FPS, noisy, conf, config)
+    ms = (time.perf_counter() - started) * 1000.0 / max(len(noisy), 1)
+    return {**score(est, truth), "ms_per_frame": ms, "rts_acceleration": config.rts_acceleration}
+
+
 def update_cost(stabilizer, noisy: np.ndarray, conf: np.ndarray) -> dict:
     """Milliseconds per ``update`` call (one person, one frame) and per ``predict`` 50 ms ahead
     (the latency-compensated output): median and 95th percentile."""
@@ -326,6 +334,7 @@ def run_benchmark(
         case["kalman_sweep"] = ksweep
         est = run_stabilizer(KalmanStabilizer(config), noisy, conf)
         case["kalman_default"] = {**score(est, truth), **update_cost(KalmanStabilizer(config), noisy, conf)}
+        case["rts_smoother"] = run_rts(noisy, conf, config, truth)
         case["latency"] = latency_check(bvh, source, truth, noisy, conf, config, len(truth), NOISE_VARIANCE[mode])
         case["floors"] = check_floors(mode, case)
         result["cases"][mode] = case
@@ -430,6 +439,7 @@ def format_table(result: dict) -> str:
         for p in pareto_front(case["kalman_sweep"]):
             row(f"Kalman front: accel {p['acceleration']:g} speed {p['speed_gain']:g} innov {p['innovation_gain']:g}", p)
         row("Kalman, shipped default", case["kalman_default"])
+        row("RTS smoother (offline, convert's default)", case["rts_smoother"])
         lat = case["latency"]
         row("Kalman default, 50 ms late, compensated", lat["compensated"])
         row("Kalman default, 50 ms late, uncompensated", lat["uncompensated"])

@@ -38,8 +38,8 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
     pace.add_argument("--realtime", dest="realtime", action="store_true", default=None,
                       help="pace files at their frame rate, like a camera: frames the CPU cannot keep up with are dropped (the default)")
     pace.add_argument("--fast", dest="realtime", action="store_false",
-                      help="process every frame of a file as fast as possible; the outputs (VMC, WebSocket, --record, --bvh) "
-                           "still run on the wall clock, so recorded motion is stretched or squeezed in time")
+                      help="process every frame of a file as fast as possible (a preview: VMC and WebSocket run on the wall "
+                           "clock); refused with --record/--bvh, which would be stretched in time: use avatar-bridge convert")
     parser.add_argument("--loop", action="store_true", default=None, help="restart files at their end")
     parser.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
     parser.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
@@ -171,6 +171,17 @@ def build_config(args: argparse.Namespace) -> AppConfig:
         config.record.overwrite = args.overwrite
     config.validate()
     return config
+
+
+def refuse_time_stretched_files(config: AppConfig) -> None:
+    """``--fast`` (source.realtime = false) with a recording or BVH is refused: the outputs run on the
+    wall clock while frames arrive as fast as the CPU allows, so the files would hold motion stretched
+    or squeezed in time. ``convert`` is the route that writes every frame in video time."""
+    if not config.source.realtime and (config.record.path or config.record.bvh):
+        raise ValueError(
+            "--fast with --record/-o/--bvh would write motion stretched in time (the outputs run on the wall clock): "
+            "to turn every frame of a file into motion use avatar-bridge convert SOURCE -o OUT.bvh (or .abrec, .jsonl); "
+            "without --fast, files are paced at their own rate")
 
 
 def refuse_existing(path: str | Path, overwrite: bool) -> None:

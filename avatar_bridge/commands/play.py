@@ -30,7 +30,9 @@ def run_command(args: argparse.Namespace) -> int:
     summary = summarize_recording(args.file)
     summary.require_person()
     sampler = PlaybackSampler()
-    outputs = Outputs(config, sampler)
+    # Takes keep the performer's left and right and get the selfie mirror at the view, like a live
+    # run; older takes stored the mirror image already and play as they did.
+    outputs = Outputs(config, sampler, view_mirror=config.retarget.mirror and summary.header.handedness == "performer")
     try:
         outputs.open_network()
         if not outputs.sinks:

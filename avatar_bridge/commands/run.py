@@ -15,7 +15,7 @@ from ..outputs import Outputs
 from ..overlay import draw_overlay
 from ..pipeline import Pipeline, is_keypoint_source, open_config_source
 from ..types import FramePoses
-from .options import add_run_arguments, build_config
+from .options import add_run_arguments, build_config, refuse_time_stretched_files
 from .shell import StatusLine, StopFlag, has_display, install_signal_handlers, next_frame
 
 log = logging.getLogger(__name__)
@@ -27,6 +27,7 @@ def configure_parser(parser: argparse.ArgumentParser, command: str = "run") -> N
 
 def run_command(args: argparse.Namespace) -> int:
     config = build_config(args)
+    refuse_time_stretched_files(config)
     headless = args.headless
     if not headless and not has_display():
         log.warning("no display found: running headless (pass --headless to silence this)")
