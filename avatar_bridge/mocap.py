@@ -21,8 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .amp import AmpMotion, load_amp
 from .bvh import BvhMotion, load_bvh
-from .camera import PinholeCamera
+from .camera import PinholeCamera, fit_camera
 from .keypoints import KEYPOINT_INDEX, NUM_KEYPOINTS
 from .types import Frame, FrameSourceBase, GroundTruth, Pose2D
 
@@ -96,21 +97,34 @@ def _yaw_matrix(angle: float) -> np.ndarray:
     return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
 
 
-def coco17_world(motion: BvhMotion, fps: float = 30.0, scale: float | None = None) -> np.ndarray:
+MOCAP_SUFFIXES = (".bvh", ".npy")
+
+
+def load_motion(path: str | Path) -> BvhMotion | AmpMotion:
+    """A mocap clip by its suffix: ``.bvh`` (:func:`avatar_bridge.bvh.load_bvh`) or an AMP humanoid
+    ``.npy`` (:func:`avatar_bridge.amp.load_amp`). Raises ValueError for any other suffix."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".bvh":
+        return load_bvh(path)
+    if suffix == ".npy":
+        return load_amp(path)
+    raise ValueError(f"{path}: not a mocap clip: use a .bvh file or an AMP humanoid .npy clip")
+
+
+def coco17_world(motion: BvhMotion | AmpMotion, fps: float = 30.0, scale: float | None = None) -> np.ndarray:
     """COCO-17 keypoints (N, 17, 3) in the canonical frame, resampled to ``fps`` (linear in time).
 
-    ``scale`` is metres per file unit (None: detect metres or centimetres).
+    ``motion``: a BVH motion or an AMP clip (:mod:`avatar_bridge.amp`, already in metres; its face
+    points are fixed offsets from the head body). ``scale`` is metres per file unit for BVH (None:
+    detect metres or centimetres).
     """
     if not fps > 0:
         raise ValueError(f"mocap fps must be positive, got {fps}")
-    body, head = joint_map(motion)
-    scale = unit_scale(motion) if scale is None else float(scale)
-    world_rot, world_pos = motion.world_transforms()
-    points = np.empty((motion.num_frames, NUM_KEYPOINTS, 3))
-    has_body = body >= 0
-    points[:, has_body] = world_pos[:, body[has_body]] * scale
-    for name, offset in FACE_OFFSETS.items():
-        points[:, KEYPOINT_INDEX[name]] = world_pos[:, head] * scale + world_rot[:, head] @ np.asarray(offset)
+    if isinstance(motion, AmpMotion):
+        points = motion.coco17_points()
+    else:
+        points = _bvh_points(motion, scale)
     points = points @ _yaw_matrix(-facing_yaw(points[0])).T
 
     # Resample: output frame k is at time k / fps from the first source frame.
@@ -121,6 +135,18 @@ def coco17_world(motion: BvhMotion, fps: float = 30.0, scale: float | None = Non
     hi = np.minimum(lo + 1, motion.num_frames - 1)
     w = (pos - lo)[:, None, None]
     return (1.0 - w) * points[lo] + w * points[hi]
+
+
+def _bvh_points(motion: BvhMotion, scale: float | None) -> np.ndarray:
+    body, head = joint_map(motion)
+    scale = unit_scale(motion) if scale is None else float(scale)
+    world_rot, world_pos = motion.world_transforms()
+    points = np.empty((motion.num_frames, NUM_KEYPOINTS, 3))
+    has_body = body >= 0
+    points[:, has_body] = world_pos[:, body[has_body]] * scale
+    for name, offset in FACE_OFFSETS.items():
+        points[:, KEYPOINT_INDEX[name]] = world_pos[:, head] * scale + world_rot[:, head] @ np.asarray(offset)
+    return points
 
 
 def truth_box(keypoints: np.ndarray, scores: np.ndarray, pad: float = 0.15) -> np.ndarray | None:
@@ -134,34 +160,42 @@ def truth_box(keypoints: np.ndarray, scores: np.ndarray, pad: float = 0.15) -> n
 
 
 class MocapSource(FrameSourceBase):
-    """Plays a BVH file as a frame source of projected COCO-17 keypoints (no images).
+    """Plays a mocap clip (BVH, or an AMP humanoid ``.npy``) as a frame source of projected COCO-17 keypoints (no images).
 
     Timestamps are ``time.monotonic()`` at the first ``read()`` plus ``index / fps``; ``realtime``
     sleeps until then. The clock starts at the first read, not at open, so models loaded in between do
     not make the first frames late (rushed through at once).
     A keypoint outside the image or behind the camera has score 0 (its pixel position is still given
     when it is in front of the camera, 0 otherwise).
+
+    ``camera``: a :class:`PinholeCamera`, None for the default one (3 m along +Z at 1 m height), or
+    ``"fit"`` for a frontal camera fitted so the whole clip stays in frame
+    (:func:`avatar_bridge.camera.fit_camera`).
     """
 
     def __init__(
         self,
         path: str | Path,
         fps: float = 30.0,
-        camera: PinholeCamera | None = None,
+        camera: PinholeCamera | str | None = None,
         realtime: bool = False,
         loop: bool = False,
         track_id: int = 1,
     ) -> None:
         self.path = Path(path)
-        self.motion = load_bvh(self.path)
-        self.camera = camera or PinholeCamera()
+        self.motion = load_motion(self.path)
         self.fps = float(fps)
+        self.joints3d = coco17_world(self.motion, fps=self.fps)
+        if isinstance(camera, str):
+            if camera != "fit":
+                raise ValueError(f"mocap camera must be a PinholeCamera, None or 'fit', got {camera!r}")
+            camera = fit_camera(self.joints3d)
+        self.camera = camera or PinholeCamera()
         self.width = int(self.camera.width)
         self.height = int(self.camera.height)
         self.realtime = realtime
         self.loop = loop
         self.track_id = track_id
-        self.joints3d = coco17_world(self.motion, fps=self.fps)
         uv, depth = self.camera.project_with_depth(self.joints3d)
         inside = (depth > 0) & np.all(np.isfinite(uv), axis=-1)
         inside &= (uv[..., 0] >= 0) & (uv[..., 0] < self.width) & (uv[..., 1] >= 0) & (uv[..., 1] < self.height)
