@@ -237,6 +237,45 @@ def _segment_lengths(kp: np.ndarray, ok: np.ndarray) -> dict[str, float]:
     return {k: float(v) for k, v in out.items()}
 
 
+# A calibration frame must show a standing pose: straight limbs (2D angle at the knee and elbow,
+# degrees; a straight limb is straight in every projection) and both feet down (ankle heights within
+# this share of the 2D leg length).
+CALIBRATION_STRAIGHT_DEG = 155.0
+CALIBRATION_FEET_LEVEL = 0.08
+CALIBRATION_MIN_FRAMES = 5  # standing frames a calibration period needs
+CALIBRATION_PATIENCE = 10.0  # periods to wait for them before calibrating from every frame
+
+
+def calibration_pose_ok(kp: np.ndarray, sc: np.ndarray, min_score: float = 0.3) -> bool:
+    """Whether one frame's COCO-17 keypoints (17, 2) pixels / scores (17,) show a calibration pose.
+
+    Rejected: a visible knee or elbow bent in the image (hip-knee-ankle or shoulder-elbow-wrist angle
+    below ``CALIBRATION_STRAIGHT_DEG``) and a raised foot (both ankles visible, their image heights
+    apart by more than ``CALIBRATION_FEET_LEVEL`` of the leg's 2D length). Limbs not seen are not
+    judged. Such frames would set segment lengths and the hip centre from a pose the lifter then
+    takes as "standing".
+    """
+    ok = sc >= min_score
+
+    def straight(a: int, b: int, c: int) -> bool:
+        if not (ok[a] and ok[b] and ok[c]):
+            return True
+        u, v = kp[a] - kp[b], kp[c] - kp[b]
+        nu, nv = np.linalg.norm(u), np.linalg.norm(v)
+        if nu < 1e-6 or nv < 1e-6:
+            return True
+        return math.degrees(math.acos(float(np.clip(u @ v / (nu * nv), -1.0, 1.0)))) >= CALIBRATION_STRAIGHT_DEG
+
+    for a, b, c in ((L_HIP, L_KN, L_AN), (R_HIP, R_KN, R_AN), (L_SH, L_EL, L_WR), (R_SH, R_EL, R_WR)):
+        if not straight(a, b, c):
+            return False
+    if ok[L_AN] and ok[R_AN] and ok[L_HIP] and ok[R_HIP]:
+        leg = (np.linalg.norm(kp[L_HIP] - kp[L_AN]) + np.linalg.norm(kp[R_HIP] - kp[R_AN])) / 2
+        if abs(kp[L_AN][1] - kp[R_AN][1]) > CALIBRATION_FEET_LEVEL * max(leg, 1e-6):
+            return False
+    return True
+
+
 def calibration_from_frames(
     frames: list[tuple[np.ndarray, np.ndarray]], image_size: tuple[int, int], min_score: float = 0.3
 ) -> Calibration:
@@ -877,7 +916,8 @@ class Retargeter:
         self.calibration: Calibration | None = None
         self._custom_lifter = lifter
         self._lifter: Lifter | None = lifter
-        self._calib_frames: list[tuple[np.ndarray, np.ndarray]] = []
+        self._calib_frames: list[tuple[np.ndarray, np.ndarray]] = []  # standing frames of the period
+        self._calib_all: list[tuple[np.ndarray, np.ndarray]] = []  # every frame of the period
         self._calib_start: float | None = None
         self._calibrating = True
         self._memory: dict[str, _BoneMemory] = {}
@@ -901,6 +941,7 @@ class Retargeter:
     def calibrate(self) -> None:
         """Start a new calibration period from the next confident frames (user stands facing the camera)."""
         self._calib_frames = []
+        self._calib_all = []
         self._calib_start = None
         self._calibrating = True
 
@@ -908,6 +949,7 @@ class Retargeter:
         self.calibration = calibration
         self._calibrating = False
         self._calib_frames = []
+        self._calib_all = []
         if self._custom_lifter is None:
             self._lifter = self._make_lifter(calibration)
 
@@ -925,16 +967,33 @@ class Retargeter:
         self.set_calibration(Calibration.load(path))
 
     def _calibration_frame(self, kp: np.ndarray, sc: np.ndarray, timestamp: float, image_size: tuple[int, int]) -> None:
-        """Add one pose update to the calibration period; finish it after ``calibration_seconds``."""
+        """Add one pose update to the calibration period.
+
+        Frames with a bent knee or elbow or a raised foot (:func:`calibration_pose_ok`) are kept
+        apart: the calibration uses the standing frames, and the period goes on past
+        ``calibration_seconds`` until it has ``CALIBRATION_MIN_FRAMES`` of them (a take that starts
+        mid-stride is calibrated from its first standing moments, not its first second). Until then
+        a provisional calibration from every frame so far is used; if no standing frames come within
+        ``CALIBRATION_PATIENCE`` periods, the period ends with every frame (as before)."""
         ok = sc >= self.config.min_score
         torso = ok[[L_SH, R_SH]].all() and (ok[[L_HIP, R_HIP]].all() or self.config.upper_body)
         if not torso:
             return
         if self._calib_start is None:
             self._calib_start = timestamp
-        self._calib_frames.append((kp.copy(), sc.copy()))
-        done = timestamp - self._calib_start >= self.config.calibration_seconds
-        calibration = calibration_from_frames(self._calib_frames, image_size, self.config.min_score)
+            self._calib_all = []
+        self._calib_all.append((kp.copy(), sc.copy()))
+        if calibration_pose_ok(kp, sc, self.config.min_score):
+            self._calib_frames.append((kp.copy(), sc.copy()))
+        elapsed = timestamp - self._calib_start
+        enough = len(self._calib_frames) >= CALIBRATION_MIN_FRAMES
+        done = elapsed >= self.config.calibration_seconds and enough
+        frames = self._calib_frames if enough or len(self._calib_frames) >= len(self._calib_all) / 2 else self._calib_all
+        if not done and elapsed >= CALIBRATION_PATIENCE * self.config.calibration_seconds:
+            done, frames = True, self._calib_all
+        if not frames:
+            frames = self._calib_all
+        calibration = calibration_from_frames(frames, image_size, self.config.min_score)
         if done:
             self.set_calibration(calibration)
             if self.config.calibration_file:
