@@ -437,12 +437,15 @@ def test_calibration_pose_check_rejects_bent_limbs_and_a_raised_foot():
     assert not calibration_pose_ok(bent_knee[0], bent_knee[1])
     bent_elbow = project({"rightLowerArm": rot([0, 0, 1], 80)})
     assert not calibration_pose_ok(bent_elbow[0], bent_elbow[1])
-    raised = project({"rightUpperLeg": rot([0, 0, 1], 25)})  # straight leg lifted sideways: foot off the ground
+    raised = project({"rightUpperLeg": rot([0, 0, 1], 45)})  # straight leg lifted sideways: foot off the ground
     assert not calibration_pose_ok(raised[0], raised[1])
     # Unseen limbs are not judged.
     hidden = bent_knee[1].copy()
     hidden[[13, 15]] = 0.0
     assert calibration_pose_ok(bent_knee[0], hidden)
+    # A relaxed stance (knee flexed 20 degrees, elbow 25) still counts.
+    relaxed = project({"leftUpperLeg": rot([1, 0, 0], -10), "leftLowerLeg": rot([1, 0, 0], 20), "rightLowerArm": rot([0, 0, 1], 25)})
+    assert calibration_pose_ok(relaxed[0], relaxed[1])
 
 
 def test_a_raised_foot_at_the_start_does_not_skew_the_calibration():
