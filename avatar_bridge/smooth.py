@@ -454,13 +454,16 @@ class KalmanStabilizer:
         if not self.initialized:
             return StabilizedPose(np.zeros((k, 2), np.float32), np.zeros(k, np.float32), t)
         if t >= self.last_time or len(self.history) < 2:
-            if t > self.last_time and self.config.prediction_check > 0:
-                base, displacement = self._extrapolation(t)
-                if displacement is not None:  # remembered for the self-check (the latest call per update)
+            base, displacement = self._extrapolation(t)
+            pos = base
+            if displacement is not None:
+                if self.config.prediction_check > 0:  # remembered for the self-check (the latest call per update)
                     if self.predictions and self.predictions[-1][0] == self.last_time:
                         self.predictions.pop()
                     self.predictions.append((self.last_time, t, base, displacement))
-            return StabilizedPose(self._output_positions(t).astype(np.float32), self._scores(t, self.confidence).astype(np.float32), t)
+                pos = base + self.prediction_gain()[:, None] * displacement
+            pos = pos + self._blend(t)[:, None] * self.blend_offset
+            return StabilizedPose(pos.astype(np.float32), self._scores(t, self.confidence).astype(np.float32), t)
         times = [h[0] for h in self.history]
         i = int(np.searchsorted(times, t))
         if i == 0:
