@@ -142,3 +142,16 @@ def test_amp_fixture_clips(name):
     assert np.ptp(thigh) < 1e-3 and thigh[0] == pytest.approx(0.4215, abs=1e-3)
     source = MocapSource(path, camera="fit")
     assert source.scores.min() == 1.0
+
+
+def test_run_command_plays_an_amp_clip(tmp_path, capsys):
+    """`avatar-bridge run --source FILE.npy` drives the keypoint pipeline (no detector, no pose model)."""
+    from avatar_bridge import cli
+
+    path = write_amp(tmp_path / "walk.npy", frames=60, walk=1.0)
+    assert cli.main(["run", "--source", str(path), "--headless", "--no-ws", "--no-vmc", "--duration", "0.5", "--quiet"]) == 0
+    out = capsys.readouterr()
+    import re
+
+    updates = re.search(r"(\d+) pose updates", out.out + out.err)
+    assert updates and int(updates.group(1)) > 5
