@@ -84,3 +84,47 @@ class PinholeCamera:
     def project_with_depth(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Pixels (..., 2) and depth (...,) in one pass."""
         return self.project(points), self.depth(points)
+
+
+def fit_camera(
+    points: np.ndarray,
+    azimuth_deg: float = 0.0,
+    distance: float | None = None,
+    height: float | None = None,
+    focal_px: float = 900.0,
+    width: int = 1280,
+    height_px: int = 720,
+    margin: float = 0.05,
+    max_distance: float = 40.0,
+) -> PinholeCamera:
+    """An orbit camera (:meth:`PinholeCamera.orbit`) placed for a whole clip.
+
+    ``points``: world keypoints of every frame (N, K, 3), metres, Y up. The camera looks
+    horizontally at the centre of the clip's horizontal extent (x, z bounding-box middle),
+    ``azimuth_deg`` around it (0 = on +Z). ``height`` (metres) defaults to the middle of the clip's
+    vertical extent; ``distance`` (metres from the centre) defaults to the smallest, in 0.05 m steps,
+    at which every point of every frame is in front of the camera (0.3 m or more) and inside the image
+    with ``margin`` (a share of each side) to spare. Raises ValueError for an empty or non-finite
+    clip, or when no distance up to ``max_distance`` fits (a clip spanning tens of metres).
+    """
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+    if len(pts) == 0 or not np.all(np.isfinite(pts)):
+        raise ValueError("fit_camera: need a non-empty, finite set of points")
+    lo, hi = pts.min(axis=0), pts.max(axis=0)
+    center = ((lo[0] + hi[0]) / 2.0, (lo[2] + hi[2]) / 2.0)
+    eye = (lo[1] + hi[1]) / 2.0 if height is None else float(height)
+
+    def make(d: float) -> PinholeCamera:
+        return PinholeCamera.orbit(azimuth_deg, distance=d, height=eye, focal_px=focal_px, width=width, height_px=height_px, center=center)
+
+    if distance is not None:
+        if not distance > 0:
+            raise ValueError(f"camera distance must be positive, got {distance}")
+        return make(float(distance))
+    mx, my = margin * width, margin * height_px
+    for d in np.arange(0.5, max_distance + 1e-9, 0.05):
+        cam = make(float(d))
+        uv, depth = cam.project_with_depth(pts)
+        if np.all(depth > 0.3) and np.all((uv[:, 0] >= mx) & (uv[:, 0] <= width - mx) & (uv[:, 1] >= my) & (uv[:, 1] <= height_px - my)):
+            return cam
+    raise ValueError(f"fit_camera: no distance up to {max_distance} m keeps the whole clip in frame; pass a distance")

@@ -175,6 +175,7 @@ class SmoothingConfig:
     extrapolation_shrink: float = field(default=1.0, metadata={"range": (0.0, 100.0)})  # predict(t): shrink velocity by its uncertainty; 0 = plain model
     extrapolation_window: int = field(default=3, metadata={"range": (2, 8)})  # predict(t): filtered states the velocity line is fitted over
     extrapolation_fit: float = field(default=0.5, metadata={"range": (0.0, 1.0)})  # predict(t): share of that fitted slope in the velocity; 0 = filter state only
+    prediction_check: float = field(default=1.0, metadata={"range": (0.0, 60.0)})  # s of memory of predict(t)'s own errors (backs off when prediction does not pay); 0 = off
     body_coupling: float = field(default=0.0, metadata={"range": (0.0, 10.0)})  # whole-body motion share of the process noise; 0 = joints independent
     joint_share: float = field(default=1.0, metadata={"range": (0.0, 10.0)})  # per-joint share of the process noise when coupled
     measurement_noise: float = field(default=0.012, metadata={"range": (0.0001, 1.0)})  # keypoint noise at confidence 1, body heights

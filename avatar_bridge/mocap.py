@@ -25,8 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from . import skeleton
+from .amp import AmpMotion, load_amp
 from .bvh import BvhMotion, load_bvh
-from .camera import PinholeCamera
+from .camera import PinholeCamera, fit_camera
 from .keypoints import KEYPOINT_INDEX, NUM_KEYPOINTS
 from .types import Frame, FrameSourceBase, GroundTruth, Pose2D
 
@@ -219,17 +220,50 @@ def yaw_matrix(angle: float) -> np.ndarray:
     return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
 
 
-def coco17_world(motion: BvhMotion, fps: float = 30.0, scale: float | None = None,
+MOCAP_SUFFIXES = (".bvh", ".npy")
+
+
+def load_motion(path: str | Path) -> BvhMotion | AmpMotion:
+    """A mocap clip by its suffix: ``.bvh`` (:func:`avatar_bridge.bvh.load_bvh`) or an AMP humanoid
+    ``.npy`` (:func:`avatar_bridge.amp.load_amp`). Raises ValueError for any other suffix."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".bvh":
+        return load_bvh(path)
+    if suffix == ".npy":
+        return load_amp(path)
+    raise ValueError(f"{path}: not a mocap clip: use a .bvh file or an AMP humanoid .npy clip")
+
+
+def coco17_world(motion: BvhMotion | AmpMotion, fps: float = 30.0, scale: float | None = None,
                  partial: "bool | JointMap" = False) -> np.ndarray:
     """COCO-17 keypoints (N, 17, 3) in the canonical frame, resampled to ``fps`` (linear in time).
 
-    ``scale`` is metres per file unit (None: detect metres or centimetres). ``partial``: see
-    :func:`joint_map` (or a :class:`JointMap` already made). Raises ValueError for fps <= 0 or a file
-    whose joints no naming convention maps.
+    ``motion``: a BVH motion or an AMP clip (:mod:`avatar_bridge.amp`, already in metres; its face
+    points are fixed offsets from the head body). ``scale`` is metres per file unit for BVH (None:
+    detect metres or centimetres). ``partial`` (BVH): see :func:`joint_map` (or a :class:`JointMap`
+    already made). Raises ValueError for fps <= 0 or a BVH file whose joints no naming convention maps.
     """
     if not fps > 0:
         raise ValueError(f"mocap fps must be positive, got {fps}")
-    mapping = joint_map(motion, partial=partial) if isinstance(partial, bool) else partial
+    if isinstance(motion, AmpMotion):
+        points = motion.coco17_points()
+    else:
+        points = _bvh_points(motion, scale, joint_map(motion, partial=partial) if isinstance(partial, bool) else partial)
+    points = points @ yaw_matrix(-facing_yaw(points[0])).T
+
+    # Resample: output frame k is at time k / fps from the first source frame.
+    src_times = np.arange(motion.num_frames) * motion.frame_time
+    out_times = np.arange(0.0, src_times[-1] + 1e-9, 1.0 / fps)
+    pos = out_times / motion.frame_time
+    lo = np.clip(np.floor(pos).astype(np.int64), 0, motion.num_frames - 1)
+    hi = np.minimum(lo + 1, motion.num_frames - 1)
+    w = (pos - lo)[:, None, None]
+    return (1.0 - w) * points[lo] + w * points[hi]
+
+
+def _bvh_points(motion: BvhMotion, scale: float | None, mapping: JointMap) -> np.ndarray:
+    """COCO-17 points (N, 17, 3) in metres of a BVH motion, in the file's own world frame."""
     scale = unit_scale(motion) if scale is None else float(scale)
     world_rot, world_pos = motion.world_transforms()
     points = np.empty((motion.num_frames, NUM_KEYPOINTS, 3))
@@ -242,16 +276,7 @@ def coco17_world(motion: BvhMotion, fps: float = 30.0, scale: float | None = Non
     for name, offset in FACE_OFFSETS.items():
         points[:, KEYPOINT_INDEX[name]] = (world_pos[:, head] * scale
                                            + world_rot[:, head] @ (mapping.head_offset + np.asarray(offset)))
-    points = points @ yaw_matrix(-facing_yaw(points[0])).T
-
-    # Resample: output frame k is at time k / fps from the first source frame.
-    src_times = np.arange(motion.num_frames) * motion.frame_time
-    out_times = np.arange(0.0, src_times[-1] + 1e-9, 1.0 / fps)
-    pos = out_times / motion.frame_time
-    lo = np.clip(np.floor(pos).astype(np.int64), 0, motion.num_frames - 1)
-    hi = np.minimum(lo + 1, motion.num_frames - 1)
-    w = (pos - lo)[:, None, None]
-    return (1.0 - w) * points[lo] + w * points[hi]
+    return points
 
 
 def truth_box(keypoints: np.ndarray, scores: np.ndarray, pad: float = 0.15) -> np.ndarray | None:
@@ -265,39 +290,49 @@ def truth_box(keypoints: np.ndarray, scores: np.ndarray, pad: float = 0.15) -> n
 
 
 class MocapSource(FrameSourceBase):
-    """Plays a BVH file as a frame source of projected COCO-17 keypoints (no images).
+    """Plays a mocap clip (BVH, or an AMP humanoid ``.npy``) as a frame source of projected COCO-17 keypoints (no images).
 
     Timestamps are ``time.monotonic()`` at the first ``read()`` plus ``index / fps``; ``realtime``
     sleeps until then. The clock starts at the first read, not at open, so models loaded in between do
     not make the first frames late (rushed through at once).
     A keypoint outside the image or behind the camera has score 0 (its pixel position is still given
     when it is in front of the camera, 0 otherwise).
+
+    ``camera``: a :class:`PinholeCamera`, None for the default one (3 m along +Z at 1 m height), or
+    ``"fit"`` for a frontal camera fitted so the whole clip stays in frame
+    (:func:`avatar_bridge.camera.fit_camera`).
     """
 
     def __init__(
         self,
         path: str | Path,
         fps: float = 30.0,
-        camera: PinholeCamera | None = None,
+        camera: PinholeCamera | str | None = None,
         realtime: bool = False,
         loop: bool = False,
         track_id: int = 1,
     ) -> None:
         self.path = Path(path)
-        self.motion = load_bvh(self.path)
-        self.camera = camera or PinholeCamera()
+        self.motion = load_motion(self.path)
         self.fps = float(fps)
+        mapping: JointMap | bool = False
+        if isinstance(self.motion, BvhMotion):
+            mapping = joint_map(self.motion, partial=True)
+            if mapping.missing:
+                log.warning("%s: %d joints of the %s naming are not in the file (%s): the keypoints there follow "
+                            "their nearest parent joint in its rest pose", self.path.name, len(mapping.missing),
+                            mapping.convention, ", ".join(mapping.missing))
+        self.joints3d = coco17_world(self.motion, fps=self.fps, partial=mapping)
+        if isinstance(camera, str):
+            if camera != "fit":
+                raise ValueError(f"mocap camera must be a PinholeCamera, None or 'fit', got {camera!r}")
+            camera = fit_camera(self.joints3d)
+        self.camera = camera or PinholeCamera()
         self.width = int(self.camera.width)
         self.height = int(self.camera.height)
         self.realtime = realtime
         self.loop = loop
         self.track_id = track_id
-        mapping = joint_map(self.motion, partial=True)
-        if mapping.missing:
-            log.warning("%s: %d joints of the %s naming are not in the file (%s): the keypoints there follow their "
-                        "nearest parent joint in its rest pose", self.path.name, len(mapping.missing),
-                        mapping.convention, ", ".join(mapping.missing))
-        self.joints3d = coco17_world(self.motion, fps=self.fps, partial=mapping)
         uv, depth = self.camera.project_with_depth(self.joints3d)
         inside = (depth > 0) & np.all(np.isfinite(uv), axis=-1)
         inside &= (uv[..., 0] >= 0) & (uv[..., 0] < self.width) & (uv[..., 1] >= 0) & (uv[..., 1] < self.height)

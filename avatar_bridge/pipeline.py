@@ -304,7 +304,7 @@ class Pipeline:
 def is_keypoint_source(spec: str) -> bool:
     """Sources that deliver keypoints, not images: no detector or pose model needed."""
     text = str(spec).strip().lower()
-    return text == "synthetic" or text.endswith((".bvh", ".abrec"))
+    return text == "synthetic" or text.endswith((".bvh", ".npy", ".abrec"))
 
 
 def open_config_source(config: AppConfig) -> FrameSource:

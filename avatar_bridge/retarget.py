@@ -243,6 +243,47 @@ def _segment_lengths(kp: np.ndarray, ok: np.ndarray) -> dict[str, float]:
     return {k: float(v) for k, v in out.items()}
 
 
+# A calibration frame must show a standing pose. Its "bend" is the larger of: the most bent visible
+# knee or elbow in the image (180 - the hip-knee-ankle / shoulder-elbow-wrist angle, degrees, over
+# CALIBRATION_BEND_DEG) and the ankles' height difference (share of the 2D leg length, over
+# CALIBRATION_FEET_LEVEL); above 1 the frame is rejected. The limits leave room for the slight knee
+# and elbow flexion of a relaxed stance seen from 45 degrees (20-30 degrees in the image); among the
+# accepted frames the straighter half is used.
+CALIBRATION_BEND_DEG = 45.0
+CALIBRATION_FEET_LEVEL = 0.15
+CALIBRATION_MIN_FRAMES = 5  # accepted frames a calibration period needs
+CALIBRATION_PATIENCE = 10.0  # periods to wait for them before calibrating from every frame
+
+
+def calibration_pose_bend(kp: np.ndarray, sc: np.ndarray, min_score: float = 0.3) -> float:
+    """How far one frame (keypoints (17, 2) pixels, scores (17,)) is from a standing pose: 0 = every
+    visible limb straight and both feet level, 1 = at the rejection limit (see above). Limbs not seen
+    are not judged."""
+    ok = sc >= min_score
+    worst = 0.0
+    for a, b, c in ((L_HIP, L_KN, L_AN), (R_HIP, R_KN, R_AN), (L_SH, L_EL, L_WR), (R_SH, R_EL, R_WR)):
+        if not (ok[a] and ok[b] and ok[c]):
+            continue
+        u, v = kp[a] - kp[b], kp[c] - kp[b]
+        nu, nv = np.linalg.norm(u), np.linalg.norm(v)
+        if nu < 1e-6 or nv < 1e-6:
+            continue
+        angle = math.degrees(math.acos(float(np.clip(u @ v / (nu * nv), -1.0, 1.0))))
+        worst = max(worst, (180.0 - angle) / CALIBRATION_BEND_DEG)
+    if ok[L_AN] and ok[R_AN] and ok[L_HIP] and ok[R_HIP]:
+        leg = (np.linalg.norm(kp[L_HIP] - kp[L_AN]) + np.linalg.norm(kp[R_HIP] - kp[R_AN])) / 2
+        worst = max(worst, abs(kp[L_AN][1] - kp[R_AN][1]) / max(leg, 1e-6) / CALIBRATION_FEET_LEVEL)
+    return float(worst)
+
+
+def calibration_pose_ok(kp: np.ndarray, sc: np.ndarray, min_score: float = 0.3) -> bool:
+    """Whether one frame may calibrate: no visible knee or elbow bent more than
+    ``CALIBRATION_BEND_DEG`` in the image, and no foot raised (ankle heights apart by more than
+    ``CALIBRATION_FEET_LEVEL`` of the 2D leg length). Such frames would set segment lengths and the
+    hip centre from a pose the lifter then takes as "standing"."""
+    return calibration_pose_bend(kp, sc, min_score) <= 1.0
+
+
 def calibration_from_frames(
     frames: list[tuple[np.ndarray, np.ndarray]], image_size: tuple[int, int], min_score: float = 0.3
 ) -> Calibration:
@@ -883,7 +924,8 @@ class Retargeter:
         self.calibration: Calibration | None = None
         self._custom_lifter = lifter
         self._lifter: Lifter | None = lifter
-        self._calib_frames: list[tuple[np.ndarray, np.ndarray]] = []
+        self._calib_frames: list[tuple[np.ndarray, np.ndarray, float]] = []  # accepted frames of the period, with their bend
+        self._calib_all: list[tuple[np.ndarray, np.ndarray]] = []  # every frame of the period
         self._calib_start: float | None = None
         self._calibrating = True
         self._memory: dict[str, _BoneMemory] = {}
@@ -916,6 +958,7 @@ class Retargeter:
     def calibrate(self) -> None:
         """Start a new calibration period from the next confident frames (user stands facing the camera)."""
         self._calib_frames = []
+        self._calib_all = []
         self._calib_start = None
         self._calibrating = True
         self.upper_body = bool(self.config.upper_body)  # a new calibration may see the hips again
@@ -926,6 +969,7 @@ class Retargeter:
         self.calibration = calibration
         self._calibrating = False
         self._calib_frames = []
+        self._calib_all = []
         if self._custom_lifter is None:
             self._lifter = self._make_lifter(calibration)
         self._output_lifter = None
@@ -944,7 +988,14 @@ class Retargeter:
         self.set_calibration(Calibration.load(path))
 
     def _calibration_frame(self, kp: np.ndarray, sc: np.ndarray, timestamp: float, image_size: tuple[int, int]) -> None:
-        """Add one pose update to the calibration period; finish it after ``calibration_seconds``."""
+        """Add one pose update to the calibration period.
+
+        Frames with a bent knee or elbow or a raised foot (:func:`calibration_pose_ok`) are kept
+        apart: the calibration uses the straighter half of the accepted frames, and the period goes on past
+        ``calibration_seconds`` until it has ``CALIBRATION_MIN_FRAMES`` of them (a take that starts
+        mid-stride is calibrated from its first standing moments, not its first second). Until then
+        a provisional calibration from every frame so far is used; if no standing frames come within
+        ``CALIBRATION_PATIENCE`` periods, the period ends with every frame (as before)."""
         ok = sc >= self.config.min_score
         shoulders, hips = bool(ok[[L_SH, R_SH]].all()), bool(ok[[L_HIP, R_HIP]].all())
         if shoulders and not hips and not self.upper_body and not self._calib_frames and self.config.auto_upper_body:
@@ -964,9 +1015,28 @@ class Retargeter:
             return
         if self._calib_start is None:
             self._calib_start = timestamp
-        self._calib_frames.append((kp.copy(), sc.copy()))
-        done = timestamp - self._calib_start >= self.config.calibration_seconds
-        calibration = calibration_from_frames(self._calib_frames, image_size, self.config.min_score)
+            self._calib_all = []
+        self._calib_all.append((kp.copy(), sc.copy()))
+        judged = sc.copy()
+        if self.upper_body:  # seated: bent knees and hidden feet are expected, judge the arms only
+            judged[[L_HIP, R_HIP, L_KN, R_KN, L_AN, R_AN]] = 0.0
+        bend = calibration_pose_bend(kp, judged, self.config.min_score)
+        if bend <= 1.0:
+            self._calib_frames.append((kp.copy(), sc.copy(), bend))
+        elapsed = timestamp - self._calib_start
+        enough = len(self._calib_frames) >= CALIBRATION_MIN_FRAMES
+        done = elapsed >= self.config.calibration_seconds and enough
+        if enough or len(self._calib_frames) >= len(self._calib_all) / 2:
+            # The straighter half of the accepted frames (at least CALIBRATION_MIN_FRAMES of them).
+            ranked = sorted(self._calib_frames, key=lambda f: f[2])
+            frames = [(k, c) for k, c, _ in ranked[: max(CALIBRATION_MIN_FRAMES, (len(ranked) + 1) // 2)]]
+        else:
+            frames = self._calib_all
+        if not done and elapsed >= CALIBRATION_PATIENCE * self.config.calibration_seconds:
+            done, frames = True, self._calib_all
+        if not frames:
+            frames = self._calib_all
+        calibration = calibration_from_frames(frames, image_size, self.config.min_score)
         if done:
             self.set_calibration(calibration)
             if self.config.calibration_file:

@@ -51,6 +51,12 @@ from .types import StabilizedPose
 
 # Default body height when none is given and it cannot be estimated yet (px).
 FALLBACK_BODY_HEIGHT_PX = 400.0
+# predict(t)'s self-check prior: gain before any evidence (0: hold until its own predictions have
+# been seen to pay), and how much evidence it is worth (a displacement of this share of the body
+# height, squared). Chosen leave-one-clip-out on the six benchmark clips (docs/smoothing.md): every
+# fold picked (0, 0.03) from {0, 0.5, 1} x {0.003, 0.01, 0.03}.
+PREDICTION_PRIOR_GAIN = 0.0
+PREDICTION_PRIOR_SIZE = 0.03
 
 
 def _clean(keypoints: np.ndarray, scores: np.ndarray, min_confidence: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -127,6 +133,12 @@ class KalmanStabilizer:
         self.surprise = np.ones(k)  # per joint running mean of the normalized innovation
         self.innovation_level = 1.0  # running mean of the normalized innovation (1 = model is right)
         self.history: deque[tuple[float, np.ndarray, np.ndarray, np.ndarray]] = deque(maxlen=8)
+        # predict(t)'s self-check: what it extrapolated (base time, target time, base position,
+        # displacement), later scored against the measurements around the target time.
+        self.predictions: deque[tuple[float, float, np.ndarray, np.ndarray]] = deque(maxlen=16)
+        self.last_measurement = np.zeros((k, 2))  # last accepted measurement per joint (at last_seen)
+        self.prediction_xy = np.zeros(k)  # decayed sums of (what happened) . (displacement) ...
+        self.prediction_yy = np.zeros(k)  # ... and |displacement|^2, per joint
 
     # --- model matrices ---------------------------------------------------------------------
     def _transition(self, dt: float) -> StabilizedPose:
@@ -273,15 +285,59 @@ class KalmanStabilizer:
             keep = ~gated
             if keep.any():
                 use = joints[keep]
+                self._check_predictions(t, use, kp[use], relock[keep])
                 R = np.diag(sigma[keep] ** 2)
                 self.filter.update(kp[use], R=R, H=H[keep])
                 typical = float(np.median(d2[keep & ~relock])) / 1.386 if np.any(keep & ~relock) else 1.0  # chi2(2) median
                 self.innovation_level = max(1.0, self.innovation_level + 0.05 * (typical - self.innovation_level))
                 self.last_seen[use] = t
+                self.last_measurement[use] = kp[use]
                 self.seen[use] = True
                 self.confidence[use] = sc[use]
         self._record(t)
         return self.predict(t)
+
+    def _check_predictions(self, t: float, joints: np.ndarray, measured: np.ndarray, relock: np.ndarray) -> None:
+        """Score past ``predict`` extrapolations whose target time has come (``prediction_check``).
+
+        For an extrapolation made at base time b to target time T <= t, what happened between b and T
+        is read from the measurements around T (linear in time between the joint's previous accepted
+        measurement, taken after b, and this one), r = z(T) - position(b), and set against the
+        displacement d that was added: the decayed sums of r.d and |d|^2 give the least-squares
+        gain a = r.d / |d|^2 (Mehra 1972's idea of judging a filter by its own innovations, applied
+        to its predictions) that ``predict`` scales its extrapolation by, clipped to [0, 1]. The
+        measurement noise in r is independent of d, so it only adds variance; a prediction that does
+        not pay on the recent motion (a hop's landing, a walk's turn) is backed off to hold the
+        filtered pose, which is what the uncompensated output would show.
+        """
+        memory = self.config.prediction_check
+        if memory <= 0 or not self.predictions:
+            return
+        while self.predictions and self.predictions[0][1] <= t:
+            base, target, position, displacement = self.predictions.popleft()
+            previous = self.last_seen[joints]
+            usable = (previous > base) & (previous <= target) & (t > previous) & ~relock
+            if not np.any(usable):
+                continue
+            j = joints[usable]
+            w = ((target - previous[usable]) / (t - previous[usable]))[:, None]
+            happened = self.last_measurement[j] + w * (measured[usable] - self.last_measurement[j]) - position[j]
+            decay = math.exp(-(target - base) / memory)
+            self.prediction_xy[j] = decay * self.prediction_xy[j] + np.sum(happened * displacement[j], axis=1)
+            self.prediction_yy[j] = decay * self.prediction_yy[j] + np.sum(displacement[j] ** 2, axis=1)
+
+    def prediction_gain(self) -> np.ndarray:
+        """Per joint, the share (0-1) of its extrapolation ``predict`` adds after the last update:
+        its least-squares gain from the self-check, pooled half with the average over joints and
+        drawn towards ``PREDICTION_PRIOR_GAIN`` (0) while evidence is scarce (see
+        ``_check_predictions``); 1 with ``prediction_check = 0``. Shape (K,)."""
+        k = self.num_keypoints
+        if self.config.prediction_check <= 0:
+            return np.ones(k)
+        xy = self.prediction_xy + self.prediction_xy.mean()
+        yy = self.prediction_yy + self.prediction_yy.mean()
+        prior = (PREDICTION_PRIOR_SIZE * self.body_height) ** 2
+        return np.clip((xy + PREDICTION_PRIOR_GAIN * prior) / (yy + prior), 0.0, 1.0)
 
     def _unlock(self, j: int, t: float, blend: bool) -> None:
         """Open joint ``j``'s own state so the next update takes the measurement.
@@ -318,13 +374,22 @@ class KalmanStabilizer:
 
     # --- outputs ------------------------------------------------------------------------------
     def _state_positions(self, t: float) -> np.ndarray:
-        """Joint positions from the filter state extrapolated from its time to ``t``."""
+        """Joint positions from the filter state extrapolated from its time to ``t`` (the
+        extrapolation scaled by :meth:`prediction_gain`)."""
+        base, displacement = self._extrapolation(t)
+        if displacement is None:
+            return base
+        return base + self.prediction_gain()[:, None] * displacement
+
+    def _extrapolation(self, t: float) -> tuple[np.ndarray, np.ndarray | None]:
+        """Filtered joint positions (K, 2) at the last update and the motion model's displacement
+        from there to ``t`` (None at the update's own time)."""
         n = self.num_pos
         x = self.filter.x
         horizon = float(np.clip(t - self.last_time, 0.0, self.config.hold_time))
-        pos = self.basis @ x[:n]
+        start = pos = self.basis @ x[:n]
         if horizon == 0.0:
-            return pos
+            return pos, None
         # Extrapolate each derivative shrunk by how sure the filter is of it, |d|^2 / (|d|^2 + k var)
         # (k = extrapolation_shrink, 0 = the plain motion model): a still joint's velocity is mostly
         # noise, and extrapolating noise 50 ms ahead only adds it (benchmark: -3% RMSE at send time).
@@ -336,7 +401,7 @@ class KalmanStabilizer:
             size = np.sum(deriv**2, axis=1)
             shrink = size / np.maximum(size + 2.0 * self.config.extrapolation_shrink * var, 1e-12)
             pos = pos + deriv * shrink[:, None] * horizon**order / math.factorial(order)
-        return pos
+        return start, pos - start
 
     def _extrapolation_velocity(self) -> np.ndarray:
         """Joint velocities (K, 2) that ``predict`` extrapolates after the last update.
@@ -389,7 +454,16 @@ class KalmanStabilizer:
         if not self.initialized:
             return StabilizedPose(np.zeros((k, 2), np.float32), np.zeros(k, np.float32), t)
         if t >= self.last_time or len(self.history) < 2:
-            return StabilizedPose(self._output_positions(t).astype(np.float32), self._scores(t, self.confidence).astype(np.float32), t)
+            base, displacement = self._extrapolation(t)
+            pos = base
+            if displacement is not None:
+                if self.config.prediction_check > 0:  # remembered for the self-check (the latest call per update)
+                    if self.predictions and self.predictions[-1][0] == self.last_time:
+                        self.predictions.pop()
+                    self.predictions.append((self.last_time, t, base, displacement))
+                pos = base + self.prediction_gain()[:, None] * displacement
+            pos = pos + self._blend(t)[:, None] * self.blend_offset
+            return StabilizedPose(pos.astype(np.float32), self._scores(t, self.confidence).astype(np.float32), t)
         times = [h[0] for h in self.history]
         i = int(np.searchsorted(times, t))
         if i == 0:

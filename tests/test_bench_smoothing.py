@@ -66,8 +66,11 @@ def test_short_benchmark_structure(tmp_path, capsys):
     assert main(["bench-smoothing", "--clip", str(need(MOCAP)), "--frames", "40", "--quick", "--json", str(out_json), "--plot", str(out_png)]) == 0
     table = capsys.readouterr().out
     assert "floor default_vs_one_euro" in table and "floor best_vs_one_euro" in table and "RMSE px" in table
+    assert "aggregated over 1 clip(s) x 1 seed(s)" in table and "floor latency, realistic: compensated RMSE <= uncompensated" in table
     assert out_png.stat().st_size > 10_000
-    result = json.loads(out_json.read_text())
+    document = json.loads(out_json.read_text())
+    result = document["runs"][0]
+    assert len(document["runs"]) == 1 and document["summary"][0]["clip"] == str(need(MOCAP))
     assert result["frames"] == 40 and result["quick"] is True
     for mode in ("iid", "realistic"):
         case = result["cases"][mode]
@@ -191,3 +194,46 @@ def test_no_linear_predictor_meets_both_latency_halves_on_the_clip():
     uncompensated = rmse(run_stabilizer(KalmanStabilizer(SmoothingConfig()), noisy, conf)[ok], at_send)
     assert bound["lag_bounded_lag"] <= 0.5 + 1e-6 < bound["best_lag"]
     assert bound["lag_bounded_rmse"] > uncompensated > bound["best_rmse"]
+
+
+def test_many_clips_and_seeds_print_per_clip_and_aggregated(tmp_path, capsys):
+    """Two clips (BVH and AMP .npy), two seeds, camera placement: one summary row per clip and seed,
+    the aggregated floors, and one plot per clip titled with its name."""
+    from test_amp import write_amp
+
+    from avatar_bridge.bench.smoothing import format_summary, plot_path
+
+    npy = write_amp(tmp_path / "stroll.npy", frames=90, walk=1.5)
+    out_json, out_png = tmp_path / "r.json", tmp_path / "p.png"
+    assert main(["bench-smoothing", "--clip", str(need(MOCAP)), str(npy), "--frames", "40", "--quick", "--seeds", "3", "4",
+                 "--camera-yaw", "30", "--camera-distance", "6", "--json", str(out_json), "--plot", str(out_png)]) == 0
+    text = capsys.readouterr().out
+    document = json.loads(out_json.read_text())
+    assert [(r["clip"], r["seed"]) for r in document["runs"]] == [(str(need(MOCAP)), 3), (str(need(MOCAP)), 4), (str(npy), 3), (str(npy), 4)]
+    assert "| stroll | 4 |" in text and "| cmu_131_01_walk | 3 |" in text and "aggregated over 2 clip(s) x 2 seed(s)" in text
+    assert "camera yaw 30 deg, distance 6 m, height fitted" in text
+    assert "RMSE px" not in text  # several runs: the summary only, unless --details
+    # The camera stands 6 m from the middle of the clip, 30 degrees round.
+    cam = document["runs"][0]["camera"]
+    offset = np.subtract(cam["position"], cam["target"])
+    assert np.hypot(offset[0], offset[2]) == pytest.approx(6.0) and np.degrees(np.arctan2(offset[0], offset[2])) == pytest.approx(30.0)
+    for clip in (need(MOCAP), npy):
+        assert plot_path(out_png, clip, True).stat().st_size > 10_000
+    # A failing run shows up in the aggregate.
+    runs = document["runs"]
+    runs[0]["cases"]["iid"]["floors"]["best_vs_one_euro"].update(ok=False, worst_excess=0.5)
+    assert "iid: Kalman front never > 5% above One Euro's, jitter 2.5-5: FAIL (met on" in format_summary(runs)
+    assert "max excess +50.0% (cmu_131_01_walk, seed 3)" in format_summary(runs)
+
+
+def test_plot_title_names_the_clip(tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    from avatar_bridge.bench.smoothing import plot
+
+    titles = []
+    monkeypatch.setattr(matplotlib.figure.Figure, "suptitle", lambda self, t, **kw: titles.append(t))
+    case = {"one_euro_sweep": [{"jitter": 1.0, "rmse": 2.0}], "kalman_sweep": [{"jitter": 1.0, "rmse": 2.0}],
+            "kalman_default": {"jitter": 1.0, "rmse": 2.0}, "one_euro_xr_defaults": {"jitter": 1.0, "rmse": 2.0}, "raw": {"jitter": 3.0, "rmse": 5.0}}
+    plot({"clip": "/x/amp_humanoid_hop.npy", "seed": 2, "cases": {"iid": case}}, tmp_path / "p.png")
+    assert titles and "amp_humanoid_hop (seed 2)" in titles[0] and "131_01" not in titles[0]

@@ -475,3 +475,58 @@ def test_solve_without_advance_never_calibrates():
     for i in range(40):
         retargeter.update(uv, scores, i / 30, (1280, 720))
     assert retargeter.calibrated
+
+
+# --- calibration rejects frames that are not a standing pose (issue #17) ------------------------------
+
+
+def test_calibration_pose_check_rejects_bent_limbs_and_a_raised_foot():
+    from avatar_bridge.retarget import calibration_pose_ok
+
+    uv, scores, _ = project({})
+    assert calibration_pose_ok(uv, scores)
+    bent_knee = project({"leftUpperLeg": rot([1, 0, 0], -60), "leftLowerLeg": rot([1, 0, 0], 90)})
+    assert not calibration_pose_ok(bent_knee[0], bent_knee[1])
+    bent_elbow = project({"rightLowerArm": rot([0, 0, 1], 80)})
+    assert not calibration_pose_ok(bent_elbow[0], bent_elbow[1])
+    raised = project({"rightUpperLeg": rot([0, 0, 1], 45)})  # straight leg lifted sideways: foot off the ground
+    assert not calibration_pose_ok(raised[0], raised[1])
+    # Unseen limbs are not judged.
+    hidden = bent_knee[1].copy()
+    hidden[[13, 15]] = 0.0
+    assert calibration_pose_ok(bent_knee[0], hidden)
+    # A relaxed stance (knee flexed 20 degrees, elbow 25) still counts.
+    relaxed = project({"leftUpperLeg": rot([1, 0, 0], -10), "leftLowerLeg": rot([1, 0, 0], 20), "rightLowerArm": rot([0, 0, 1], 25)})
+    assert calibration_pose_ok(relaxed[0], relaxed[1])
+
+
+def test_a_raised_foot_at_the_start_does_not_skew_the_calibration():
+    """One second with a foot raised, then standing: the calibration waits for standing frames and
+    takes its lengths from them alone."""
+    config = RetargetConfig(mirror=False, fov_deg=FOV, calibration_seconds=1.0)
+    retargeter = Retargeter(config)
+    raised = project({"rightUpperLeg": rot([1, 0, 0], -70), "rightLowerLeg": rot([1, 0, 0], 100)})
+    standing = project({})
+    for i in range(40):
+        retargeter.solve(raised[0], raised[1], i / 30, (1280, 720))
+    assert not retargeter.calibrated  # the period goes on past its second: no standing frame yet
+    for i in range(40, 46):
+        retargeter.solve(standing[0], standing[1], i / 30, (1280, 720))
+    assert retargeter.calibrated
+    reference, _ = calibrated_retargeter()
+    for name, length in reference.calibration.segments.items():
+        assert retargeter.calibration.segments[name] == pytest.approx(length, rel=1e-6), name
+    assert retargeter.calibration.frames == 5
+
+
+def test_calibration_falls_back_to_every_frame_when_nobody_stands_still():
+    from avatar_bridge.retarget import CALIBRATION_PATIENCE
+
+    retargeter = Retargeter(RetargetConfig(mirror=False, fov_deg=FOV, calibration_seconds=0.2))
+    raised = project({"rightUpperLeg": rot([1, 0, 0], -70), "rightLowerLeg": rot([1, 0, 0], 100)})
+    frames = round(CALIBRATION_PATIENCE * 0.2 * 30) + 1  # the frame at which the patience runs out
+    for i in range(frames):
+        assert not retargeter.calibrated
+        retargeter.solve(raised[0], raised[1], i / 30, (1280, 720))
+        assert retargeter.calibration is not None  # a provisional calibration from the start
+    assert retargeter.calibrated and retargeter.calibration.frames == frames

@@ -40,7 +40,8 @@ def test_converges_on_constant_velocity_track():
 
 
 def test_future_prediction_matches_constant_velocity():
-    stab = KalmanStabilizer(SmoothingConfig(extrapolation_shrink=0.0), body_height_px=BODY)
+    # The motion model's extrapolation itself (the self-check, which scales it, is tested below).
+    stab = KalmanStabilizer(SmoothingConfig(extrapolation_shrink=0.0, prediction_check=0.0), body_height_px=BODY)
     times = np.arange(60) / 30
     run(stab, times, line)
     t = times[-1] + 0.1
@@ -50,7 +51,7 @@ def test_future_prediction_matches_constant_velocity():
     # Predictions stop at hold_time ahead: a stalled pipeline does not fling the pose away.
     np.testing.assert_allclose(stab.predict(times[-1] + 5.0).keypoints, line(times[-1] + stab.config.hold_time), atol=0.5)
     # The default shrinks an uncertain velocity: it extrapolates part of the way, in the right direction.
-    shrunk = KalmanStabilizer(SmoothingConfig(), body_height_px=BODY)
+    shrunk = KalmanStabilizer(SmoothingConfig(prediction_check=0.0), body_height_px=BODY)
     run(shrunk, times, line)
     ahead = shrunk.predict(t).keypoints - shrunk.predict(times[-1]).keypoints
     assert np.all(ahead[:, 0] > 0) and np.all(ahead[:, 0] <= 12.0 + 0.5)
@@ -62,7 +63,7 @@ def test_future_prediction_matches_constant_velocity():
 def test_variable_dt():
     rng = np.random.default_rng(2)
     times = np.cumsum(rng.uniform(0.01, 0.09, 80))
-    stab = KalmanStabilizer(SmoothingConfig(extrapolation_shrink=0.0), body_height_px=BODY)
+    stab = KalmanStabilizer(SmoothingConfig(extrapolation_shrink=0.0, prediction_check=0.0), body_height_px=BODY)
     out = run(stab, times, line)
     np.testing.assert_allclose(out[-1][0], line(times[-1]), atol=0.5)
     np.testing.assert_allclose(stab.predict(times[-1] + 0.05).keypoints, line(times[-1] + 0.05), atol=0.5)
@@ -178,8 +179,8 @@ def test_body_coupling_and_constant_acceleration_models():
     times = np.arange(60) / 30
     accelerating = lambda t: line(t) + np.array([80.0, 0.0]) * t**2
     for cfg in (
-        SmoothingConfig(body_coupling=1.0, joint_share=0.5, extrapolation_shrink=0.0),
-        SmoothingConfig(motion_model="constant_acceleration", extrapolation_shrink=0.0),
+        SmoothingConfig(body_coupling=1.0, joint_share=0.5, extrapolation_shrink=0.0, prediction_check=0.0),
+        SmoothingConfig(motion_model="constant_acceleration", extrapolation_shrink=0.0, prediction_check=0.0),
     ):
         stab = KalmanStabilizer(cfg, body_height_px=BODY)
         out = run(stab, times, accelerating, rng=rng, noise=1.0)
@@ -304,16 +305,16 @@ def test_extrapolation_uses_the_fitted_slope_of_recent_filtered_positions():
     slope of a line through the last ``extrapolation_window`` filtered positions (real timestamps)."""
     rng = np.random.default_rng(4)
     times = np.cumsum(rng.uniform(0.02, 0.05, 60))  # variable dt: the line is fitted in time
-    fitted = KalmanStabilizer(SmoothingConfig(extrapolation_fit=1.0, extrapolation_shrink=0.0), body_height_px=BODY)
+    fitted = KalmanStabilizer(SmoothingConfig(extrapolation_fit=1.0, extrapolation_shrink=0.0, prediction_check=0.0), body_height_px=BODY)
     run(fitted, times, line)
     np.testing.assert_allclose(fitted._extrapolation_velocity(), np.tile([120.0, -60.0], (K, 1)), atol=1.0)
     np.testing.assert_allclose(fitted.predict(times[-1] + 0.05).keypoints, line(times[-1] + 0.05), atol=0.5)
     # Share 0: the filter's own velocity state, unchanged.
-    state_only = KalmanStabilizer(SmoothingConfig(extrapolation_fit=0.0), body_height_px=BODY)
+    state_only = KalmanStabilizer(SmoothingConfig(extrapolation_fit=0.0, prediction_check=0.0), body_height_px=BODY)
     run(state_only, times, line)
     np.testing.assert_array_equal(state_only._extrapolation_velocity(), state_only.filter.x[K : 2 * K])
     # Too little history for the window: the state velocity alone.
-    short = KalmanStabilizer(SmoothingConfig(extrapolation_window=5), body_height_px=BODY)
+    short = KalmanStabilizer(SmoothingConfig(extrapolation_window=5, prediction_check=0.0), body_height_px=BODY)
     run(short, times[:4], line)
     np.testing.assert_array_equal(short._extrapolation_velocity(), short.filter.x[K : 2 * K])
 
@@ -346,7 +347,7 @@ def test_relocked_or_lost_joints_extrapolate_the_state_velocity():
     """A joint whose position jumped (gated move re-locked) or that is lost keeps the filter's
     velocity state in predict: the fitted line through the jump would fling it."""
     still = lambda t: line(t, velocity=(0.0, 0.0))
-    stab = KalmanStabilizer(SmoothingConfig(gate_frames=2, extrapolation_fit=1.0), body_height_px=BODY)
+    stab = KalmanStabilizer(SmoothingConfig(gate_frames=2, extrapolation_fit=1.0, prediction_check=0.0), body_height_px=BODY)
     run(stab, np.arange(40) / 30, still)
     moved = still(0).copy()
     moved[9] += [100.0, 0.0]
@@ -361,7 +362,7 @@ def test_relocked_or_lost_joints_extrapolate_the_state_velocity():
     t = 42 / 30
     assert np.linalg.norm(stab.predict(t + 0.05).keypoints[9] - stab.predict(t).keypoints[9]) < 20.0
     # Lost past hold_time: no extrapolation at all.
-    cfg = SmoothingConfig(hold_time=0.2, extrapolation_fit=1.0, extrapolation_shrink=0.0)
+    cfg = SmoothingConfig(hold_time=0.2, extrapolation_fit=1.0, extrapolation_shrink=0.0, prediction_check=0.0)
     lost = KalmanStabilizer(cfg, body_height_px=BODY)
     moving = lambda t: line(t, velocity=(90.0, 0.0))
     for i in range(40):
@@ -412,3 +413,50 @@ def test_rts_smoother_uses_the_future():
         rts_smooth_track(t[::-1], noisy, scores, config)
     with pytest.raises(ValueError, match="must agree"):
         rts_smooth_track(t, noisy[:, :5], scores, config)
+
+
+def _send_time_run(config, positions, frames=120, delay=0.05, noise=1.0, seed=0):
+    """Update at 30 fps and predict ``delay`` ahead after each update (latency compensation); returns
+    the stabilizer and the RMSE of the predictions against ``positions`` at send time."""
+    rng = np.random.default_rng(seed)
+    stab = KalmanStabilizer(config, body_height_px=BODY)
+    errors = []
+    for i in range(frames):
+        t = i / 30
+        stab.update(positions(t) + rng.normal(0, noise, (K, 2)), np.ones(K), t)
+        errors.append(stab.predict(t + delay).keypoints - positions(t + delay))
+    return stab, float(np.sqrt(np.mean(np.sum(np.square(errors[30:]), axis=-1))))
+
+
+def zigzag(t):
+    """Every joint reverses direction every 0.1 s (3 frames): extrapolating its velocity overshoots."""
+    phase = (t / 0.1) % 2.0
+    tri = np.where(phase < 1.0, phase, 2.0 - phase) * 12.0
+    return line(0.0) + np.stack([tri, -tri], axis=-1)[..., None, :] if np.ndim(t) else line(0.0) + np.array([tri, -tri])
+
+
+def test_prediction_self_check_keeps_prediction_that_pays_and_backs_off_otherwise():
+    on, off = SmoothingConfig(), SmoothingConfig(prediction_check=0.0)
+    # Constant velocity: extrapolating pays, the gain stays high and prediction beats holding.
+    stab, rmse_on = _send_time_run(on, line)
+    assert np.all(stab.prediction_gain() > 0.8)
+    assert rmse_on < 0.5 * _send_time_run(dataclasses.replace(on, hold_time=0.0), line)[1]  # hold_time 0: no extrapolation
+    # Zig-zag: the velocity is stale at every reversal; the self-check turns the prediction down and
+    # the send-time error falls below the unchecked predictor's.
+    stab, rmse_on = _send_time_run(on, zigzag)
+    _, rmse_off = _send_time_run(off, zigzag)
+    assert np.all(stab.prediction_gain() < 0.5) and rmse_on < rmse_off
+    assert np.all(KalmanStabilizer(off).prediction_gain() == 1.0)
+
+
+def test_prediction_self_check_ignores_repeated_predicts_and_past_times():
+    """The output clock calls predict many times per update (and for past times): one remembered
+    extrapolation per update, the latest."""
+    stab = KalmanStabilizer(SmoothingConfig(), body_height_px=BODY)
+    for i in range(10):
+        t = i / 30
+        stab.update(line(t), np.ones(K), t)
+        for lead in (0.005, 0.02, 0.04):
+            stab.predict(t + lead)
+        stab.predict(t - 0.01)
+    assert len(stab.predictions) <= 2 and stab.predictions[-1][1] == pytest.approx(9 / 30 + 0.04)
