@@ -342,6 +342,7 @@ import warnings as _warnings
 
 from . import quat as _quat
 from . import skeleton as _skeleton
+from .files import refuse_existing as _refuse_existing
 
 _bvh_log = _logging.getLogger(__name__ + ".writer")
 
@@ -596,9 +597,7 @@ class BvhRecorder:
         if not config.bvh:
             raise ValueError("record.bvh is empty: give the BVH file (--bvh OUT.bvh)")
         path = Path(config.bvh).expanduser()
-        if path.exists() and not config.overwrite:
-            raise FileExistsError(
-                f"BVH file {path} already exists: choose another name or pass --overwrite (record.overwrite = true in the config)")
+        _refuse_existing(path, config.overwrite, "BVH file")
         track = None if config.bvh_track < 0 else config.bvh_track
         return cls(path, track, fps=config.bvh_fps, bones=config.bvh_bones, units=config.bvh_units)
 

@@ -149,6 +149,31 @@ def test_run_with_bad_settings_names_the_key(tmp_path, capsys):
     missing = tmp_path / "no" / "overlay.mp4"
     assert cli.main(["run", "--headless", "--source", str(MOCAP), "--save-overlay", str(missing)]) == 2
     assert f"folder for --save-overlay {missing} does not exist" in capsys.readouterr().err
+    existing = tmp_path / "overlay.mp4"
+    existing.write_bytes(b"keep me")
+    assert cli.main(["run", "--headless", "--source", "synthetic", "--save-overlay", str(existing)]) == 2
+    assert f"overlay video {existing} already exists: choose another name or pass --overwrite" in capsys.readouterr().err
+    assert existing.read_bytes() == b"keep me"
+
+
+def test_every_writer_shares_one_overwrite_rule(tmp_path):
+    """Recording, BVH and the commands' outputs all refuse through files.refuse_existing: same words."""
+    from avatar_bridge.bvh import BvhRecorder
+    from avatar_bridge.config import RecordConfig
+    from avatar_bridge.files import refuse_existing
+    from avatar_bridge.record import RecordingWriter
+
+    take, motion = tmp_path / "take.abrec", tmp_path / "take.bvh"
+    for path in (take, motion):
+        path.write_bytes(b"old")
+    with pytest.raises(FileExistsError, match=r"^recording .*take\.abrec already exists: choose another name or pass --overwrite$"):
+        RecordingWriter(take)
+    with pytest.raises(FileExistsError, match=r"^BVH file .*take\.bvh already exists: choose another name or pass --overwrite$"):
+        BvhRecorder.from_config(RecordConfig(bvh=str(motion)))
+    with pytest.raises(FileExistsError, match=r"^.*take\.bvh already exists: choose another name or pass --overwrite$"):
+        refuse_existing(motion, False)
+    refuse_existing(motion, True)  # allowed: nothing raised, nothing touched
+    assert take.read_bytes() == b"old" and motion.read_bytes() == b"old"
 
 
 def run_cli(*args: str) -> subprocess.Popen:

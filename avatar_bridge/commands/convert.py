@@ -21,7 +21,7 @@ from ..config import DEFAULT_PRESET, AppConfig, load_config
 from ..convert import (
     OUTPUT_KINDS, SMOOTHERS, SUFFIXES, ConvertOptions, ConvertResult, convert_source, estimate_frames, merge_chunks, plan_chunks,
 )
-from .options import refuse_existing
+from ..files import refuse_existing
 
 log = logging.getLogger(__name__)
 

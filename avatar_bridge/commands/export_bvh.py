@@ -8,7 +8,7 @@ from pathlib import Path
 from ..bvh import BvhExport, write_bvh
 from ..record import Recording, RigTrack, read_recording
 from ..skeleton import mirror_motion
-from .options import refuse_existing
+from ..files import refuse_existing
 
 
 def configure_parser(parser: argparse.ArgumentParser, command: str = "export-bvh") -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..capture import parse_size
 from ..config import DEFAULT_PRESET, AppConfig, ConfigError, VmcConfig, WebSocketConfig, load_config
+from ..files import refuse_existing
 from ..vmc import DEFAULT_PORT, parse_target
 
 
@@ -150,7 +151,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--record", metavar="FILE.abrec", help="record the take")
     out.add_argument("--bvh", metavar="OUT.bvh", help="write the driving person's motion as BVH at the end")
     out.add_argument("--overwrite", action="store_true", default=None,
-                     help="replace an existing recording (--record, or -o of record) and --bvh file instead of refusing (record.overwrite)")
+                     help="replace an existing recording (--record, or -o of record), --bvh file or --save-overlay video instead of refusing (record.overwrite)")
     out.add_argument("--quiet", action="store_true", help="no status line")
 
 
@@ -163,6 +164,8 @@ def build_config(args: argparse.Namespace) -> AppConfig:
     overlay = getattr(args, "save_overlay", None)
     if overlay and not Path(overlay).expanduser().resolve().parent.is_dir():
         raise FileNotFoundError(f"folder for --save-overlay {overlay} does not exist: create it or choose another path")
+    if overlay:
+        refuse_existing(overlay, bool(getattr(args, "overwrite", False)), "overlay video")
     if getattr(args, "record", None):
         config.record.path = args.record
     if getattr(args, "bvh", None):
@@ -183,10 +186,3 @@ def refuse_time_stretched_files(config: AppConfig) -> None:
             "to turn every frame of a file into motion use avatar-bridge convert SOURCE -o OUT.bvh (or .abrec, .jsonl); "
             "without --fast, files are paced at their own rate")
 
-
-def refuse_existing(path: str | Path, overwrite: bool) -> None:
-    """The one overwrite rule of every command that writes a file: an existing file is refused
-    unless ``--overwrite`` was given, and then nothing has been touched."""
-    path = Path(path).expanduser()
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} already exists: choose another name or pass --overwrite")

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from ..record import SUFFIX, summarize_recording
 from . import run
-from .options import add_run_arguments, refuse_existing
+from ..files import refuse_existing
+from .options import add_run_arguments
 
 
 def configure_parser(parser: argparse.ArgumentParser, command: str = "record") -> None:
