@@ -27,13 +27,13 @@ import os
 import re
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from .model import CAFFE_ARCHITECTURES, SimpleBaseline, base_arch, build_model
 
@@ -98,19 +98,6 @@ def default_weights_dir() -> Path:
 # --- download -----------------------------------------------------------------------------------
 
 
-def _progress(done: int, total: int, started: float, label: str) -> None:
-    """One self-overwriting stderr line, like tqdm, without the dependency."""
-    rate = done / max(time.monotonic() - started, 1e-6) / 1e6
-    if total > 0:
-        width = 30
-        filled = int(width * done / total)
-        text = f"\r{label}: [{'#' * filled}{'.' * (width - filled)}] {done / 1e6:.1f}/{total / 1e6:.1f} MB {rate:.1f} MB/s"
-    else:
-        text = f"\r{label}: {done / 1e6:.1f} MB {rate:.1f} MB/s"
-    sys.stderr.write(text)
-    sys.stderr.flush()
-
-
 def download(url: str, dest: Path, sha256_prefix: str = "", progress: bool = True, timeout: float = 30.0) -> Path:
     """Fetch ``url`` to ``dest`` through a temporary file, checking the SHA-256 prefix before renaming.
 
@@ -125,20 +112,18 @@ def download(url: str, dest: Path, sha256_prefix: str = "", progress: bool = Tru
         try:
             with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
                 total = int(response.headers.get("Content-Length") or 0)
-                done, started, last = 0, time.monotonic(), 0.0
-                while True:
-                    chunk = response.read(1 << 16)
-                    if not chunk:
-                        break
-                    out.write(chunk)
-                    digest.update(chunk)
-                    done += len(chunk)
-                    now = time.monotonic()
-                    if progress and (now - last > 0.2 or done == total):
-                        _progress(done, total, started, dest.name)
-                        last = now
-                if progress:
-                    sys.stderr.write("\n")
+                done = 0
+                # tqdm: bytes done / total, rate and ETA on stderr; a plain line per update off a terminal
+                with tqdm(total=total or None, unit="B", unit_scale=True, unit_divisor=1024, desc=dest.name,
+                          disable=not progress, file=sys.stderr, mininterval=0.2) as bar:
+                    while True:
+                        chunk = response.read(1 << 16)
+                        if not chunk:
+                            break
+                        out.write(chunk)
+                        digest.update(chunk)
+                        done += len(chunk)
+                        bar.update(len(chunk))
         except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise RuntimeError(

@@ -179,7 +179,8 @@ def test_download_checks_hash_and_shows_progress(http_root, tmp_path, capfd):
     dest = tmp_path / "cache" / "ckpt.pth"
     assert download(f"{base}/ckpt.pth", dest, digest[:8]) == dest
     assert dest.read_bytes() == payload
-    assert "ckpt.pth: [" in capfd.readouterr().err
+    err = capfd.readouterr().err
+    assert "ckpt.pth: 100%" in err and "0.98M/0.98M" in err  # tqdm: name, percent, MiB done/total
     assert not list(dest.parent.glob("*.part"))
 
 
