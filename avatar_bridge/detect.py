@@ -96,6 +96,7 @@ class YoloxDetector:
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as the pose session (pose.py)
         try:
             self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types for bad files

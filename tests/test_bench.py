@@ -32,6 +32,19 @@ def test_bench_video_json_has_rates_stages_and_latency(capsys):
     assert result["latency_ms"]["capture_to_keypoints"]["p95"] >= result["latency_ms"]["capture_to_keypoints"]["p50"] > 0
     assert result["outputs"]["rate_hz"] == 60.0
     assert 50 < result["peak_rss_mb"] < 4000  # this process: python + torch + onnxruntime + frames
+    # the models alone on frames of this run: 12 measured frames, every 10th kept -> 2 samples, 2 crops each
+    inference = result["inference"]
+    assert inference["samples"] == 2 and inference["crops_per_frame"] == 2.0
+    assert inference["detect_ms_per_run"] > 0 and inference["pose_forward_ms_per_frame"] > 0
+    assert inference["detector_runs_per_frame"] == pytest.approx(1 / 15, abs=1e-3)
+    bound = inference["detect_ms_per_run"] * inference["detector_runs_per_frame"] + inference["pose_forward_ms_per_frame"]
+    assert inference["model_bound_ms_per_frame"] == pytest.approx(bound, abs=5e-3)  # each figure rounded to 0.001
+    assert inference["pipeline_ms_per_frame"] == pytest.approx(1000 / result["fps"], rel=0.02)
+    assert inference["overhead"] == pytest.approx(inference["pipeline_ms_per_frame"] / inference["model_bound_ms_per_frame"] - 1,
+                                                  abs=5e-3)
+    machine = result["machine"]
+    assert machine["cpus"] >= 1 and machine["load_before"] >= 0 and "numpy" in machine["packages"]
+    assert "onnxruntime" in machine["packages"]
 
 
 def test_bench_driver_only_on_resized_frames_table(capsys):
@@ -43,6 +56,19 @@ def test_bench_driver_only_on_resized_frames_table(capsys):
     for stage in ("grab", "pose", "track", "capture_to_keypoints"):
         assert any(line.startswith(stage) for line in out.splitlines()), stage
     assert "retarget" not in out  # --no-outputs
+    assert "models alone (same process" in out and "overhead" in out
+    assert "machine: " in out and "load " in out and "numpy " in out
+
+
+def test_onnx_sessions_do_not_spin_wait():
+    """The pose and detector sessions share the cores with the capture, decode and output threads:
+    their pools must not busy-wait between ops."""
+    from avatar_bridge.detect import YoloxDetector
+    from avatar_bridge.pose import OnnxBackend
+
+    for session in (OnnxBackend(need(POSE_ONNX), threads=2).session,
+                    YoloxDetector(need(FIXTURES / "models" / "yolox-nano" / "yolox_nano_416x416.onnx"), threads=2).session):
+        assert session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
 
 
 def test_bench_keypoint_source_times_smoothing_and_retargeting(capsys):

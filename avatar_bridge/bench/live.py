@@ -13,13 +13,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 
-from ..metrics import PipelineMetrics, peak_rss_mb
+import numpy as np
+
+from ..metrics import PipelineMetrics, median_p95, peak_rss_mb
 from ..commands.options import add_source_arguments, apply_source_arguments
 from ..pipeline import Pipeline, is_keypoint_source, open_config_source
 
+SAMPLE_EVERY = 10  # every 10th measured frame is kept for the inference costs...
+MAX_SAMPLES = 20  # ...up to 20 of them (20 x 1080p BGR = 124 MB at most)
 STAGE_ORDER = ("grab", "detect", "crop_boxes", "pose", "track", "smooth", "predict", "retarget")
 
 
@@ -43,10 +48,12 @@ def run_bench(config, max_frames: int | None = None, duration: float | None = No
     rate = output_rate or config.websocket.rate
     if not 1.0 <= rate <= 1000.0:
         raise ValueError(f"--output-rate {rate} is out of range: use 1 to 1000 Hz")
+    load_before = os.getloadavg()[0]
     pipeline = Pipeline(config, PipelineMetrics(window=100000))
     pipeline.prepare(images=not is_keypoint_source(config.source.source))
     clock = OutputClock(pipeline.sample, [(_discard, rate)]) if outputs else None
     source = open_config_source(config)
+    samples: list[tuple] = []  # (image, crop boxes) of some measured frames, for the inference costs
     frames = 0
     started = None
     try:
@@ -62,7 +69,10 @@ def run_bench(config, max_frames: int | None = None, duration: float | None = No
                 if clock is not None:
                     clock.start()
             pipeline.metrics.add_stage("grab", grab_ms)
-            pipeline.process(frame)
+            poses = pipeline.process(frame)
+            if started is not None and frame.image is not None and (frames - warmup) % SAMPLE_EVERY == 0 \
+                    and len(samples) < MAX_SAMPLES:
+                samples.append((frame.image, [p.box for p in poses.people if p.box is not None]))
             frames += 1
             if max_frames and frames >= max_frames + warmup:
                 break
@@ -81,6 +91,8 @@ def run_bench(config, max_frames: int | None = None, duration: float | None = No
     snap = pipeline.metrics.snapshot()
     measured = snap["frames"]
     tracker = pipeline.tracker
+    fps = measured / elapsed if elapsed > 0 else 0.0
+    inference = inference_costs(pipeline, samples, tracker.detections_run / max(frames, 1), fps)
     return {
         "source": str(config.source.source),
         "resize": config.source.resize or None,
@@ -99,9 +111,56 @@ def run_bench(config, max_frames: int | None = None, duration: float | None = No
         "frames_total": frames,
         "stages_ms": {k: snap["stages_ms"][k] for k in STAGE_ORDER if k in snap["stages_ms"]},
         "latency_ms": snap["latency_ms"],
+        "inference": inference,
         "outputs": _clock_summary(clock, rate),
         "peak_rss_mb": peak_rss_mb(),
-        "machine": {"cpus": _cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "machine": machine_info(load_before),
+    }
+
+
+def inference_costs(pipeline: Pipeline, samples: list[tuple], detector_share: float, fps: float,
+                    repeats: int = 3) -> dict | None:
+    """The models alone on frames of this run, in this process: the bound the pipeline is measured against.
+
+    ``samples``: (BGR image, crop boxes) of measured frames. Per sample, the detector's ``detect`` and
+    the pose network's forward pass on that frame's crops (``TopDownEstimator.preprocess`` then the
+    backend, no decoding) are timed ``repeats`` times (best kept: the model's own cost, not the
+    machine's noise). Model-bound ms per frame = detector median x ``detector_share`` (its runs per
+    frame in the run) + pose forward median; overhead = the run's ms per frame / bound - 1 (decoding,
+    cropping, tracking, smoothing, retargeting and the output thread, all above the models).
+    None for keypoint sources (no models ran).
+    """
+    if not samples or pipeline.estimator is None:
+        return None
+    detect_ms, pose_ms, crops = [], [], 0
+    perf = time.perf_counter
+    for image, boxes in samples:
+        if pipeline.detector is not None and detector_share > 0:
+            best = float("inf")
+            for _ in range(repeats):
+                t = perf()
+                pipeline.detector.detect(image)
+                best = min(best, perf() - t)
+            detect_ms.append(best * 1000.0)
+        if boxes:
+            batch = pipeline.estimator.preprocess(image, np.asarray(boxes, np.float32).reshape(-1, 4))[0]
+            best = float("inf")
+            for _ in range(repeats):
+                t = perf()
+                pipeline.estimator.backend(batch)
+                best = min(best, perf() - t)
+            pose_ms.append(best * 1000.0)
+            crops += len(boxes)
+    detect = median_p95(detect_ms)[0] if detect_ms else 0.0
+    pose = median_p95(pose_ms)[0] if pose_ms else 0.0
+    bound = detect * detector_share + pose
+    frame_ms = 1000.0 / fps if fps > 0 else float("nan")
+    return {
+        "samples": len(samples), "crops_per_frame": round(crops / len(samples), 2),
+        "detect_ms_per_run": round(detect, 3), "detector_runs_per_frame": round(detector_share, 3),
+        "pose_forward_ms_per_frame": round(pose, 3), "model_bound_ms_per_frame": round(bound, 3),
+        "pipeline_ms_per_frame": round(frame_ms, 3),
+        "overhead": round(frame_ms / bound - 1.0, 3) if bound > 0 else None,
     }
 
 
@@ -125,9 +184,25 @@ def _clock_summary(clock, rate: float) -> dict | None:
     }
 
 
-def _cpu_count() -> int:
-    import os
+VERSIONED = ("numpy", "opencv-python-headless", "opencv-python", "onnxruntime", "onnxruntime-gpu", "torch", "filterpy")
 
+
+def machine_info(load_before: float) -> dict:
+    """CPUs, 1-minute load average before and after the run, Python and the installed versions of the
+    packages that set the speed (figures are only comparable between equal installs)."""
+    from importlib import metadata
+
+    versions = {}
+    for name in VERSIONED:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return {"cpus": _cpu_count(), "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2),
+            "python": platform.python_version(), "platform": platform.platform(), "packages": versions}
+
+
+def _cpu_count() -> int:
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
@@ -135,18 +210,29 @@ def _cpu_count() -> int:
 
 
 def format_table(result: dict) -> str:
+    m = result["machine"]
     lines = [
         f"source {result['source']}  {result['image_size'][0]}x{result['image_size'][1]}  detector {result['detector']}  "
         f"people {result['people_mode']}  pose {result['pose_model']}",
         f"{result['frames']} frames in {result['seconds']:.2f} s: {result['fps']:.1f} fps, "
         f"{result['updates_per_s']:.1f} pose updates/s, detector ran on {result['detector_runs']} of "
         f"{result['frames_total']} frames, dropped {result['dropped']}, peak RSS {result['peak_rss_mb']} MB",
+        f"machine: {m['cpus']} CPUs, load {m['load_before']:.2f} before / {m['load_after']:.2f} after, Python {m['python']}, "
+        + ", ".join(f"{k} {v}" for k, v in m["packages"].items()),
         "",
         f"{'stage':<22}{'p50 ms':>10}{'p95 ms':>10}{'mean ms':>10}{'n':>8}",
     ]
     for group in ("stages_ms", "latency_ms"):
         for name, v in result[group].items():
             lines.append(f"{name:<22}{v['p50']:>10.2f}{v['p95']:>10.2f}{v['mean']:>10.2f}{v['n']:>8}")
+    inf = result.get("inference")
+    if inf:
+        over = "n/a" if inf["overhead"] is None else f"{100 * inf['overhead']:+.0f}%"
+        lines.insert(2, f"models alone (same process, {inf['samples']} frames of this run): detector "
+                        f"{inf['detect_ms_per_run']:.2f} ms x {inf['detector_runs_per_frame']:.2f} runs/frame + pose forward "
+                        f"{inf['pose_forward_ms_per_frame']:.2f} ms ({inf['crops_per_frame']:.1f} crops/frame) = "
+                        f"{inf['model_bound_ms_per_frame']:.2f} ms/frame bound; pipeline {inf['pipeline_ms_per_frame']:.2f} "
+                        f"ms/frame: overhead {over}")
     out = result.get("outputs")
     if out and out["capture_to_output_ms"]["p50"] is not None:
         lat = out["capture_to_output_ms"]
