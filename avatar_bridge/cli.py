@@ -38,8 +38,10 @@ def limit_blas_threads() -> None:
     Its work here is tiny matrices (Kalman filters, 3x3 geometry); a BLAS thread pool only fights the
     inference threads for the cores. Measured with NumPy 1.26 beside ONNX Runtime on 2 cores: the
     pipeline went from 65 to 162 frames/s. threadpoolctl limits libraries already loaded, hence the
-    imports first.
+    imports first: numpy's, scipy's and the OpenBLAS that OpenCV's wheel bundles (three pools, each
+    sized to every core by default).
     """
+    import cv2  # noqa: F401  (opencv-python ships its own OpenBLAS)
     import numpy  # noqa: F401
     import scipy.linalg  # noqa: F401  (scipy loads its own BLAS)
     from threadpoolctl import threadpool_limits

@@ -1,4 +1,5 @@
 import importlib
+import ast
 import subprocess
 import sys
 
@@ -28,8 +29,13 @@ def test_module_entry_point_runs():
 
 
 def test_cli_limits_blas_to_one_thread():
-    from threadpoolctl import threadpool_info
-
-    cli.limit_blas_threads()
-    blas = [info for info in threadpool_info() if info["user_api"] == "blas"]
-    assert blas and all(info["num_threads"] == 1 for info in blas)
+    """In a fresh process, as the command line starts: every BLAS pool loaded by then (numpy's,
+    scipy's, OpenCV's own OpenBLAS) and by the stages afterwards runs one thread."""
+    code = ("from avatar_bridge import cli; cli.limit_blas_threads()\n"
+            "import avatar_bridge.pipeline, avatar_bridge.smooth, avatar_bridge.retarget\n"
+            "from threadpoolctl import threadpool_info\n"
+            "print([(i['filepath'].rsplit('/', 1)[-1], i['num_threads']) for i in threadpool_info() if i['user_api'] == 'blas'])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    pools = ast.literal_eval(out.stdout.strip())  # [(library file, threads), ...]
+    assert len(pools) >= 2 and all(threads == 1 for _, threads in pools), pools
