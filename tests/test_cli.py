@@ -1,5 +1,5 @@
-import importlib
 import ast
+import importlib
 import subprocess
 import sys
 
