@@ -176,3 +176,39 @@ def peak_rss_mb() -> float | None:
         return None
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return round(peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024, 1)  # bytes on macOS, KiB on Linux
+
+
+def thread_cpu_seconds() -> dict[str, float]:
+    """CPU seconds (user + system) each thread of this process has used so far, by thread name.
+
+    Python threads are named by ``threading`` (``MainThread``, ``avatar-bridge-output-clock``, the
+    video decoder); native threads by the kernel's thread name (FFmpeg's ``av:h264:df0``), and those
+    that never named themselves (ONNX Runtime's and OpenCV's pools) as ``native pools``; threads of
+    one name summed. Read from ``/proc/self/task/*/stat`` (Linux; ``{}`` elsewhere), fields 14-15
+    in clock ticks (proc(5)).
+    """
+    import os
+    from pathlib import Path
+
+    tasks = Path("/proc/self/task")
+    if not tasks.is_dir():
+        return {}
+    python_names = {t.native_id: t.name for t in threading.enumerate() if t.native_id is not None}
+    try:
+        process_comm = Path("/proc/self/comm").read_text().strip()
+    except OSError:
+        process_comm = ""
+    tick = os.sysconf("SC_CLK_TCK")
+    totals: dict[str, float] = {}
+    for task in tasks.iterdir():
+        try:
+            stat = (task / "stat").read_text()
+            comm = (task / "comm").read_text().strip()
+        except OSError:  # the thread ended meanwhile
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ": field 3 onwards
+        cpu = (int(fields[11]) + int(fields[12])) / tick  # utime, stime: fields 14 and 15
+        # native pool threads that never named themselves carry the process's name
+        name = python_names.get(int(task.name), "native pools" if comm == process_comm else comm)
+        totals[name] = totals.get(name, 0.0) + cpu
+    return dict(sorted(totals.items(), key=lambda kv: -kv[1]))

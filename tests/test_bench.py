@@ -43,6 +43,8 @@ def test_bench_video_json_has_rates_stages_and_latency(capsys):
     assert inference["pipeline_ms_per_frame"] == pytest.approx(1000 / result["fps"], rel=0.02)
     assert inference["overhead"] == pytest.approx(inference["pipeline_ms_per_frame"] / inference["model_bound_ms_per_frame"] - 1,
                                                   abs=5e-3)
+    cpu = result["thread_cpu_s"]  # the capture loop and the output thread both did measurable work
+    assert cpu["MainThread"] > 0 and cpu["avatar-bridge-output-clock"] > 0
     machine = result["machine"]
     assert machine["cpus"] >= 1 and machine["load_before"] >= 0 and "numpy" in machine["packages"]
     assert "onnxruntime" in machine["packages"]
@@ -101,3 +103,27 @@ def test_compare_mediapipe_flag_without_the_extra_says_how_to_install(capsys):
     assert cli.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "avatar-bridge[mediapipe]" in err[0]
+
+
+def test_thread_cpu_seconds_names_python_threads_and_counts_their_work():
+    import threading
+    import time
+
+    from avatar_bridge.metrics import thread_cpu_seconds
+
+    stop = threading.Event()
+    seen: dict[str, float] = {}
+
+    def busy() -> None:
+        started = time.thread_time()
+        while time.thread_time() - started < 0.3:  # 0.3 s of this thread's own CPU
+            pass
+        seen.update(thread_cpu_seconds())  # read while this thread is still alive
+        stop.set()
+
+    worker = threading.Thread(target=busy, name="busy-worker")
+    worker.start()
+    worker.join(30)
+    assert stop.is_set()
+    assert 0.25 <= seen["busy-worker"] <= 0.6  # clock ticks: 10 ms resolution
+    assert "MainThread" in seen

@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from ..metrics import PipelineMetrics, median_p95, peak_rss_mb
+from ..metrics import PipelineMetrics, median_p95, peak_rss_mb, thread_cpu_seconds
 from ..commands.options import add_source_arguments, apply_source_arguments
 from ..pipeline import Pipeline, is_keypoint_source, open_config_source
 
@@ -56,6 +56,7 @@ def run_bench(config, max_frames: int | None = None, duration: float | None = No
     samples: list[tuple] = []  # (image, crop boxes) of some measured frames, for the inference costs
     frames = 0
     started = None
+    cpu_before: dict[str, float] = {}
     try:
         while True:
             t0 = time.perf_counter()
@@ -66,6 +67,7 @@ def run_bench(config, max_frames: int | None = None, duration: float | None = No
             if frames == warmup:  # fresh figures from here on
                 pipeline.metrics = PipelineMetrics(window=100000)
                 started = time.monotonic()
+                cpu_before = thread_cpu_seconds()
                 if clock is not None:
                     clock.start()
             pipeline.metrics.add_stage("grab", grab_ms)
@@ -78,6 +80,7 @@ def run_bench(config, max_frames: int | None = None, duration: float | None = No
                 break
             if duration and started is not None and time.monotonic() - started >= duration:
                 break
+        cpu_after = thread_cpu_seconds()  # before the clock and the decoder stop (their threads end)
     finally:
         if clock is not None:
             clock.stop()
@@ -112,6 +115,9 @@ def run_bench(config, max_frames: int | None = None, duration: float | None = No
         "stages_ms": {k: snap["stages_ms"][k] for k in STAGE_ORDER if k in snap["stages_ms"]},
         "latency_ms": snap["latency_ms"],
         "inference": inference,
+        # CPU seconds per thread over the measured part (and its share of one core)
+        "thread_cpu_s": {name: round(cpu_after[name] - cpu_before.get(name, 0.0), 2) for name in cpu_after
+                         if cpu_after[name] - cpu_before.get(name, 0.0) >= 0.01},
         "outputs": _clock_summary(clock, rate, elapsed),
         "peak_rss_mb": peak_rss_mb(),
         "machine": machine_info(load_before),
@@ -236,6 +242,10 @@ def format_table(result: dict) -> str:
                         f"{inf['pose_forward_ms_per_frame']:.2f} ms ({inf['crops_per_frame']:.1f} crops/frame) = "
                         f"{inf['model_bound_ms_per_frame']:.2f} ms/frame bound; pipeline {inf['pipeline_ms_per_frame']:.2f} "
                         f"ms/frame: overhead {over}")
+    if result.get("thread_cpu_s"):
+        seconds = result["seconds"] or 1.0
+        lines.insert(3, "CPU by thread over the run: " + ", ".join(
+            f"{name} {cpu:.2f} s ({100 * cpu / seconds:.0f}% of a core)" for name, cpu in result["thread_cpu_s"].items()))
     out = result.get("outputs")
     if out and out["capture_to_output_ms"]["p50"] is not None:
         lat = out["capture_to_output_ms"]
