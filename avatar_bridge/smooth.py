@@ -43,7 +43,6 @@ import math
 from collections import deque
 
 import numpy as np
-from filterpy.common import Q_discrete_white_noise
 from filterpy.kalman import KalmanFilter
 
 from .config import ConfigError, SmoothingConfig
@@ -90,17 +89,39 @@ def estimate_body_height(keypoints: np.ndarray, measured: np.ndarray) -> float |
     if keypoints.shape[0] < 17:
         return None
     a, b = _SEGMENTS[:, :, 0], _SEGMENTS[:, :, 1]  # (segment, side)
-    lengths = np.linalg.norm(keypoints[a] - keypoints[b], axis=-1)
-    lengths = np.where(measured[a] & measured[b], lengths, np.nan)
-    seen = ~np.all(np.isnan(lengths), axis=1)
-    if seen.sum() < 2:
+    d = keypoints[a] - keypoints[b]
+    lengths = np.where(measured[a] & measured[b], np.sqrt(d[..., 0] ** 2 + d[..., 1] ** 2), -1.0)
+    longer = lengths.max(axis=1)  # the longer visible side of each segment, -1 when neither is seen
+    seen = longer >= 0.0
+    if np.count_nonzero(seen) < 2:
         return None
-    return float(np.median(np.nanmax(lengths[seen], axis=1) / _SEGMENT_SHARE[seen]))
+    return small_median(longer[seen] / _SEGMENT_SHARE[seen])
+
+
+def small_median(values: np.ndarray) -> float:
+    """The median of a short 1-D array, as ``np.median`` gives it, without its NaN checks and
+    dispatch (a per-frame cost here). NaN never reaches it: inputs are finite by construction."""
+    ordered = np.sort(values)
+    n = len(ordered)
+    middle = n // 2
+    return float(ordered[middle]) if n % 2 else float((ordered[middle - 1] + ordered[middle]) / 2.0)
 
 
 # Torso (shoulder-hip), thigh, shin and upper arm, left and right, and their share of body height.
 _SEGMENTS = np.array([[(5, 11), (6, 12)], [(11, 13), (12, 14)], [(13, 15), (14, 16)], [(5, 7), (6, 8)]])
 _SEGMENT_SHARE = np.array([0.30, 0.245, 0.245, 0.17])
+
+
+def white_noise_q(order: int, dt: float) -> np.ndarray:
+    """(order, order) process noise of a piecewise-constant white-noise highest derivative, unit
+    variance, for a step of ``dt`` s: the matrix filterpy's ``Q_discrete_white_noise(order, dt, 1)``
+    returns (Bar-Shalom, Li, Kirubarajan 2001, section 6.3.3), written out because that call (through
+    scipy's ``block_diag``) cost about as much as the rest of the filter step."""
+    if order == 2:
+        return np.array([[0.25 * dt**4, 0.5 * dt**3], [0.5 * dt**3, dt**2]])
+    if order == 3:
+        return np.array([[0.25 * dt**4, 0.5 * dt**3, 0.5 * dt**2], [0.5 * dt**3, dt**2, dt], [0.5 * dt**2, dt, 1.0]])
+    raise ValueError(f"white_noise_q: order {order} not supported (2 = constant velocity, 3 = constant acceleration)")
 
 
 class KalmanStabilizer:
@@ -120,6 +141,9 @@ class KalmanStabilizer:
             basis[:, k] = 1.0
         self.basis = basis  # joint position = basis @ position entries
         self.filter = KalmanFilter(dim_x=self.num_pos * self.order, dim_z=k)
+        self._diag = np.arange(self.num_pos)
+        self._F: np.ndarray | None = None  # the transition matrix for ...
+        self._F_dt: float | None = None  # ... this step (s)
         self.initialized = False
         self.last_time = 0.0
         self.last_seen = np.full(k, -np.inf)  # time of the last accepted measurement per joint
@@ -144,14 +168,17 @@ class KalmanStabilizer:
     def _transition(self, dt: float) -> StabilizedPose:
         """F and Q for a step of ``dt`` seconds (block structure: derivative order x position entry)."""
         n, order = self.num_pos, self.order
-        diag = np.arange(n)
-        F = np.eye(n * order)
-        for i in range(order):
-            for j in range(i + 1, order):
-                F[i * n + diag, j * n + diag] = dt ** (j - i) / math.factorial(j - i)
+        diag = self._diag
+        if self._F_dt != dt:  # frames mostly come at one rate: F is rebuilt only when dt changes
+            F = np.eye(n * order)
+            for i in range(order):
+                for j in range(i + 1, order):
+                    F[i * n + diag, j * n + diag] = dt ** (j - i) / math.factorial(j - i)
+            self._F, self._F_dt = F, dt
+        F = self._F
         if dt <= 0:
             return F, np.zeros_like(F)
-        base = Q_discrete_white_noise(dim=order, dt=dt, var=1.0)
+        base = white_noise_q(order, dt)
         c = self.config
         noise = (c.acceleration if self.order == 2 else c.jerk) * self.body_height
         # Faster joints get more process noise: a swinging limb's acceleration scales with its
@@ -266,7 +293,7 @@ class KalmanStabilizer:
             sigma = self._measurement_sigma(sc[joints])
             H = self._joint_rows(joints)
             innovation = kp[joints] - H @ self.filter.x
-            var = np.einsum("ij,jk,ik->i", H, self.filter.P, H) + sigma**2
+            var = np.einsum("ij,ij->i", H @ self.filter.P, H) + sigma**2
             d2 = np.sum(innovation**2, axis=1) / var  # Mahalanobis distance^2, 2 dof
             # Gate relative to the typical innovation (its running mean), so a noise level the
             # model underestimates does not turn into rejecting every measurement.
@@ -288,7 +315,7 @@ class KalmanStabilizer:
                 self._check_predictions(t, use, kp[use], relock[keep])
                 R = np.diag(sigma[keep] ** 2)
                 self.filter.update(kp[use], R=R, H=H[keep])
-                typical = float(np.median(d2[keep & ~relock])) / 1.386 if np.any(keep & ~relock) else 1.0  # chi2(2) median
+                typical = small_median(d2[keep & ~relock]) / 1.386 if np.any(keep & ~relock) else 1.0  # chi2(2) median
                 self.innovation_level = max(1.0, self.innovation_level + 0.05 * (typical - self.innovation_level))
                 self.last_seen[use] = t
                 self.last_measurement[use] = kp[use]
@@ -397,7 +424,7 @@ class KalmanStabilizer:
         for order in range(1, self.order):
             block = slice(order * n, (order + 1) * n)
             deriv = self.basis @ x[block] if order > 1 else self._extrapolation_velocity()
-            var = np.einsum("jk,kl,jl->j", self.basis, P[block, block], self.basis)
+            var = np.einsum("jk,jk->j", self.basis @ P[block, block], self.basis)
             size = np.sum(deriv**2, axis=1)
             shrink = size / np.maximum(size + 2.0 * self.config.extrapolation_shrink * var, 1e-12)
             pos = pos + deriv * shrink[:, None] * horizon**order / math.factorial(order)
@@ -654,7 +681,7 @@ def rts_smooth_track(
     for i in range(n):
         dt = times[i] - times[i - 1] if i else 0.0
         F = np.block([[eye, dt * eye], [np.zeros((k, k)), eye]])
-        Q = np.kron(Q_discrete_white_noise(dim=2, dt=dt, var=q), eye) if dt > 0 else np.zeros_like(F)
+        Q = np.kron(white_noise_q(2, dt) * q, eye) if dt > 0 else np.zeros_like(F)
         if i:
             kf.predict(F=F, Q=Q)
         sigma = config.measurement_noise * height / np.maximum(sc[i], 0.05) ** config.confidence_exponent

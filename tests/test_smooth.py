@@ -460,3 +460,30 @@ def test_prediction_self_check_ignores_repeated_predicts_and_past_times():
             stab.predict(t + lead)
         stab.predict(t - 0.01)
     assert len(stab.predictions) <= 2 and stab.predictions[-1][1] == pytest.approx(9 / 30 + 0.04)
+
+
+@pytest.mark.parametrize("order", [2, 3])
+@pytest.mark.parametrize("dt", [1 / 240, 1 / 30, 0.1, 0.5])
+def test_white_noise_q_is_filterpys(order, dt):
+    """The written-out process noise equals filterpy's Q_discrete_white_noise (what it replaced)."""
+    from filterpy.common import Q_discrete_white_noise
+
+    from avatar_bridge.smooth import white_noise_q
+
+    np.testing.assert_allclose(white_noise_q(order, dt), Q_discrete_white_noise(dim=order, dt=dt, var=1.0), rtol=1e-12, atol=0)
+
+
+def test_white_noise_q_refuses_other_orders():
+    from avatar_bridge.smooth import white_noise_q
+
+    with pytest.raises(ValueError, match="order 4 not supported"):
+        white_noise_q(4, 0.1)
+
+
+def test_small_median_matches_numpy():
+    from avatar_bridge.smooth import small_median
+
+    rng = np.random.default_rng(5)
+    for n in range(1, 20):
+        values = rng.normal(size=n)
+        assert small_median(values) == float(np.median(values))
