@@ -17,7 +17,7 @@ import pytest
 from avatar_bridge.commands import options
 from pythonosc.dispatcher import Dispatcher
 from pythonosc.osc_bundle import OscBundle
-from pythonosc.osc_server import ThreadingOSCUDPServer
+from pythonosc.osc_server import BlockingOSCUDPServer
 
 from avatar_bridge import quat, skeleton, vmc
 from avatar_bridge.config import VmcConfig
@@ -150,7 +150,7 @@ def test_oscdump_python_osc_and_raw_socket_receive_the_same_correct_frames(oscdu
     received: list[tuple] = []
     dispatcher = Dispatcher()
     dispatcher.set_default_handler(lambda address, *args: received.append((address, args)))
-    server = ThreadingOSCUDPServer(("127.0.0.1", 0), dispatcher)
+    server = BlockingOSCUDPServer(("127.0.0.1", 0), dispatcher)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     targets = [f"127.0.0.1:{oscdump.port}", f"127.0.0.1:{server.server_address[1]}", f"127.0.0.1:{raw.port}"]
     rigs = [make_rig(seed) for seed in range(3)]

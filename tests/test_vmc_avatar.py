@@ -15,7 +15,7 @@ import time
 import numpy as np
 import pytest
 from pythonosc.dispatcher import Dispatcher
-from pythonosc.osc_server import ThreadingOSCUDPServer
+from pythonosc.osc_server import BlockingOSCUDPServer
 from websockets.sync.client import connect
 
 from avatar_bridge import quat, skeleton, vmc
@@ -89,7 +89,10 @@ class ReceiverModel:
 
 
 class OscReceiver:
-    """python-osc server collecting one dict of Bone/Pos values per frame (a frame ends with /VMC/Ext/T)."""
+    """python-osc server collecting one dict of Bone/Pos values per frame (a frame ends with /VMC/Ext/T).
+
+    Blocking (one thread, datagrams handled in arrival order): a threading server handles each
+    datagram on its own thread, so under load a frame's bones could mix with the next frame's."""
 
     def __init__(self):
         self.frames: queue.Queue = queue.Queue()
@@ -97,7 +100,7 @@ class OscReceiver:
         dispatcher = Dispatcher()
         dispatcher.map("/VMC/Ext/Bone/Pos", lambda _a, name, *v: self._current.__setitem__(name, list(v)))
         dispatcher.map("/VMC/Ext/T", self._end)
-        self.server = ThreadingOSCUDPServer(("127.0.0.1", 0), dispatcher)
+        self.server = BlockingOSCUDPServer(("127.0.0.1", 0), dispatcher)
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
