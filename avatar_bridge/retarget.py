@@ -349,10 +349,13 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return v / max(n, 1e-12)
 
 
-# Batched small-vector helpers. One numpy call on a (..., 3) array costs about as much as on a single
-# 3-vector (~1 us, mostly call overhead), so the hot paths work on all limbs / candidates at once.
-# np.cross and np.linalg.norm are avoided: their generic code costs ~10 us per call on tiny arrays.
-_CROSS_A, _CROSS_B = [1, 2, 0], [2, 0, 1]
+# Small-vector helpers. A numpy call costs about as much on a (4, 2, 3) array as on one 3-vector (~1 us,
+# mostly call overhead), so the hot paths work on all limbs and candidates at once with as few calls
+# as possible; scalar 3-vectors (torso, body frame) are plain float tuples. np.cross and
+# np.linalg.norm are avoided: their generic code costs ~10 us per call on tiny arrays.
+_LEVI_CIVITA = np.zeros((3, 3, 3))
+_LEVI_CIVITA[0, 1, 2] = _LEVI_CIVITA[1, 2, 0] = _LEVI_CIVITA[2, 0, 1] = 1.0
+_LEVI_CIVITA[0, 2, 1] = _LEVI_CIVITA[2, 1, 0] = _LEVI_CIVITA[1, 0, 2] = -1.0
 
 
 def _dots(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -361,8 +364,8 @@ def _dots(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _crosses(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Cross products over the last axis (same arithmetic as :func:`_cross`, for any leading shape)."""
-    return a[..., _CROSS_A] * b[..., _CROSS_B] - a[..., _CROSS_B] * b[..., _CROSS_A]
+    """Cross products over the last axis of (..., 3) arrays (one call; the same products as :func:`_cross`)."""
+    return np.einsum("ijk,...j,...k->...i", _LEVI_CIVITA, a, b)
 
 
 def _norms(v: np.ndarray) -> np.ndarray:
@@ -375,29 +378,50 @@ def _units(v: np.ndarray) -> np.ndarray:
 
 
 _CANON = np.array([1.0, 1.0, -1.0])  # camera coordinates (depth away from the camera) <-> canonical (Z towards it)
+_NEAR_FAR = np.array([-1.0, 1.0])
 
 
-def _on_rays(parent: np.ndarray, ray: np.ndarray, length: np.ndarray | float, planar: bool) -> tuple[np.ndarray, np.ndarray]:
+def _on_rays(parent: np.ndarray, ray: np.ndarray, length: np.ndarray | float, planar: bool) -> np.ndarray:
     """Nearer and farther points on each ``ray`` at ``length`` from its ``parent`` (the closest point
-    twice if none): ``parent`` and ``ray`` (..., 3) broadcast together, ``length`` with their leading
-    shape (...). ``planar``: the point at the parent's depth, twice."""
+    twice if none), (..., 2, 3): ``parent`` and ``ray`` (..., 3) broadcast together, ``length`` with
+    their leading shape (...). ``planar``: the point at the parent's depth, twice."""
     if planar:
         point = ray * (parent[..., 2:] / ray[..., 2:])  # same depth as the parent
-        return point, point
+        return np.stack([point, point], -2)
     a = _dots(ray, ray)
     b = _dots(ray, parent)
     off = _crosses(ray, parent)
     root = np.sqrt(np.maximum(a * length * length - _dots(off, off), 0.0))  # no cancellation at long range
-    return ray * ((b - root) / a)[..., None], ray * ((b + root) / a)[..., None]
+    return ray[..., None, :] * ((b[..., None] + root[..., None] * _NEAR_FAR) / a[..., None])[..., None]
+
+
+def _on_ray(parent: tuple[float, float, float], ray: list[float], length: float, planar: bool):
+    """:func:`_on_rays` for one ray, in floats: (nearer, farther) points as tuples."""
+    rx, ry, rz = ray
+    px, py, pz = parent
+    if planar:
+        k = pz / rz
+        return (rx * k, ry * k, rz * k), (rx * k, ry * k, rz * k)
+    a = rx * rx + ry * ry + rz * rz
+    b = rx * px + ry * py + rz * pz
+    ox, oy, oz = ry * pz - rz * py, rz * px - rx * pz, rx * py - ry * px
+    root = math.sqrt(max(a * length * length - (ox * ox + oy * oy + oz * oz), 0.0))
+    near, far = (b - root) / a, (b + root) / a
+    return (rx * near, ry * near, rz * near), (rx * far, ry * far, rz * far)
+
+
+def _unit3(x: float, y: float, z: float) -> tuple[float, float, float]:
+    """:func:`_unit` of a float 3-vector."""
+    n = max(math.sqrt(x * x + y * y + z * z), 1e-12)
+    return x / n, y / n, z / n
 
 
 # Segments with a signed-depth continuity state, in the lifter's state arrays: the torso, then the limbs.
 _SIGN_SEGMENTS: tuple[str, ...] = ("torso",) + tuple(LIMB_SEGMENTS)
 _TORSO_SLOT = 0
-_SEGMENT_INDEX = {name: i for i, name in enumerate(SEGMENTS)}
 
 # The four two-segment limbs the lifter places, as index arrays (left arm, left leg, right arm, right
-# leg): parent / middle / end keypoint, upper and lower segment (in SEGMENTS and in the sign state),
+# leg): parent / middle / end keypoint, upper and lower segment (in LIMB_SEGMENTS and in the sign state),
 # arm or leg, and the side (+1 left: its outward direction is the body's left axis).
 _LIFT_LIMBS = (
     ("left_upper_arm", "left_lower_arm", L_SH, L_EL, L_WR, True, 1.0),
@@ -408,8 +432,8 @@ _LIFT_LIMBS = (
 _LL_A = np.array([limb[2] for limb in _LIFT_LIMBS])
 _LL_B = np.array([limb[3] for limb in _LIFT_LIMBS])
 _LL_C = np.array([limb[4] for limb in _LIFT_LIMBS])
-_LL_UPPER_SEG = np.array([_SEGMENT_INDEX[limb[0]] for limb in _LIFT_LIMBS])
-_LL_LOWER_SEG = np.array([_SEGMENT_INDEX[limb[1]] for limb in _LIFT_LIMBS])
+_LL_UPPER_LIMB = np.array([list(LIMB_SEGMENTS).index(limb[0]) for limb in _LIFT_LIMBS])
+_LL_LOWER_LIMB = np.array([list(LIMB_SEGMENTS).index(limb[1]) for limb in _LIFT_LIMBS])
 _LL_UPPER_SLOT = np.array([_SIGN_SEGMENTS.index(limb[0]) for limb in _LIFT_LIMBS])
 _LL_LOWER_SLOT = np.array([_SIGN_SEGMENTS.index(limb[1]) for limb in _LIFT_LIMBS])
 _LL_ARM = np.array([limb[5] for limb in _LIFT_LIMBS])
@@ -440,19 +464,10 @@ class LifterTuning:
     limb_scale_share: float = 0.9  # third largest limb ratio counts this much against the torso's
 
 
-# Every SEGMENTS entry as (start, end) rows of the keypoints extended with the shoulder centre (row
-# 17) and the hip centre (row 18), for the batched 2D lengths in the lifter.
-_SEG_START = np.array([L_SH, L_HIP, NUM_KEYPOINTS] + [a for a, _ in LIMB_SEGMENTS.values()])
-_SEG_END = np.array([R_SH, R_HIP, NUM_KEYPOINTS + 1] + [b for _, b in LIMB_SEGMENTS.values()])
-
-
-def _segment_length_array(kp: np.ndarray, ok: np.ndarray) -> np.ndarray:
-    """:func:`_segment_lengths` as one array in ``SEGMENTS`` order (NaN where an end is not confident)."""
-    centres = np.stack([(kp[L_SH] + kp[R_SH]) / 2, (kp[L_HIP] + kp[R_HIP]) / 2])
-    points = np.concatenate([kp, centres])
-    seen = np.concatenate([ok, [ok[L_SH] and ok[R_SH], ok[L_HIP] and ok[R_HIP]]])
-    d = points[_SEG_START] - points[_SEG_END]
-    return np.where(seen[_SEG_START] & seen[_SEG_END], np.sqrt(np.einsum("ij,ij->i", d, d)), np.nan)
+# The limb segments' 2D ends, for the batched lengths in the lifter (LIMB_SEGMENTS order).
+_LIMB_START = np.array([a for a, _ in LIMB_SEGMENTS.values()])
+_LIMB_END = np.array([b for _, b in LIMB_SEGMENTS.values()])
+_SIGN_VALUE, _SIGN_RATE, _SIGN_TIME, _SIGN_TRUST = range(4)  # rows of ForeshorteningLifter._signs
 
 
 class ForeshorteningLifter:
@@ -464,8 +479,8 @@ class ForeshorteningLifter:
     |dz| = sqrt(L^2 - l^2). The absolute distance comes from the apparent size, assuming the user has
     the canonical body size (only the strength of the perspective correction depends on that).
 
-    The four limbs are placed together (numpy over limbs and their four near/far configurations, one
-    call per step instead of one per joint): it runs per person on every pose update and output tick.
+    It runs per person on every pose update and output tick, so the four limbs are placed together
+    (numpy over limbs and their near/far configurations) and the torso in plain floats.
     """
 
     def __init__(self, calibration: Calibration, min_score: float = 0.3, planar: bool = False,
@@ -480,22 +495,22 @@ class ForeshorteningLifter:
         self.image_size = image_size or calibration.image_size
         self.scale = 0.0  # current apparent size / calibration size
         self._scale_time = -math.inf
-        self.reset_signs()
+        self._signs = self._no_signs()
 
-    def reset_signs(self) -> None:
-        """Forget every segment's signed depth. The state is one array per field, a slot per segment
-        of ``_SIGN_SEGMENTS``: signed depth (dz / L), its rate, when it was set (-inf: never, no
-        continuity) and the trust in its extrapolation (lowered by degenerate frames)."""
-        n = len(_SIGN_SEGMENTS)
-        self._sign_value = np.zeros(n)
-        self._sign_rate = np.zeros(n)
-        self._sign_time = np.full(n, -math.inf)
-        self._sign_trust = np.ones(n)
+    @staticmethod
+    def _no_signs() -> np.ndarray:
+        """Signed-depth state, one column per segment of ``_SIGN_SEGMENTS``: rows signed depth (dz / L),
+        its rate, when it was set (-inf: never, no continuity) and how much the extrapolation is
+        believed (lowered by degenerate frames)."""
+        signs = np.zeros((4, len(_SIGN_SEGMENTS)))
+        signs[_SIGN_TIME] = -math.inf
+        signs[_SIGN_TRUST] = 1.0
+        return signs
 
     def reset(self) -> None:
         self.scale = 0.0
         self._scale_time = -math.inf
-        self.reset_signs()
+        self._signs = self._no_signs()
 
     def fork(self) -> "ForeshorteningLifter":
         """A copy whose continuity state (scale, depth signs) can advance without touching this one.
@@ -504,21 +519,20 @@ class ForeshorteningLifter:
         tick never changes how depth is resolved; only pose updates advance the real state.
         """
         twin = copy.copy(self)
-        twin._sign_value, twin._sign_rate = self._sign_value.copy(), self._sign_rate.copy()
-        twin._sign_time, twin._sign_trust = self._sign_time.copy(), self._sign_trust.copy()
+        twin._signs = self._signs.copy()
         return twin
 
     # -- scale ---------------------------------------------------------------------------------------
-    def _update_scale(self, lengths: np.ndarray, calibrated: np.ndarray, timestamp: float) -> float:
-        """Apparent size relative to calibration (``lengths``, ``calibrated``: 2D lengths in ``SEGMENTS`` order).
+    def _update_scale(self, limb_ratios: np.ndarray, torso_ratio: float, timestamp: float) -> float:
+        """Apparent size relative to calibration, from the 2D / calibrated length ratios of the limb
+        segments (NaN: not seen) and of the torso.
 
         Every segment's 2D length is at most its true length, so each ratio l / L is a lower bound on
         the scale. The torso is rarely foreshortened much; the third largest limb ratio guards against
         a bent-over torso while ignoring one or two limbs magnified by perspective or noise.
         """
-        ratios = lengths[3:] / calibrated[3:]
-        limbs = np.sort(ratios[np.isfinite(ratios)])[::-1].tolist()
-        torso = float(lengths[2] / calibrated[2]) if math.isfinite(lengths[2]) else 0.0
+        limbs = sorted(r for r in limb_ratios.tolist() if math.isfinite(r))[::-1]
+        torso = torso_ratio if math.isfinite(torso_ratio) else 0.0
         observed = max(torso, self.tuning.limb_scale_share * (limbs[2] if len(limbs) > 2 else 0.0))
         if observed <= 0:
             observed = limbs[0] if limbs else 0.0
@@ -533,138 +547,167 @@ class ForeshorteningLifter:
         return self.scale
 
     # -- sign choice ---------------------------------------------------------------------------------
-    def _continuity_cost(self, slots: np.ndarray | int, values: np.ndarray, timestamp: float) -> np.ndarray:
-        """Squared distance of signed depths from their segments' extrapolation, weighted by how recent
-        that is (0 for a segment without a recent state). ``slots`` index ``_SIGN_SEGMENTS``."""
-        age = timestamp - self._sign_time[slots]
+    def _extrapolation(self, timestamp: float) -> tuple[np.ndarray, np.ndarray]:
+        """Per segment: the weight of continuity (how recent and trusted its state is; 0 without a
+        recent one) and its signed depth extrapolated to ``timestamp``. A candidate signed depth
+        ``v`` costs ``weight * (v - extrapolated) ** 2``."""
+        value, rate, time, trust = self._signs
+        age = timestamp - time
         live = (age >= 0) & (age <= self.continuity_seconds)
         age = np.where(live, age, 0.0)  # never-set states (-inf) would give inf * 0 below
-        trust = (1.0 - age / self.continuity_seconds) * self._sign_trust[slots]
-        return np.where(live, trust * (values - (self._sign_value[slots] + self._sign_rate[slots] * age)) ** 2, 0.0)
+        return np.where(live, (1.0 - age / self.continuity_seconds) * trust, 0.0), value + rate * age
 
-    def _commit(self, slots: np.ndarray, values: np.ndarray, timestamp: float, degenerate: np.ndarray | bool) -> None:
-        """Remember segments' chosen signed depths and update their rates (not from degenerate frames,
-        where the segment looked longer than calibrated and its depth is just the closest point)."""
-        age = timestamp - self._sign_time[slots]
+    def _commit(self, slots: np.ndarray, values: np.ndarray, timestamp: float, degenerate: np.ndarray) -> None:
+        """Remember segments' chosen signed depths (``slots`` index ``_SIGN_SEGMENTS``) and update their
+        rates (not from degenerate frames, where the segment looked longer than calibrated and its
+        depth is just the closest point)."""
+        value, rate, time, trust = self._signs[:, slots]
+        age = timestamp - time
         fresh = ~((age > 0) & (age <= self.continuity_seconds))
         age = np.where(fresh, 1.0, age)
-        rate, trust = self._sign_rate[slots], self._sign_trust[slots]
         keep = self.tuning.rate_keep
-        moved = keep * rate + (1 - keep) * (values - self._sign_value[slots]) / age
+        moved = keep * rate + (1 - keep) * (values - value) / age
         # Near the image plane a crossing and a turn back look alike: a degenerate frame holds the rate
         # but trusts the extrapolation less with every such frame, so anatomy decides where it comes out.
-        self._sign_rate[slots] = np.where(fresh, 0.0, np.where(degenerate, rate, moved))
-        self._sign_trust[slots] = np.where(fresh, 1.0, np.where(degenerate, trust * self.tuning.degenerate_trust_keep,
-                                                                   np.minimum(1.0, trust + 0.25)))
-        self._sign_value[slots] = values
-        self._sign_time[slots] = timestamp
+        signs = self._signs
+        signs[_SIGN_RATE, slots] = np.where(fresh, 0.0, np.where(degenerate, rate, moved))
+        signs[_SIGN_TRUST, slots] = np.where(fresh, 1.0, np.where(degenerate, trust * self.tuning.degenerate_trust_keep,
+                                                                     np.minimum(1.0, trust + 0.25)))
+        signs[_SIGN_VALUE, slots] = values
+        signs[_SIGN_TIME, slots] = timestamp
 
     # -- lifting -------------------------------------------------------------------------------------
     def lift(self, keypoints: np.ndarray, scores: np.ndarray, timestamp: float) -> np.ndarray:
         kp = np.asarray(keypoints, dtype=np.float64)
         ok = (np.asarray(scores) >= self.min_score) & np.all(np.isfinite(kp), axis=-1)
         kp = np.where(ok[:, None], kp, 0.0)
+        seen, k = ok.tolist(), kp.tolist()
         cal = self.calibration
-        calibrated = np.array([cal.segments[s] for s in SEGMENTS])
-        scale = self._update_scale(_segment_length_array(kp, ok), calibrated, timestamp)
+        segments = cal.segments
+        limb_cal = np.array([segments[s] for s in LIMB_SEGMENTS])
+        ends = kp[_LIMB_START] - kp[_LIMB_END]
+        limb_px = np.where(ok[_LIMB_START] & ok[_LIMB_END], np.sqrt(np.einsum("ij,ij->i", ends, ends)), np.nan)
+        have_hips = seen[L_HIP] and seen[R_HIP]
+        have_shoulders = seen[L_SH] and seen[R_SH]
+        torso_px = math.nan
+        if have_hips and have_shoulders:
+            dx = (k[L_SH][0] + k[R_SH][0]) / 2 - (k[L_HIP][0] + k[R_HIP][0]) / 2
+            dy = (k[L_SH][1] + k[R_SH][1]) / 2 - (k[L_HIP][1] + k[R_HIP][1]) / 2
+            torso_px = math.sqrt(dx * dx + dy * dy)
+        scale = self._update_scale(limb_px / limb_cal, torso_px / segments["torso"], timestamp)
         out = np.full((NUM_KEYPOINTS, 3), np.nan)
-        have_hips = bool(ok[L_HIP] and ok[R_HIP])
-        have_shoulders = bool(ok[L_SH] and ok[R_SH])
         if not (have_hips or have_shoulders):
             return out
         tune = self.tuning
+        planar = self.planar
 
         # Viewing rays (x right, y up, depth away from the camera). Orthographic: parallel rays, the
         # image is taken as seen from a very distant camera with the same pixel scale.
         width, height = self.image_size
         ortho = self.focal_px <= 0
         focal = 1e6 if ortho else self.focal_px
-        rays = np.stack([(kp[:, 0] - width / 2) / focal, -(kp[:, 1] - height / 2) / focal, np.ones(NUM_KEYPOINTS)], -1)
+        rays = np.ones((NUM_KEYPOINTS, 3))
+        rays[:, 0] = (kp[:, 0] - width / 2) / focal
+        rays[:, 1] = -(kp[:, 1] - height / 2) / focal
+        ray = rays.tolist()
         dist_cal = focal * CANONICAL_BODY_M / cal.body_px  # metres to the user at calibration
-        metres = calibrated * dist_cal / focal  # SEGMENTS order
         dist = dist_cal / scale
         pts = np.full((NUM_KEYPOINTS, 3), np.nan)  # camera coordinates, metres
+        weight, extrapolated = self._extrapolation(timestamp)
 
         # Which way the body is turned: cos from the shoulder/hip line widths (signed: + facing the
         # camera), sin's sign from the nose relative to the ears (or the eyes, or the shoulders).
         cos_terms = []
         if have_shoulders:
-            cos_terms.append(float(kp[L_SH, 0] - kp[R_SH, 0]) / (cal.segments["shoulders"] * scale))
+            cos_terms.append((k[L_SH][0] - k[R_SH][0]) / (segments["shoulders"] * scale))
         if have_hips:
-            cos_terms.append(float(kp[L_HIP, 0] - kp[R_HIP, 0]) / (cal.segments["hips"] * scale))
+            cos_terms.append((k[L_HIP][0] - k[R_HIP][0]) / (segments["hips"] * scale))
         cos_yaw = min(max(sum(cos_terms) / len(cos_terms), -1.0), 1.0)
         nose_side = 0.0
         for a, b in ((L_EAR, R_EAR), (L_EYE, R_EYE), (L_SH, R_SH)):
-            if ok[NOSE] and ok[a] and ok[b]:
-                nose_side = kp[NOSE, 0] - (kp[a, 0] + kp[b, 0]) / 2
+            if seen[NOSE] and seen[a] and seen[b]:
+                nose_side = k[NOSE][0] - (k[a][0] + k[b][0]) / 2
                 break
         sin_sign = 1.0 if nose_side >= 0 else -1.0
         sin_yaw = sin_sign * math.sqrt(max(1.0 - cos_yaw**2, 0.0))
-        facing = np.array([sin_yaw, 0.0, cos_yaw])  # horizontal forward of the body, canonical axes
+        facing = (sin_yaw, 0.0, cos_yaw)  # horizontal forward of the body, canonical axes
 
-        def across(seg: int, left: int, right: int, center: np.ndarray) -> None:
+        def across(seg: str, left: int, right: int, center: tuple[float, float, float]) -> None:
             """Both ends of a line across the body; the far end is the side the body turned away from
             (decided by the face every frame: the head rarely turns against the torso for long)."""
-            near, far = _on_rays(center, rays[[left, right]], metres[seg] / 2, self.planar)
-            left_far = sin_sign > 0
-            pts[left] = far[0] if left_far else near[0]
-            pts[right] = near[1] if left_far else far[1]
+            half = segments[seg] * dist_cal / focal / 2
+            left_near, left_far = _on_ray(center, ray[left], half, planar)
+            right_near, right_far = _on_ray(center, ray[right], half, planar)
+            pts[left] = left_far if sin_sign > 0 else left_near
+            pts[right] = right_near if sin_sign > 0 else right_far
 
+        torso_value = None  # the torso's chosen signed depth, committed with the limbs' at the end
+        torso_m = segments["torso"] * dist_cal / focal
         if have_hips:
-            hip_center = (rays[L_HIP] + rays[R_HIP]) / 2 * dist
-            across(1, L_HIP, R_HIP, hip_center)
+            hip_center = tuple((ray[L_HIP][i] + ray[R_HIP][i]) / 2 * dist for i in range(3))
+            across("hips", L_HIP, R_HIP, hip_center)
         if have_shoulders:
-            sh_ray = (rays[L_SH] + rays[R_SH]) / 2
-            torso = metres[2]
+            sh_ray = [(ray[L_SH][i] + ray[R_SH][i]) / 2 for i in range(3)]
             if have_hips:
                 # Torso lean: towards the facing direction more often than away, and rarely far.
-                candidates = np.stack(_on_rays(hip_center, sh_ray, torso, self.planar))  # nearer, farther
-                values = (hip_center[2] - candidates[:, 2]) / max(torso, 1e-9)
-                lean = _units((candidates - hip_center) * _CANON) @ facing
-                costs = self._continuity_cost(_TORSO_SLOT, values, timestamp) + tune.prior_gain * tune.torso_weight * (
-                    tune.plane * np.abs(values) - lean)
-                pick = 1 if costs[1] < costs[0] else 0  # the nearer one on a tie
-                sh_center = candidates[pick]
-                self._commit(np.array([_TORSO_SLOT]), values[pick:pick + 1], timestamp, degenerate=False)
+                best = None
+                w, e = float(weight[_TORSO_SLOT]), float(extrapolated[_TORSO_SLOT])
+                for candidate in _on_ray(hip_center, sh_ray, torso_m, planar):
+                    value = (hip_center[2] - candidate[2]) / max(torso_m, 1e-9)
+                    lx, ly, lz = _unit3(candidate[0] - hip_center[0], candidate[1] - hip_center[1], hip_center[2] - candidate[2])
+                    lean = lx * facing[0] + ly * facing[1] + lz * facing[2]
+                    cost = w * (value - e) ** 2 + tune.prior_gain * tune.torso_weight * (tune.plane * abs(value) - lean)
+                    if best is None or cost < best[0]:
+                        best = (cost, candidate, value)
+                _, sh_center, value = best
+                torso_value = value
             else:
-                sh_center = sh_ray * dist
-                hip_center = sh_center - np.array([0.0, torso, 0.0])
-            across(0, L_SH, R_SH, sh_center)
+                sh_center = tuple(v * dist for v in sh_ray)
+                hip_center = (sh_center[0], sh_center[1] - torso_m, sh_center[2])
+            across("shoulders", L_SH, R_SH, sh_center)
 
         # Body frame (canonical axes) for the limb priors.
+        ls, rs, lh, rh = pts[[L_SH, R_SH, L_HIP, R_HIP]].tolist()
         if have_shoulders and have_hips:
-            left_axis = _unit((pts[L_SH] - pts[R_SH] + pts[L_HIP] - pts[R_HIP]) * _CANON)
-            up = _unit((sh_center - hip_center) * _CANON)
+            left_axis = _unit3(*[ls[i] - rs[i] + lh[i] - rh[i] for i in range(3)])
+            up = _unit3(sh_center[0] - hip_center[0], sh_center[1] - hip_center[1], sh_center[2] - hip_center[2])
         elif have_shoulders:
-            left_axis, up = _unit((pts[L_SH] - pts[R_SH]) * _CANON), np.array([0.0, 1.0, 0.0])
+            left_axis, up = _unit3(*[ls[i] - rs[i] for i in range(3)]), (0.0, 1.0, 0.0)
         else:
-            left_axis, up = _unit((pts[L_HIP] - pts[R_HIP]) * _CANON), np.array([0.0, 1.0, 0.0])
-        forward = _cross(left_axis, up)
-        forward = _unit(forward) if _norm(forward) > 1e-6 else facing
+            left_axis, up = _unit3(*[lh[i] - rh[i] for i in range(3)]), (0.0, 1.0, 0.0)
+        left_axis = (left_axis[0], left_axis[1], -left_axis[2])  # canonical axes (Z towards the camera)
+        if have_shoulders and have_hips:
+            up = (up[0], up[1], -up[2])
+        forward = (left_axis[1] * up[2] - left_axis[2] * up[1], left_axis[2] * up[0] - left_axis[0] * up[2],
+                   left_axis[0] * up[1] - left_axis[1] * up[0])
+        forward = _unit3(*forward) if math.sqrt(sum(f * f for f in forward)) > 1e-6 else facing
 
-        self._place_limbs(pts, rays, ok, metres, forward, up, left_axis, timestamp)
+        slots, values, degenerate = self._place_limbs(pts, rays, ok, limb_cal * dist_cal / focal,
+                                                      np.array([forward, up, left_axis]), weight, extrapolated)
+        if torso_value is not None:
+            slots = np.concatenate([[_TORSO_SLOT], slots])
+            values = np.concatenate([[torso_value], values])
+            degenerate = np.concatenate([[False], degenerate])
+        if len(slots):
+            self._commit(slots, values, timestamp, degenerate)
 
         # Face: fit the template's rotation to the 2D face points (weak perspective, affine fit), and
         # place the face points around the head at the depth that rotation gives them.
-        face_ok = [i for i in FACE if ok[i]]
-        if len(face_ok) >= 4 and have_shoulders:
-            face_2d = np.stack([kp[face_ok, 0], -kp[face_ok, 1]], -1)
-            seen = [FACE.index(i) for i in face_ok]
-            rot = _fit_face_rotation(face_2d, FACE_TEMPLATE[seen])
+        face_seen = tuple(i for i in FACE if seen[i])
+        if len(face_seen) >= 4 and have_shoulders:
+            rot = _fit_face_rotation_seen(kp[list(face_seen)] * [1.0, -1.0], face_seen)
             if rot is not None:
                 offsets = FACE_TEMPLATE @ rot.T  # canonical axes, metres
-                offsets = offsets - offsets[seen].mean(axis=0)
-                center = rays[face_ok].mean(axis=0) * sh_center[2]
+                offsets = offsets - offsets[list(face_seen)].mean(axis=0)
+                center = rays[list(face_seen)].mean(axis=0) * sh_center[2]
                 depth = center[2] - offsets[:, 2]
                 xy = np.where(ok[list(FACE), None], rays[list(FACE), :2] * depth[:, None], center[:2] + offsets[:, :2])
                 pts[list(FACE)] = np.concatenate([xy, depth[:, None]], -1)
 
-        known = np.all(np.isfinite(pts), axis=-1)
-        out[known] = pts[known] * _CANON - hip_center * _CANON
-        return out
+        return (pts - hip_center) * _CANON  # rows never placed stay NaN
 
-    def _place_limbs(self, pts: np.ndarray, rays: np.ndarray, ok: np.ndarray, metres: np.ndarray, forward: np.ndarray,
-                     up: np.ndarray, left_axis: np.ndarray, timestamp: float) -> None:
+    def _place_limbs(self, pts: np.ndarray, rays: np.ndarray, ok: np.ndarray, metres: np.ndarray, frame: np.ndarray,
+                     weight: np.ndarray, extrapolated: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Place the arms and legs (elbows, wrists, knees, ankles into ``pts``), all four at once.
 
         A limb whose parent joint is placed and whose middle joint is seen picks the nearer/farther
@@ -675,60 +718,93 @@ class ForeshorteningLifter:
         end point's viewing ray (its parent joint is then in the wrong place). Arms: a raised elbow
         tends to be in front, a hanging one slightly behind (arm swing), the upper arm stays on its own
         side, the forearm bends towards the biceps side. Legs: the knee tends to be in front and only
-        bends backwards (a hinge). Shapes below: (limb, upper choice[, lower choice][, xyz]).
+        bends backwards (a hinge). ``metres``: limb segment lengths (LIMB_SEGMENTS order); ``frame``:
+        rows forward, up, left (canonical). Shapes below: (limb, upper choice[, lower choice][, xyz]).
+
+        Returns the sign-state slots, signed depths and degenerate flags to commit.
         """
         tune = self.tuning
         parent = pts[_LL_A]
         valid = ok[_LL_B] & np.all(np.isfinite(parent), axis=-1)
         if not valid.any():
-            return
+            return np.zeros(0, dtype=int), np.zeros(0), np.zeros(0, dtype=bool)
         parent = np.where(valid[:, None], parent, 0.0)  # limbs without a parent are computed, then dropped
-        len_u, len_l = metres[_LL_UPPER_SEG], metres[_LL_LOWER_SEG]
+        len_u, len_l = metres[_LL_UPPER_LIMB], metres[_LL_LOWER_LIMB]
 
         # Upper segment: the nearer and farther point on the middle joint's ray.
-        upper_near, upper_far = _on_rays(parent, rays[_LL_B], len_u, self.planar)
-        pu = np.stack([upper_near, upper_far], 1)
+        pu = _on_rays(parent, rays[_LL_B], len_u, self.planar)
         su = (parent[:, None, 2] - pu[..., 2]) / np.maximum(len_u, 1e-9)[:, None]
         du = _units((pu - parent[:, None]) * _CANON)
-        along = _dots(du, forward)
-        arm_score = tune.arm_weight * (along * (tune.arm_neutral_hang + _dots(du, up))
-                                       + tune.arm_own_side * (_dots(du, left_axis) * _LL_SIDE[:, None]))
+        along, rise, outward = np.moveaxis(du @ frame.T, -1, 0)  # along forward, up, the body's left
+        arm_score = tune.arm_weight * (along * (tune.arm_neutral_hang + rise) + tune.arm_own_side * (outward * _LL_SIDE[:, None]))
         upper_score = np.where(_LL_ARM[:, None], arm_score, tune.thigh_forward * along)
-        cost_u = self._continuity_cost(_LL_UPPER_SLOT[:, None], su, timestamp) + tune.prior_gain * (
+        upper_slot = _LL_UPPER_SLOT[:, None]
+        cost_u = weight[upper_slot] * (su - extrapolated[upper_slot]) ** 2 + tune.prior_gain * (
             tune.plane * tune.upper_plane_weight * np.abs(su) - upper_score)
 
         # Lower segment: for each upper choice, the nearer and farther point on the end joint's ray.
-        lower_near, lower_far = _on_rays(pu, rays[_LL_C][:, None], len_l[:, None], self.planar)
-        pl = np.stack([lower_near, lower_far], 2)
+        pl = _on_rays(pu, rays[_LL_C][:, None], len_l[:, None], self.planar)
         segment = pl - pu[:, :, None]
-        scale_l = len_l[:, None, None]
-        sl = (pu[:, :, None, 2] - pl[..., 2]) / np.maximum(scale_l, 1e-9)
-        dl = _units(segment * _CANON)
-        shortfall = np.maximum(_norms(segment) - scale_l, 0.0) / scale_l
+        length = len_l[:, None, None]
+        sl = (pu[:, :, None, 2] - pl[..., 2]) / np.maximum(length, 1e-9)
+        reach = _norms(segment)
+        dl = segment * _CANON / np.maximum(reach, 1e-12)[..., None]
+        shortfall = np.maximum(reach - length, 0.0) / length
         # Hinge: how much the lower segment bends towards the bend direction, which is perpendicular to
         # the upper segment (forward for elbows, backward for knees; up / down blended in when parallel).
-        toward = forward * _LL_BEND_SIGN[:, None, None]
-        bend = toward + np.maximum(_dots(du, toward), 0.0)[..., None] * (up * _LL_BEND_SIGN[:, None, None])
+        toward = frame[0] * _LL_BEND_SIGN[:, None]
+        bend = toward[:, None] + np.maximum(along * _LL_BEND_SIGN[:, None], 0.0)[..., None] * (frame[1] * _LL_BEND_SIGN[:, None])[:, None]
         bend = _units(bend - _dots(bend, du)[..., None] * du)
-        hinge = _dots(dl - _dots(dl, du[:, :, None])[..., None] * du[:, :, None], bend[:, :, None])
-        lower_weight = np.where(_LL_ARM, tune.elbow_weight, tune.knee_weight)[:, None, None]
-        cost = (cost_u[..., None] + self._continuity_cost(_LL_LOWER_SLOT[:, None, None], sl, timestamp)
-                + tune.reach * shortfall + tune.prior_gain * lower_weight * (tune.plane * np.abs(sl) - hinge))
+        du2 = du[:, :, None]
+        hinge = _dots(dl - _dots(dl, du2)[..., None] * du2, bend[:, :, None])
+        lower_slot = _LL_LOWER_SLOT[:, None, None]
+        cost = (cost_u[..., None] + weight[lower_slot] * (sl - extrapolated[lower_slot]) ** 2 + tune.reach * shortfall
+                + tune.prior_gain * np.where(_LL_ARM, tune.elbow_weight, tune.knee_weight)[:, None, None] * (tune.plane * np.abs(sl) - hinge))
 
         # Best configuration (the first of equals, nearer before farther); an unseen end joint leaves
         # the upper segment's two choices.
         has_end = ok[_LL_C]
-        upper_only = np.stack([cost_u[:, 0], np.full(4, np.inf), cost_u[:, 1], np.full(4, np.inf)], -1)
-        best = np.argmin(np.where(has_end[:, None], cost.reshape(-1, 4), upper_only), axis=1)
+        cost = np.where(has_end[:, None, None], cost, cost_u[..., None] + _UPPER_ONLY)
+        best = np.argmin(cost.reshape(-1, 4), axis=1)
         iu, il = best // 2, best % 2
-        rows = _LL_ROWS
-        pts[_LL_B[valid]] = pu[rows, iu][valid]
-        degenerate = np.all(np.abs(upper_near - upper_far) <= 1e-8 + 1e-5 * np.abs(upper_far), axis=-1)  # np.allclose
-        self._commit(_LL_UPPER_SLOT[valid], su[rows, iu][valid], timestamp, degenerate[valid])
+        pts[_LL_B[valid]] = pu[_LL_ROWS, iu][valid]
+        degenerate = np.all(np.abs(pu[:, 0] - pu[:, 1]) <= 1e-8 + 1e-5 * np.abs(pu[:, 1]), axis=-1)  # np.allclose
         lower = valid & has_end
-        if lower.any():
-            pts[_LL_C[lower]] = pl[rows, iu, il][lower]
-            self._commit(_LL_LOWER_SLOT[lower], sl[rows, iu, il][lower], timestamp, False)
+        pts[_LL_C[lower]] = pl[_LL_ROWS, iu, il][lower]
+        return (np.concatenate([_LL_UPPER_SLOT[valid], _LL_LOWER_SLOT[lower]]),
+                np.concatenate([su[_LL_ROWS, iu][valid], sl[_LL_ROWS, iu, il][lower]]),
+                np.concatenate([degenerate[valid], np.zeros(int(lower.sum()), dtype=bool)]))
+
+
+_UPPER_ONLY = np.array([0.0, np.inf])  # lower choices without an end joint: the upper cost once
+
+
+# Face fit: the pseudo-inverse of the centred template for every set of seen face points (4 or 5 of
+# them), computed once: the affine fit per frame is then one product.
+_FACE_PINV = {
+    seen: np.linalg.pinv(FACE_TEMPLATE[list(seen)] - FACE_TEMPLATE[list(seen)].mean(axis=0))
+    for seen in [tuple(FACE)] + [tuple(i for i in FACE if i != skip) for skip in FACE]
+}
+
+
+def _fit_face_rotation_seen(points2d: np.ndarray, seen: tuple[int, ...]) -> np.ndarray | None:
+    """:func:`_fit_face_rotation` for the template points ``seen`` (indices into ``FACE``; 4 or 5),
+    with the template's pseudo-inverse precomputed."""
+    a = _FACE_PINV[seen] @ (points2d - points2d.mean(axis=0))  # (3, 2): o ~ t @ a
+    (r1x, r2x), (r1y, r2y), (r1z, r2z) = a.tolist()
+    n1 = math.sqrt(r1x * r1x + r1y * r1y + r1z * r1z)
+    if n1 < 1e-9 or math.sqrt(r2x * r2x + r2y * r2y + r2z * r2z) < 1e-9:
+        return None
+    r1x, r1y, r1z = r1x / n1, r1y / n1, r1z / n1
+    d = r2x * r1x + r2y * r1y + r2z * r1z
+    r2x, r2y, r2z = r2x - d * r1x, r2y - d * r1y, r2z - d * r1z
+    n2 = math.sqrt(r2x * r2x + r2y * r2y + r2z * r2z)
+    if n2 < 1e-9:
+        return None
+    r2x, r2y, r2z = r2x / n2, r2y / n2, r2z / n2
+    return np.array([[r1x, r1y, r1z], [r2x, r2y, r2z],
+                     [r1y * r2z - r1z * r2y, r1z * r2x - r1x * r2z, r1x * r2y - r1y * r2x]])
+
 
 def _fit_face_rotation(points2d: np.ndarray, template: np.ndarray) -> np.ndarray | None:
     """Rotation (3, 3) taking template points to the observed face, from a weak-perspective affine fit."""
