@@ -835,33 +835,41 @@ def _norm(v: np.ndarray) -> float:
     return math.sqrt(float(v @ v))
 
 
+# The scalar rotation helpers below work in plain floats: each runs a few times per solve on single
+# 3-vectors / 3x3 matrices, where every numpy call would cost more than the arithmetic.
 def _frame(x_axis: np.ndarray, y_hint: np.ndarray) -> np.ndarray | None:
     """Right-handed rotation matrix whose X column is along ``x_axis`` and Y column closest to ``y_hint``."""
-    x = x_axis / max(_norm(x_axis), 1e-12)
-    z = _cross(x, y_hint)
-    n = _norm(z)
+    x0, x1, x2 = _unit3(*x_axis.tolist())
+    h0, h1, h2 = y_hint.tolist()
+    z0, z1, z2 = x1 * h2 - x2 * h1, x2 * h0 - x0 * h2, x0 * h1 - x1 * h0
+    n = math.sqrt(z0 * z0 + z1 * z1 + z2 * z2)
     if n < 1e-6:
         return None
-    z = z / n
-    return np.stack([x, _cross(z, x), z], axis=-1)
+    z0, z1, z2 = z0 / n, z1 / n, z2 / n
+    y0, y1, y2 = z1 * x2 - z2 * x1, z2 * x0 - z0 * x2, z0 * x1 - z1 * x0
+    return np.array([[x0, y0, z0], [x1, y1, z1], [x2, y2, z2]])
 
 
 def _axis_angle_matrix(axis: np.ndarray, angle: float) -> np.ndarray:
-    """Rotation matrix about unit ``axis`` by ``angle`` radians (Rodrigues)."""
-    x, y, z = axis
+    """Rotation matrix about unit ``axis`` by ``angle`` radians (Rodrigues: I + sin K + (1 - cos) K^2)."""
+    x, y, z = axis.tolist() if isinstance(axis, np.ndarray) else axis
     c, s = math.cos(angle), math.sin(angle)
-    k = np.array([[0.0, -z, y], [z, 0.0, -x], [-y, x, 0.0]])
-    return np.eye(3) + s * k + (1 - c) * (k @ k)
+    t = 1 - c
+    xy, xz, yz = t * (x * y), t * (x * z), t * (y * z)
+    return np.array([[1.0 + t * (-z * z - y * y), -s * z + xy, s * y + xz],
+                     [s * z + xy, 1.0 + t * (-z * z - x * x), -s * x + yz],
+                     [-s * y + xz, s * x + yz, 1.0 + t * (-y * y - x * x)]])
 
 
 def _matrix_axis_angle(m: np.ndarray) -> tuple[np.ndarray, float]:
     """Unit axis and angle in [0, pi] of rotation matrix ``m``."""
-    v = np.array([m[2, 1] - m[1, 2], m[0, 2] - m[2, 0], m[1, 0] - m[0, 1]])
-    sin2 = _norm(v)
-    cos = (m[0, 0] + m[1, 1] + m[2, 2] - 1.0) / 2.0
+    (m00, m01, m02), (m10, m11, m12), (m20, m21, m22) = m.tolist()
+    v0, v1, v2 = m21 - m12, m02 - m20, m10 - m01
+    sin2 = math.sqrt(v0 * v0 + v1 * v1 + v2 * v2)
+    cos = (m00 + m11 + m22 - 1.0) / 2.0
     angle = math.atan2(sin2 / 2.0, cos)
     if sin2 > 1e-9:
-        return v / sin2, angle
+        return np.array([v0 / sin2, v1 / sin2, v2 / sin2]), angle
     if cos > 0:
         return np.array([1.0, 0.0, 0.0]), 0.0
     # Half turn: the axis is the column of (m + I) with the largest norm.
@@ -876,27 +884,16 @@ def _scaled_rotation(m: np.ndarray, fraction: float, max_angle: float = math.pi)
     return _axis_angle_matrix(axis, min(angle, max_angle) * fraction)
 
 
-def _two_vectors_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Shortest-arc rotation matrix taking unit ``a`` to unit ``b``."""
-    axis = _cross(a, b)
-    s = _norm(axis)
-    c = float(a @ b)
-    if s < 1e-9:
-        if c > 0:
-            return np.eye(3)
-        helper = np.array([1.0, 0.0, 0.0]) if abs(a[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
-        perp = _cross(a, helper)
-        return _axis_angle_matrix(perp / _norm(perp), math.pi)
-    return _axis_angle_matrix(axis / s, math.atan2(s, c))
-
-
 def _kabsch(rest: np.ndarray, observed: np.ndarray) -> np.ndarray:
     """Rotation matrix best taking centred ``rest`` points onto centred ``observed`` points."""
-    a = rest - rest.mean(axis=0)
-    b = observed - observed.mean(axis=0)
+    a = rest - rest.sum(axis=0) / len(rest)
+    b = observed - observed.sum(axis=0) / len(observed)
     u, _, vt = np.linalg.svd(a.T @ b)
-    d = 1.0 if np.linalg.det(vt.T @ u.T) >= 0 else -1.0
-    return vt.T @ np.diag([1.0, 1.0, d]) @ u.T
+    r = vt.T @ u.T
+    (r00, r01, r02), (r10, r11, r12), (r20, r21, r22) = r.tolist()
+    if r00 * (r11 * r22 - r12 * r21) - r01 * (r10 * r22 - r12 * r20) + r02 * (r10 * r21 - r11 * r20) < 0:
+        r = vt.T @ np.diag([1.0, 1.0, -1.0]) @ u.T  # a reflection: flip the weakest axis
+    return r
 
 
 # Rest direction of each limb bone and the normal of its bend plane at rest (rest_dir x bend_dir).
@@ -974,6 +971,8 @@ def _two_vectors_matrices(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     s = _norms(axis)
     c = _dots(a, b)
     regular = s >= 1e-9
+    if regular.all():
+        return _axis_angle_matrices(axis / s[:, None], np.arctan2(s, c))
     # Parallel: identity (angle 0); opposite: a half turn about an axis perpendicular to a.
     helper = np.where(np.abs(a[:, :1]) < 0.9, [1.0, 0.0, 0.0], [0.0, 1.0, 0.0])
     perp = _crosses(a, helper)
