@@ -966,7 +966,7 @@ def _axis_angle_matrices(axis: np.ndarray, angle: np.ndarray) -> np.ndarray:
 
 
 def _two_vectors_matrices(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """:func:`_two_vectors_matrix` for (n, 3) unit vectors: shortest-arc rotations taking ``a`` to ``b``."""
+    """Shortest-arc rotation matrices (n, 3, 3) taking unit vectors ``a`` (n, 3) to ``b`` (n, 3)."""
     axis = _crosses(a, b)
     s = _norms(axis)
     c = _dots(a, b)
