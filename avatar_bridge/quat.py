@@ -10,9 +10,15 @@ import numpy as np
 IDENTITY = np.array([0.0, 0.0, 0.0, 1.0])
 
 
+def _norm(q: np.ndarray, keepdims: bool = False) -> np.ndarray:
+    """``np.linalg.norm(q, axis=-1)``, the same sums without its argument handling (~10x cheaper on
+    the small arrays the retargeter passes per frame)."""
+    return np.sqrt(np.add.reduce(q * q, axis=-1, keepdims=keepdims))
+
+
 def normalize(q: np.ndarray) -> np.ndarray:
     q = np.asarray(q, dtype=np.float64)
-    n = np.linalg.norm(q, axis=-1, keepdims=True)
+    n = _norm(q, keepdims=True)
     return np.where(n > 1e-12, q / np.maximum(n, 1e-12), IDENTITY)
 
 
@@ -89,19 +95,23 @@ def to_matrix(q: np.ndarray) -> np.ndarray:
 def from_matrix(m: np.ndarray) -> np.ndarray:
     """Rotation matrices (..., 3, 3) to quaternions (w >= 0)."""
     m = np.asarray(m, dtype=np.float64)
-    t = m[..., 0, 0] + m[..., 1, 1] + m[..., 2, 2]
+    lead = m.shape[:-2]
+    m00, m01, m02, m10, m11, m12, m20, m21, m22 = np.moveaxis(m.reshape(lead + (9,)), -1, 0)
+    t = m00 + m11 + m22
+    d21, d02, d10 = m21 - m12, m02 - m20, m10 - m01
+    s01, s02, s12 = m01 + m10, m02 + m20, m12 + m21
+    # Four candidates (4 * |component| each), one per largest component; one stack for all of them.
     cands = np.stack(
         [
-            np.stack([m[..., 2, 1] - m[..., 1, 2], m[..., 0, 2] - m[..., 2, 0], m[..., 1, 0] - m[..., 0, 1], 1 + t], -1),
-            np.stack([1 + m[..., 0, 0] - m[..., 1, 1] - m[..., 2, 2], m[..., 0, 1] + m[..., 1, 0], m[..., 0, 2] + m[..., 2, 0], m[..., 2, 1] - m[..., 1, 2]], -1),
-            np.stack([m[..., 0, 1] + m[..., 1, 0], 1 + m[..., 1, 1] - m[..., 0, 0] - m[..., 2, 2], m[..., 1, 2] + m[..., 2, 1], m[..., 0, 2] - m[..., 2, 0]], -1),
-            np.stack([m[..., 0, 2] + m[..., 2, 0], m[..., 1, 2] + m[..., 2, 1], 1 + m[..., 2, 2] - m[..., 0, 0] - m[..., 1, 1], m[..., 1, 0] - m[..., 0, 1]], -1),
+            d21, d02, d10, 1 + t,
+            1 + m00 - m11 - m22, s01, s02, d21,
+            s01, 1 + m11 - m00 - m22, s12, d02,
+            s02, s12, 1 + m22 - m00 - m11, d10,
         ],
-        axis=-2,
-    )
+        axis=-1,
+    ).reshape(lead + (4, 4))
     # Pick the numerically largest candidate per matrix.
-    norms = np.linalg.norm(cands, axis=-1)
-    best = np.argmax(norms, axis=-1)
+    best = np.argmax(_norm(cands), axis=-1)
     q = np.take_along_axis(cands, best[..., None, None], axis=-2)[..., 0, :]
     q = normalize(q)
     return np.where(q[..., 3:] < 0, -q, q)

@@ -26,7 +26,6 @@ All rotations are in the canonical frame of :mod:`avatar_bridge.skeleton` (ident
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import logging
 import math
@@ -350,14 +349,98 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return v / max(n, 1e-12)
 
 
-@dataclass
-class _SignState:
-    """Signed depth of one segment (dz / L) and its rate, for temporal continuity."""
+# Small-vector helpers. A numpy call costs about as much on a (4, 2, 3) array as on one 3-vector (~1 us,
+# mostly call overhead), so the hot paths work on all limbs and candidates at once with as few calls
+# as possible; scalar 3-vectors (torso, body frame) are plain float tuples. np.cross and
+# np.linalg.norm are avoided: their generic code costs ~10 us per call on tiny arrays.
+_LEVI_CIVITA = np.zeros((3, 3, 3))
+_LEVI_CIVITA[0, 1, 2] = _LEVI_CIVITA[1, 2, 0] = _LEVI_CIVITA[2, 0, 1] = 1.0
+_LEVI_CIVITA[0, 2, 1] = _LEVI_CIVITA[2, 1, 0] = _LEVI_CIVITA[1, 0, 2] = -1.0
 
-    value: float = 0.0
-    rate: float = 0.0
-    time: float = -math.inf
-    trust: float = 1.0  # how much the extrapolation is believed (lowered by degenerate frames)
+
+def _dots(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Dot products over the last axis of (..., 3) arrays."""
+    return np.einsum("...i,...i->...", a, b)
+
+
+def _crosses(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cross products over the last axis of (..., 3) arrays (one call; the same products as :func:`_cross`)."""
+    return np.einsum("ijk,...j,...k->...i", _LEVI_CIVITA, a, b)
+
+
+def _norms(v: np.ndarray) -> np.ndarray:
+    return np.sqrt(_dots(v, v))
+
+
+def _units(v: np.ndarray) -> np.ndarray:
+    """:func:`_unit` over the last axis."""
+    return v / np.maximum(_norms(v), 1e-12)[..., None]
+
+
+_CANON = np.array([1.0, 1.0, -1.0])  # camera coordinates (depth away from the camera) <-> canonical (Z towards it)
+_NEAR_FAR = np.array([-1.0, 1.0])
+
+
+def _on_rays(parent: np.ndarray, ray: np.ndarray, length: np.ndarray | float, planar: bool) -> np.ndarray:
+    """Nearer and farther points on each ``ray`` at ``length`` from its ``parent`` (the closest point
+    twice if none), (..., 2, 3): ``parent`` and ``ray`` (..., 3) broadcast together, ``length`` with
+    their leading shape (...). ``planar``: the point at the parent's depth, twice."""
+    if planar:
+        point = ray * (parent[..., 2:] / ray[..., 2:])  # same depth as the parent
+        return np.stack([point, point], -2)
+    a = _dots(ray, ray)
+    b = _dots(ray, parent)
+    off = _crosses(ray, parent)
+    root = np.sqrt(np.maximum(a * length * length - _dots(off, off), 0.0))  # no cancellation at long range
+    return ray[..., None, :] * ((b[..., None] + root[..., None] * _NEAR_FAR) / a[..., None])[..., None]
+
+
+def _on_ray(parent: tuple[float, float, float], ray: list[float], length: float, planar: bool):
+    """:func:`_on_rays` for one ray, in floats: (nearer, farther) points as tuples."""
+    rx, ry, rz = ray
+    px, py, pz = parent
+    if planar:
+        k = pz / rz
+        return (rx * k, ry * k, rz * k), (rx * k, ry * k, rz * k)
+    a = rx * rx + ry * ry + rz * rz
+    b = rx * px + ry * py + rz * pz
+    ox, oy, oz = ry * pz - rz * py, rz * px - rx * pz, rx * py - ry * px
+    root = math.sqrt(max(a * length * length - (ox * ox + oy * oy + oz * oz), 0.0))
+    near, far = (b - root) / a, (b + root) / a
+    return (rx * near, ry * near, rz * near), (rx * far, ry * far, rz * far)
+
+
+def _unit3(x: float, y: float, z: float) -> tuple[float, float, float]:
+    """:func:`_unit` of a float 3-vector."""
+    n = max(math.sqrt(x * x + y * y + z * z), 1e-12)
+    return x / n, y / n, z / n
+
+
+# Segments with a signed-depth continuity state, in the lifter's state arrays: the torso, then the limbs.
+_SIGN_SEGMENTS: tuple[str, ...] = ("torso",) + tuple(LIMB_SEGMENTS)
+_TORSO_SLOT = 0
+
+# The four two-segment limbs the lifter places, as index arrays (left arm, left leg, right arm, right
+# leg): parent / middle / end keypoint, upper and lower segment (in LIMB_SEGMENTS and in the sign state),
+# arm or leg, and the side (+1 left: its outward direction is the body's left axis).
+_LIFT_LIMBS = (
+    ("left_upper_arm", "left_lower_arm", L_SH, L_EL, L_WR, True, 1.0),
+    ("left_upper_leg", "left_lower_leg", L_HIP, L_KN, L_AN, False, 1.0),
+    ("right_upper_arm", "right_lower_arm", R_SH, R_EL, R_WR, True, -1.0),
+    ("right_upper_leg", "right_lower_leg", R_HIP, R_KN, R_AN, False, -1.0),
+)
+_LL_A = np.array([limb[2] for limb in _LIFT_LIMBS])
+_LL_B = np.array([limb[3] for limb in _LIFT_LIMBS])
+_LL_C = np.array([limb[4] for limb in _LIFT_LIMBS])
+_LL_UPPER_LIMB = np.array([list(LIMB_SEGMENTS).index(limb[0]) for limb in _LIFT_LIMBS])
+_LL_LOWER_LIMB = np.array([list(LIMB_SEGMENTS).index(limb[1]) for limb in _LIFT_LIMBS])
+_LL_UPPER_SLOT = np.array([_SIGN_SEGMENTS.index(limb[0]) for limb in _LIFT_LIMBS])
+_LL_LOWER_SLOT = np.array([_SIGN_SEGMENTS.index(limb[1]) for limb in _LIFT_LIMBS])
+_LL_ARM = np.array([limb[5] for limb in _LIFT_LIMBS])
+_LL_SIDE = np.array([limb[6] for limb in _LIFT_LIMBS])
+# Elbows bend towards the front (alt: up), knees towards the back (alt: down).
+_LL_BEND_SIGN = np.where(_LL_ARM, 1.0, -1.0)
+_LL_ROWS = np.arange(len(_LIFT_LIMBS))
 
 
 @dataclass(frozen=True)
@@ -381,6 +464,12 @@ class LifterTuning:
     limb_scale_share: float = 0.9  # third largest limb ratio counts this much against the torso's
 
 
+# The limb segments' 2D ends, for the batched lengths in the lifter (LIMB_SEGMENTS order).
+_LIMB_START = np.array([a for a, _ in LIMB_SEGMENTS.values()])
+_LIMB_END = np.array([b for _, b in LIMB_SEGMENTS.values()])
+_SIGN_VALUE, _SIGN_RATE, _SIGN_TIME, _SIGN_TRUST = range(4)  # rows of ForeshorteningLifter._signs
+
+
 class ForeshorteningLifter:
     """Depth from foreshortening against the calibrated segment lengths, sign from anatomy + continuity.
 
@@ -389,6 +478,9 @@ class ForeshorteningLifter:
     its parent, which has two solutions (nearer / farther than the parent) - the perspective form of
     |dz| = sqrt(L^2 - l^2). The absolute distance comes from the apparent size, assuming the user has
     the canonical body size (only the strength of the perspective correction depends on that).
+
+    It runs per person on every pose update and output tick, so the four limbs are placed together
+    (numpy over limbs and their near/far configurations) and the torso in plain floats.
     """
 
     def __init__(self, calibration: Calibration, min_score: float = 0.3, planar: bool = False,
@@ -403,12 +495,22 @@ class ForeshorteningLifter:
         self.image_size = image_size or calibration.image_size
         self.scale = 0.0  # current apparent size / calibration size
         self._scale_time = -math.inf
-        self._signs: dict[str, _SignState] = {}
+        self._signs = self._no_signs()
+
+    @staticmethod
+    def _no_signs() -> np.ndarray:
+        """Signed-depth state, one column per segment of ``_SIGN_SEGMENTS``: rows signed depth (dz / L),
+        its rate, when it was set (-inf: never, no continuity) and how much the extrapolation is
+        believed (lowered by degenerate frames)."""
+        signs = np.zeros((4, len(_SIGN_SEGMENTS)))
+        signs[_SIGN_TIME] = -math.inf
+        signs[_SIGN_TRUST] = 1.0
+        return signs
 
     def reset(self) -> None:
         self.scale = 0.0
         self._scale_time = -math.inf
-        self._signs.clear()
+        self._signs = self._no_signs()
 
     def fork(self) -> "ForeshorteningLifter":
         """A copy whose continuity state (scale, depth signs) can advance without touching this one.
@@ -417,20 +519,20 @@ class ForeshorteningLifter:
         tick never changes how depth is resolved; only pose updates advance the real state.
         """
         twin = copy.copy(self)
-        twin._signs = {name: dataclasses.replace(state) for name, state in self._signs.items()}
+        twin._signs = self._signs.copy()
         return twin
 
     # -- scale ---------------------------------------------------------------------------------------
-    def _update_scale(self, lengths: dict[str, float], timestamp: float) -> float:
-        """Apparent size relative to calibration.
+    def _update_scale(self, limb_ratios: np.ndarray, torso_ratio: float, timestamp: float) -> float:
+        """Apparent size relative to calibration, from the 2D / calibrated length ratios of the limb
+        segments (NaN: not seen) and of the torso.
 
         Every segment's 2D length is at most its true length, so each ratio l / L is a lower bound on
         the scale. The torso is rarely foreshortened much; the third largest limb ratio guards against
         a bent-over torso while ignoring one or two limbs magnified by perspective or noise.
         """
-        cal = self.calibration.segments
-        limbs = sorted((lengths[s] / cal[s] for s in LIMB_SEGMENTS if math.isfinite(lengths[s])), reverse=True)
-        torso = lengths["torso"] / cal["torso"] if math.isfinite(lengths["torso"]) else 0.0
+        limbs = sorted(r for r in limb_ratios.tolist() if math.isfinite(r))[::-1]
+        torso = torso_ratio if math.isfinite(torso_ratio) else 0.0
         observed = max(torso, self.tuning.limb_scale_share * (limbs[2] if len(limbs) > 2 else 0.0))
         if observed <= 0:
             observed = limbs[0] if limbs else 0.0
@@ -445,218 +547,263 @@ class ForeshorteningLifter:
         return self.scale
 
     # -- sign choice ---------------------------------------------------------------------------------
-    def _continuity_cost(self, name: str, value: float, timestamp: float) -> float:
-        """Squared distance of a signed depth from its extrapolation, weighted by how recent that is."""
-        state = self._signs.get(name)
-        if state is None:
-            return 0.0
-        age = timestamp - state.time
-        if not (0 <= age <= self.continuity_seconds):
-            return 0.0
-        trust = (1.0 - age / self.continuity_seconds) * state.trust
-        return trust * (value - (state.value + state.rate * age)) ** 2
+    def _extrapolation(self, timestamp: float) -> tuple[np.ndarray, np.ndarray]:
+        """Per segment: the weight of continuity (how recent and trusted its state is; 0 without a
+        recent one) and its signed depth extrapolated to ``timestamp``. A candidate signed depth
+        ``v`` costs ``weight * (v - extrapolated) ** 2``."""
+        value, rate, time, trust = self._signs
+        age = timestamp - time
+        live = (age >= 0) & (age <= self.continuity_seconds)
+        age = np.where(live, age, 0.0)  # never-set states (-inf) would give inf * 0 below
+        return np.where(live, (1.0 - age / self.continuity_seconds) * trust, 0.0), value + rate * age
 
-    def _commit(self, name: str, value: float, timestamp: float, degenerate: bool) -> None:
-        """Remember a segment's chosen signed depth and update its rate (not from degenerate frames,
-        where the segment looked longer than calibrated and its depth is just the closest point)."""
-        state = self._signs.setdefault(name, _SignState())
-        age = timestamp - state.time
-        if not (0 < age <= self.continuity_seconds):
-            state.rate, state.trust = 0.0, 1.0
-        elif degenerate:
-            # Near the image plane a crossing and a turn back look alike: hold the rate but trust
-            # the extrapolation less with every such frame, so anatomy decides where it comes out.
-            state.trust *= self.tuning.degenerate_trust_keep
-        else:
-            state.rate = self.tuning.rate_keep * state.rate + (1 - self.tuning.rate_keep) * (value - state.value) / age
-            state.trust = min(1.0, state.trust + 0.25)
-        state.value, state.time = value, timestamp
+    def _commit(self, slots: np.ndarray, values: np.ndarray, timestamp: float, degenerate: np.ndarray) -> None:
+        """Remember segments' chosen signed depths (``slots`` index ``_SIGN_SEGMENTS``) and update their
+        rates (not from degenerate frames, where the segment looked longer than calibrated and its
+        depth is just the closest point)."""
+        value, rate, time, trust = self._signs[:, slots]
+        age = timestamp - time
+        fresh = ~((age > 0) & (age <= self.continuity_seconds))
+        age = np.where(fresh, 1.0, age)
+        keep = self.tuning.rate_keep
+        moved = keep * rate + (1 - keep) * (values - value) / age
+        # Near the image plane a crossing and a turn back look alike: a degenerate frame holds the rate
+        # but trusts the extrapolation less with every such frame, so anatomy decides where it comes out.
+        signs = self._signs
+        signs[_SIGN_RATE, slots] = np.where(fresh, 0.0, np.where(degenerate, rate, moved))
+        signs[_SIGN_TRUST, slots] = np.where(fresh, 1.0, np.where(degenerate, trust * self.tuning.degenerate_trust_keep,
+                                                                     np.minimum(1.0, trust + 0.25)))
+        signs[_SIGN_VALUE, slots] = values
+        signs[_SIGN_TIME, slots] = timestamp
 
     # -- lifting -------------------------------------------------------------------------------------
     def lift(self, keypoints: np.ndarray, scores: np.ndarray, timestamp: float) -> np.ndarray:
         kp = np.asarray(keypoints, dtype=np.float64)
         ok = (np.asarray(scores) >= self.min_score) & np.all(np.isfinite(kp), axis=-1)
         kp = np.where(ok[:, None], kp, 0.0)
+        seen, k = ok.tolist(), kp.tolist()
         cal = self.calibration
-        lengths = _segment_lengths(kp, ok)
-        scale = self._update_scale(lengths, timestamp)
+        segments = cal.segments
+        limb_cal = np.array([segments[s] for s in LIMB_SEGMENTS])
+        ends = kp[_LIMB_START] - kp[_LIMB_END]
+        limb_px = np.where(ok[_LIMB_START] & ok[_LIMB_END], np.sqrt(np.einsum("ij,ij->i", ends, ends)), np.nan)
+        have_hips = seen[L_HIP] and seen[R_HIP]
+        have_shoulders = seen[L_SH] and seen[R_SH]
+        torso_px = math.nan
+        if have_hips and have_shoulders:
+            dx = (k[L_SH][0] + k[R_SH][0]) / 2 - (k[L_HIP][0] + k[R_HIP][0]) / 2
+            dy = (k[L_SH][1] + k[R_SH][1]) / 2 - (k[L_HIP][1] + k[R_HIP][1]) / 2
+            torso_px = math.sqrt(dx * dx + dy * dy)
+        scale = self._update_scale(limb_px / limb_cal, torso_px / segments["torso"], timestamp)
         out = np.full((NUM_KEYPOINTS, 3), np.nan)
-        have_hips = ok[L_HIP] and ok[R_HIP]
-        have_shoulders = ok[L_SH] and ok[R_SH]
         if not (have_hips or have_shoulders):
             return out
+        tune = self.tuning
+        planar = self.planar
 
         # Viewing rays (x right, y up, depth away from the camera). Orthographic: parallel rays, the
         # image is taken as seen from a very distant camera with the same pixel scale.
         width, height = self.image_size
         ortho = self.focal_px <= 0
         focal = 1e6 if ortho else self.focal_px
-        rays = np.stack([(kp[:, 0] - width / 2) / focal, -(kp[:, 1] - height / 2) / focal, np.ones(NUM_KEYPOINTS)], -1)
+        rays = np.ones((NUM_KEYPOINTS, 3))
+        rays[:, 0] = (kp[:, 0] - width / 2) / focal
+        rays[:, 1] = -(kp[:, 1] - height / 2) / focal
+        ray = rays.tolist()
         dist_cal = focal * CANONICAL_BODY_M / cal.body_px  # metres to the user at calibration
-        metres = {seg: cal.segments[seg] * dist_cal / focal for seg in SEGMENTS}
         dist = dist_cal / scale
         pts = np.full((NUM_KEYPOINTS, 3), np.nan)  # camera coordinates, metres
-
-        def on_ray(parent: np.ndarray, ray: np.ndarray, length: float) -> tuple[np.ndarray, np.ndarray]:
-            """Nearer and farther points on ``ray`` at ``length`` from ``parent`` (the closest point twice if none)."""
-            if self.planar:
-                return ray * (parent[2] / ray[2]), ray * (parent[2] / ray[2])  # same depth as the parent
-            a = float(ray @ ray)
-            b = float(ray @ parent)
-            off = _cross(ray, parent)
-            root = math.sqrt(max(a * length * length - float(off @ off), 0.0))  # no cancellation at long range
-            return ray * ((b - root) / a), ray * ((b + root) / a)
-
-        def signed(parent: np.ndarray, child: np.ndarray, length: float) -> float:
-            return float(parent[2] - child[2]) / max(length, 1e-9)
-
-        def canon(v: np.ndarray) -> np.ndarray:
-            return np.array([v[0], v[1], -v[2]])
+        weight, extrapolated = self._extrapolation(timestamp)
 
         # Which way the body is turned: cos from the shoulder/hip line widths (signed: + facing the
         # camera), sin's sign from the nose relative to the ears (or the eyes, or the shoulders).
         cos_terms = []
         if have_shoulders:
-            cos_terms.append((kp[L_SH, 0] - kp[R_SH, 0]) / (cal.segments["shoulders"] * scale))
+            cos_terms.append((k[L_SH][0] - k[R_SH][0]) / (segments["shoulders"] * scale))
         if have_hips:
-            cos_terms.append((kp[L_HIP, 0] - kp[R_HIP, 0]) / (cal.segments["hips"] * scale))
-        cos_yaw = float(np.clip(np.mean(cos_terms), -1.0, 1.0))
+            cos_terms.append((k[L_HIP][0] - k[R_HIP][0]) / (segments["hips"] * scale))
+        cos_yaw = min(max(sum(cos_terms) / len(cos_terms), -1.0), 1.0)
         nose_side = 0.0
         for a, b in ((L_EAR, R_EAR), (L_EYE, R_EYE), (L_SH, R_SH)):
-            if ok[NOSE] and ok[a] and ok[b]:
-                nose_side = kp[NOSE, 0] - (kp[a, 0] + kp[b, 0]) / 2
+            if seen[NOSE] and seen[a] and seen[b]:
+                nose_side = k[NOSE][0] - (k[a][0] + k[b][0]) / 2
                 break
         sin_sign = 1.0 if nose_side >= 0 else -1.0
         sin_yaw = sin_sign * math.sqrt(max(1.0 - cos_yaw**2, 0.0))
-        facing = np.array([sin_yaw, 0.0, cos_yaw])  # horizontal forward of the body, canonical axes
+        facing = (sin_yaw, 0.0, cos_yaw)  # horizontal forward of the body, canonical axes
 
-        def across(seg: str, left: int, right: int, center: np.ndarray) -> None:
+        def across(seg: str, left: int, right: int, center: tuple[float, float, float]) -> None:
             """Both ends of a line across the body; the far end is the side the body turned away from
             (decided by the face every frame: the head rarely turns against the torso for long)."""
-            left_far = sin_sign > 0
-            left_near, left_far_point = on_ray(center, rays[left], metres[seg] / 2)
-            right_near, right_far_point = on_ray(center, rays[right], metres[seg] / 2)
-            pts[left] = left_far_point if left_far else left_near
-            pts[right] = right_near if left_far else right_far_point
+            half = segments[seg] * dist_cal / focal / 2
+            left_near, left_far = _on_ray(center, ray[left], half, planar)
+            right_near, right_far = _on_ray(center, ray[right], half, planar)
+            pts[left] = left_far if sin_sign > 0 else left_near
+            pts[right] = right_near if sin_sign > 0 else right_far
 
+        torso_value = None  # the torso's chosen signed depth, committed with the limbs' at the end
+        torso_m = segments["torso"] * dist_cal / focal
         if have_hips:
-            mid = (rays[L_HIP] + rays[R_HIP]) / 2
-            hip_center = mid * dist
+            hip_center = tuple((ray[L_HIP][i] + ray[R_HIP][i]) / 2 * dist for i in range(3))
             across("hips", L_HIP, R_HIP, hip_center)
         if have_shoulders:
-            sh_ray = (rays[L_SH] + rays[R_SH]) / 2
+            sh_ray = [(ray[L_SH][i] + ray[R_SH][i]) / 2 for i in range(3)]
             if have_hips:
                 # Torso lean: towards the facing direction more often than away, and rarely far.
                 best = None
-                for candidate in on_ray(hip_center, sh_ray, metres["torso"]):
-                    value = signed(hip_center, candidate, metres["torso"])
-                    lean = float(_unit(canon(candidate - hip_center)) @ facing)
-                    cost = self._continuity_cost("torso", value, timestamp) + self.tuning.prior_gain * self.tuning.torso_weight * (
-                        self.tuning.plane * abs(value) - lean)
+                w, e = float(weight[_TORSO_SLOT]), float(extrapolated[_TORSO_SLOT])
+                for candidate in _on_ray(hip_center, sh_ray, torso_m, planar):
+                    value = (hip_center[2] - candidate[2]) / max(torso_m, 1e-9)
+                    lx, ly, lz = _unit3(candidate[0] - hip_center[0], candidate[1] - hip_center[1], hip_center[2] - candidate[2])
+                    lean = lx * facing[0] + ly * facing[1] + lz * facing[2]
+                    cost = w * (value - e) ** 2 + tune.prior_gain * tune.torso_weight * (tune.plane * abs(value) - lean)
                     if best is None or cost < best[0]:
                         best = (cost, candidate, value)
                 _, sh_center, value = best
-                self._commit("torso", value, timestamp, degenerate=False)
+                torso_value = value
             else:
-                sh_center = sh_ray * dist
-                hip_center = sh_center - np.array([0.0, metres["torso"], 0.0])
+                sh_center = tuple(v * dist for v in sh_ray)
+                hip_center = (sh_center[0], sh_center[1] - torso_m, sh_center[2])
             across("shoulders", L_SH, R_SH, sh_center)
 
         # Body frame (canonical axes) for the limb priors.
+        ls, rs, lh, rh = pts[[L_SH, R_SH, L_HIP, R_HIP]].tolist()
         if have_shoulders and have_hips:
-            left_axis = _unit(canon(pts[L_SH] - pts[R_SH] + pts[L_HIP] - pts[R_HIP]))
-            up = _unit(canon(sh_center - hip_center))
+            left_axis = _unit3(*[ls[i] - rs[i] + lh[i] - rh[i] for i in range(3)])
+            up = _unit3(sh_center[0] - hip_center[0], sh_center[1] - hip_center[1], sh_center[2] - hip_center[2])
         elif have_shoulders:
-            left_axis, up = _unit(canon(pts[L_SH] - pts[R_SH])), np.array([0.0, 1.0, 0.0])
+            left_axis, up = _unit3(*[ls[i] - rs[i] for i in range(3)]), (0.0, 1.0, 0.0)
         else:
-            left_axis, up = _unit(canon(pts[L_HIP] - pts[R_HIP])), np.array([0.0, 1.0, 0.0])
-        forward = _cross(left_axis, up)
-        forward = _unit(forward) if np.linalg.norm(forward) > 1e-6 else facing
+            left_axis, up = _unit3(*[lh[i] - rh[i] for i in range(3)]), (0.0, 1.0, 0.0)
+        left_axis = (left_axis[0], left_axis[1], -left_axis[2])  # canonical axes (Z towards the camera)
+        if have_shoulders and have_hips:
+            up = (up[0], up[1], -up[2])
+        forward = (left_axis[1] * up[2] - left_axis[2] * up[1], left_axis[2] * up[0] - left_axis[0] * up[2],
+                   left_axis[0] * up[1] - left_axis[1] * up[0])
+        forward = _unit3(*forward) if math.sqrt(sum(f * f for f in forward)) > 1e-6 else facing
 
-        def limb(upper: str, lower: str, a: int, b: int, c: int, upper_score, lower_score, lower_weight: float) -> None:
-            """Place a two-segment limb: pick the nearer/farther solution of both segments together.
-
-            Cost per configuration: continuity of each segment's signed depth, anatomy scores (weighted:
-            the elbow/knee hinge is nearly a hard rule), a mild preference for solutions close to the
-            image plane (with perspective the two differ; the smaller out-of-plane angle is likelier),
-            and a penalty when the lower segment cannot reach its end point's viewing ray (its parent
-            joint is then in the wrong place).
-            """
-            if not (ok[b] and np.all(np.isfinite(pts[a]))):
-                return
-            len_u, len_l = metres[upper], metres[lower]
-            best = None
-            upper_near, upper_far = on_ray(pts[a], rays[b], len_u)
-            for pu in (upper_near, upper_far):
-                su = signed(pts[a], pu, len_u)
-                du = _unit(canon(pu - pts[a]))
-                cost_u = self._continuity_cost(upper, su, timestamp) + self.tuning.prior_gain * (
-                    self.tuning.plane * self.tuning.upper_plane_weight * abs(su) - upper_score(du))
-                options = [(cost_u, pu, su, None, None)]
-                if ok[c]:
-                    options = []
-                    lower_near, lower_far = on_ray(pu, rays[c], len_l)
-                    for pl in (lower_near, lower_far):
-                        sl = signed(pu, pl, len_l)
-                        dl = _unit(canon(pl - pu))
-                        shortfall = max(_norm(pl - pu) - len_l, 0.0) / len_l
-                        cost = (cost_u + self._continuity_cost(lower, sl, timestamp) + self.tuning.reach * shortfall
-                                + self.tuning.prior_gain * lower_weight * (self.tuning.plane * abs(sl) - lower_score(du, dl)))
-                        options.append((cost, pu, su, pl, sl))
-                for option in options:
-                    if best is None or option[0] < best[0]:
-                        best = option
-            _, pu, su, pl, sl = best
-            pts[b] = pu
-            self._commit(upper, su, timestamp, degenerate=bool(np.allclose(upper_near, upper_far)))
-            if pl is not None:
-                pts[c] = pl
-                self._commit(lower, sl, timestamp, degenerate=False)
-
-        def bend_toward(d1: np.ndarray, toward: np.ndarray, alt: np.ndarray) -> np.ndarray:
-            """Unit direction of ``toward`` perpendicular to ``d1`` (``alt`` blended in when parallel)."""
-            b = toward + max(float(d1 @ toward), 0.0) * alt
-            b = b - (b @ d1) * d1
-            return _unit(b)
-
-        def hinge_score(d1: np.ndarray, d2: np.ndarray, bend: np.ndarray) -> float:
-            """How much the lower segment bends towards ``bend`` (perpendicular to the upper segment)."""
-            return float((d2 - (d2 @ d1) * d1) @ bend)
-
-        for side in ("left", "right"):
-            o = 0 if side == "left" else 1
-            # Arms: a raised elbow tends to be in front, a hanging one slightly behind (arm swing);
-            # the forearm bends towards the biceps side.
-            outward = left_axis if side == "left" else -left_axis
-            limb(f"{side}_upper_arm", f"{side}_lower_arm", L_SH + o, L_EL + o, L_WR + o,
-                 lambda d, outward=outward: self.tuning.arm_weight * (float(d @ forward) * (self.tuning.arm_neutral_hang - float(-d @ up))
-                                                                      + self.tuning.arm_own_side * float(d @ outward)),
-                 lambda d1, d2: hinge_score(d1, d2, bend_toward(d1, forward, up)), self.tuning.elbow_weight)
-            # Legs: the knee tends to be in front; the knee only bends backwards (a hinge).
-            limb(f"{side}_upper_leg", f"{side}_lower_leg", L_HIP + o, L_KN + o, L_AN + o,
-                 lambda d: self.tuning.thigh_forward * float(d @ forward),
-                 lambda d1, d2: hinge_score(d1, d2, bend_toward(d1, -forward, -up)), self.tuning.knee_weight)
+        slots, values, degenerate = self._place_limbs(pts, rays, ok, limb_cal * dist_cal / focal,
+                                                      np.array([forward, up, left_axis]), weight, extrapolated)
+        if torso_value is not None:
+            slots = np.concatenate([[_TORSO_SLOT], slots])
+            values = np.concatenate([[torso_value], values])
+            degenerate = np.concatenate([[False], degenerate])
+        if len(slots):
+            self._commit(slots, values, timestamp, degenerate)
 
         # Face: fit the template's rotation to the 2D face points (weak perspective, affine fit), and
         # place the face points around the head at the depth that rotation gives them.
-        face_ok = [i for i in FACE if ok[i]]
-        if len(face_ok) >= 4 and have_shoulders:
-            face_2d = np.stack([kp[face_ok, 0], -kp[face_ok, 1]], -1)
-            rot = _fit_face_rotation(face_2d, FACE_TEMPLATE[[FACE.index(i) for i in face_ok]])
+        face_seen = tuple(i for i in FACE if seen[i])
+        if len(face_seen) >= 4 and have_shoulders:
+            rot = _fit_face_rotation_seen(kp[list(face_seen)] * [1.0, -1.0], face_seen)
             if rot is not None:
                 offsets = FACE_TEMPLATE @ rot.T  # canonical axes, metres
-                offsets = offsets - offsets[[FACE.index(i) for i in face_ok]].mean(axis=0)
-                center = rays[face_ok].mean(axis=0) * sh_center[2]
-                for j, i in enumerate(FACE):
-                    depth = center[2] - offsets[j, 2]
-                    xy = rays[i, :2] * depth if ok[i] else center[:2] + offsets[j, :2]
-                    pts[i] = [*xy, depth]
+                offsets = offsets - offsets[list(face_seen)].mean(axis=0)
+                center = rays[list(face_seen)].mean(axis=0) * sh_center[2]
+                depth = center[2] - offsets[:, 2]
+                xy = np.where(ok[list(FACE), None], rays[list(FACE), :2] * depth[:, None], center[:2] + offsets[:, :2])
+                pts[list(FACE)] = np.concatenate([xy, depth[:, None]], -1)
 
-        known = np.all(np.isfinite(pts), axis=-1)
-        out[known] = np.stack([pts[known, 0], pts[known, 1], -pts[known, 2]], -1) - canon(hip_center)
-        return out
+        return (pts - hip_center) * _CANON  # rows never placed stay NaN
+
+    def _place_limbs(self, pts: np.ndarray, rays: np.ndarray, ok: np.ndarray, metres: np.ndarray, frame: np.ndarray,
+                     weight: np.ndarray, extrapolated: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Place the arms and legs (elbows, wrists, knees, ankles into ``pts``), all four at once.
+
+        A limb whose parent joint is placed and whose middle joint is seen picks the nearer/farther
+        solution of both segments together. Cost per configuration: continuity of each segment's
+        signed depth, anatomy scores (weighted: the elbow/knee hinge is nearly a hard rule), a mild
+        preference for solutions close to the image plane (with perspective the two differ; the
+        smaller out-of-plane angle is likelier), and a penalty when the lower segment cannot reach its
+        end point's viewing ray (its parent joint is then in the wrong place). Arms: a raised elbow
+        tends to be in front, a hanging one slightly behind (arm swing), the upper arm stays on its own
+        side, the forearm bends towards the biceps side. Legs: the knee tends to be in front and only
+        bends backwards (a hinge). ``metres``: limb segment lengths (LIMB_SEGMENTS order); ``frame``:
+        rows forward, up, left (canonical). Shapes below: (limb, upper choice[, lower choice][, xyz]).
+
+        Returns the sign-state slots, signed depths and degenerate flags to commit.
+        """
+        tune = self.tuning
+        parent = pts[_LL_A]
+        valid = ok[_LL_B] & np.all(np.isfinite(parent), axis=-1)
+        if not valid.any():
+            return np.zeros(0, dtype=int), np.zeros(0), np.zeros(0, dtype=bool)
+        parent = np.where(valid[:, None], parent, 0.0)  # limbs without a parent are computed, then dropped
+        len_u, len_l = metres[_LL_UPPER_LIMB], metres[_LL_LOWER_LIMB]
+
+        # Upper segment: the nearer and farther point on the middle joint's ray.
+        pu = _on_rays(parent, rays[_LL_B], len_u, self.planar)
+        su = (parent[:, None, 2] - pu[..., 2]) / np.maximum(len_u, 1e-9)[:, None]
+        du = _units((pu - parent[:, None]) * _CANON)
+        along, rise, outward = np.moveaxis(du @ frame.T, -1, 0)  # along forward, up, the body's left
+        arm_score = tune.arm_weight * (along * (tune.arm_neutral_hang + rise) + tune.arm_own_side * (outward * _LL_SIDE[:, None]))
+        upper_score = np.where(_LL_ARM[:, None], arm_score, tune.thigh_forward * along)
+        upper_slot = _LL_UPPER_SLOT[:, None]
+        cost_u = weight[upper_slot] * (su - extrapolated[upper_slot]) ** 2 + tune.prior_gain * (
+            tune.plane * tune.upper_plane_weight * np.abs(su) - upper_score)
+
+        # Lower segment: for each upper choice, the nearer and farther point on the end joint's ray.
+        pl = _on_rays(pu, rays[_LL_C][:, None], len_l[:, None], self.planar)
+        segment = pl - pu[:, :, None]
+        length = len_l[:, None, None]
+        sl = (pu[:, :, None, 2] - pl[..., 2]) / np.maximum(length, 1e-9)
+        reach = _norms(segment)
+        dl = segment * _CANON / np.maximum(reach, 1e-12)[..., None]
+        shortfall = np.maximum(reach - length, 0.0) / length
+        # Hinge: how much the lower segment bends towards the bend direction, which is perpendicular to
+        # the upper segment (forward for elbows, backward for knees; up / down blended in when parallel).
+        toward = frame[0] * _LL_BEND_SIGN[:, None]
+        bend = toward[:, None] + np.maximum(along * _LL_BEND_SIGN[:, None], 0.0)[..., None] * (frame[1] * _LL_BEND_SIGN[:, None])[:, None]
+        bend = _units(bend - _dots(bend, du)[..., None] * du)
+        du2 = du[:, :, None]
+        hinge = _dots(dl - _dots(dl, du2)[..., None] * du2, bend[:, :, None])
+        lower_slot = _LL_LOWER_SLOT[:, None, None]
+        cost = (cost_u[..., None] + weight[lower_slot] * (sl - extrapolated[lower_slot]) ** 2 + tune.reach * shortfall
+                + tune.prior_gain * np.where(_LL_ARM, tune.elbow_weight, tune.knee_weight)[:, None, None] * (tune.plane * np.abs(sl) - hinge))
+
+        # Best configuration (the first of equals, nearer before farther); an unseen end joint leaves
+        # the upper segment's two choices.
+        has_end = ok[_LL_C]
+        cost = np.where(has_end[:, None, None], cost, cost_u[..., None] + _UPPER_ONLY)
+        best = np.argmin(cost.reshape(-1, 4), axis=1)
+        iu, il = best // 2, best % 2
+        pts[_LL_B[valid]] = pu[_LL_ROWS, iu][valid]
+        degenerate = np.all(np.abs(pu[:, 0] - pu[:, 1]) <= 1e-8 + 1e-5 * np.abs(pu[:, 1]), axis=-1)  # np.allclose
+        lower = valid & has_end
+        pts[_LL_C[lower]] = pl[_LL_ROWS, iu, il][lower]
+        return (np.concatenate([_LL_UPPER_SLOT[valid], _LL_LOWER_SLOT[lower]]),
+                np.concatenate([su[_LL_ROWS, iu][valid], sl[_LL_ROWS, iu, il][lower]]),
+                np.concatenate([degenerate[valid], np.zeros(int(lower.sum()), dtype=bool)]))
 
 
+_UPPER_ONLY = np.array([0.0, np.inf])  # lower choices without an end joint: the upper cost once
+
+
+# Face fit: the pseudo-inverse of the centred template for every set of seen face points (4 or 5 of
+# them), computed once: the affine fit per frame is then one product.
+_FACE_PINV = {
+    seen: np.linalg.pinv(FACE_TEMPLATE[list(seen)] - FACE_TEMPLATE[list(seen)].mean(axis=0))
+    for seen in [tuple(FACE)] + [tuple(i for i in FACE if i != skip) for skip in FACE]
+}
+
+
+def _fit_face_rotation_seen(points2d: np.ndarray, seen: tuple[int, ...]) -> np.ndarray | None:
+    """:func:`_fit_face_rotation` for the template points ``seen`` (indices into ``FACE``; 4 or 5),
+    with the template's pseudo-inverse precomputed."""
+    a = _FACE_PINV[seen] @ (points2d - points2d.mean(axis=0))  # (3, 2): o ~ t @ a
+    (r1x, r2x), (r1y, r2y), (r1z, r2z) = a.tolist()
+    n1 = math.sqrt(r1x * r1x + r1y * r1y + r1z * r1z)
+    if n1 < 1e-9 or math.sqrt(r2x * r2x + r2y * r2y + r2z * r2z) < 1e-9:
+        return None
+    r1x, r1y, r1z = r1x / n1, r1y / n1, r1z / n1
+    d = r2x * r1x + r2y * r1y + r2z * r1z
+    r2x, r2y, r2z = r2x - d * r1x, r2y - d * r1y, r2z - d * r1z
+    n2 = math.sqrt(r2x * r2x + r2y * r2y + r2z * r2z)
+    if n2 < 1e-9:
+        return None
+    r2x, r2y, r2z = r2x / n2, r2y / n2, r2z / n2
+    return np.array([[r1x, r1y, r1z], [r2x, r2y, r2z],
+                     [r1y * r2z - r1z * r2y, r1z * r2x - r1x * r2z, r1x * r2y - r1y * r2x]])
 
 
 def _fit_face_rotation(points2d: np.ndarray, template: np.ndarray) -> np.ndarray | None:
@@ -688,33 +835,41 @@ def _norm(v: np.ndarray) -> float:
     return math.sqrt(float(v @ v))
 
 
+# The scalar rotation helpers below work in plain floats: each runs a few times per solve on single
+# 3-vectors / 3x3 matrices, where every numpy call would cost more than the arithmetic.
 def _frame(x_axis: np.ndarray, y_hint: np.ndarray) -> np.ndarray | None:
     """Right-handed rotation matrix whose X column is along ``x_axis`` and Y column closest to ``y_hint``."""
-    x = x_axis / max(_norm(x_axis), 1e-12)
-    z = _cross(x, y_hint)
-    n = _norm(z)
+    x0, x1, x2 = _unit3(*x_axis.tolist())
+    h0, h1, h2 = y_hint.tolist()
+    z0, z1, z2 = x1 * h2 - x2 * h1, x2 * h0 - x0 * h2, x0 * h1 - x1 * h0
+    n = math.sqrt(z0 * z0 + z1 * z1 + z2 * z2)
     if n < 1e-6:
         return None
-    z = z / n
-    return np.stack([x, _cross(z, x), z], axis=-1)
+    z0, z1, z2 = z0 / n, z1 / n, z2 / n
+    y0, y1, y2 = z1 * x2 - z2 * x1, z2 * x0 - z0 * x2, z0 * x1 - z1 * x0
+    return np.array([[x0, y0, z0], [x1, y1, z1], [x2, y2, z2]])
 
 
 def _axis_angle_matrix(axis: np.ndarray, angle: float) -> np.ndarray:
-    """Rotation matrix about unit ``axis`` by ``angle`` radians (Rodrigues)."""
-    x, y, z = axis
+    """Rotation matrix about unit ``axis`` by ``angle`` radians (Rodrigues: I + sin K + (1 - cos) K^2)."""
+    x, y, z = axis.tolist() if isinstance(axis, np.ndarray) else axis
     c, s = math.cos(angle), math.sin(angle)
-    k = np.array([[0.0, -z, y], [z, 0.0, -x], [-y, x, 0.0]])
-    return np.eye(3) + s * k + (1 - c) * (k @ k)
+    t = 1 - c
+    xy, xz, yz = t * (x * y), t * (x * z), t * (y * z)
+    return np.array([[1.0 + t * (-z * z - y * y), -s * z + xy, s * y + xz],
+                     [s * z + xy, 1.0 + t * (-z * z - x * x), -s * x + yz],
+                     [-s * y + xz, s * x + yz, 1.0 + t * (-y * y - x * x)]])
 
 
 def _matrix_axis_angle(m: np.ndarray) -> tuple[np.ndarray, float]:
     """Unit axis and angle in [0, pi] of rotation matrix ``m``."""
-    v = np.array([m[2, 1] - m[1, 2], m[0, 2] - m[2, 0], m[1, 0] - m[0, 1]])
-    sin2 = _norm(v)
-    cos = (m[0, 0] + m[1, 1] + m[2, 2] - 1.0) / 2.0
+    (m00, m01, m02), (m10, m11, m12), (m20, m21, m22) = m.tolist()
+    v0, v1, v2 = m21 - m12, m02 - m20, m10 - m01
+    sin2 = math.sqrt(v0 * v0 + v1 * v1 + v2 * v2)
+    cos = (m00 + m11 + m22 - 1.0) / 2.0
     angle = math.atan2(sin2 / 2.0, cos)
     if sin2 > 1e-9:
-        return v / sin2, angle
+        return np.array([v0 / sin2, v1 / sin2, v2 / sin2]), angle
     if cos > 0:
         return np.array([1.0, 0.0, 0.0]), 0.0
     # Half turn: the axis is the column of (m + I) with the largest norm.
@@ -729,27 +884,16 @@ def _scaled_rotation(m: np.ndarray, fraction: float, max_angle: float = math.pi)
     return _axis_angle_matrix(axis, min(angle, max_angle) * fraction)
 
 
-def _two_vectors_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Shortest-arc rotation matrix taking unit ``a`` to unit ``b``."""
-    axis = _cross(a, b)
-    s = _norm(axis)
-    c = float(a @ b)
-    if s < 1e-9:
-        if c > 0:
-            return np.eye(3)
-        helper = np.array([1.0, 0.0, 0.0]) if abs(a[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
-        perp = _cross(a, helper)
-        return _axis_angle_matrix(perp / _norm(perp), math.pi)
-    return _axis_angle_matrix(axis / s, math.atan2(s, c))
-
-
 def _kabsch(rest: np.ndarray, observed: np.ndarray) -> np.ndarray:
     """Rotation matrix best taking centred ``rest`` points onto centred ``observed`` points."""
-    a = rest - rest.mean(axis=0)
-    b = observed - observed.mean(axis=0)
+    a = rest - rest.sum(axis=0) / len(rest)
+    b = observed - observed.sum(axis=0) / len(observed)
     u, _, vt = np.linalg.svd(a.T @ b)
-    d = 1.0 if np.linalg.det(vt.T @ u.T) >= 0 else -1.0
-    return vt.T @ np.diag([1.0, 1.0, d]) @ u.T
+    r = vt.T @ u.T
+    (r00, r01, r02), (r10, r11, r12), (r20, r21, r22) = r.tolist()
+    if r00 * (r11 * r22 - r12 * r21) - r01 * (r10 * r22 - r12 * r20) + r02 * (r10 * r21 - r11 * r20) < 0:
+        r = vt.T @ np.diag([1.0, 1.0, -1.0]) @ u.T  # a reflection: flip the weakest axis
+    return r
 
 
 # Rest direction of each limb bone and the normal of its bend plane at rest (rest_dir x bend_dir).
@@ -782,20 +926,68 @@ class Limits:
     neck_max_deg: float = 70.0
 
 
-def solve_rotations(joints: np.ndarray, limits: Limits | None = None) -> tuple[dict[str, np.ndarray], set[str]]:
-    """Parent-local rotations of the body bones from COCO-17 3D joints (17, 3) in the canonical frame.
+# The bones solve_rotations can drive, in the order of its arrays (the unseen policy's order too).
+_SOLVED_BONES: tuple[str, ...] = (
+    "hips", "spine", "chest", "upperChest", "neck", "head",
+    "leftUpperArm", "leftLowerArm", "rightUpperArm", "rightLowerArm",
+    "leftUpperLeg", "leftLowerLeg", "leftFoot", "rightUpperLeg", "rightLowerLeg", "rightFoot",
+)
+_SOLVED_INDEX = {name: i for i, name in enumerate(_SOLVED_BONES)}
+# solve_rotations' dict order (hips, spine chain, neck, head, each limb's upper then lower bone, feet).
+_SOLVE_DICT_ORDER = np.array([_SOLVED_INDEX[name] for name in (
+    "hips", "spine", "chest", "upperChest", "neck", "head",
+    "leftUpperArm", "leftLowerArm", "rightUpperArm", "rightLowerArm",
+    "leftUpperLeg", "leftLowerLeg", "rightUpperLeg", "rightLowerLeg", "leftFoot", "rightFoot")])
+# The limbs as index arrays in _LIMBS order: joints, rest direction / bend normal / the rest frame
+# they span (columns: direction, normal, direction x normal), arm or leg, and the bones they drive.
+_SL_A = np.array([v[0] for v in _LIMBS.values()])
+_SL_B = np.array([v[1] for v in _LIMBS.values()])
+_SL_C = np.array([v[2] for v in _LIMBS.values()])
+_SL_REST_DIR = np.stack([v[3] for v in _LIMBS.values()])
+_SL_REST_NORMAL = np.stack([v[4] for v in _LIMBS.values()])
+_SL_REST_FRAME = np.stack([np.stack([d, n, _cross(d, n)], -1) for d, n in zip(_SL_REST_DIR, _SL_REST_NORMAL)])
+_SL_ARM = np.array(["Arm" in name for name in _LIMBS])
+_SL_MAX_TWIST = np.radians(np.where(_SL_ARM, MAX_TWIST_DEG["arm"], MAX_TWIST_DEG["leg"]))
+_SL_UPPER = np.array([_SOLVED_INDEX[name] for name in _LIMBS])
+_SL_LOWER = np.array([_SOLVED_INDEX[_LOWER[name]] for name in _LIMBS])
+_SL_LEGS = np.flatnonzero(~_SL_ARM)
+_SL_FEET = np.array([_SOLVED_INDEX[_LOWER[name].replace("LowerLeg", "Foot")] for name in np.array(list(_LIMBS))[_SL_LEGS]])
+_EYE3 = np.eye(3)
+# Skew-symmetric (cross-product) matrix of an axis as one product: (n, 3) @ (3, 9) -> (n, 3, 3).
+_SKEW = np.array([[[0, 0, 0], [0, 0, -1], [0, 1, 0]],
+                  [[0, 0, 1], [0, 0, 0], [-1, 0, 0]],
+                  [[0, -1, 0], [1, 0, 0], [0, 0, 0]]], dtype=np.float64).reshape(3, 9)
 
-    Each bone's world rotation takes its rest direction to the observed one, with the twist from the
-    bend plane (elbow / knee hinge) or the torso. NaN rows are unknown joints; bones that need them
-    are left out (the caller's unseen policy decides those). Joint limits are applied here: elbows
-    and knees are hinges within [0, max] flexion, the spine chain and the neck are limited in angle,
-    shoulders and hips in twist.
-    """
-    limits = limits or Limits()
+
+def _axis_angle_matrices(axis: np.ndarray, angle: np.ndarray) -> np.ndarray:
+    """:func:`_axis_angle_matrix` for (n, 3) unit axes and (n,) angles (Rodrigues), (n, 3, 3)."""
+    k = (axis @ _SKEW).reshape(-1, 3, 3)
+    return _EYE3 + np.sin(angle)[:, None, None] * k + (1 - np.cos(angle))[:, None, None] * (k @ k)
+
+
+def _two_vectors_matrices(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Shortest-arc rotation matrices (n, 3, 3) taking unit vectors ``a`` (n, 3) to ``b`` (n, 3)."""
+    axis = _crosses(a, b)
+    s = _norms(axis)
+    c = _dots(a, b)
+    regular = s >= 1e-9
+    if regular.all():
+        return _axis_angle_matrices(axis / s[:, None], np.arctan2(s, c))
+    # Parallel: identity (angle 0); opposite: a half turn about an axis perpendicular to a.
+    helper = np.where(np.abs(a[:, :1]) < 0.9, [1.0, 0.0, 0.0], [0.0, 1.0, 0.0])
+    perp = _crosses(a, helper)
+    axis = np.where(regular[:, None], axis / np.where(regular, s, 1.0)[:, None], perp / _norms(perp)[:, None])
+    angle = np.where(regular, np.arctan2(s, c), np.where(c > 0, 0.0, math.pi))
+    return _axis_angle_matrices(axis, angle)
+
+
+def _solve_matrices(joints: np.ndarray, limits: Limits) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`solve_rotations` as arrays: parent-local rotation matrices (16, 3, 3) of ``_SOLVED_BONES``
+    (identity where not solved) and which were solved (16,) bool. The four limbs are solved together."""
     j = np.asarray(joints, dtype=np.float64)
     known = np.all(np.isfinite(j), axis=-1)
-    local: dict[str, np.ndarray] = {}  # rotation matrices
-    world: dict[str, np.ndarray] = {}
+    local = np.tile(_EYE3, (len(_SOLVED_BONES), 1, 1))
+    solved = np.zeros(len(_SOLVED_BONES), dtype=bool)
 
     have_hips = known[L_HIP] and known[R_HIP]
     have_sh = known[L_SH] and known[R_SH]
@@ -806,14 +998,13 @@ def solve_rotations(joints: np.ndarray, limits: Limits | None = None) -> tuple[d
         torso_up = v / max(_norm(v), 1e-12)
 
     # Hips: hip line + half the torso lean (the spine chain carries the other half and the twist).
-    hips_m = np.eye(3)
+    hips_m = _EYE3
     if have_hips:
         hint = world_up + torso_up if torso_up is not None else world_up
         m = _frame(j[L_HIP] - j[R_HIP], hint)
         if m is not None:
             hips_m = m
-            local["hips"] = m
-    world["hips"] = hips_m
+            local[0], solved[0] = m, True
 
     # Spine, chest, upperChest: equal shares of the rotation from the hips to the shoulder frame.
     chest_m = hips_m
@@ -821,71 +1012,92 @@ def solve_rotations(joints: np.ndarray, limits: Limits | None = None) -> tuple[d
         m = _frame(j[L_SH] - j[R_SH], torso_up if torso_up is not None else world_up)
         if m is not None:
             share = _scaled_rotation(hips_m.T @ m, 1.0 / 3.0, math.radians(limits.spine_max_deg))
-            for name in ("spine", "chest", "upperChest"):
-                local[name] = share
+            local[1:4], solved[1:4] = share, True
             chest_m = hips_m @ share @ share @ share
-    world["upperChest"] = chest_m
 
     # Neck + head: face points fitted to the template (Kabsch), split between neck and head.
     if np.all(known[list(FACE)]):
         head_world = _kabsch(FACE_TEMPLATE, j[list(FACE)])
-        half = _scaled_rotation(chest_m.T @ head_world, 0.5, math.radians(limits.neck_max_deg))
-        local["neck"] = half
-        local["head"] = half
+        local[4:6] = _scaled_rotation(chest_m.T @ head_world, 0.5, math.radians(limits.neck_max_deg))
+        solved[4:6] = True
 
     # Limbs: aim at the observed direction; twist from the bend plane when bent, else from the parent.
-    for upper, (a, b, c, rest_dir, rest_normal) in _LIMBS.items():
-        lower = _LOWER[upper]
-        is_arm = "Arm" in upper
-        parent_m = world["upperChest"] if is_arm else world["hips"]
-        if not (known[a] and known[b]) or _norm(j[b] - j[a]) < 1e-9:
-            continue
-        d1 = (j[b] - j[a]) / _norm(j[b] - j[a])
-        swing = _two_vectors_matrix(parent_m @ rest_dir, d1) @ parent_m
-        upper_m = swing
-        d2 = None
-        if known[c] and _norm(j[c] - j[b]) > 1e-9:
-            d2 = (j[c] - j[b]) / _norm(j[c] - j[b])
-            normal = _cross(d1, d2)
-            sin_bend = _norm(normal)
-            bend_w = min(max((sin_bend - 0.17) / 0.25, 0.0), 1.0)  # plane trusted from ~10 to ~25 degrees
-            if bend_w > 0:
-                # Twist about the bone so its rest bend normal lands on the observed plane normal,
-                # limited to what a shoulder / hip can rotate (beyond it the hinge clamps instead).
-                n = normal / sin_bend
-                plane = np.stack([d1, n, _cross(d1, n)], -1) @ np.stack([rest_dir, rest_normal, _cross(rest_dir, rest_normal)], -1).T
-                rel = plane @ swing.T  # a rotation about d1
-                v = np.array([rel[2, 1] - rel[1, 2], rel[0, 2] - rel[2, 0], rel[1, 0] - rel[0, 1]])
-                tau = math.atan2(float(v @ d1) / 2.0, (rel[0, 0] + rel[1, 1] + rel[2, 2] - 1.0) / 2.0)
-                # Beyond what the shoulder / hip can twist, the plane is the mirror one: a hinge bent the
-                # wrong way. Keep the plane with the half-turn-reduced twist; the flexion then clamps.
-                if abs(tau) > math.radians(MAX_TWIST_DEG["arm" if is_arm else "leg"]):
-                    tau -= math.copysign(math.pi, tau)
-                upper_m = _axis_angle_matrix(d1, bend_w * tau) @ swing
-        local[upper] = parent_m.T @ upper_m
-        world[upper] = upper_m
-        if d2 is None:
-            continue
-        # Lower limb: a hinge about the rest bend normal (same in the upper bone's frame), flexion in
-        # [0, max]: the angle of d2 about the hinge axis, measured from the upper bone's direction.
-        target = upper_m.T @ d2
-        perp = target - (target @ rest_normal) * rest_normal
-        flex = math.atan2(float(_cross(rest_dir, perp) @ rest_normal), float(rest_dir @ perp))
-        max_flex = math.radians(limits.elbow_max_deg if is_arm else limits.knee_max_deg)
-        flex = min(max(flex, 0.0), max_flex)
-        local[lower] = _axis_angle_matrix(rest_normal, flex)
-        world[lower] = upper_m @ local[lower]
+    upper_seg = j[_SL_B] - j[_SL_A]
+    upper_len = np.sqrt(np.einsum("ij,ij->i", upper_seg, upper_seg))
+    aimed = known[_SL_A] & known[_SL_B]
+    aimed[aimed] = upper_len[aimed] >= 1e-9
+    if not aimed.any():
+        return local, solved
+    parent_m = np.where(_SL_ARM[:, None, None], chest_m, hips_m)
+    d1 = np.where(aimed[:, None], upper_seg, _SL_REST_DIR) / np.where(aimed, upper_len, 1.0)[:, None]
+    swing = _two_vectors_matrices(np.einsum("nij,nj->ni", parent_m, _SL_REST_DIR), d1) @ parent_m
+    lower_seg = j[_SL_C] - j[_SL_B]
+    lower_len = np.sqrt(np.einsum("ij,ij->i", lower_seg, lower_seg))
+    bent = aimed & known[_SL_C]
+    bent[bent] = lower_len[bent] > 1e-9
+    d2 = np.where(bent[:, None], lower_seg, d1) / np.where(bent, lower_len, 1.0)[:, None]
+    normal = _crosses(d1, d2)
+    sin_bend = _norms(normal)
+    bend_w = np.where(bent, np.clip((sin_bend - 0.17) / 0.25, 0.0, 1.0), 0.0)  # plane trusted from ~10 to ~25 degrees
+    upper_m = swing
+    twisted = bend_w > 0
+    if twisted.any():
+        # Twist about the bone so its rest bend normal lands on the observed plane normal, limited to
+        # what a shoulder / hip can rotate (beyond it the hinge clamps instead).
+        n = normal / np.where(twisted, sin_bend, 1.0)[:, None]
+        plane = np.stack([d1, n, _crosses(d1, n)], -1) @ _SL_REST_FRAME.transpose(0, 2, 1)
+        rel = plane @ swing.transpose(0, 2, 1)  # a rotation about d1
+        v = np.stack([rel[:, 2, 1] - rel[:, 1, 2], rel[:, 0, 2] - rel[:, 2, 0], rel[:, 1, 0] - rel[:, 0, 1]], -1)
+        tau = np.arctan2(_dots(v, d1) / 2.0, (rel[:, 0, 0] + rel[:, 1, 1] + rel[:, 2, 2] - 1.0) / 2.0)
+        # Beyond what the shoulder / hip can twist, the plane is the mirror one: a hinge bent the wrong
+        # way. Keep the plane with the half-turn-reduced twist; the flexion then clamps.
+        tau = np.where(np.abs(tau) > _SL_MAX_TWIST, tau - np.copysign(math.pi, tau), tau)
+        upper_m = np.where(twisted[:, None, None], _axis_angle_matrices(d1, bend_w * tau) @ swing, swing)
+    local[_SL_UPPER[aimed]] = (parent_m.transpose(0, 2, 1) @ upper_m)[aimed]
+    solved[_SL_UPPER[aimed]] = True
 
-    # Feet stay level with the ground, facing where the hips face (COCO-17 does not see them).
-    yaw = math.atan2(hips_m[0, 2], hips_m[2, 2])
-    foot_world = _axis_angle_matrix(np.array([0.0, 1.0, 0.0]), yaw)
-    for side in ("left", "right"):
-        lower = f"{side}LowerLeg"
-        if lower in world:
-            local[f"{side}Foot"] = world[lower].T @ foot_world
-    names = list(local)
-    quats = quat.from_matrix(np.stack([local[n] for n in names])) if names else np.zeros((0, 4))
-    return {n: quats[i] for i, n in enumerate(names)}, set(names)
+    # Lower limb: a hinge about the rest bend normal (same in the upper bone's frame), flexion in
+    # [0, max]: the angle of d2 about the hinge axis, measured from the upper bone's direction.
+    if bent.any():
+        target = np.einsum("nji,nj->ni", upper_m, d2)
+        perp = target - _dots(target, _SL_REST_NORMAL)[:, None] * _SL_REST_NORMAL
+        flex = np.arctan2(_dots(_crosses(_SL_REST_DIR, perp), _SL_REST_NORMAL), _dots(_SL_REST_DIR, perp))
+        max_flex = np.radians(np.where(_SL_ARM, limits.elbow_max_deg, limits.knee_max_deg))
+        flex = np.minimum(np.maximum(flex, 0.0), max_flex)
+        lower_m = _axis_angle_matrices(_SL_REST_NORMAL, flex)
+        local[_SL_LOWER[bent]] = lower_m[bent]
+        solved[_SL_LOWER[bent]] = True
+        # Feet stay level with the ground, facing where the hips face (COCO-17 does not see them).
+        legs = _SL_LEGS[bent[_SL_LEGS]]
+        if len(legs):
+            yaw = math.atan2(hips_m[0, 2], hips_m[2, 2])
+            foot_world = _axis_angle_matrix(np.array([0.0, 1.0, 0.0]), yaw)
+            world_lower = upper_m[legs] @ lower_m[legs]
+            feet = _SL_FEET[bent[_SL_LEGS]]
+            local[feet] = world_lower.transpose(0, 2, 1) @ foot_world
+            solved[feet] = True
+    return local, solved
+
+
+def _solve_quaternions(joints: np.ndarray, limits: Limits) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`solve_rotations` as arrays: quaternions (16, 4) of ``_SOLVED_BONES`` (identity where not
+    solved) and which were solved (16,) bool."""
+    local, solved = _solve_matrices(joints, limits)
+    return quat.from_matrix(local), solved
+
+
+def solve_rotations(joints: np.ndarray, limits: Limits | None = None) -> tuple[dict[str, np.ndarray], set[str]]:
+    """Parent-local rotations of the body bones from COCO-17 3D joints (17, 3) in the canonical frame.
+
+    Each bone's world rotation takes its rest direction to the observed one, with the twist from the
+    bend plane (elbow / knee hinge) or the torso. NaN rows are unknown joints; bones that need them
+    are left out (the caller's unseen policy decides those). Joint limits are applied here: elbows
+    and knees are hinges within [0, max] flexion, the spine chain and the neck are limited in angle,
+    shoulders and hips in twist.
+    """
+    quats, solved = _solve_quaternions(joints, limits or Limits())
+    order = _SOLVE_DICT_ORDER[solved[_SOLVE_DICT_ORDER]]
+    return {_SOLVED_BONES[i]: quats[i] for i in order}, {_SOLVED_BONES[i] for i in order}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -902,11 +1114,14 @@ _BONE_KEYPOINTS: dict[str, tuple[int, ...]] = {
 }
 
 
-@dataclass
-class _BoneMemory:
-    rotation: np.ndarray
-    confidence: float
-    seen_time: float
+assert tuple(_BONE_KEYPOINTS) == _SOLVED_BONES  # the policy works on the solver's arrays
+# Each bone's keypoints as one index row (repeating its last keypoint: the minimum is unchanged).
+_BONE_KEYPOINT_ROWS = np.array([list(kps) + [kps[-1]] * (len(FACE) - len(kps)) for kps in _BONE_KEYPOINTS.values()])
+_SOLVED_LEGS = np.array([name in LEG_BONES for name in _SOLVED_BONES])
+# Bones every RigPose carries at rest (COCO-17 does not see them), after the solved ones.
+_REST_BONES = ("leftToes", "rightToes", "leftHand", "rightHand", "leftShoulder", "rightShoulder")
+_OUTPUT_BONES = _SOLVED_BONES + _REST_BONES
+_REST_ROTATIONS = np.stack([rest_pose_rotations().get(name, quat.IDENTITY) for name in _SOLVED_BONES])  # what unseen bones ease to
 
 
 class Retargeter:
@@ -928,8 +1143,12 @@ class Retargeter:
         self._calib_all: list[tuple[np.ndarray, np.ndarray]] = []  # every frame of the period
         self._calib_start: float | None = None
         self._calibrating = True
-        self._memory: dict[str, _BoneMemory] = {}
-        self._previous: dict[str, np.ndarray] = {}
+        # Unseen-bone memory per _SOLVED_BONES row: last solved rotation, its confidence and time.
+        self._memory_rotation = np.tile(quat.IDENTITY, (len(_SOLVED_BONES), 1))
+        self._memory_confidence = np.zeros(len(_SOLVED_BONES))
+        self._memory_time = np.zeros(len(_SOLVED_BONES))
+        self._memory_set = np.zeros(len(_SOLVED_BONES), dtype=bool)
+        self._previous: np.ndarray | None = None  # last output quaternions (_OUTPUT_BONES rows), for continuity
         self._image_size: tuple[int, int] | None = None
         self._previous_hips: np.ndarray | None = None
         # update() runs on the capture loop and solve(advance=False) on the output clock: the lifter's
@@ -1130,49 +1349,54 @@ class Retargeter:
             joints = np.asarray(lifter.lift(kp, sc, timestamp), dtype=np.float64)
             if joints.shape != (NUM_KEYPOINTS, 3):
                 raise ValueError(f"lifter returned shape {joints.shape}, expected (17, 3)")
-        local, solved = solve_rotations(joints, self.limits) if joints is not None else ({}, set())
+        if joints is not None:
+            local, solved = _solve_quaternions(joints, self.limits)
+        else:
+            local, solved = np.tile(quat.IDENTITY, (len(_SOLVED_BONES), 1)), np.zeros(len(_SOLVED_BONES), dtype=bool)
         if self.upper_body:
-            solved -= set(LEG_BONES)
+            solved &= ~_SOLVED_LEGS
         rotations, confidence = self._apply_unseen_policy(local, solved, sc, timestamp)
         hips_position = self._hips_position(kp, sc)
-        tracking = bool(solved)
+        tracking = bool(solved.any())
         # No mirroring here: a RigPose keeps the performer's own left and right (takes, BVH, JSON
         # Lines). The selfie mirror (config.mirror) is a view option: see mirror_rig and
         # avatar_bridge.outputs, which apply it to the viewer and VMC only.
         # Continuity: never let a quaternion flip sign between frames.
-        for name, q in rotations.items():
-            q = quat.normalize(q)
-            rotations[name] = quat.continuous(q, self._previous.get(name))
-        self._previous = dict(rotations)
+        rotations = quat.normalize(rotations)
+        if self._previous is not None:
+            rotations = np.where(np.einsum("ij,ij->i", rotations, self._previous)[:, None] < 0, -rotations, rotations)
+        self._previous = rotations
         return RigPose(timestamp=float(timestamp), track_id=int(track_id), hips_position=hips_position,
-                       rotations=rotations, confidence=confidence, tracking=tracking)
+                       rotations=dict(zip(_OUTPUT_BONES, rotations)),
+                       confidence=dict(zip(_SOLVED_BONES, confidence.tolist())), tracking=tracking)
 
-    def _apply_unseen_policy(self, local: dict[str, np.ndarray], solved: set[str], sc: np.ndarray, timestamp: float):
-        """Seen bones take the solved rotation; unseen ones hold, then ease to the rest pose."""
-        rest = rest_pose_rotations()
-        rotations: dict[str, np.ndarray] = {}
-        confidence: dict[str, float] = {}
-        for name, kps in _BONE_KEYPOINTS.items():
-            bone_conf = float(np.min(sc[list(kps)])) if kps else 0.0
-            if name in solved and name in local:
-                q = local[name]
-                self._memory[name] = _BoneMemory(q, bone_conf, timestamp)
-                rotations[name], confidence[name] = q, bone_conf
-                continue
-            target = rest.get(name, quat.IDENTITY)
-            memory = self._memory.get(name)
-            if self.upper_body and name in LEG_BONES or memory is None:
-                rotations[name], confidence[name] = target, 0.0
-                continue
-            unseen = timestamp - memory.seen_time
-            if unseen <= self.config.hold_seconds:
-                rotations[name], confidence[name] = memory.rotation, memory.confidence * 0.5
-            else:
-                t = min((unseen - self.config.hold_seconds) / self.config.ease_seconds, 1.0)
-                t = t * t * (3 - 2 * t)  # smoothstep
-                rotations[name], confidence[name] = quat.slerp(memory.rotation, target, t), 0.0
-        for name in ("leftToes", "rightToes", "leftHand", "rightHand", "leftShoulder", "rightShoulder"):
-            rotations.setdefault(name, quat.IDENTITY.copy())
+    def _apply_unseen_policy(self, local: np.ndarray, solved: np.ndarray, sc: np.ndarray,
+                             timestamp: float) -> tuple[np.ndarray, np.ndarray]:
+        """Seen bones take the solved rotation; unseen ones hold, then ease to the rest pose.
+
+        ``local`` (16, 4) and ``solved`` (16,) are per ``_SOLVED_BONES`` row; returns the rotations
+        (22, 4) of ``_OUTPUT_BONES`` (the bones COCO-17 does not see at rest) and the confidences
+        (16,). Arrays over the bones, not a loop: this runs per person on every output tick.
+        """
+        bone_conf = sc[_BONE_KEYPOINT_ROWS].min(axis=1)
+        self._memory_rotation[solved] = local[solved]
+        self._memory_confidence[solved] = bone_conf[solved]
+        self._memory_time[solved] = timestamp
+        self._memory_set |= solved
+        # Unseen: at rest without a memory (or a leg in upper-body mode), held for hold_seconds, then eased.
+        at_rest = ~solved & ~self._memory_set
+        if self.upper_body:
+            at_rest |= ~solved & _SOLVED_LEGS
+        unseen_for = timestamp - self._memory_time
+        held = ~solved & ~at_rest & (unseen_for <= self.config.hold_seconds)
+        easing = ~solved & ~at_rest & ~held
+        rotations = np.concatenate([np.where(solved[:, None], local, np.where(held[:, None], self._memory_rotation, _REST_ROTATIONS)),
+                                    np.tile(quat.IDENTITY, (len(_REST_BONES), 1))])
+        confidence = np.where(solved, bone_conf, np.where(held, self._memory_confidence * 0.5, 0.0))
+        if easing.any():
+            t = np.minimum((unseen_for[easing] - self.config.hold_seconds) / self.config.ease_seconds, 1.0)
+            t = t * t * (3 - 2 * t)  # smoothstep
+            rotations[:len(_SOLVED_BONES)][easing] = quat.slerp(self._memory_rotation[easing], _REST_ROTATIONS[easing], t)
         return rotations, confidence
 
     def _hips_position(self, kp: np.ndarray, sc: np.ndarray) -> np.ndarray:
