@@ -695,7 +695,7 @@ class ForeshorteningLifter:
         # place the face points around the head at the depth that rotation gives them.
         face_seen = tuple(i for i in FACE if seen[i])
         if len(face_seen) >= 4 and have_shoulders:
-            rot = _fit_face_rotation_seen(kp[list(face_seen)] * [1.0, -1.0], face_seen)
+            rot = fit_face_rotation_seen(kp[list(face_seen)] * [1.0, -1.0], face_seen)
             if rot is not None:
                 offsets = FACE_TEMPLATE @ rot.T  # canonical axes, metres
                 offsets = offsets - offsets[list(face_seen)].mean(axis=0)
@@ -787,8 +787,8 @@ _FACE_PINV = {
 }
 
 
-def _fit_face_rotation_seen(points2d: np.ndarray, seen: tuple[int, ...]) -> np.ndarray | None:
-    """:func:`_fit_face_rotation` for the template points ``seen`` (indices into ``FACE``; 4 or 5),
+def fit_face_rotation_seen(points2d: np.ndarray, seen: tuple[int, ...]) -> np.ndarray | None:
+    """:func:`fit_face_rotation` for the template points ``seen`` (indices into ``FACE``; 4 or 5),
     with the template's pseudo-inverse precomputed."""
     a = _FACE_PINV[seen] @ (points2d - points2d.mean(axis=0))  # (3, 2): o ~ t @ a
     (r1x, r2x), (r1y, r2y), (r1z, r2z) = a.tolist()
@@ -806,7 +806,7 @@ def _fit_face_rotation_seen(points2d: np.ndarray, seen: tuple[int, ...]) -> np.n
                      [r1y * r2z - r1z * r2y, r1z * r2x - r1x * r2z, r1x * r2y - r1y * r2x]])
 
 
-def _fit_face_rotation(points2d: np.ndarray, template: np.ndarray) -> np.ndarray | None:
+def fit_face_rotation(points2d: np.ndarray, template: np.ndarray) -> np.ndarray | None:
     """Rotation (3, 3) taking template points to the observed face, from a weak-perspective affine fit."""
     t = template - template.mean(axis=0)
     o = points2d - points2d.mean(axis=0)

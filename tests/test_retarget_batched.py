@@ -21,9 +21,9 @@ from avatar_bridge.retarget import (
     ForeshorteningLifter,
     Limits,
     Retargeter,
-    _fit_face_rotation,
-    _fit_face_rotation_seen,
     calibration_from_frames,
+    fit_face_rotation,
+    fit_face_rotation_seen,
     joints_from_rig,
     solve_rotations,
 )
@@ -198,8 +198,8 @@ def test_face_fit_with_precomputed_pseudo_inverse_matches_least_squares():
         rot = quat.to_matrix(quat.from_axis_angle(rng.normal(size=3), rng.uniform(0, 1.2)))
         face = (FACE_TEMPLATE @ rot.T)[:, :2] * rng.uniform(200, 900) + rng.uniform(0, 600, 2) + rng.normal(0, 0.5, (5, 2))
         for seen in [tuple(FACE)] + [tuple(i for i in FACE if i != skip) for skip in FACE]:
-            want = _fit_face_rotation(face[list(seen)], FACE_TEMPLATE[list(seen)])
-            got = _fit_face_rotation_seen(face[list(seen)], seen)
+            want = fit_face_rotation(face[list(seen)], FACE_TEMPLATE[list(seen)])
+            got = fit_face_rotation_seen(face[list(seen)], seen)
             assert (want is None) == (got is None)
             if want is not None:
                 assert np.allclose(got, want, atol=1e-9)
