@@ -31,7 +31,9 @@ def test_bench_video_json_has_rates_stages_and_latency(capsys):
         assert stages[name]["n"] == 12 and 0 < stages[name]["p50"] <= stages[name]["p95"]
     assert result["latency_ms"]["capture_to_keypoints"]["p95"] >= result["latency_ms"]["capture_to_keypoints"]["p50"] > 0
     assert result["outputs"]["rate_hz"] == 60.0
-    assert result["outputs"]["achieved_hz"] == pytest.approx(result["outputs"]["ticks"] / result["seconds"], rel=0.01)
+    # ticks over the measured span (the clock may tick once or twice more while it stops)
+    assert result["outputs"]["achieved_hz"] == pytest.approx(result["outputs"]["ticks"] / result["seconds"],
+                                                             abs=2.5 / result["seconds"])
     assert 50 < result["peak_rss_mb"] < 4000  # this process: python + torch + onnxruntime + frames
     # the models alone on frames of this run: 12 measured frames, every 10th kept -> 2 samples, 2 crops each
     inference = result["inference"]

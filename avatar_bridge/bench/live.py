@@ -81,6 +81,8 @@ def run_bench(config, max_frames: int | None = None, duration: float | None = No
             if duration and started is not None and time.monotonic() - started >= duration:
                 break
         cpu_after = thread_cpu_seconds()  # before the clock and the decoder stop (their threads end)
+        ended = time.monotonic()
+        ticks = clock.stats().ticks if clock is not None else 0  # the clock's ticks over the same span
     finally:
         if clock is not None:
             clock.stop()
@@ -90,7 +92,7 @@ def run_bench(config, max_frames: int | None = None, duration: float | None = No
             f"source {config.source.source} gave only {frames} frames, not more than --warmup {warmup}: "
             "use a longer source, --loop, or a smaller --warmup"
         )
-    elapsed = time.monotonic() - started
+    elapsed = ended - started
     snap = pipeline.metrics.snapshot()
     measured = snap["frames"]
     tracker = pipeline.tracker
@@ -118,7 +120,7 @@ def run_bench(config, max_frames: int | None = None, duration: float | None = No
         # CPU seconds per thread over the measured part (and its share of one core)
         "thread_cpu_s": {name: round(cpu_after[name] - cpu_before.get(name, 0.0), 2) for name in cpu_after
                          if cpu_after[name] - cpu_before.get(name, 0.0) >= 0.01},
-        "outputs": _clock_summary(clock, rate, elapsed),
+        "outputs": _clock_summary(clock, rate, ticks / elapsed if elapsed > 0 else 0.0),
         "peak_rss_mb": peak_rss_mb(),
         "machine": machine_info(load_before),
     }
@@ -139,23 +141,22 @@ def inference_costs(pipeline: Pipeline, samples: list[tuple], detector_share: fl
     if not samples or pipeline.estimator is None:
         return None
     detect_ms, pose_ms, crops = [], [], 0
-    perf = time.perf_counter
+
+    def best_ms(call, arg) -> float:
+        """The fastest of ``repeats`` timed calls, in ms."""
+        best = float("inf")
+        for _ in range(repeats):
+            t = time.perf_counter()
+            call(arg)
+            best = min(best, time.perf_counter() - t)
+        return best * 1000.0
+
     for image, boxes in samples:
         if pipeline.detector is not None and detector_share > 0:
-            best = float("inf")
-            for _ in range(repeats):
-                t = perf()
-                pipeline.detector.detect(image)
-                best = min(best, perf() - t)
-            detect_ms.append(best * 1000.0)
+            detect_ms.append(best_ms(pipeline.detector.detect, image))
         if boxes:
             batch = pipeline.estimator.preprocess(image, np.asarray(boxes, np.float32).reshape(-1, 4))[0]
-            best = float("inf")
-            for _ in range(repeats):
-                t = perf()
-                pipeline.estimator.backend(batch)
-                best = min(best, perf() - t)
-            pose_ms.append(best * 1000.0)
+            pose_ms.append(best_ms(pipeline.estimator.backend, batch))
             crops += len(boxes)
     detect = median_p95(detect_ms)[0] if detect_ms else 0.0
     pose = median_p95(pose_ms)[0] if pose_ms else 0.0
@@ -174,8 +175,8 @@ def _discard(frame) -> None:
     """The bench's output sink: the frame was produced (and timed); nothing is sent."""
 
 
-def _clock_summary(clock, rate: float, elapsed: float) -> dict | None:
-    """The output clock's figures; ``achieved_hz`` = its ticks over the measured wall time (floor:
+def _clock_summary(clock, rate: float, achieved: float) -> dict | None:
+    """The output clock's figures; ``achieved`` (Hz) = its ticks over the measured wall time (floor:
     within 5% of ``rate_hz``)."""
     if clock is None:
         return None
@@ -183,7 +184,7 @@ def _clock_summary(clock, rate: float, elapsed: float) -> dict | None:
     r = lambda v: None if v is None else round(v, 3)  # noqa: E731
     return {
         "rate_hz": rate,
-        "achieved_hz": round(stats.ticks / elapsed, 2) if elapsed > 0 else 0.0,
+        "achieved_hz": round(achieved, 2),
         "frames": stats.frames,
         "ticks": stats.ticks,
         "late_ticks": stats.late_ticks,

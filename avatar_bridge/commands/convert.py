@@ -290,26 +290,26 @@ def run_jobs_in_processes(jobs: list[Job], workers: int, progress: Progress) -> 
         with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
             futures = [pool.submit(_worker_job, job, updates) for job in jobs]
             pending = set(futures)
-            while pending:
-                _, pending = wait(pending, timeout=0.2)
+
+            def drain() -> None:
+                """Hand the workers' progress messages so far to the bar."""
                 while True:
                     try:
                         _, frames, total = updates.get_nowait()
                     except queue_module.Empty:
-                        break
+                        return
                     progress.add(frames, total)
+
+            while pending:
+                _, pending = wait(pending, timeout=0.2)
+                drain()
             results = []
             for job, future in zip(jobs, futures):
                 try:
                     results.append(future.result())
                 except Exception as exc:  # the worker process died (killed, out of memory)
                     results.append(ConvertResult(source=job.source, error=f"worker failed: {_one_line(exc)}"))
-            while True:
-                try:
-                    _, frames, total = updates.get_nowait()
-                except queue_module.Empty:
-                    break
-                progress.add(frames, total)
+            drain()
     return results
 
 
