@@ -94,17 +94,28 @@ def test_bench_too_short_source_is_a_clear_error(tmp_path, capsys):
     assert "--warmup" in err and len(err.strip().splitlines()) == 1
 
 
-def test_compare_mediapipe_flag_without_the_extra_says_how_to_install(capsys):
-    import importlib.util
-
-    if importlib.util.find_spec("mediapipe") is not None:
-        pytest.skip("mediapipe is installed: the comparison itself is tested in test_mediapipe_compare.py")
+def test_compare_mediapipe_without_its_venv_says_how_to_create_it(capsys, tmp_path):
     argv = ["bench", "--source", str(need(VIDEO)), "--model", str(need(POSE_ONNX)), "--detector", "light-person-detector",
             "--detector-dir", str(FIXTURES / "models"), "--resize", "640x360", "--people", "driver", "--max-frames", "4",
-            "--compare-mediapipe"]
+            "--compare-mediapipe", "--mediapipe-python", str(tmp_path / "no-venv" / "bin" / "python")]
     assert cli.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "avatar-bridge[mediapipe]" in err[0]
+    assert len(err) == 1 and "does not exist" in err[0]
+    assert "python3 -m venv .venv-mediapipe && .venv-mediapipe/bin/pip install mediapipe==" in err[0]
+
+
+def test_compare_mediapipe_with_a_python_without_mediapipe_says_so(capsys):
+    import importlib.util
+    import sys
+
+    if importlib.util.find_spec("mediapipe") is not None:
+        pytest.skip("mediapipe is installed in this interpreter")
+    argv = ["bench", "--source", str(need(VIDEO)), "--model", str(need(POSE_ONNX)), "--detector", "light-person-detector",
+            "--detector-dir", str(FIXTURES / "models"), "--resize", "640x360", "--people", "driver", "--max-frames", "4",
+            "--compare-mediapipe", "--mediapipe-python", sys.executable]
+    assert cli.main(argv) == 2  # the runner really ran under this python, in its own process
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"mediapipe is not installed in {sys.executable}" in err[0]
 
 
 def test_thread_cpu_seconds_names_python_threads_and_counts_their_work():

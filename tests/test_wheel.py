@@ -55,6 +55,7 @@ def test_wheel_contains_the_presets_and_the_viewer(installed):
     for preset in ("default", "cpu-fast", "cpu-balanced", "gpu-accurate"):
         assert f"avatar_bridge/presets/{preset}.toml" in names
     assert "avatar_bridge/web/index.html" in names
+    assert "avatar_bridge/bench/mediapipe_runner.py" in names  # run as a script under MediaPipe's own venv
 
 
 def test_installed_wheel_loads_a_preset(installed):

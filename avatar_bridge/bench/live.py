@@ -35,9 +35,17 @@ def configure_parser(parser: argparse.ArgumentParser, command: str) -> None:
                         help="rate of the output thread that predicts and retargets (default websocket.rate, 60)")
     parser.add_argument("--no-outputs", action="store_true", help="no output thread: time only capture to keypoints")
     parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
-    parser.add_argument("--compare-mediapipe", action="store_true",
-                        help="time our pipeline and MediaPipe Pose on the same decoded frames, side by side "
-                             "(needs the optional extra: pip install 'avatar-bridge[mediapipe]')")
+    group = parser.add_argument_group("MediaPipe comparison")
+    group.add_argument("--compare-mediapipe", action="store_true",
+                       help="time our pipeline (here) and MediaPipe Pose (in its own venv) on the same decoded frames, "
+                            "in interleaved runs, and report their frames/s ratio per run")
+    group.add_argument("--mediapipe-python", metavar="PATH",
+                       help="the python of a venv with mediapipe (default $AVATAR_BRIDGE_MEDIAPIPE_PYTHON, else "
+                            ".venv-mediapipe/bin/python here or in the checkout); create it with: python3 -m venv "
+                            ".venv-mediapipe && .venv-mediapipe/bin/pip install mediapipe==0.10.14")
+    group.add_argument("--runs", type=int, default=5, metavar="N", help="interleaved runs per side (default 5)")
+    group.add_argument("--repeats", type=int, default=2, metavar="N",
+                       help="passes over the frames per side per run (default 2)")
 
 
 def run_bench(config, max_frames: int | None = None, duration: float | None = None, warmup: int = 3,
@@ -273,7 +281,8 @@ def run_command(args: argparse.Namespace) -> int:
     if args.compare_mediapipe:
         from . import mediapipe_compare
 
-        result = mediapipe_compare.compare(config, max_frames=args.max_frames, warmup=max(args.warmup, 0))
+        result = mediapipe_compare.compare(config, python=args.mediapipe_python, max_frames=args.max_frames,
+                                           runs=args.runs, repeats=args.repeats, warmup=max(args.warmup, 0))
         print(json.dumps(result, indent=2) if args.json else mediapipe_compare.format_comparison(result))
         return 0
     result = run_bench(config, max_frames=args.max_frames, duration=config.source.duration or None,
