@@ -124,6 +124,63 @@ def white_noise_q(order: int, dt: float) -> np.ndarray:
     raise ValueError(f"white_noise_q: order {order} not supported (2 = constant velocity, 3 = constant acceleration)")
 
 
+def cv_block_index(num_keypoints: int) -> np.ndarray:
+    """Flat indices (4, K) into a (2K, 2K) covariance of each joint's 2x2 block
+    [[P[j, j], P[j, K+j]], [P[K+j, j], P[K+j, K+j]]] (position then velocity entries), row-major."""
+    k = num_keypoints
+    j = np.arange(k)
+    dim = 2 * k
+    return np.stack([j * (dim + 1), j * dim + k + j, (k + j) * dim + j, (k + j) * (dim + 1)])
+
+
+def cv_blocks_predict(x: np.ndarray, blocks: np.ndarray, dt: float, q: np.ndarray) -> None:
+    """filterpy's ``KalmanFilter.predict(F, Q)`` for independent constant-velocity joints, in place.
+
+    ``x`` (2K, 2): positions then velocities (x and y as columns); ``blocks`` (4, K): each joint's 2x2
+    covariance block (:func:`cv_block_index` order; every other entry of P is zero); ``q`` (3, K): each
+    joint's process noise Q[j, j], Q[j, K+j] (= Q[K+j, j]) and Q[K+j, K+j]. F = [[1, dt], [0, 1]] per
+    joint. The products are filterpy's ``F @ P @ F.T + Q`` written out term by term in the same order
+    (the entries of the full matrices that are zero drop out), so P keeps filterpy's rounding up to
+    the BLAS's own fused multiply-adds; the blocks are not forced symmetric, as filterpy's are not.
+    """
+    k = blocks.shape[1]
+    x[:k] += dt * x[k:]
+    a, b, c, d = blocks
+    fp00 = a + dt * c  # F @ P
+    fp01 = b + dt * d
+    blocks[0] = fp00 + fp01 * dt + q[0]
+    blocks[1] = fp01 + q[1]
+    c += d * dt
+    c += q[1]
+    d += q[2]
+
+
+def cv_blocks_update(x: np.ndarray, blocks: np.ndarray, joints: np.ndarray, z: np.ndarray, r: np.ndarray) -> None:
+    """filterpy's ``KalmanFilter.update(z, R=diag(r), H)`` for independent constant-velocity joints, in
+    place, where H reads the positions of ``joints`` (unique indices): the same Joseph form
+    P = (I - KH) P (I - KH)' + K R K' and gain K = P H' S^-1, written out per joint (S is diagonal, its
+    inverse the reciprocals). ``x``, ``blocks`` as :func:`cv_blocks_predict`; ``z`` (M, 2); ``r`` (M,)."""
+    k = blocks.shape[1]
+    a, b, c, d = blocks[:, joints]
+    si = 1.0 / (a + r)
+    k0 = a * si
+    k1 = c * si
+    y = z - x[joints]
+    x[joints] += k0[:, None] * y
+    x[k + joints] += k1[:, None] * y
+    m0 = 1.0 - k0  # I - KH on the joint's position row
+    a00 = m0 * a  # (I - KH) @ P
+    a01 = m0 * b
+    a10 = c - k1 * a
+    a11 = d - k1 * b
+    k0r = k0 * r  # K @ R
+    k1r = k1 * r
+    blocks[0, joints] = a00 * m0 + k0r * k0
+    blocks[1, joints] = (a01 - a00 * k1) + k0r * k1
+    blocks[2, joints] = a10 * m0 + k1r * k0
+    blocks[3, joints] = (a11 - a10 * k1) + k1r * k1
+
+
 class KalmanStabilizer:
     """Per-joint constant-velocity (or -acceleration) Kalman filter for one person's keypoints."""
 
@@ -142,6 +199,11 @@ class KalmanStabilizer:
         self.basis = basis  # joint position = basis @ position entries
         self.filter = KalmanFilter(dim_x=self.num_pos * self.order, dim_z=k)
         self._diag = np.arange(self.num_pos)
+        # Independent constant-velocity joints (the default): P is block diagonal, one 2x2 block per
+        # joint, and the filter step runs on those blocks (cv_blocks_predict / cv_blocks_update)
+        # instead of filterpy's full-matrix predict and update (see the module docstring).
+        self.blocked = not self.coupled and self.order == 2
+        self._block_index = cv_block_index(k) if self.blocked else None
         self._F: np.ndarray | None = None  # the transition matrix for ...
         self._F_dt: float | None = None  # ... this step (s)
         self.initialized = False
@@ -179,12 +241,26 @@ class KalmanStabilizer:
         if dt <= 0:
             return F, np.zeros_like(F)
         base = white_noise_q(order, dt)
+        per_entry = self._process_noise()
+        Q = np.zeros_like(F)
+        for i in range(order):
+            for j in range(order):
+                Q[i * n + diag, j * n + diag] = base[i, j] * per_entry
+        return F, Q
+
+    def _process_noise(self) -> np.ndarray:
+        """Per position entry (joints, then the body offset when coupled), the variance scale of the
+        white-noise process noise: ``white_noise_q(order, dt) * scale`` is that entry's Q block."""
+        n = self.num_pos
         c = self.config
         noise = (c.acceleration if self.order == 2 else c.jerk) * self.body_height
         # Faster joints get more process noise: a swinging limb's acceleration scales with its
         # speed (a = omega * v for an oscillation), while a still joint is smoothed hard.
         vel = self.filter.x[n : 2 * n] if self.initialized else np.zeros((n, 2))
-        speed = np.linalg.norm(np.concatenate([self.basis @ vel, vel[self.num_keypoints :]]), axis=1)
+        if self.coupled:
+            vel = np.concatenate([self.basis @ vel, vel[self.num_keypoints :]])
+        square = vel * vel
+        speed = np.sqrt(square[:, 0] + square[:, 1])  # np.linalg.norm(vel, axis=1), without its dispatch
         gain = c.speed_gain if self.order == 2 else 0.0  # jerk has other units; CA uses ``jerk`` alone
         share = np.ones(n)
         if self.coupled:
@@ -194,14 +270,10 @@ class KalmanStabilizer:
         per_entry = (noise * share + gain * speed) ** 2
         # Joints whose recent innovations are larger than the model expects are manoeuvring:
         # open them up at once instead of waiting for the (lagging) velocity to grow.
-        boost = np.ones(n)
-        boost[: self.num_keypoints] += c.innovation_gain * np.maximum(self.surprise - 1.0, 0.0)
-        per_entry = per_entry * boost
-        Q = np.zeros_like(F)
-        for i in range(order):
-            for j in range(order):
-                Q[i * n + diag, j * n + diag] = base[i, j] * per_entry
-        return F, Q
+        boost = 1.0 + c.innovation_gain * np.maximum(self.surprise - 1.0, 0.0)
+        if self.coupled:
+            boost = np.append(boost, 1.0)
+        return per_entry * boost
 
     def _measurement_sigma(self, scores: np.ndarray) -> np.ndarray:
         c = self.config
@@ -250,16 +322,25 @@ class KalmanStabilizer:
         """Forget the person (e.g. the track was lost); the next update starts afresh."""
         self.__init__(self.config, self.num_keypoints, self.fixed_body_height)
 
-    def _advance(self, t: float) -> None:
+    def _advance(self, t: float, blocks: np.ndarray | None = None) -> None:
+        """Predict the state to ``t``: filterpy's ``predict``, or :func:`cv_blocks_predict` on
+        ``blocks`` (the covariance blocks of a blocked filter, written back by the caller)."""
         dt = t - self.last_time
         if dt > 0:
-            F, Q = self._transition(dt)
-            self.filter.predict(F=F, Q=Q)
+            if blocks is not None:
+                q = np.array([0.25 * dt**4, 0.5 * dt**3, dt**2])[:, None] * self._process_noise()  # white_noise_q(2, dt)
+                cv_blocks_predict(self.filter.x, blocks, dt, q)
+            else:
+                F, Q = self._transition(dt)
+                self.filter.predict(F=F, Q=Q)
             # Joints missing past the hold time stop moving: extrapolating them drifts off.
             stale = (t - self.last_seen) > self.config.hold_time
-            if np.any(stale):
-                for j in np.flatnonzero(stale):
-                    self.filter.x[self._own_states(j)[1:]] = 0.0
+            if stale.any():
+                if self.blocked:
+                    self.filter.x[self.num_keypoints :][stale] = 0.0
+                else:
+                    for j in np.flatnonzero(stale):
+                        self.filter.x[self._own_states(j)[1:]] = 0.0
             self.last_time = t
 
     def update(self, keypoints: np.ndarray, scores: np.ndarray, timestamp: float) -> StabilizedPose:
@@ -282,7 +363,11 @@ class KalmanStabilizer:
             return self.predict(t)
         if t < self.last_time:
             t = self.last_time  # out-of-order frame: fuse it as if it arrived now
-        self._advance(t)
+        blocks = None
+        if self.blocked:  # P's 2x2 blocks, taken out here and written back below
+            P = self.filter.P
+            blocks = P.take(self._block_index)
+        self._advance(t, blocks)
 
         joints = np.flatnonzero(measured)
         if joints.size:
@@ -291,9 +376,13 @@ class KalmanStabilizer:
             # Re-lock joints that were lost, never seen, or gated away for too long.
             relock = stale | never
             sigma = self._measurement_sigma(sc[joints])
-            H = self._joint_rows(joints)
-            innovation = kp[joints] - H @ self.filter.x
-            var = np.einsum("ij,ij->i", H @ self.filter.P, H) + sigma**2
+            if blocks is not None:
+                innovation = kp[joints] - self.filter.x[joints]
+                var = blocks[0, joints] + sigma**2
+            else:
+                H = self._joint_rows(joints)
+                innovation = kp[joints] - H @ self.filter.x
+                var = np.einsum("ij,ij->i", H @ self.filter.P, H) + sigma**2
             d2 = np.sum(innovation**2, axis=1) / var  # Mahalanobis distance^2, 2 dof
             # Gate relative to the typical innovation (its running mean), so a noise level the
             # model underestimates does not turn into rejecting every measurement.
@@ -307,20 +396,25 @@ class KalmanStabilizer:
             ok = ~gated & ~relock
             level = d2[ok] / (2.0 * self.innovation_level)
             self.surprise[joints[ok]] += self.config.innovation_rate * (level - self.surprise[joints[ok]])
-            for i in np.flatnonzero(relock):
-                self._unlock(joints[i], t, blend=bool(stale[i]) and not never[i])
+            if relock.any():
+                self._unlock(joints[relock], t, stale[relock] & ~never[relock], blocks)
             keep = ~gated
             if keep.any():
                 use = joints[keep]
                 self._check_predictions(t, use, kp[use], relock[keep])
-                R = np.diag(sigma[keep] ** 2)
-                self.filter.update(kp[use], R=R, H=H[keep])
+                if blocks is not None:
+                    cv_blocks_update(self.filter.x, blocks, use, kp[use], sigma[keep] ** 2)
+                else:
+                    R = np.diag(sigma[keep] ** 2)
+                    self.filter.update(kp[use], R=R, H=H[keep])
                 typical = small_median(d2[keep & ~relock]) / 1.386 if np.any(keep & ~relock) else 1.0  # chi2(2) median
                 self.innovation_level = max(1.0, self.innovation_level + 0.05 * (typical - self.innovation_level))
                 self.last_seen[use] = t
                 self.last_measurement[use] = kp[use]
                 self.seen[use] = True
                 self.confidence[use] = sc[use]
+        if blocks is not None:
+            P.put(self._block_index, blocks)
         self._record(t)
         return self.predict(t)
 
@@ -366,25 +460,35 @@ class KalmanStabilizer:
         prior = (PREDICTION_PRIOR_SIZE * self.body_height) ** 2
         return np.clip((xy + PREDICTION_PRIOR_GAIN * prior) / (yy + prior), 0.0, 1.0)
 
-    def _unlock(self, j: int, t: float, blend: bool) -> None:
-        """Open joint ``j``'s own state so the next update takes the measurement.
+    def _unlock(self, joints: np.ndarray, t: float, blend: np.ndarray, blocks: np.ndarray | None = None) -> None:
+        """Open the own states of ``joints`` so the next update takes their measurements.
 
-        ``blend``: the joint was lost, so its output slides from where it was last shown instead
-        of jumping (a joint gated away for ``gate_frames`` frames moved for real and jumps).
+        ``blend`` (per joint): the joint was lost, so its output slides from where it was last shown
+        instead of jumping (a joint gated away for ``gate_frames`` frames moved for real and jumps).
+        ``blocks``: a blocked filter's covariance blocks (opened there instead of in P).
+        Opening one joint changes no joint's shown position (only its velocity and covariance), so
+        the positions before are read once for all of them.
         """
-        if blend:
-            before = self._output_positions(t)[j]
-        self.lock_time[j] = t
-        own = self._own_states(j)
-        P = self.filter.P
-        P[own, :] = 0.0
-        P[:, own] = 0.0
-        P[own[0], own[0]] = self.body_height**2
-        for d, idx in enumerate(own[1:], start=1):
-            P[idx, idx] = (self.body_height * (2.0 if d == 1 else 10.0)) ** 2
-            self.filter.x[idx] = 0.0
-        if blend and self.config.reacquire_time > 0:
-            self._pending_blend[j] = before
+        before = self._output_positions(t) if blend.any() else None
+        self.lock_time[joints] = t
+        if blocks is not None:
+            blocks[:, joints] = 0.0
+            blocks[0, joints] = self.body_height**2
+            blocks[3, joints] = (self.body_height * 2.0) ** 2
+            self.filter.x[self.num_keypoints + joints] = 0.0
+        else:
+            P = self.filter.P
+            for j in joints:
+                own = self._own_states(j)
+                P[own, :] = 0.0
+                P[:, own] = 0.0
+                P[own[0], own[0]] = self.body_height**2
+                for d, idx in enumerate(own[1:], start=1):
+                    P[idx, idx] = (self.body_height * (2.0 if d == 1 else 10.0)) ** 2
+                    self.filter.x[idx] = 0.0
+        if before is not None and self.config.reacquire_time > 0:
+            for j in joints[blend]:
+                self._pending_blend[int(j)] = before[j]
 
     def _record(self, t: float) -> None:
         pending = self._pending_blend
