@@ -155,19 +155,24 @@ def cv_blocks_predict(x: np.ndarray, blocks: np.ndarray, dt: float, q: np.ndarra
     d += q[2]
 
 
-def cv_blocks_update(x: np.ndarray, blocks: np.ndarray, joints: np.ndarray, z: np.ndarray, r: np.ndarray) -> None:
-    """filterpy's ``KalmanFilter.update(z, R=diag(r), H)`` for independent constant-velocity joints, in
-    place, where H reads the positions of ``joints`` (unique indices): the same Joseph form
-    P = (I - KH) P (I - KH)' + K R K' and gain K = P H' S^-1, written out per joint (S is diagonal, its
-    inverse the reciprocals). ``x``, ``blocks`` as :func:`cv_blocks_predict`; ``z`` (M, 2); ``r`` (M,)."""
+def cv_blocks_update(x: np.ndarray, blocks: np.ndarray, use: np.ndarray, z: np.ndarray, r: np.ndarray) -> None:
+    """filterpy's ``KalmanFilter.update(z[use], R=diag(r[use]), H)`` for independent constant-velocity
+    joints, in place, where H reads the positions of the joints in the mask ``use`` (K,): the same
+    Joseph form P = (I - KH) P (I - KH)' + K R K' and gain K = P H' S^-1, written out per joint (S is
+    diagonal, its inverse the reciprocals). ``x``, ``blocks`` as :func:`cv_blocks_predict`; ``z``
+    (K, 2) and ``r`` (K,) positive, read only where ``use`` (computed for every joint, kept where
+    ``use``: cheaper than picking the joints out on 17 entries)."""
     k = blocks.shape[1]
-    a, b, c, d = blocks[:, joints]
+    a, b, c, d = blocks
     si = 1.0 / (a + r)
     k0 = a * si
     k1 = c * si
-    y = z - x[joints]
-    x[joints] += k0[:, None] * y
-    x[k + joints] += k1[:, None] * y
+    pos = x[:k]
+    y = z - pos
+    taken = use[:, None]
+    x[:k] = np.where(taken, pos + k0[:, None] * y, pos)
+    vel = x[k:]
+    x[k:] = np.where(taken, vel + k1[:, None] * y, vel)
     m0 = 1.0 - k0  # I - KH on the joint's position row
     a00 = m0 * a  # (I - KH) @ P
     a01 = m0 * b
@@ -175,10 +180,8 @@ def cv_blocks_update(x: np.ndarray, blocks: np.ndarray, joints: np.ndarray, z: n
     a11 = d - k1 * b
     k0r = k0 * r  # K @ R
     k1r = k1 * r
-    blocks[0, joints] = a00 * m0 + k0r * k0
-    blocks[1, joints] = (a01 - a00 * k1) + k0r * k1
-    blocks[2, joints] = a10 * m0 + k1r * k0
-    blocks[3, joints] = (a11 - a10 * k1) + k1r * k1
+    updated = np.stack([a00 * m0 + k0r * k0, (a01 - a00 * k1) + k0r * k1, a10 * m0 + k1r * k0, (a11 - a10 * k1) + k1r * k1])
+    np.copyto(blocks, updated, where=use)
 
 
 class KalmanStabilizer:
@@ -369,56 +372,67 @@ class KalmanStabilizer:
             blocks = P.take(self._block_index)
         self._advance(t, blocks)
 
-        joints = np.flatnonzero(measured)
-        if joints.size:
-            stale = (t - self.last_seen[joints]) > self.config.hold_time
-            never = ~self.seen[joints]
+        x = self.filter.x
+        k = self.num_keypoints
+        c = self.config
+        if measured.any():
+            # Per joint over all K at once (masks instead of index lists: cheaper on 17 entries);
+            # only measured joints' values are used.
+            stale = (t - self.last_seen) > c.hold_time
+            never = ~self.seen
             # Re-lock joints that were lost, never seen, or gated away for too long.
-            relock = stale | never
-            sigma = self._measurement_sigma(sc[joints])
+            relock = measured & (stale | never)
+            sigma = self._measurement_sigma(sc)
             if blocks is not None:
-                innovation = kp[joints] - self.filter.x[joints]
-                var = blocks[0, joints] + sigma**2
+                innovation = kp - x[:k]
+                var = blocks[0] + sigma * sigma
             else:
+                joints = np.flatnonzero(measured)
                 H = self._joint_rows(joints)
-                innovation = kp[joints] - H @ self.filter.x
-                var = np.einsum("ij,ij->i", H @ self.filter.P, H) + sigma**2
-            d2 = np.sum(innovation**2, axis=1) / var  # Mahalanobis distance^2, 2 dof
+                innovation = np.zeros((k, 2))
+                innovation[joints] = kp[joints] - H @ x
+                var = np.ones(k)
+                var[joints] = np.einsum("ij,ij->i", H @ self.filter.P, H) + sigma[joints] ** 2
+            square = innovation * innovation
+            d2 = (square[:, 0] + square[:, 1]) / var  # Mahalanobis distance^2, 2 dof
             # Gate relative to the typical innovation (its running mean), so a noise level the
             # model underestimates does not turn into rejecting every measurement.
             # A joint that has been surprising lately is moving, so its gate widens with it.
-            limit = self.config.gate * self.innovation_level * np.maximum(self.surprise[joints], 1.0)
-            gated = (d2 > limit) & ~relock if self.config.gate > 0 else np.zeros(len(joints), bool)
-            forced = gated & (self.rejections[joints] + 1 >= self.config.gate_frames)
-            gated &= ~forced
-            relock |= forced
-            self.rejections[joints] = np.where(gated, self.rejections[joints] + 1, 0)
-            ok = ~gated & ~relock
-            level = d2[ok] / (2.0 * self.innovation_level)
-            self.surprise[joints[ok]] += self.config.innovation_rate * (level - self.surprise[joints[ok]])
+            if c.gate > 0:
+                limit = c.gate * self.innovation_level * np.maximum(self.surprise, 1.0)
+                gated = (d2 > limit) & measured & ~relock
+                forced = gated & (self.rejections + 1 >= c.gate_frames)
+                gated &= ~forced
+                relock |= forced
+            else:
+                gated = np.zeros(k, bool)
+            self.rejections = np.where(gated, self.rejections + 1, np.where(measured, 0, self.rejections))
+            keep = measured & ~gated
+            ok = keep & ~relock
+            level = d2 / (2.0 * self.innovation_level)
+            self.surprise = np.where(ok, self.surprise + c.innovation_rate * (level - self.surprise), self.surprise)
             if relock.any():
-                self._unlock(joints[relock], t, stale[relock] & ~never[relock], blocks)
-            keep = ~gated
+                self._unlock(np.flatnonzero(relock), t, (stale & ~never)[relock], blocks)
             if keep.any():
-                use = joints[keep]
-                self._check_predictions(t, use, kp[use], relock[keep])
+                self._check_predictions(t, keep, kp, relock)
                 if blocks is not None:
-                    cv_blocks_update(self.filter.x, blocks, use, kp[use], sigma[keep] ** 2)
+                    cv_blocks_update(x, blocks, keep, kp, sigma * sigma)
                 else:
-                    R = np.diag(sigma[keep] ** 2)
-                    self.filter.update(kp[use], R=R, H=H[keep])
-                typical = small_median(d2[keep & ~relock]) / 1.386 if np.any(keep & ~relock) else 1.0  # chi2(2) median
+                    use = np.flatnonzero(keep)
+                    R = np.diag(sigma[use] ** 2)
+                    self.filter.update(kp[use], R=R, H=self._joint_rows(use))
+                typical = small_median(d2[ok]) / 1.386 if ok.any() else 1.0  # chi2(2) median
                 self.innovation_level = max(1.0, self.innovation_level + 0.05 * (typical - self.innovation_level))
-                self.last_seen[use] = t
-                self.last_measurement[use] = kp[use]
-                self.seen[use] = True
-                self.confidence[use] = sc[use]
+                self.last_seen[keep] = t
+                self.last_measurement[keep] = kp[keep]
+                self.seen |= keep
+                self.confidence[keep] = sc[keep]
         if blocks is not None:
             P.put(self._block_index, blocks)
         self._record(t)
         return self.predict(t)
 
-    def _check_predictions(self, t: float, joints: np.ndarray, measured: np.ndarray, relock: np.ndarray) -> None:
+    def _check_predictions(self, t: float, keep: np.ndarray, measured: np.ndarray, relock: np.ndarray) -> None:
         """Score past ``predict`` extrapolations whose target time has come (``prediction_check``).
 
         For an extrapolation made at base time b to target time T <= t, what happened between b and T
@@ -436,16 +450,20 @@ class KalmanStabilizer:
             return
         while self.predictions and self.predictions[0][1] <= t:
             base, target, position, displacement = self.predictions.popleft()
-            previous = self.last_seen[joints]
-            usable = (previous > base) & (previous <= target) & (t > previous) & ~relock
-            if not np.any(usable):
+            previous = self.last_seen
+            usable = keep & (previous > base) & (previous <= target) & (t > previous) & ~relock
+            if not usable.any():
                 continue
-            j = joints[usable]
-            w = ((target - previous[usable]) / (t - previous[usable]))[:, None]
-            happened = self.last_measurement[j] + w * (measured[usable] - self.last_measurement[j]) - position[j]
+            j = np.flatnonzero(usable)
+            w = ((target - previous[j]) / (t - previous[j]))[:, None]
+            last = self.last_measurement[j]
+            happened = last + w * (measured[j] - last) - position[j]
             decay = math.exp(-(target - base) / memory)
-            self.prediction_xy[j] = decay * self.prediction_xy[j] + np.sum(happened * displacement[j], axis=1)
-            self.prediction_yy[j] = decay * self.prediction_yy[j] + np.sum(displacement[j] ** 2, axis=1)
+            moved = displacement[j]
+            product = happened * moved
+            square = moved * moved
+            self.prediction_xy[j] = decay * self.prediction_xy[j] + (product[:, 0] + product[:, 1])
+            self.prediction_yy[j] = decay * self.prediction_yy[j] + (square[:, 0] + square[:, 1])
 
     def prediction_gain(self) -> np.ndarray:
         """Per joint, the share (0-1) of its extrapolation ``predict`` adds after the last update:
