@@ -207,6 +207,7 @@ class KalmanStabilizer:
         # instead of filterpy's full-matrix predict and update (see the module docstring).
         self.blocked = not self.coupled and self.order == 2
         self._block_index = cv_block_index(k) if self.blocked else None
+        self._blend_latest = -math.inf  # the latest blend_start: no blend is running once it is over
         self._F: np.ndarray | None = None  # the transition matrix for ...
         self._F_dt: float | None = None  # ... this step (s)
         self.initialized = False
@@ -265,12 +266,13 @@ class KalmanStabilizer:
         square = vel * vel
         speed = np.sqrt(square[:, 0] + square[:, 1])  # np.linalg.norm(vel, axis=1), without its dispatch
         gain = c.speed_gain if self.order == 2 else 0.0  # jerk has other units; CA uses ``jerk`` alone
-        share = np.ones(n)
         if self.coupled:
             # Joints keep a share of the motion of their own; the body offset takes the common part.
+            share = np.ones(n)
             share[: self.num_keypoints] = c.joint_share
             share[self.num_keypoints] = c.body_coupling
-        per_entry = (noise * share + gain * speed) ** 2
+            noise = noise * share
+        per_entry = (noise + gain * speed) ** 2
         # Joints whose recent innovations are larger than the model expects are manoeuvring:
         # open them up at once instead of waiting for the (lagging) velocity to grow.
         boost = 1.0 + c.innovation_gain * np.maximum(self.surprise - 1.0, 0.0)
@@ -473,10 +475,10 @@ class KalmanStabilizer:
         k = self.num_keypoints
         if self.config.prediction_check <= 0:
             return np.ones(k)
-        xy = self.prediction_xy + self.prediction_xy.mean()
-        yy = self.prediction_yy + self.prediction_yy.mean()
+        xy = self.prediction_xy + np.add.reduce(self.prediction_xy) / k  # + the mean (what .mean() computes)
+        yy = self.prediction_yy + np.add.reduce(self.prediction_yy) / k
         prior = (PREDICTION_PRIOR_SIZE * self.body_height) ** 2
-        return np.clip((xy + PREDICTION_PRIOR_GAIN * prior) / (yy + prior), 0.0, 1.0)
+        return np.minimum(np.maximum((xy + PREDICTION_PRIOR_GAIN * prior) / (yy + prior), 0.0), 1.0)
 
     def _unlock(self, joints: np.ndarray, t: float, blend: np.ndarray, blocks: np.ndarray | None = None) -> None:
         """Open the own states of ``joints`` so the next update takes their measurements.
@@ -515,11 +517,16 @@ class KalmanStabilizer:
             for j, before in pending.items():
                 self.blend_offset[j] = before - now[j]
                 self.blend_start[j] = t
+            self._blend_latest = max(self._blend_latest, t)
             pending.clear()
+        self.history.append((t, self._joint_values(0), self._joint_values(1), self.confidence.copy()))
+
+    def _joint_values(self, order: int) -> np.ndarray:
+        """Joint positions (order 0), velocities (1), ... (K, 2) from the state: ``basis @ x`` of that
+        block (a copy: with independent joints the basis is the identity and the block is copied)."""
         n = self.num_pos
-        pos = self.basis @ self.filter.x[:n]
-        vel = self.basis @ self.filter.x[n : 2 * n]
-        self.history.append((t, pos, vel, self.confidence.copy()))
+        block = self.filter.x[order * n : (order + 1) * n]
+        return self.basis @ block if self.coupled else block.copy()
 
     # --- outputs ------------------------------------------------------------------------------
     def _state_positions(self, t: float) -> np.ndarray:
@@ -534,9 +541,8 @@ class KalmanStabilizer:
         """Filtered joint positions (K, 2) at the last update and the motion model's displacement
         from there to ``t`` (None at the update's own time)."""
         n = self.num_pos
-        x = self.filter.x
-        horizon = float(np.clip(t - self.last_time, 0.0, self.config.hold_time))
-        start = pos = self.basis @ x[:n]
+        horizon = min(max(t - self.last_time, 0.0), self.config.hold_time)
+        start = pos = self._joint_values(0)
         if horizon == 0.0:
             return pos, None
         # Extrapolate each derivative shrunk by how sure the filter is of it, |d|^2 / (|d|^2 + k var)
@@ -544,12 +550,17 @@ class KalmanStabilizer:
         # noise, and extrapolating noise 50 ms ahead only adds it (benchmark: -3% RMSE at send time).
         P = self.filter.P
         for order in range(1, self.order):
-            block = slice(order * n, (order + 1) * n)
-            deriv = self.basis @ x[block] if order > 1 else self._extrapolation_velocity()
-            var = np.einsum("jk,jk->j", self.basis @ P[block, block], self.basis)
-            size = np.sum(deriv**2, axis=1)
+            deriv = self._joint_values(order) if order > 1 else self._extrapolation_velocity()
+            if self.blocked:  # the velocity variances, P[K+j, K+j]
+                var = P.take(self._block_index[3])
+            else:
+                block = slice(order * n, (order + 1) * n)
+                var = np.einsum("jk,jk->j", self.basis @ P[block, block], self.basis)
+            square = deriv * deriv
+            size = square[:, 0] + square[:, 1]
             shrink = size / np.maximum(size + 2.0 * self.config.extrapolation_shrink * var, 1e-12)
-            pos = pos + deriv * shrink[:, None] * horizon**order / math.factorial(order)
+            step = deriv * shrink[:, None] * horizon
+            pos = pos + (step if order == 1 else step * horizon ** (order - 1) / math.factorial(order))
         return start, pos - start
 
     def _extrapolation_velocity(self) -> np.ndarray:
@@ -560,30 +571,48 @@ class KalmanStabilizer:
         velocity state. Joints re-opened inside that window (their position jumped) or lost past
         ``hold_time`` keep the state velocity alone, so a re-lock never shows up as a fling.
         """
-        n = self.num_pos
-        velocity = self.basis @ self.filter.x[n : 2 * n]
+        velocity = self._joint_values(1)
         share, window = self.config.extrapolation_fit, self.config.extrapolation_window
-        if share <= 0.0 or len(self.history) < window:
+        history = self.history
+        if share <= 0.0 or len(history) < window:
             return velocity
-        recent = [self.history[i] for i in range(len(self.history) - window, len(self.history))]
-        times = np.array([h[0] for h in recent])
-        centred = times - times.mean()
-        spread = float(np.sum(centred**2))
+        recent = [history[i] for i in range(len(history) - window, len(history))]
+        times = [h[0] for h in recent]
+        if window < 8:  # numpy sums fewer than 8 entries in order: the same sums, in Python floats
+            total = 0.0
+            for time_ in times:
+                total += time_
+            mean = total / window
+            centred = [time_ - mean for time_ in times]
+            spread = 0.0
+            for value in centred:
+                spread += value * value
+        else:
+            array = np.array(times)
+            centred = array - array.mean()
+            spread = float(np.sum(centred**2))
         if spread <= 0.0 or times[-1] - times[0] > self.config.hold_time:
             return velocity  # duplicate timestamps or a stall: no usable line
-        slope = np.tensordot(centred, np.stack([h[1] for h in recent]), axes=(0, 0)) / spread
+        # np.tensordot(centred, positions, axes=(0, 0)) is this one product.
+        slope = np.dot(np.array(centred)[None, :], np.array([h[1] for h in recent]).reshape(window, -1)).reshape(velocity.shape) / spread
         usable = (self.lock_time < times[0]) & (self.last_time - self.last_seen <= self.config.hold_time)
         return np.where(usable[:, None], (1.0 - share) * velocity + share * slope, velocity)
 
     def _output_positions(self, t: float) -> np.ndarray:
-        pos = self._state_positions(t)
+        return self._blended(self._state_positions(t), t)
+
+    def _blended(self, pos: np.ndarray, t: float) -> np.ndarray:
+        """``pos`` plus the re-acquisition blend offsets still running at ``t``."""
+        rt = self.config.reacquire_time
+        if rt <= 0 or (t - self._blend_latest) / rt >= 1.0:
+            return pos  # every blend weight is 0 (same test as in _blend, for the latest start)
         return pos + self._blend(t)[:, None] * self.blend_offset
 
     def _blend(self, t: float) -> np.ndarray:
         rt = self.config.reacquire_time
         if rt <= 0:
             return np.zeros(self.num_keypoints)
-        return np.clip(1.0 - (t - self.blend_start) / rt, 0.0, 1.0)
+        return np.minimum(np.maximum(1.0 - (t - self.blend_start) / rt, 0.0), 1.0)
 
     def _scores(self, t: float, confidence: np.ndarray) -> np.ndarray:
         age = np.maximum(t - self.last_seen, 0.0)
@@ -611,7 +640,7 @@ class KalmanStabilizer:
                         self.predictions.pop()
                     self.predictions.append((self.last_time, t, base, displacement))
                 pos = base + self.prediction_gain()[:, None] * displacement
-            pos = pos + self._blend(t)[:, None] * self.blend_offset
+            pos = self._blended(pos, t)
             return StabilizedPose(pos.astype(np.float32), self._scores(t, self.confidence).astype(np.float32), t)
         times = [h[0] for h in self.history]
         i = int(np.searchsorted(times, t))
