@@ -64,11 +64,14 @@ def _clean(keypoints: np.ndarray, scores: np.ndarray, min_confidence: float) -> 
     sc = np.array(scores, dtype=np.float64, copy=True).reshape(-1)
     if sc.shape[0] != kp.shape[0]:
         raise ValueError(f"stabilizer: {kp.shape[0]} keypoints but {sc.shape[0]} scores; pass one score per keypoint")
-    # Non-finite or absurd (beyond any image) coordinates are treated as missing.
-    with np.errstate(invalid="ignore"):
-        finite = np.all(np.abs(kp) < 1e7, axis=1) & np.isfinite(sc)
-    sc = np.where(finite, np.clip(sc, 0.0, 1.0), 0.0)
-    kp[~finite] = 0.0
+    # Non-finite or absurd (beyond any image) coordinates are treated as missing (NaN compares
+    # False, silently). Written with plain ufuncs: np.all / np.clip / errstate cost more than the
+    # arithmetic on 17 entries.
+    size = np.abs(kp)
+    finite = (size[:, 0] < 1e7) & (size[:, 1] < 1e7) & np.isfinite(sc)
+    sc = np.where(finite, np.minimum(np.maximum(sc, 0.0), 1.0), 0.0)
+    if not finite.all():
+        kp[~finite] = 0.0
     measured = sc >= max(min_confidence, 1e-6)
     return kp, sc, measured
 
@@ -88,10 +91,11 @@ def estimate_body_height(keypoints: np.ndarray, measured: np.ndarray) -> float |
     """
     if keypoints.shape[0] < 17:
         return None
-    a, b = _SEGMENTS[:, :, 0], _SEGMENTS[:, :, 1]  # (segment, side)
+    a, b = _SEGMENT_ENDS  # (segment * side,): left and right of each segment in turn
     d = keypoints[a] - keypoints[b]
-    lengths = np.where(measured[a] & measured[b], np.sqrt(d[..., 0] ** 2 + d[..., 1] ** 2), -1.0)
-    longer = lengths.max(axis=1)  # the longer visible side of each segment, -1 when neither is seen
+    square = d * d
+    lengths = np.where(measured[a] & measured[b], np.sqrt(square[:, 0] + square[:, 1]), -1.0)
+    longer = np.maximum(lengths[0::2], lengths[1::2])  # the longer visible side of each segment, -1 when neither is seen
     seen = longer >= 0.0
     if np.count_nonzero(seen) < 2:
         return None
@@ -110,6 +114,7 @@ def small_median(values: np.ndarray) -> float:
 # Torso (shoulder-hip), thigh, shin and upper arm, left and right, and their share of body height.
 _SEGMENTS = np.array([[(5, 11), (6, 12)], [(11, 13), (12, 14)], [(13, 15), (14, 16)], [(5, 7), (6, 8)]])
 _SEGMENT_SHARE = np.array([0.30, 0.245, 0.245, 0.17])
+_SEGMENT_ENDS = _SEGMENTS.reshape(-1, 2).T.copy()  # (2, 8): first and second end of each segment side
 
 
 def white_noise_q(order: int, dt: float) -> np.ndarray:
@@ -450,22 +455,23 @@ class KalmanStabilizer:
         memory = self.config.prediction_check
         if memory <= 0 or not self.predictions:
             return
+        previous = self.last_seen
+        candidates = keep & ~relock & (t > previous)
         while self.predictions and self.predictions[0][1] <= t:
             base, target, position, displacement = self.predictions.popleft()
-            previous = self.last_seen
-            usable = keep & (previous > base) & (previous <= target) & (t > previous) & ~relock
+            usable = candidates & (previous > base) & (previous <= target)
             if not usable.any():
                 continue
-            j = np.flatnonzero(usable)
-            w = ((target - previous[j]) / (t - previous[j]))[:, None]
-            last = self.last_measurement[j]
-            happened = last + w * (measured[j] - last) - position[j]
+            # Every joint at once, kept where usable (w is 0 elsewhere, so nothing there is NaN).
+            w = np.divide(target - previous, t - previous, out=np.zeros(len(previous)), where=usable)[:, None]
+            last = self.last_measurement
+            happened = last + w * (measured - last) - position
             decay = math.exp(-(target - base) / memory)
-            moved = displacement[j]
-            product = happened * moved
-            square = moved * moved
-            self.prediction_xy[j] = decay * self.prediction_xy[j] + (product[:, 0] + product[:, 1])
-            self.prediction_yy[j] = decay * self.prediction_yy[j] + (square[:, 0] + square[:, 1])
+            product = happened * displacement
+            square = displacement * displacement
+            xy, yy = self.prediction_xy, self.prediction_yy
+            self.prediction_xy = np.where(usable, decay * xy + (product[:, 0] + product[:, 1]), xy)
+            self.prediction_yy = np.where(usable, decay * yy + (square[:, 0] + square[:, 1]), yy)
 
     def prediction_gain(self) -> np.ndarray:
         """Per joint, the share (0-1) of its extrapolation ``predict`` adds after the last update:
