@@ -142,51 +142,47 @@ def cv_blocks_predict(x: np.ndarray, blocks: np.ndarray, dt: float, q: np.ndarra
     """filterpy's ``KalmanFilter.predict(F, Q)`` for independent constant-velocity joints, in place.
 
     ``x`` (2K, 2): positions then velocities (x and y as columns); ``blocks`` (4, K): each joint's 2x2
-    covariance block (:func:`cv_block_index` order; every other entry of P is zero); ``q`` (3, K): each
-    joint's process noise Q[j, j], Q[j, K+j] (= Q[K+j, j]) and Q[K+j, K+j]. F = [[1, dt], [0, 1]] per
-    joint. The products are filterpy's ``F @ P @ F.T + Q`` written out term by term in the same order
-    (the entries of the full matrices that are zero drop out), so P keeps filterpy's rounding up to
-    the BLAS's own fused multiply-adds; the blocks are not forced symmetric, as filterpy's are not.
+    covariance block (:func:`cv_block_index` order; every other entry of P is zero); ``q`` (4, K): each
+    joint's process noise block in the same order. F = [[1, dt], [0, 1]] per joint. The products are
+    filterpy's ``F @ P @ F.T + Q`` written out term by term in the same order (the entries of the full
+    matrices that are zero drop out), so P keeps filterpy's rounding up to the BLAS's own fused
+    multiply-adds; the blocks are not forced symmetric, as filterpy's are not.
     """
     k = blocks.shape[1]
     x[:k] += dt * x[k:]
-    a, b, c, d = blocks
-    fp00 = a + dt * c  # F @ P
-    fp01 = b + dt * d
-    blocks[0] = fp00 + fp01 * dt + q[0]
-    blocks[1] = fp01 + q[1]
-    c += d * dt
-    c += q[1]
-    d += q[2]
+    fp00 = blocks[0] + dt * blocks[2]  # (F @ P)[j, j]
+    blocks[1:3] += dt * blocks[3]  # (F @ P)[j, K+j] and (F @ P @ F.T)[K+j, j]
+    blocks[0] = fp00 + blocks[1] * dt
+    blocks += q
 
 
 def cv_blocks_update(x: np.ndarray, blocks: np.ndarray, use: np.ndarray, z: np.ndarray, r: np.ndarray) -> None:
     """filterpy's ``KalmanFilter.update(z[use], R=diag(r[use]), H)`` for independent constant-velocity
     joints, in place, where H reads the positions of the joints in the mask ``use`` (K,): the same
     Joseph form P = (I - KH) P (I - KH)' + K R K' and gain K = P H' S^-1, written out per joint (S is
-    diagonal, its inverse the reciprocals). ``x``, ``blocks`` as :func:`cv_blocks_predict`; ``z``
-    (K, 2) and ``r`` (K,) positive, read only where ``use`` (computed for every joint, kept where
-    ``use``: cheaper than picking the joints out on 17 entries)."""
+    diagonal, its inverse the reciprocals) in filterpy's order of operations. ``x``, ``blocks`` as
+    :func:`cv_blocks_predict`; ``z`` (K, 2) and ``r`` (K,) positive, read only where ``use``
+    (computed for every joint and kept where ``use``: cheaper than picking joints out of 17)."""
     k = blocks.shape[1]
-    a, b, c, d = blocks
-    si = 1.0 / (a + r)
-    k0 = a * si
-    k1 = c * si
-    pos = x[:k]
-    y = z - pos
-    taken = use[:, None]
-    x[:k] = np.where(taken, pos + k0[:, None] * y, pos)
-    vel = x[k:]
-    x[k:] = np.where(taken, vel + k1[:, None] * y, vel)
-    m0 = 1.0 - k0  # I - KH on the joint's position row
-    a00 = m0 * a  # (I - KH) @ P
-    a01 = m0 * b
-    a10 = c - k1 * a
-    a11 = d - k1 * b
-    k0r = k0 * r  # K @ R
-    k1r = k1 * r
-    updated = np.stack([a00 * m0 + k0r * k0, (a01 - a00 * k1) + k0r * k1, a10 * m0 + k1r * k0, (a11 - a10 * k1) + k1r * k1])
-    np.copyto(blocks, updated, where=use)
+    si = 1.0 / (blocks[0] + r)
+    gain = blocks[0::2] * si  # K: (position, velocity) gain per joint
+    y = z - x[:k]
+    state = x.reshape(2, k, 2)
+    np.copyto(state, state + gain[:, :, None] * y, where=use[:, None])
+    k0, k1 = gain
+    m0 = 1.0 - k0  # (I - KH)[j, j]; (I - KH)[K+j, j] = -k1
+    block = blocks.reshape(2, 2, k)
+    a = np.empty((2, 2, k))  # (I - KH) @ P, [row, column, joint]
+    np.multiply(m0, block[0], out=a[0])
+    np.multiply(k1, block[0], out=a[1])
+    np.subtract(block[1], a[1], out=a[1])
+    kr = gain * r  # K @ R
+    new = np.empty((2, 2, k))  # @ (I - KH).T + K R K.T
+    np.multiply(a[:, 0], m0, out=new[:, 0])
+    new[:, 0] += kr * k0
+    np.subtract(a[:, 1], a[:, 0] * k1, out=new[:, 1])
+    new[:, 1] += kr * k1
+    np.copyto(blocks, new.reshape(4, k), where=use)
 
 
 class KalmanStabilizer:
@@ -338,7 +334,7 @@ class KalmanStabilizer:
         dt = t - self.last_time
         if dt > 0:
             if blocks is not None:
-                q = np.array([0.25 * dt**4, 0.5 * dt**3, dt**2])[:, None] * self._process_noise()  # white_noise_q(2, dt)
+                q = np.array([0.25 * dt**4, 0.5 * dt**3, 0.5 * dt**3, dt**2])[:, None] * self._process_noise()  # white_noise_q(2, dt)
                 cv_blocks_predict(self.filter.x, blocks, dt, q)
             else:
                 F, Q = self._transition(dt)
