@@ -230,6 +230,10 @@ class KalmanStabilizer:
         self.blocked = not self.coupled and self.order == 2
         self._block_index = cv_block_index(k) if self.blocked else None
         self._blend_latest = -math.inf  # the latest blend_start: no blend is running once it is over
+        # What predict(t) needs that does not depend on t, computed at the first predict after an
+        # update and reused until the next (the outputs predict at 60 Hz over 30 fps poses).
+        self._motion: tuple[np.ndarray, list[np.ndarray]] | None = None
+        self._gain: np.ndarray | None = None
         self._F: np.ndarray | None = None  # the transition matrix for ...
         self._F_dt: float | None = None  # ... this step (s)
         self.initialized = False
@@ -374,6 +378,7 @@ class KalmanStabilizer:
         """Fuse one frame's measurements; returns the filtered keypoints (K, 2) and scores (K,)."""
         t = _check_time(timestamp)
         kp, sc, measured = _clean(keypoints, scores, self.config.min_confidence)
+        self._motion = self._gain = None  # the state changes below
         if kp.shape[0] != self.num_keypoints:
             raise ValueError(f"stabilizer: expected {self.num_keypoints} keypoints, got {kp.shape[0]}")
         if self.fixed_body_height is None:
@@ -563,15 +568,27 @@ class KalmanStabilizer:
     def _extrapolation(self, t: float) -> tuple[np.ndarray, np.ndarray | None]:
         """Filtered joint positions (K, 2) at the last update and the motion model's displacement
         from there to ``t`` (None at the update's own time)."""
-        n = self.num_pos
         horizon = min(max(t - self.last_time, 0.0), self.config.hold_time)
-        start = pos = self._joint_values(0)
         if horizon == 0.0:
-            return pos, None
+            return self._joint_values(0), None
+        if self._motion is None:
+            self._motion = self._motion_terms()
+        start, rates = self._motion
+        pos = start
+        for order, rate in enumerate(rates, start=1):
+            pos = pos + (rate * horizon if order == 1 else rate * horizon**order / math.factorial(order))
+        return start, pos - start
+
+    def _motion_terms(self) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Joint positions (K, 2) and, per derivative order 1, 2, ..., the derivative (K, 2) that
+        :meth:`_extrapolation` multiplies by horizon**order / order!, as of the last update."""
+        n = self.num_pos
+        start = self._joint_values(0)
         # Extrapolate each derivative shrunk by how sure the filter is of it, |d|^2 / (|d|^2 + k var)
         # (k = extrapolation_shrink, 0 = the plain motion model): a still joint's velocity is mostly
         # noise, and extrapolating noise 50 ms ahead only adds it (benchmark: -3% RMSE at send time).
         P = self.filter.P
+        rates = []
         for order in range(1, self.order):
             deriv = self._joint_values(order) if order > 1 else self._extrapolation_velocity()
             if self.blocked:  # the velocity variances, P[K+j, K+j]
@@ -582,9 +599,8 @@ class KalmanStabilizer:
             square = deriv * deriv
             size = square[:, 0] + square[:, 1]
             shrink = size / np.maximum(size + 2.0 * self.config.extrapolation_shrink * var, 1e-12)
-            step = deriv * shrink[:, None] * horizon
-            pos = pos + (step if order == 1 else step * horizon ** (order - 1) / math.factorial(order))
-        return start, pos - start
+            rates.append(deriv * shrink[:, None])
+        return start, rates
 
     def _extrapolation_velocity(self) -> np.ndarray:
         """Joint velocities (K, 2) that ``predict`` extrapolates after the last update.
@@ -662,7 +678,9 @@ class KalmanStabilizer:
                     if self.predictions and self.predictions[-1][0] == self.last_time:
                         self.predictions.pop()
                     self.predictions.append((self.last_time, t, base, displacement))
-                pos = base + self.prediction_gain()[:, None] * displacement
+                if self._gain is None:
+                    self._gain = self.prediction_gain()[:, None]
+                pos = base + self._gain * displacement
             pos = self._blended(pos, t)
             return StabilizedPose(pos.astype(np.float32), self._scores(t, self.confidence).astype(np.float32), t)
         times = [h[0] for h in self.history]

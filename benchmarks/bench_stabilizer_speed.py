@@ -11,7 +11,8 @@ Gaussian noise, random scores (uniform 0.05-1, 5% of joints at 0), 2% of joints 
 blend), timestamps i/30 with +-4 ms jitter, one frame in 97 repeating the previous timestamp and one
 in 131 arriving 10 ms before it (out of order).
 
-Per frame: ``update(kp, sc, t)`` then ``predict(t + 0.05)`` (latency compensation) and, every third
+Per frame: ``update(kp, sc, t)`` then ``predict(t + 0.05)`` (latency compensation), ``predict(t + 0.05
++ 1/60)`` (the next 60 Hz output tick before the next pose: timed as "tick") and, every third
 frame, ``predict(t - 0.02)`` (Hermite interpolation between earlier updates). Configurations:
 ``default`` (``load_config("default").smoothing``, the only one timed unless ``--time-all``),
 ``coupled`` (``body_coupling = 0.5``) and ``accel`` (``motion_model = "constant_acceleration"``).
@@ -47,6 +48,7 @@ CLIPS = ("cmu_131_01_walk.bvh", "amp/amp_humanoid_hop.npy", "amp/amp_humanoid_wa
 SEEDS = (0, 1, 2)
 FPS = 30.0
 AHEAD = 0.05
+TICK = 1.0 / 60.0
 GROUPS = ((7, 9), (14, 16), (0, 1, 2), (5, 7, 9), (11, 13))
 
 
@@ -86,10 +88,11 @@ def inputs(clip: str, seed: int, frames: int | None) -> tuple[np.ndarray, np.nda
 
 
 def run(names: list[str], frames: int | None, timed: set[str], profiler=None):
-    outputs: dict[str, list[np.ndarray]] = {"update_kp": [], "update_sc": [], "predict_kp": [], "predict_sc": [],
+    outputs: dict[str, list[np.ndarray]] = {"update_kp": [], "update_sc": [], "predict_kp": [], "predict_sc": [], "tick_kp": [], "tick_sc": [],
                                             "between_kp": [], "between_sc": []}
     update_s = {"thread": [], "wall": []}
     predict_s = {"thread": [], "wall": []}
+    tick_s = {"thread": [], "wall": []}
     cfgs = configs(names)
     for clip in CLIPS:
         for seed in SEEDS:
@@ -106,6 +109,8 @@ def run(names: list[str], frames: int | None, timed: set[str], profiler=None):
                     c1, w1 = time.thread_time(), time.perf_counter()
                     ahead = stab.predict(t + AHEAD)
                     c2, w2 = time.thread_time(), time.perf_counter()
+                    tick = stab.predict(t + AHEAD + TICK)
+                    c3, w3 = time.thread_time(), time.perf_counter()
                     if profiler is not None and timing:
                         profiler.disable()
                     if timing:
@@ -113,10 +118,14 @@ def run(names: list[str], frames: int | None, timed: set[str], profiler=None):
                         update_s["wall"].append(w1 - w0)
                         predict_s["thread"].append(c2 - c1)
                         predict_s["wall"].append(w2 - w1)
+                        tick_s["thread"].append(c3 - c2)
+                        tick_s["wall"].append(w3 - w2)
                     outputs["update_kp"].append(out.keypoints)
                     outputs["update_sc"].append(out.scores)
                     outputs["predict_kp"].append(ahead.keypoints)
                     outputs["predict_sc"].append(ahead.scores)
+                    outputs["tick_kp"].append(tick.keypoints)
+                    outputs["tick_sc"].append(tick.scores)
                     if i % 3 == 2:
                         between = stab.predict(t - 0.02)
                         outputs["between_kp"].append(between.keypoints)
@@ -125,7 +134,7 @@ def run(names: list[str], frames: int | None, timed: set[str], profiler=None):
                     outputs.setdefault(f"state_x_{name}", []).append(stab.filter.x.copy())
                     outputs.setdefault(f"state_p_{name}", []).append(np.diag(stab.filter.P).copy())
     golden = {key: np.array(value, dtype=np.float64) for key, value in outputs.items()}
-    return golden, update_s, predict_s
+    return golden, update_s, predict_s, tick_s
 
 
 def compare(golden: dict[str, np.ndarray], path: Path) -> float:
@@ -167,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         profiler = cProfile.Profile()
     load_before = os.getloadavg()
     start = time.perf_counter()
-    golden, update_s, predict_s = run(names, args.frames, timed, profiler)
+    golden, update_s, predict_s, tick_s = run(names, args.frames, timed, profiler)
     seconds = time.perf_counter() - start
     load_after = os.getloadavg()
     print(f"load average before {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}, "
@@ -176,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"timed: {', '.join(sorted(timed))}; {len(update_s['thread'])} calls each")
         print(f"update  thread_time {stats(update_s['thread'])}; wall {stats(update_s['wall'])}")
         print(f"predict thread_time {stats(predict_s['thread'])}; wall {stats(predict_s['wall'])}")
+        print(f"tick    thread_time {stats(tick_s['thread'])}; wall {stats(tick_s['wall'])}")
     if args.save:
         np.savez(args.save, **golden)
         print(f"saved {sum(len(v) for v in golden.values())} outputs to {args.save}")
