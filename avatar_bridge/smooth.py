@@ -113,7 +113,7 @@ def estimate_body_height(keypoints: np.ndarray, measured: np.ndarray) -> float |
     if keypoints.shape[0] < 17:
         return None
     a, b = _SEGMENT_ENDS  # (segment * side,): left and right of each segment in turn
-    d = keypoints[a] - keypoints[b]
+    d = _SEGMENT_DIFFERENCE @ keypoints  # keypoints[a] - keypoints[b]: exact (one +1 and one -1 per row)
     square = d * d
     lengths = np.where(measured[a] & measured[b], np.sqrt(square[:, 0] + square[:, 1]), -1.0)
     longer = np.maximum(lengths[0::2], lengths[1::2])  # the longer visible side of each segment, -1 when neither is seen
@@ -136,6 +136,9 @@ def small_median(values: np.ndarray) -> float:
 _SEGMENTS = np.array([[(5, 11), (6, 12)], [(11, 13), (12, 14)], [(13, 15), (14, 16)], [(5, 7), (6, 8)]])
 _SEGMENT_SHARE = np.array([0.30, 0.245, 0.245, 0.17])
 _SEGMENT_ENDS = _SEGMENTS.reshape(-1, 2).T.copy()  # (2, 8): first and second end of each segment side
+_SEGMENT_DIFFERENCE = np.zeros((8, 17))
+_SEGMENT_DIFFERENCE[np.arange(8), _SEGMENT_ENDS[0]] = 1.0
+_SEGMENT_DIFFERENCE[np.arange(8), _SEGMENT_ENDS[1]] = -1.0
 
 
 def white_noise_q(order: int, dt: float) -> np.ndarray:
@@ -654,8 +657,7 @@ class KalmanStabilizer:
         return np.minimum(np.maximum(1.0 - (t - self.blend_start) / rt, 0.0), 1.0)
 
     def _scores(self, t: float, confidence: np.ndarray) -> np.ndarray:
-        age = np.maximum(t - self.last_seen, 0.0)
-        over = np.maximum(age - self.config.hold_time, 0.0)
+        over = np.maximum((t - self.last_seen) - self.config.hold_time, 0.0)  # time unseen past hold_time
         decay = np.exp(-over / max(self.config.missing_decay, 1e-6))
         return np.where(self.seen, confidence * decay, 0.0)
 
