@@ -113,7 +113,7 @@ def estimate_body_height(keypoints: np.ndarray, measured: np.ndarray) -> float |
     if keypoints.shape[0] < 17:
         return None
     a, b = _SEGMENT_ENDS  # (segment * side,): left and right of each segment in turn
-    d = _SEGMENT_DIFFERENCE @ keypoints  # keypoints[a] - keypoints[b]: exact (one +1 and one -1 per row)
+    d = _SEGMENT_DIFFERENCE @ keypoints[:17]  # keypoints[a] - keypoints[b]: exact (one +1 and one -1 per row)
     square = d * d
     lengths = np.where(measured[a] & measured[b], np.sqrt(square[:, 0] + square[:, 1]), -1.0)
     longer = np.maximum(lengths[0::2], lengths[1::2])  # the longer visible side of each segment, -1 when neither is seen
