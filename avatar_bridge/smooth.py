@@ -35,6 +35,27 @@ Why the Kalman filter looks the way it does:
   common to the body (walking, swaying) is estimated from every keypoint at once while each joint
   keeps its own residual motion.
 - Non-finite keypoints or scores count as missing; NaN never reaches the state.
+
+What runs where (cost: ``update`` runs once per person per pose frame, ``predict`` at the output
+rate, 60 Hz; on 17 joints the cost is the number of numpy calls, not arithmetic):
+- Default model (``constant_velocity``, ``body_coupling = 0``): every joint is independent, so P is
+  block diagonal with one 2x2 (position, velocity) block per joint and stays so (F, Q, H and R keep
+  that structure; a re-lock clears a joint's own rows). ``update`` takes the blocks out of
+  ``self.filter.P`` (one ``take``), runs the predict and the Joseph-form update on them,
+  vectorized over joints (:func:`cv_blocks_predict`, :func:`cv_blocks_update`: filterpy's
+  ``predict``/``update`` equations written out per block, in filterpy's order of operations), and
+  puts them back (one ``put``); ``self.filter.x`` is updated in place. ``self.filter`` is still the
+  filterpy ``KalmanFilter`` holding the state (x, P), but its bookkeeping attributes (``x_prior``,
+  ``K``, ``S``, ``y``, ...) are not set on this path. tests/test_smooth.py checks the block step
+  against filterpy's ``KalmanFilter`` on random block-structured problems and the stabilizer against
+  the same stabilizer with ``blocked = False`` (filterpy's calls); benchmarks/bench_stabilizer_speed.py
+  records and compares all outputs (max difference 0 px on its clips and seeds).
+- ``body_coupling > 0`` (the shared body offset couples every joint) or ``constant_acceleration``:
+  filterpy's ``predict(F, Q)`` and ``update(z, R, H)`` on the full matrices, as before.
+- Around the filter step (both paths), per joint quantities are computed on all 17 joints with
+  masks rather than index lists, and helpers avoid numpy's Python-level wrappers (``np.clip``,
+  ``.mean()``, ``np.linalg.norm``, ``np.tensordot``) with the same arithmetic, so outputs are
+  unchanged bit for bit on the benchmark.
 """
 
 from __future__ import annotations
@@ -64,11 +85,14 @@ def _clean(keypoints: np.ndarray, scores: np.ndarray, min_confidence: float) -> 
     sc = np.array(scores, dtype=np.float64, copy=True).reshape(-1)
     if sc.shape[0] != kp.shape[0]:
         raise ValueError(f"stabilizer: {kp.shape[0]} keypoints but {sc.shape[0]} scores; pass one score per keypoint")
-    # Non-finite or absurd (beyond any image) coordinates are treated as missing.
-    with np.errstate(invalid="ignore"):
-        finite = np.all(np.abs(kp) < 1e7, axis=1) & np.isfinite(sc)
-    sc = np.where(finite, np.clip(sc, 0.0, 1.0), 0.0)
-    kp[~finite] = 0.0
+    # Non-finite or absurd (beyond any image) coordinates are treated as missing (NaN compares
+    # False, silently). Written with plain ufuncs: np.all / np.clip / errstate cost more than the
+    # arithmetic on 17 entries.
+    size = np.abs(kp)
+    finite = (size[:, 0] < 1e7) & (size[:, 1] < 1e7) & np.isfinite(sc)
+    sc = np.where(finite, np.minimum(np.maximum(sc, 0.0), 1.0), 0.0)
+    if not finite.all():
+        kp[~finite] = 0.0
     measured = sc >= max(min_confidence, 1e-6)
     return kp, sc, measured
 
@@ -88,10 +112,11 @@ def estimate_body_height(keypoints: np.ndarray, measured: np.ndarray) -> float |
     """
     if keypoints.shape[0] < 17:
         return None
-    a, b = _SEGMENTS[:, :, 0], _SEGMENTS[:, :, 1]  # (segment, side)
-    d = keypoints[a] - keypoints[b]
-    lengths = np.where(measured[a] & measured[b], np.sqrt(d[..., 0] ** 2 + d[..., 1] ** 2), -1.0)
-    longer = lengths.max(axis=1)  # the longer visible side of each segment, -1 when neither is seen
+    a, b = _SEGMENT_ENDS  # (segment * side,): left and right of each segment in turn
+    d = _SEGMENT_DIFFERENCE @ keypoints[:17]  # keypoints[a] - keypoints[b]: exact (one +1 and one -1 per row)
+    square = d * d
+    lengths = np.where(measured[a] & measured[b], np.sqrt(square[:, 0] + square[:, 1]), -1.0)
+    longer = np.maximum(lengths[0::2], lengths[1::2])  # the longer visible side of each segment, -1 when neither is seen
     seen = longer >= 0.0
     if np.count_nonzero(seen) < 2:
         return None
@@ -110,6 +135,10 @@ def small_median(values: np.ndarray) -> float:
 # Torso (shoulder-hip), thigh, shin and upper arm, left and right, and their share of body height.
 _SEGMENTS = np.array([[(5, 11), (6, 12)], [(11, 13), (12, 14)], [(13, 15), (14, 16)], [(5, 7), (6, 8)]])
 _SEGMENT_SHARE = np.array([0.30, 0.245, 0.245, 0.17])
+_SEGMENT_ENDS = _SEGMENTS.reshape(-1, 2).T.copy()  # (2, 8): first and second end of each segment side
+_SEGMENT_DIFFERENCE = np.zeros((8, 17))
+_SEGMENT_DIFFERENCE[np.arange(8), _SEGMENT_ENDS[0]] = 1.0
+_SEGMENT_DIFFERENCE[np.arange(8), _SEGMENT_ENDS[1]] = -1.0
 
 
 def white_noise_q(order: int, dt: float) -> np.ndarray:
@@ -122,6 +151,62 @@ def white_noise_q(order: int, dt: float) -> np.ndarray:
     if order == 3:
         return np.array([[0.25 * dt**4, 0.5 * dt**3, 0.5 * dt**2], [0.5 * dt**3, dt**2, dt], [0.5 * dt**2, dt, 1.0]])
     raise ValueError(f"white_noise_q: order {order} not supported (2 = constant velocity, 3 = constant acceleration)")
+
+
+def cv_block_index(num_keypoints: int) -> np.ndarray:
+    """Flat indices (4, K) into a (2K, 2K) covariance of each joint's 2x2 block
+    [[P[j, j], P[j, K+j]], [P[K+j, j], P[K+j, K+j]]] (position then velocity entries), row-major."""
+    k = num_keypoints
+    j = np.arange(k)
+    dim = 2 * k
+    return np.stack([j * (dim + 1), j * dim + k + j, (k + j) * dim + j, (k + j) * (dim + 1)])
+
+
+def cv_blocks_predict(x: np.ndarray, blocks: np.ndarray, dt: float, q: np.ndarray) -> None:
+    """filterpy's ``KalmanFilter.predict(F, Q)`` for independent constant-velocity joints, in place.
+
+    ``x`` (2K, 2): positions then velocities (x and y as columns); ``blocks`` (4, K): each joint's 2x2
+    covariance block (:func:`cv_block_index` order; every other entry of P is zero); ``q`` (4, K): each
+    joint's process noise block in the same order. F = [[1, dt], [0, 1]] per joint. The products are
+    filterpy's ``F @ P @ F.T + Q`` written out term by term in the same order (the entries of the full
+    matrices that are zero drop out), so P keeps filterpy's rounding up to the BLAS's own fused
+    multiply-adds; the blocks are not forced symmetric, as filterpy's are not.
+    """
+    k = blocks.shape[1]
+    x[:k] += dt * x[k:]
+    fp00 = blocks[0] + dt * blocks[2]  # (F @ P)[j, j]
+    blocks[1:3] += dt * blocks[3]  # (F @ P)[j, K+j] and (F @ P @ F.T)[K+j, j]
+    blocks[0] = fp00 + blocks[1] * dt
+    blocks += q
+
+
+def cv_blocks_update(x: np.ndarray, blocks: np.ndarray, use: np.ndarray, z: np.ndarray, r: np.ndarray) -> None:
+    """filterpy's ``KalmanFilter.update(z[use], R=diag(r[use]), H)`` for independent constant-velocity
+    joints, in place, where H reads the positions of the joints in the mask ``use`` (K,): the same
+    Joseph form P = (I - KH) P (I - KH)' + K R K' and gain K = P H' S^-1, written out per joint (S is
+    diagonal, its inverse the reciprocals) in filterpy's order of operations. ``x``, ``blocks`` as
+    :func:`cv_blocks_predict`; ``z`` (K, 2) and ``r`` (K,) positive, read only where ``use``
+    (computed for every joint and kept where ``use``: cheaper than picking joints out of 17)."""
+    k = blocks.shape[1]
+    si = 1.0 / (blocks[0] + r)
+    gain = blocks[0::2] * si  # K: (position, velocity) gain per joint
+    y = z - x[:k]
+    state = x.reshape(2, k, 2)
+    np.copyto(state, state + gain[:, :, None] * y, where=use[:, None])
+    k0, k1 = gain
+    m0 = 1.0 - k0  # (I - KH)[j, j]; (I - KH)[K+j, j] = -k1
+    block = blocks.reshape(2, 2, k)
+    a = np.empty((2, 2, k))  # (I - KH) @ P, [row, column, joint]
+    np.multiply(m0, block[0], out=a[0])
+    np.multiply(k1, block[0], out=a[1])
+    np.subtract(block[1], a[1], out=a[1])
+    kr = gain * r  # K @ R
+    new = np.empty((2, 2, k))  # @ (I - KH).T + K R K.T
+    np.multiply(a[:, 0], m0, out=new[:, 0])
+    new[:, 0] += kr * k0
+    np.subtract(a[:, 1], a[:, 0] * k1, out=new[:, 1])
+    new[:, 1] += kr * k1
+    np.copyto(blocks, new.reshape(4, k), where=use)
 
 
 class KalmanStabilizer:
@@ -142,6 +227,16 @@ class KalmanStabilizer:
         self.basis = basis  # joint position = basis @ position entries
         self.filter = KalmanFilter(dim_x=self.num_pos * self.order, dim_z=k)
         self._diag = np.arange(self.num_pos)
+        # Independent constant-velocity joints (the default): P is block diagonal, one 2x2 block per
+        # joint, and the filter step runs on those blocks (cv_blocks_predict / cv_blocks_update)
+        # instead of filterpy's full-matrix predict and update (see the module docstring).
+        self.blocked = not self.coupled and self.order == 2
+        self._block_index = cv_block_index(k) if self.blocked else None
+        self._blend_latest = -math.inf  # the latest blend_start: no blend is running once it is over
+        # What predict(t) needs that does not depend on t, computed at the first predict after an
+        # update and reused until the next (the outputs predict at 60 Hz over 30 fps poses).
+        self._motion: tuple[np.ndarray, list[np.ndarray]] | None = None
+        self._gain: np.ndarray | None = None
         self._F: np.ndarray | None = None  # the transition matrix for ...
         self._F_dt: float | None = None  # ... this step (s)
         self.initialized = False
@@ -179,29 +274,40 @@ class KalmanStabilizer:
         if dt <= 0:
             return F, np.zeros_like(F)
         base = white_noise_q(order, dt)
-        c = self.config
-        noise = (c.acceleration if self.order == 2 else c.jerk) * self.body_height
-        # Faster joints get more process noise: a swinging limb's acceleration scales with its
-        # speed (a = omega * v for an oscillation), while a still joint is smoothed hard.
-        vel = self.filter.x[n : 2 * n] if self.initialized else np.zeros((n, 2))
-        speed = np.linalg.norm(np.concatenate([self.basis @ vel, vel[self.num_keypoints :]]), axis=1)
-        gain = c.speed_gain if self.order == 2 else 0.0  # jerk has other units; CA uses ``jerk`` alone
-        share = np.ones(n)
-        if self.coupled:
-            # Joints keep a share of the motion of their own; the body offset takes the common part.
-            share[: self.num_keypoints] = c.joint_share
-            share[self.num_keypoints] = c.body_coupling
-        per_entry = (noise * share + gain * speed) ** 2
-        # Joints whose recent innovations are larger than the model expects are manoeuvring:
-        # open them up at once instead of waiting for the (lagging) velocity to grow.
-        boost = np.ones(n)
-        boost[: self.num_keypoints] += c.innovation_gain * np.maximum(self.surprise - 1.0, 0.0)
-        per_entry = per_entry * boost
+        per_entry = self._process_noise()
         Q = np.zeros_like(F)
         for i in range(order):
             for j in range(order):
                 Q[i * n + diag, j * n + diag] = base[i, j] * per_entry
         return F, Q
+
+    def _process_noise(self) -> np.ndarray:
+        """Per position entry (joints, then the body offset when coupled), the variance scale of the
+        white-noise process noise: ``white_noise_q(order, dt) * scale`` is that entry's Q block."""
+        n = self.num_pos
+        c = self.config
+        noise = (c.acceleration if self.order == 2 else c.jerk) * self.body_height
+        # Faster joints get more process noise: a swinging limb's acceleration scales with its
+        # speed (a = omega * v for an oscillation), while a still joint is smoothed hard.
+        vel = self.filter.x[n : 2 * n] if self.initialized else np.zeros((n, 2))
+        if self.coupled:
+            vel = np.concatenate([self.basis @ vel, vel[self.num_keypoints :]])
+        square = vel * vel
+        speed = np.sqrt(square[:, 0] + square[:, 1])  # np.linalg.norm(vel, axis=1), without its dispatch
+        gain = c.speed_gain if self.order == 2 else 0.0  # jerk has other units; CA uses ``jerk`` alone
+        if self.coupled:
+            # Joints keep a share of the motion of their own; the body offset takes the common part.
+            share = np.ones(n)
+            share[: self.num_keypoints] = c.joint_share
+            share[self.num_keypoints] = c.body_coupling
+            noise = noise * share
+        per_entry = (noise + gain * speed) ** 2
+        # Joints whose recent innovations are larger than the model expects are manoeuvring:
+        # open them up at once instead of waiting for the (lagging) velocity to grow.
+        boost = 1.0 + c.innovation_gain * np.maximum(self.surprise - 1.0, 0.0)
+        if self.coupled:
+            boost = np.append(boost, 1.0)
+        return per_entry * boost
 
     def _measurement_sigma(self, scores: np.ndarray) -> np.ndarray:
         c = self.config
@@ -250,22 +356,32 @@ class KalmanStabilizer:
         """Forget the person (e.g. the track was lost); the next update starts afresh."""
         self.__init__(self.config, self.num_keypoints, self.fixed_body_height)
 
-    def _advance(self, t: float) -> None:
+    def _advance(self, t: float, blocks: np.ndarray | None = None) -> None:
+        """Predict the state to ``t``: filterpy's ``predict``, or :func:`cv_blocks_predict` on
+        ``blocks`` (the covariance blocks of a blocked filter, written back by the caller)."""
         dt = t - self.last_time
         if dt > 0:
-            F, Q = self._transition(dt)
-            self.filter.predict(F=F, Q=Q)
+            if blocks is not None:
+                q = np.array([0.25 * dt**4, 0.5 * dt**3, 0.5 * dt**3, dt**2])[:, None] * self._process_noise()  # white_noise_q(2, dt)
+                cv_blocks_predict(self.filter.x, blocks, dt, q)
+            else:
+                F, Q = self._transition(dt)
+                self.filter.predict(F=F, Q=Q)
             # Joints missing past the hold time stop moving: extrapolating them drifts off.
             stale = (t - self.last_seen) > self.config.hold_time
-            if np.any(stale):
-                for j in np.flatnonzero(stale):
-                    self.filter.x[self._own_states(j)[1:]] = 0.0
+            if stale.any():
+                if self.blocked:
+                    self.filter.x[self.num_keypoints :][stale] = 0.0
+                else:
+                    for j in np.flatnonzero(stale):
+                        self.filter.x[self._own_states(j)[1:]] = 0.0
             self.last_time = t
 
     def update(self, keypoints: np.ndarray, scores: np.ndarray, timestamp: float) -> StabilizedPose:
         """Fuse one frame's measurements; returns the filtered keypoints (K, 2) and scores (K,)."""
         t = _check_time(timestamp)
         kp, sc, measured = _clean(keypoints, scores, self.config.min_confidence)
+        self._motion = self._gain = None  # the state changes below
         if kp.shape[0] != self.num_keypoints:
             raise ValueError(f"stabilizer: expected {self.num_keypoints} keypoints, got {kp.shape[0]}")
         if self.fixed_body_height is None:
@@ -282,49 +398,73 @@ class KalmanStabilizer:
             return self.predict(t)
         if t < self.last_time:
             t = self.last_time  # out-of-order frame: fuse it as if it arrived now
-        self._advance(t)
+        blocks = None
+        if self.blocked:  # P's 2x2 blocks, taken out here and written back below
+            P = self.filter.P
+            blocks = P.take(self._block_index)
+        self._advance(t, blocks)
 
-        joints = np.flatnonzero(measured)
-        if joints.size:
-            stale = (t - self.last_seen[joints]) > self.config.hold_time
-            never = ~self.seen[joints]
+        x = self.filter.x
+        k = self.num_keypoints
+        c = self.config
+        if measured.any():
+            # Per joint over all K at once (masks instead of index lists: cheaper on 17 entries);
+            # only measured joints' values are used.
+            stale = (t - self.last_seen) > c.hold_time
+            never = ~self.seen
             # Re-lock joints that were lost, never seen, or gated away for too long.
-            relock = stale | never
-            sigma = self._measurement_sigma(sc[joints])
-            H = self._joint_rows(joints)
-            innovation = kp[joints] - H @ self.filter.x
-            var = np.einsum("ij,ij->i", H @ self.filter.P, H) + sigma**2
-            d2 = np.sum(innovation**2, axis=1) / var  # Mahalanobis distance^2, 2 dof
+            relock = measured & (stale | never)
+            sigma = self._measurement_sigma(sc)
+            if blocks is not None:
+                innovation = kp - x[:k]
+                var = blocks[0] + sigma * sigma
+            else:
+                joints = np.flatnonzero(measured)
+                H = self._joint_rows(joints)
+                innovation = np.zeros((k, 2))
+                innovation[joints] = kp[joints] - H @ x
+                var = np.ones(k)
+                var[joints] = np.einsum("ij,ij->i", H @ self.filter.P, H) + sigma[joints] ** 2
+            square = innovation * innovation
+            d2 = (square[:, 0] + square[:, 1]) / var  # Mahalanobis distance^2, 2 dof
             # Gate relative to the typical innovation (its running mean), so a noise level the
             # model underestimates does not turn into rejecting every measurement.
             # A joint that has been surprising lately is moving, so its gate widens with it.
-            limit = self.config.gate * self.innovation_level * np.maximum(self.surprise[joints], 1.0)
-            gated = (d2 > limit) & ~relock if self.config.gate > 0 else np.zeros(len(joints), bool)
-            forced = gated & (self.rejections[joints] + 1 >= self.config.gate_frames)
-            gated &= ~forced
-            relock |= forced
-            self.rejections[joints] = np.where(gated, self.rejections[joints] + 1, 0)
-            ok = ~gated & ~relock
-            level = d2[ok] / (2.0 * self.innovation_level)
-            self.surprise[joints[ok]] += self.config.innovation_rate * (level - self.surprise[joints[ok]])
-            for i in np.flatnonzero(relock):
-                self._unlock(joints[i], t, blend=bool(stale[i]) and not never[i])
-            keep = ~gated
+            if c.gate > 0:
+                limit = c.gate * self.innovation_level * np.maximum(self.surprise, 1.0)
+                gated = (d2 > limit) & measured & ~relock
+                forced = gated & (self.rejections + 1 >= c.gate_frames)
+                gated &= ~forced
+                relock |= forced
+            else:
+                gated = np.zeros(k, bool)
+            self.rejections = np.where(gated, self.rejections + 1, np.where(measured, 0, self.rejections))
+            keep = measured & ~gated
+            ok = keep & ~relock
+            level = d2 / (2.0 * self.innovation_level)
+            self.surprise = np.where(ok, self.surprise + c.innovation_rate * (level - self.surprise), self.surprise)
+            if relock.any():
+                self._unlock(np.flatnonzero(relock), t, (stale & ~never)[relock], blocks)
             if keep.any():
-                use = joints[keep]
-                self._check_predictions(t, use, kp[use], relock[keep])
-                R = np.diag(sigma[keep] ** 2)
-                self.filter.update(kp[use], R=R, H=H[keep])
-                typical = small_median(d2[keep & ~relock]) / 1.386 if np.any(keep & ~relock) else 1.0  # chi2(2) median
+                self._check_predictions(t, keep, kp, relock)
+                if blocks is not None:
+                    cv_blocks_update(x, blocks, keep, kp, sigma * sigma)
+                else:
+                    use = np.flatnonzero(keep)
+                    R = np.diag(sigma[use] ** 2)
+                    self.filter.update(kp[use], R=R, H=self._joint_rows(use))
+                typical = small_median(d2[ok]) / 1.386 if ok.any() else 1.0  # chi2(2) median
                 self.innovation_level = max(1.0, self.innovation_level + 0.05 * (typical - self.innovation_level))
-                self.last_seen[use] = t
-                self.last_measurement[use] = kp[use]
-                self.seen[use] = True
-                self.confidence[use] = sc[use]
+                self.last_seen[keep] = t
+                self.last_measurement[keep] = kp[keep]
+                self.seen |= keep
+                self.confidence[keep] = sc[keep]
+        if blocks is not None:
+            P.put(self._block_index, blocks)
         self._record(t)
         return self.predict(t)
 
-    def _check_predictions(self, t: float, joints: np.ndarray, measured: np.ndarray, relock: np.ndarray) -> None:
+    def _check_predictions(self, t: float, keep: np.ndarray, measured: np.ndarray, relock: np.ndarray) -> None:
         """Score past ``predict`` extrapolations whose target time has come (``prediction_check``).
 
         For an extrapolation made at base time b to target time T <= t, what happened between b and T
@@ -340,18 +480,23 @@ class KalmanStabilizer:
         memory = self.config.prediction_check
         if memory <= 0 or not self.predictions:
             return
+        previous = self.last_seen
+        candidates = keep & ~relock & (t > previous)
         while self.predictions and self.predictions[0][1] <= t:
             base, target, position, displacement = self.predictions.popleft()
-            previous = self.last_seen[joints]
-            usable = (previous > base) & (previous <= target) & (t > previous) & ~relock
-            if not np.any(usable):
+            usable = candidates & (previous > base) & (previous <= target)
+            if not usable.any():
                 continue
-            j = joints[usable]
-            w = ((target - previous[usable]) / (t - previous[usable]))[:, None]
-            happened = self.last_measurement[j] + w * (measured[usable] - self.last_measurement[j]) - position[j]
+            # Every joint at once, kept where usable (w is 0 elsewhere, so nothing there is NaN).
+            w = np.divide(target - previous, t - previous, out=np.zeros(len(previous)), where=usable)[:, None]
+            last = self.last_measurement
+            happened = last + w * (measured - last) - position
             decay = math.exp(-(target - base) / memory)
-            self.prediction_xy[j] = decay * self.prediction_xy[j] + np.sum(happened * displacement[j], axis=1)
-            self.prediction_yy[j] = decay * self.prediction_yy[j] + np.sum(displacement[j] ** 2, axis=1)
+            product = happened * displacement
+            square = displacement * displacement
+            xy, yy = self.prediction_xy, self.prediction_yy
+            self.prediction_xy = np.where(usable, decay * xy + (product[:, 0] + product[:, 1]), xy)
+            self.prediction_yy = np.where(usable, decay * yy + (square[:, 0] + square[:, 1]), yy)
 
     def prediction_gain(self) -> np.ndarray:
         """Per joint, the share (0-1) of its extrapolation ``predict`` adds after the last update:
@@ -361,30 +506,40 @@ class KalmanStabilizer:
         k = self.num_keypoints
         if self.config.prediction_check <= 0:
             return np.ones(k)
-        xy = self.prediction_xy + self.prediction_xy.mean()
-        yy = self.prediction_yy + self.prediction_yy.mean()
+        xy = self.prediction_xy + np.add.reduce(self.prediction_xy) / k  # + the mean (what .mean() computes)
+        yy = self.prediction_yy + np.add.reduce(self.prediction_yy) / k
         prior = (PREDICTION_PRIOR_SIZE * self.body_height) ** 2
-        return np.clip((xy + PREDICTION_PRIOR_GAIN * prior) / (yy + prior), 0.0, 1.0)
+        return np.minimum(np.maximum((xy + PREDICTION_PRIOR_GAIN * prior) / (yy + prior), 0.0), 1.0)
 
-    def _unlock(self, j: int, t: float, blend: bool) -> None:
-        """Open joint ``j``'s own state so the next update takes the measurement.
+    def _unlock(self, joints: np.ndarray, t: float, blend: np.ndarray, blocks: np.ndarray | None = None) -> None:
+        """Open the own states of ``joints`` so the next update takes their measurements.
 
-        ``blend``: the joint was lost, so its output slides from where it was last shown instead
-        of jumping (a joint gated away for ``gate_frames`` frames moved for real and jumps).
+        ``blend`` (per joint): the joint was lost, so its output slides from where it was last shown
+        instead of jumping (a joint gated away for ``gate_frames`` frames moved for real and jumps).
+        ``blocks``: a blocked filter's covariance blocks (opened there instead of in P).
+        Opening one joint changes no joint's shown position (only its velocity and covariance), so
+        the positions before are read once for all of them.
         """
-        if blend:
-            before = self._output_positions(t)[j]
-        self.lock_time[j] = t
-        own = self._own_states(j)
-        P = self.filter.P
-        P[own, :] = 0.0
-        P[:, own] = 0.0
-        P[own[0], own[0]] = self.body_height**2
-        for d, idx in enumerate(own[1:], start=1):
-            P[idx, idx] = (self.body_height * (2.0 if d == 1 else 10.0)) ** 2
-            self.filter.x[idx] = 0.0
-        if blend and self.config.reacquire_time > 0:
-            self._pending_blend[j] = before
+        before = self._output_positions(t) if blend.any() else None
+        self.lock_time[joints] = t
+        if blocks is not None:
+            blocks[:, joints] = 0.0
+            blocks[0, joints] = self.body_height**2
+            blocks[3, joints] = (self.body_height * 2.0) ** 2
+            self.filter.x[self.num_keypoints + joints] = 0.0
+        else:
+            P = self.filter.P
+            for j in joints:
+                own = self._own_states(j)
+                P[own, :] = 0.0
+                P[:, own] = 0.0
+                P[own[0], own[0]] = self.body_height**2
+                for d, idx in enumerate(own[1:], start=1):
+                    P[idx, idx] = (self.body_height * (2.0 if d == 1 else 10.0)) ** 2
+                    self.filter.x[idx] = 0.0
+        if before is not None and self.config.reacquire_time > 0:
+            for j in joints[blend]:
+                self._pending_blend[int(j)] = before[j]
 
     def _record(self, t: float) -> None:
         pending = self._pending_blend
@@ -393,11 +548,16 @@ class KalmanStabilizer:
             for j, before in pending.items():
                 self.blend_offset[j] = before - now[j]
                 self.blend_start[j] = t
+            self._blend_latest = max(self._blend_latest, t)
             pending.clear()
+        self.history.append((t, self._joint_values(0), self._joint_values(1), self.confidence.copy()))
+
+    def _joint_values(self, order: int) -> np.ndarray:
+        """Joint positions (order 0), velocities (1), ... (K, 2) from the state: ``basis @ x`` of that
+        block (a copy: with independent joints the basis is the identity and the block is copied)."""
         n = self.num_pos
-        pos = self.basis @ self.filter.x[:n]
-        vel = self.basis @ self.filter.x[n : 2 * n]
-        self.history.append((t, pos, vel, self.confidence.copy()))
+        block = self.filter.x[order * n : (order + 1) * n]
+        return self.basis @ block if self.coupled else block.copy()
 
     # --- outputs ------------------------------------------------------------------------------
     def _state_positions(self, t: float) -> np.ndarray:
@@ -411,24 +571,39 @@ class KalmanStabilizer:
     def _extrapolation(self, t: float) -> tuple[np.ndarray, np.ndarray | None]:
         """Filtered joint positions (K, 2) at the last update and the motion model's displacement
         from there to ``t`` (None at the update's own time)."""
-        n = self.num_pos
-        x = self.filter.x
-        horizon = float(np.clip(t - self.last_time, 0.0, self.config.hold_time))
-        start = pos = self.basis @ x[:n]
+        horizon = min(max(t - self.last_time, 0.0), self.config.hold_time)
         if horizon == 0.0:
-            return pos, None
+            return self._joint_values(0), None
+        if self._motion is None:
+            self._motion = self._motion_terms()
+        start, rates = self._motion
+        pos = start
+        for order, rate in enumerate(rates, start=1):
+            pos = pos + (rate * horizon if order == 1 else rate * horizon**order / math.factorial(order))
+        return start, pos - start
+
+    def _motion_terms(self) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Joint positions (K, 2) and, per derivative order 1, 2, ..., the derivative (K, 2) that
+        :meth:`_extrapolation` multiplies by horizon**order / order!, as of the last update."""
+        n = self.num_pos
+        start = self._joint_values(0)
         # Extrapolate each derivative shrunk by how sure the filter is of it, |d|^2 / (|d|^2 + k var)
         # (k = extrapolation_shrink, 0 = the plain motion model): a still joint's velocity is mostly
         # noise, and extrapolating noise 50 ms ahead only adds it (benchmark: -3% RMSE at send time).
         P = self.filter.P
+        rates = []
         for order in range(1, self.order):
-            block = slice(order * n, (order + 1) * n)
-            deriv = self.basis @ x[block] if order > 1 else self._extrapolation_velocity()
-            var = np.einsum("jk,jk->j", self.basis @ P[block, block], self.basis)
-            size = np.sum(deriv**2, axis=1)
+            deriv = self._joint_values(order) if order > 1 else self._extrapolation_velocity()
+            if self.blocked:  # the velocity variances, P[K+j, K+j]
+                var = P.take(self._block_index[3])
+            else:
+                block = slice(order * n, (order + 1) * n)
+                var = np.einsum("jk,jk->j", self.basis @ P[block, block], self.basis)
+            square = deriv * deriv
+            size = square[:, 0] + square[:, 1]
             shrink = size / np.maximum(size + 2.0 * self.config.extrapolation_shrink * var, 1e-12)
-            pos = pos + deriv * shrink[:, None] * horizon**order / math.factorial(order)
-        return start, pos - start
+            rates.append(deriv * shrink[:, None])
+        return start, rates
 
     def _extrapolation_velocity(self) -> np.ndarray:
         """Joint velocities (K, 2) that ``predict`` extrapolates after the last update.
@@ -438,34 +613,51 @@ class KalmanStabilizer:
         velocity state. Joints re-opened inside that window (their position jumped) or lost past
         ``hold_time`` keep the state velocity alone, so a re-lock never shows up as a fling.
         """
-        n = self.num_pos
-        velocity = self.basis @ self.filter.x[n : 2 * n]
+        velocity = self._joint_values(1)
         share, window = self.config.extrapolation_fit, self.config.extrapolation_window
-        if share <= 0.0 or len(self.history) < window:
+        history = self.history
+        if share <= 0.0 or len(history) < window:
             return velocity
-        recent = [self.history[i] for i in range(len(self.history) - window, len(self.history))]
-        times = np.array([h[0] for h in recent])
-        centred = times - times.mean()
-        spread = float(np.sum(centred**2))
+        recent = [history[i] for i in range(len(history) - window, len(history))]
+        times = [h[0] for h in recent]
+        if window < 8:  # numpy sums fewer than 8 entries in order: the same sums, in Python floats
+            total = 0.0
+            for time_ in times:
+                total += time_
+            mean = total / window
+            centred = [time_ - mean for time_ in times]
+            spread = 0.0
+            for value in centred:
+                spread += value * value
+        else:
+            array = np.array(times)
+            centred = array - array.mean()
+            spread = float(np.sum(centred**2))
         if spread <= 0.0 or times[-1] - times[0] > self.config.hold_time:
             return velocity  # duplicate timestamps or a stall: no usable line
-        slope = np.tensordot(centred, np.stack([h[1] for h in recent]), axes=(0, 0)) / spread
+        # np.tensordot(centred, positions, axes=(0, 0)) is this one product.
+        slope = np.dot(np.array(centred)[None, :], np.array([h[1] for h in recent]).reshape(window, -1)).reshape(velocity.shape) / spread
         usable = (self.lock_time < times[0]) & (self.last_time - self.last_seen <= self.config.hold_time)
         return np.where(usable[:, None], (1.0 - share) * velocity + share * slope, velocity)
 
     def _output_positions(self, t: float) -> np.ndarray:
-        pos = self._state_positions(t)
+        return self._blended(self._state_positions(t), t)
+
+    def _blended(self, pos: np.ndarray, t: float) -> np.ndarray:
+        """``pos`` plus the re-acquisition blend offsets still running at ``t``."""
+        rt = self.config.reacquire_time
+        if rt <= 0 or (t - self._blend_latest) / rt >= 1.0:
+            return pos  # every blend weight is 0 (same test as in _blend, for the latest start)
         return pos + self._blend(t)[:, None] * self.blend_offset
 
     def _blend(self, t: float) -> np.ndarray:
         rt = self.config.reacquire_time
         if rt <= 0:
             return np.zeros(self.num_keypoints)
-        return np.clip(1.0 - (t - self.blend_start) / rt, 0.0, 1.0)
+        return np.minimum(np.maximum(1.0 - (t - self.blend_start) / rt, 0.0), 1.0)
 
     def _scores(self, t: float, confidence: np.ndarray) -> np.ndarray:
-        age = np.maximum(t - self.last_seen, 0.0)
-        over = np.maximum(age - self.config.hold_time, 0.0)
+        over = np.maximum((t - self.last_seen) - self.config.hold_time, 0.0)  # time unseen past hold_time
         decay = np.exp(-over / max(self.config.missing_decay, 1e-6))
         return np.where(self.seen, confidence * decay, 0.0)
 
@@ -488,8 +680,10 @@ class KalmanStabilizer:
                     if self.predictions and self.predictions[-1][0] == self.last_time:
                         self.predictions.pop()
                     self.predictions.append((self.last_time, t, base, displacement))
-                pos = base + self.prediction_gain()[:, None] * displacement
-            pos = pos + self._blend(t)[:, None] * self.blend_offset
+                if self._gain is None:
+                    self._gain = self.prediction_gain()[:, None]
+                pos = base + self._gain * displacement
+            pos = self._blended(pos, t)
             return StabilizedPose(pos.astype(np.float32), self._scores(t, self.confidence).astype(np.float32), t)
         times = [h[0] for h in self.history]
         i = int(np.searchsorted(times, t))

@@ -487,3 +487,93 @@ def test_small_median_matches_numpy():
     for n in range(1, 20):
         values = rng.normal(size=n)
         assert small_median(values) == float(np.median(values))
+
+
+def random_blocks(rng, k):
+    """A random block-diagonal covariance in cv_block_index order: (4, K) 2x2 blocks, positive definite."""
+    pos = rng.uniform(1.0, 1e4, k)
+    vel = rng.uniform(1.0, 1e5, k)
+    corr = rng.uniform(-0.9, 0.9, k) * np.sqrt(pos * vel)
+    return np.stack([pos, corr, corr, vel])
+
+
+def full_covariance(blocks):
+    k = blocks.shape[1]
+    from avatar_bridge.smooth import cv_block_index
+
+    P = np.zeros((2 * k, 2 * k))
+    P.put(cv_block_index(k), blocks)
+    return P
+
+
+@pytest.mark.parametrize("k", [1, 5, 17])
+def test_block_filter_step_is_filterpys(k):
+    """The hot path's predict and update on the 2x2 blocks of independent constant-velocity joints
+    equal filterpy's KalmanFilter.predict / update (Joseph form, full matrices) on the same problem,
+    step after step (random dt, process noise, measured subsets, measurement noise)."""
+    from filterpy.kalman import KalmanFilter
+
+    from avatar_bridge.smooth import cv_block_index, cv_blocks_predict, cv_blocks_update, white_noise_q
+
+    rng = np.random.default_rng(k)
+    for trial in range(5):
+        blocks = random_blocks(rng, k)
+        x = rng.normal(0, 300, (2 * k, 2))
+        kf = KalmanFilter(dim_x=2 * k, dim_z=k)
+        kf.x, kf.P = x.copy(), full_covariance(blocks)
+        index = cv_block_index(k)
+        for step in range(40):
+            dt = float(rng.uniform(0.005, 0.2))
+            scale = rng.uniform(1.0, 1e5, k)
+            base = white_noise_q(2, dt)
+            q = base.reshape(4, 1) * scale
+            F = np.block([[np.eye(k), dt * np.eye(k)], [np.zeros((k, k)), np.eye(k)]])
+            Q = np.zeros((2 * k, 2 * k))
+            Q.put(index, q)
+            kf.predict(F=F, Q=Q)
+            cv_blocks_predict(x, blocks, dt, q)
+            use = rng.random(k) < 0.7
+            z = x[:k] + rng.normal(0, 20, (k, 2))
+            r = rng.uniform(0.5, 500.0, k) ** 2
+            if use.any():
+                joints = np.flatnonzero(use)
+                H = np.zeros((len(joints), 2 * k))
+                H[np.arange(len(joints)), joints] = 1.0
+                kf.update(z[joints], R=np.diag(r[joints]), H=H)
+                cv_blocks_update(x, blocks, use, z, r)
+            P = full_covariance(blocks)
+            np.testing.assert_allclose(x, kf.x, rtol=1e-12, atol=1e-9)
+            np.testing.assert_allclose(P, kf.P, rtol=1e-10, atol=1e-9 * float(np.abs(kf.P).max()))
+            # Everything outside the blocks stays exactly zero in filterpy's P too.
+            outside = np.ones_like(P, dtype=bool)
+            outside.flat[index.ravel()] = False
+            assert np.all(kf.P[outside] == 0.0)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_blocked_stabilizer_equals_filterpy_path(seed):
+    """The default (independent constant-velocity) stabilizer, whose filter step runs on the
+    covariance blocks, gives the outputs of the same stabilizer on filterpy's full-matrix
+    predict/update, through gating, re-locks, dropped joints, jittered and repeated timestamps."""
+    rng = np.random.default_rng(seed)
+    fast = KalmanStabilizer(SmoothingConfig())
+    reference = KalmanStabilizer(SmoothingConfig())
+    assert fast.blocked
+    reference.blocked = False  # filterpy's predict and update on the full matrices
+    t = 0.0
+    for i in range(150):
+        t += 1 / 30 + rng.uniform(-0.004, 0.004) if i % 37 else 0.0
+        z = line(t, velocity=(200.0 * np.sin(t), -80.0)) + rng.normal(0, 3, (K, 2))
+        sc = rng.uniform(0.05, 1.0, K)
+        sc[rng.random(K) < 0.05] = 0.0
+        z[rng.random(K) < 0.03] += 80.0
+        if i % 50 < 15:
+            sc[[7, 9]] = 0.0
+        for stab in (fast, reference):
+            stab.update(z, sc, t)
+        for when in (t, t + 0.05, t - 0.02):
+            a, b = fast.predict(when), reference.predict(when)
+            np.testing.assert_allclose(a.keypoints, b.keypoints, rtol=0, atol=1e-9)
+            np.testing.assert_array_equal(a.scores, b.scores)
+    np.testing.assert_allclose(fast.filter.x, reference.filter.x, rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(fast.filter.P, reference.filter.P, rtol=1e-10, atol=1e-6)
