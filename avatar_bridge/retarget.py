@@ -344,15 +344,10 @@ class Lifter(Protocol):
     def lift(self, keypoints: np.ndarray, scores: np.ndarray, timestamp: float) -> np.ndarray: ...
 
 
-def _unit(v: np.ndarray) -> np.ndarray:
-    n = math.sqrt(float(v @ v))
-    return v / max(n, 1e-12)
-
-
-# Small-vector helpers. A numpy call costs about as much on a (4, 2, 3) array as on one 3-vector (~1 us,
-# mostly call overhead), so the hot paths work on all limbs and candidates at once with as few calls
-# as possible; scalar 3-vectors (torso, body frame) are plain float tuples. np.cross and
-# np.linalg.norm are avoided: their generic code costs ~10 us per call on tiny arrays.
+# Small-vector helpers. A numpy call costs 1-4 us on a tiny array, mostly call overhead, while a few
+# float operations cost tens of nanoseconds: the lifter runs per person on every pose update and
+# output tick on 3-vectors and four limbs, so it works in plain Python floats (3-vectors as tuples).
+# The batched solver below still uses the (..., 3) array helpers.
 _LEVI_CIVITA = np.zeros((3, 3, 3))
 _LEVI_CIVITA[0, 1, 2] = _LEVI_CIVITA[1, 2, 0] = _LEVI_CIVITA[2, 0, 1] = 1.0
 _LEVI_CIVITA[0, 2, 1] = _LEVI_CIVITA[2, 1, 0] = _LEVI_CIVITA[1, 0, 2] = -1.0
@@ -364,7 +359,7 @@ def _dots(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _crosses(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Cross products over the last axis of (..., 3) arrays (one call; the same products as :func:`_cross`)."""
+    """Cross products over the last axis of (..., 3) arrays (one call)."""
     return np.einsum("ijk,...j,...k->...i", _LEVI_CIVITA, a, b)
 
 
@@ -372,31 +367,11 @@ def _norms(v: np.ndarray) -> np.ndarray:
     return np.sqrt(_dots(v, v))
 
 
-def _units(v: np.ndarray) -> np.ndarray:
-    """:func:`_unit` over the last axis."""
-    return v / np.maximum(_norms(v), 1e-12)[..., None]
-
-
-_CANON = np.array([1.0, 1.0, -1.0])  # camera coordinates (depth away from the camera) <-> canonical (Z towards it)
-_NEAR_FAR = np.array([-1.0, 1.0])
-
-
-def _on_rays(parent: np.ndarray, ray: np.ndarray, length: np.ndarray | float, planar: bool) -> np.ndarray:
-    """Nearer and farther points on each ``ray`` at ``length`` from its ``parent`` (the closest point
-    twice if none), (..., 2, 3): ``parent`` and ``ray`` (..., 3) broadcast together, ``length`` with
-    their leading shape (...). ``planar``: the point at the parent's depth, twice."""
-    if planar:
-        point = ray * (parent[..., 2:] / ray[..., 2:])  # same depth as the parent
-        return np.stack([point, point], -2)
-    a = _dots(ray, ray)
-    b = _dots(ray, parent)
-    off = _crosses(ray, parent)
-    root = np.sqrt(np.maximum(a * length * length - _dots(off, off), 0.0))  # no cancellation at long range
-    return ray[..., None, :] * ((b[..., None] + root[..., None] * _NEAR_FAR) / a[..., None])[..., None]
-
-
-def _on_ray(parent: tuple[float, float, float], ray: list[float], length: float, planar: bool):
-    """:func:`_on_rays` for one ray, in floats: (nearer, farther) points as tuples."""
+def _on_ray(parent: tuple[float, float, float], ray: tuple[float, float, float], length: float, planar: bool):
+    """Nearer and farther points (camera coordinates, metres, float tuples) on the viewing ``ray`` at
+    ``length`` from ``parent`` (the closest point twice if none reaches). ``planar``: the point at the
+    parent's depth, twice. The root is taken from |ray x parent|, not b^2 - a c: no cancellation at
+    long range."""
     rx, ry, rz = ray
     px, py, pz = parent
     if planar:
@@ -411,36 +386,31 @@ def _on_ray(parent: tuple[float, float, float], ray: list[float], length: float,
 
 
 def _unit3(x: float, y: float, z: float) -> tuple[float, float, float]:
-    """:func:`_unit` of a float 3-vector."""
+    """Unit vector along a float 3-vector (the zero vector stays zero)."""
     n = max(math.sqrt(x * x + y * y + z * z), 1e-12)
     return x / n, y / n, z / n
 
 
-# Segments with a signed-depth continuity state, in the lifter's state arrays: the torso, then the limbs.
+# Segments with a signed-depth continuity state, in the lifter's state list: the torso, then the limbs.
 _SIGN_SEGMENTS: tuple[str, ...] = ("torso",) + tuple(LIMB_SEGMENTS)
 _TORSO_SLOT = 0
 
-# The four two-segment limbs the lifter places, as index arrays (left arm, left leg, right arm, right
-# leg): parent / middle / end keypoint, upper and lower segment (in LIMB_SEGMENTS and in the sign state),
-# arm or leg, and the side (+1 left: its outward direction is the body's left axis).
+# The four two-segment limbs the lifter places: left arm, left leg, right arm, right leg.
 _LIFT_LIMBS = (
     ("left_upper_arm", "left_lower_arm", L_SH, L_EL, L_WR, True, 1.0),
     ("left_upper_leg", "left_lower_leg", L_HIP, L_KN, L_AN, False, 1.0),
     ("right_upper_arm", "right_lower_arm", R_SH, R_EL, R_WR, True, -1.0),
     ("right_upper_leg", "right_lower_leg", R_HIP, R_KN, R_AN, False, -1.0),
 )
-_LL_A = np.array([limb[2] for limb in _LIFT_LIMBS])
-_LL_B = np.array([limb[3] for limb in _LIFT_LIMBS])
-_LL_C = np.array([limb[4] for limb in _LIFT_LIMBS])
-_LL_UPPER_LIMB = np.array([list(LIMB_SEGMENTS).index(limb[0]) for limb in _LIFT_LIMBS])
-_LL_LOWER_LIMB = np.array([list(LIMB_SEGMENTS).index(limb[1]) for limb in _LIFT_LIMBS])
-_LL_UPPER_SLOT = np.array([_SIGN_SEGMENTS.index(limb[0]) for limb in _LIFT_LIMBS])
-_LL_LOWER_SLOT = np.array([_SIGN_SEGMENTS.index(limb[1]) for limb in _LIFT_LIMBS])
-_LL_ARM = np.array([limb[5] for limb in _LIFT_LIMBS])
-_LL_SIDE = np.array([limb[6] for limb in _LIFT_LIMBS])
-# Elbows bend towards the front (alt: up), knees towards the back (alt: down).
-_LL_BEND_SIGN = np.where(_LL_ARM, 1.0, -1.0)
-_LL_ROWS = np.arange(len(_LIFT_LIMBS))
+# The same as one row per limb for the lifter's loop: parent / middle / end keypoint, the upper and
+# lower segment's index in LIMB_SEGMENTS and slot in _SIGN_SEGMENTS, arm or leg, the side (+1 left:
+# its outward direction is the body's left axis) and the bend sign (elbows bend towards the front
+# (alt: up), knees towards the back (alt: down)).
+_LIFT_LIMB_ROWS = tuple(
+    (a, b, c, list(LIMB_SEGMENTS).index(upper), list(LIMB_SEGMENTS).index(lower),
+     _SIGN_SEGMENTS.index(upper), _SIGN_SEGMENTS.index(lower), arm, side, 1.0 if arm else -1.0)
+    for upper, lower, a, b, c, arm, side in _LIFT_LIMBS
+)
 
 
 @dataclass(frozen=True)
@@ -464,10 +434,12 @@ class LifterTuning:
     limb_scale_share: float = 0.9  # third largest limb ratio counts this much against the torso's
 
 
-# The limb segments' 2D ends, for the batched lengths in the lifter (LIMB_SEGMENTS order).
-_LIMB_START = np.array([a for a, _ in LIMB_SEGMENTS.values()])
-_LIMB_END = np.array([b for _, b in LIMB_SEGMENTS.values()])
-_SIGN_VALUE, _SIGN_RATE, _SIGN_TIME, _SIGN_TRUST = range(4)  # rows of ForeshorteningLifter._signs
+# The limb segments' 2D ends (LIMB_SEGMENTS order).
+_LIMB_ENDS = tuple(LIMB_SEGMENTS.values())
+_NAN3 = (math.nan, math.nan, math.nan)
+# A segment's continuity state: (signed depth dz / L, its rate per second, when it was set (-inf:
+# never, no continuity), how much its extrapolation is believed (lowered by degenerate frames)).
+_NO_SIGN = (0.0, 0.0, -math.inf, 1.0)
 
 
 class ForeshorteningLifter:
@@ -479,8 +451,8 @@ class ForeshorteningLifter:
     |dz| = sqrt(L^2 - l^2). The absolute distance comes from the apparent size, assuming the user has
     the canonical body size (only the strength of the perspective correction depends on that).
 
-    It runs per person on every pose update and output tick, so the four limbs are placed together
-    (numpy over limbs and their near/far configurations) and the torso in plain floats.
+    It runs per person on every pose update and output tick on 3-vectors, so it works in plain
+    Python floats (numpy's per-call overhead would dominate); only the output is an array.
     """
 
     def __init__(self, calibration: Calibration, min_score: float = 0.3, planar: bool = False,
@@ -498,14 +470,10 @@ class ForeshorteningLifter:
         self._signs = self._no_signs()
 
     @staticmethod
-    def _no_signs() -> np.ndarray:
-        """Signed-depth state, one column per segment of ``_SIGN_SEGMENTS``: rows signed depth (dz / L),
-        its rate, when it was set (-inf: never, no continuity) and how much the extrapolation is
-        believed (lowered by degenerate frames)."""
-        signs = np.zeros((4, len(_SIGN_SEGMENTS)))
-        signs[_SIGN_TIME] = -math.inf
-        signs[_SIGN_TRUST] = 1.0
-        return signs
+    def _no_signs() -> list[tuple[float, float, float, float]]:
+        """Signed-depth state, one ``_NO_SIGN``-shaped tuple per segment of ``_SIGN_SEGMENTS``. The
+        tuples are replaced, never changed in place, so a fork only copies the list."""
+        return [_NO_SIGN] * len(_SIGN_SEGMENTS)
 
     def reset(self) -> None:
         self.scale = 0.0
@@ -519,11 +487,11 @@ class ForeshorteningLifter:
         tick never changes how depth is resolved; only pose updates advance the real state.
         """
         twin = copy.copy(self)
-        twin._signs = self._signs.copy()
+        twin._signs = list(self._signs)
         return twin
 
     # -- scale ---------------------------------------------------------------------------------------
-    def _update_scale(self, limb_ratios: np.ndarray, torso_ratio: float, timestamp: float) -> float:
+    def _update_scale(self, limb_ratios: list[float], torso_ratio: float, timestamp: float) -> float:
         """Apparent size relative to calibration, from the 2D / calibrated length ratios of the limb
         segments (NaN: not seen) and of the torso.
 
@@ -531,7 +499,7 @@ class ForeshorteningLifter:
         the scale. The torso is rarely foreshortened much; the third largest limb ratio guards against
         a bent-over torso while ignoring one or two limbs magnified by perspective or noise.
         """
-        limbs = sorted(r for r in limb_ratios.tolist() if math.isfinite(r))[::-1]
+        limbs = sorted((r for r in limb_ratios if math.isfinite(r)), reverse=True)
         torso = torso_ratio if math.isfinite(torso_ratio) else 0.0
         observed = max(torso, self.tuning.limb_scale_share * (limbs[2] if len(limbs) > 2 else 0.0))
         if observed <= 0:
@@ -547,46 +515,60 @@ class ForeshorteningLifter:
         return self.scale
 
     # -- sign choice ---------------------------------------------------------------------------------
-    def _extrapolation(self, timestamp: float) -> tuple[np.ndarray, np.ndarray]:
-        """Per segment: the weight of continuity (how recent and trusted its state is; 0 without a
-        recent one) and its signed depth extrapolated to ``timestamp``. A candidate signed depth
-        ``v`` costs ``weight * (v - extrapolated) ** 2``."""
-        value, rate, time, trust = self._signs
-        age = timestamp - time
-        live = (age >= 0) & (age <= self.continuity_seconds)
-        age = np.where(live, age, 0.0)  # never-set states (-inf) would give inf * 0 below
-        return np.where(live, (1.0 - age / self.continuity_seconds) * trust, 0.0), value + rate * age
+    def _extrapolation(self, timestamp: float) -> tuple[list[float], list[float]]:
+        """Per segment of ``_SIGN_SEGMENTS``: the weight of continuity (how recent and trusted its
+        state is; 0 without a recent one) and its signed depth extrapolated to ``timestamp``. A
+        candidate signed depth ``v`` costs ``weight * (v - extrapolated) ** 2``."""
+        span = self.continuity_seconds
+        weight, extrapolated = [], []
+        for value, rate, time, trust in self._signs:
+            age = timestamp - time
+            if 0 <= age <= span:
+                weight.append((1.0 - age / span) * trust)
+                extrapolated.append(value + rate * age)
+            else:  # never set (-inf), stale or in the future: no continuity
+                weight.append(0.0)
+                extrapolated.append(value)
+        return weight, extrapolated
 
-    def _commit(self, slots: np.ndarray, values: np.ndarray, timestamp: float, degenerate: np.ndarray) -> None:
-        """Remember segments' chosen signed depths (``slots`` index ``_SIGN_SEGMENTS``) and update their
-        rates (not from degenerate frames, where the segment looked longer than calibrated and its
-        depth is just the closest point)."""
-        value, rate, time, trust = self._signs[:, slots]
-        age = timestamp - time
-        fresh = ~((age > 0) & (age <= self.continuity_seconds))
-        age = np.where(fresh, 1.0, age)
+    def _commit(self, chosen: list[tuple[int, float, bool]], timestamp: float) -> None:
+        """Remember segments' chosen signed depths, ``(slot in _SIGN_SEGMENTS, value, degenerate)``,
+        and update their rates (not from degenerate frames, where the segment looked longer than
+        calibrated and its depth is just the closest point)."""
+        span = self.continuity_seconds
         keep = self.tuning.rate_keep
-        moved = keep * rate + (1 - keep) * (values - value) / age
-        # Near the image plane a crossing and a turn back look alike: a degenerate frame holds the rate
-        # but trusts the extrapolation less with every such frame, so anatomy decides where it comes out.
         signs = self._signs
-        signs[_SIGN_RATE, slots] = np.where(fresh, 0.0, np.where(degenerate, rate, moved))
-        signs[_SIGN_TRUST, slots] = np.where(fresh, 1.0, np.where(degenerate, trust * self.tuning.degenerate_trust_keep,
-                                                                     np.minimum(1.0, trust + 0.25)))
-        signs[_SIGN_VALUE, slots] = values
-        signs[_SIGN_TIME, slots] = timestamp
+        for slot, new, degenerate in chosen:
+            value, rate, time, trust = signs[slot]
+            age = timestamp - time
+            if not 0 < age <= span:  # fresh start
+                rate, trust = 0.0, 1.0
+            elif degenerate:
+                # Near the image plane a crossing and a turn back look alike: a degenerate frame holds
+                # the rate but trusts the extrapolation less with every such frame, so anatomy decides
+                # where it comes out.
+                trust = trust * self.tuning.degenerate_trust_keep
+            else:
+                rate = keep * rate + (1 - keep) * (new - value) / age
+                trust = min(1.0, trust + 0.25)
+            signs[slot] = (new, rate, timestamp, trust)
 
     # -- lifting -------------------------------------------------------------------------------------
     def lift(self, keypoints: np.ndarray, scores: np.ndarray, timestamp: float) -> np.ndarray:
-        kp = np.asarray(keypoints, dtype=np.float64)
-        ok = (np.asarray(scores) >= self.min_score) & np.all(np.isfinite(kp), axis=-1)
-        kp = np.where(ok[:, None], kp, 0.0)
-        seen, k = ok.tolist(), kp.tolist()
+        k = np.asarray(keypoints, dtype=np.float64).tolist()
+        min_score = self.min_score
+        seen = [s >= min_score and math.isfinite(p[0]) and math.isfinite(p[1])
+                for p, s in zip(k, np.asarray(scores, dtype=np.float64).tolist())]
         cal = self.calibration
         segments = cal.segments
-        limb_cal = np.array([segments[s] for s in LIMB_SEGMENTS])
-        ends = kp[_LIMB_START] - kp[_LIMB_END]
-        limb_px = np.where(ok[_LIMB_START] & ok[_LIMB_END], np.sqrt(np.einsum("ij,ij->i", ends, ends)), np.nan)
+        limb_cal = [segments[s] for s in LIMB_SEGMENTS]
+        limb_ratios = []
+        for (a, b), length in zip(_LIMB_ENDS, limb_cal):
+            if seen[a] and seen[b]:
+                dx, dy = k[a][0] - k[b][0], k[a][1] - k[b][1]
+                limb_ratios.append(math.sqrt(dx * dx + dy * dy) / length)
+            else:
+                limb_ratios.append(math.nan)
         have_hips = seen[L_HIP] and seen[R_HIP]
         have_shoulders = seen[L_SH] and seen[R_SH]
         torso_px = math.nan
@@ -594,25 +576,22 @@ class ForeshorteningLifter:
             dx = (k[L_SH][0] + k[R_SH][0]) / 2 - (k[L_HIP][0] + k[R_HIP][0]) / 2
             dy = (k[L_SH][1] + k[R_SH][1]) / 2 - (k[L_HIP][1] + k[R_HIP][1]) / 2
             torso_px = math.sqrt(dx * dx + dy * dy)
-        scale = self._update_scale(limb_px / limb_cal, torso_px / segments["torso"], timestamp)
-        out = np.full((NUM_KEYPOINTS, 3), np.nan)
+        scale = self._update_scale(limb_ratios, torso_px / segments["torso"], timestamp)
         if not (have_hips or have_shoulders):
-            return out
+            return np.full((NUM_KEYPOINTS, 3), np.nan)
         tune = self.tuning
         planar = self.planar
 
-        # Viewing rays (x right, y up, depth away from the camera). Orthographic: parallel rays, the
-        # image is taken as seen from a very distant camera with the same pixel scale.
+        # Viewing rays of the seen keypoints (x right, y up, depth away from the camera). Orthographic:
+        # parallel rays, the image is taken as seen from a very distant camera with the same pixel scale.
         width, height = self.image_size
         ortho = self.focal_px <= 0
         focal = 1e6 if ortho else self.focal_px
-        rays = np.ones((NUM_KEYPOINTS, 3))
-        rays[:, 0] = (kp[:, 0] - width / 2) / focal
-        rays[:, 1] = -(kp[:, 1] - height / 2) / focal
-        ray = rays.tolist()
+        half_w, half_h = width / 2, height / 2
+        ray = [((p[0] - half_w) / focal, -(p[1] - half_h) / focal, 1.0) if s else None for p, s in zip(k, seen)]
         dist_cal = focal * CANONICAL_BODY_M / cal.body_px  # metres to the user at calibration
         dist = dist_cal / scale
-        pts = np.full((NUM_KEYPOINTS, 3), np.nan)  # camera coordinates, metres
+        pts: list[tuple[float, float, float] | None] = [None] * NUM_KEYPOINTS  # camera coordinates, metres
         weight, extrapolated = self._extrapolation(timestamp)
 
         # Which way the body is turned: cos from the shoulder/hip line widths (signed: + facing the
@@ -641,17 +620,17 @@ class ForeshorteningLifter:
             pts[left] = left_far if sin_sign > 0 else left_near
             pts[right] = right_near if sin_sign > 0 else right_far
 
-        torso_value = None  # the torso's chosen signed depth, committed with the limbs' at the end
+        chosen = []  # (sign slot, signed depth, degenerate) to commit at the end
         torso_m = segments["torso"] * dist_cal / focal
         if have_hips:
             hip_center = tuple((ray[L_HIP][i] + ray[R_HIP][i]) / 2 * dist for i in range(3))
             across("hips", L_HIP, R_HIP, hip_center)
         if have_shoulders:
-            sh_ray = [(ray[L_SH][i] + ray[R_SH][i]) / 2 for i in range(3)]
+            sh_ray = tuple((ray[L_SH][i] + ray[R_SH][i]) / 2 for i in range(3))
             if have_hips:
                 # Torso lean: towards the facing direction more often than away, and rarely far.
                 best = None
-                w, e = float(weight[_TORSO_SLOT]), float(extrapolated[_TORSO_SLOT])
+                w, e = weight[_TORSO_SLOT], extrapolated[_TORSO_SLOT]
                 for candidate in _on_ray(hip_center, sh_ray, torso_m, planar):
                     value = (hip_center[2] - candidate[2]) / max(torso_m, 1e-9)
                     lx, ly, lz = _unit3(candidate[0] - hip_center[0], candidate[1] - hip_center[1], hip_center[2] - candidate[2])
@@ -660,14 +639,14 @@ class ForeshorteningLifter:
                     if best is None or cost < best[0]:
                         best = (cost, candidate, value)
                 _, sh_center, value = best
-                torso_value = value
+                chosen.append((_TORSO_SLOT, value, False))
             else:
                 sh_center = tuple(v * dist for v in sh_ray)
                 hip_center = (sh_center[0], sh_center[1] - torso_m, sh_center[2])
             across("shoulders", L_SH, R_SH, sh_center)
 
         # Body frame (canonical axes) for the limb priors.
-        ls, rs, lh, rh = pts[[L_SH, R_SH, L_HIP, R_HIP]].tolist()
+        ls, rs, lh, rh = pts[L_SH], pts[R_SH], pts[L_HIP], pts[R_HIP]
         if have_shoulders and have_hips:
             left_axis = _unit3(*[ls[i] - rs[i] + lh[i] - rh[i] for i in range(3)])
             up = _unit3(sh_center[0] - hip_center[0], sh_center[1] - hip_center[1], sh_center[2] - hip_center[2])
@@ -682,33 +661,37 @@ class ForeshorteningLifter:
                    left_axis[0] * up[1] - left_axis[1] * up[0])
         forward = _unit3(*forward) if math.sqrt(sum(f * f for f in forward)) > 1e-6 else facing
 
-        slots, values, degenerate = self._place_limbs(pts, rays, ok, limb_cal * dist_cal / focal,
-                                                      np.array([forward, up, left_axis]), weight, extrapolated)
-        if torso_value is not None:
-            slots = np.concatenate([[_TORSO_SLOT], slots])
-            values = np.concatenate([[torso_value], values])
-            degenerate = np.concatenate([[False], degenerate])
-        if len(slots):
-            self._commit(slots, values, timestamp, degenerate)
+        metres = [length * dist_cal / focal for length in limb_cal]
+        self._place_limbs(pts, ray, seen, metres, (forward, up, left_axis), weight, extrapolated, chosen)
+        if chosen:
+            self._commit(chosen, timestamp)
 
         # Face: fit the template's rotation to the 2D face points (weak perspective, affine fit), and
         # place the face points around the head at the depth that rotation gives them.
         face_seen = tuple(i for i in FACE if seen[i])
         if len(face_seen) >= 4 and have_shoulders:
-            rot = fit_face_rotation_seen(kp[list(face_seen)] * [1.0, -1.0], face_seen)
+            rot = face_rotation_rows([(k[i][0], -k[i][1]) for i in face_seen], face_seen)
             if rot is not None:
-                offsets = FACE_TEMPLATE @ rot.T  # canonical axes, metres
-                offsets = offsets - offsets[list(face_seen)].mean(axis=0)
-                center = rays[list(face_seen)].mean(axis=0) * sh_center[2]
-                depth = center[2] - offsets[:, 2]
-                xy = np.where(ok[list(FACE), None], rays[list(FACE), :2] * depth[:, None], center[:2] + offsets[:, :2])
-                pts[list(FACE)] = np.concatenate([xy, depth[:, None]], -1)
+                (r0x, r0y, r0z), (r1x, r1y, r1z), (r2x, r2y, r2z) = rot
+                # FACE_TEMPLATE @ rot.T (canonical axes, metres), centred on the seen points' mean.
+                offsets = [(tx * r0x + ty * r0y + tz * r0z, tx * r1x + ty * r1y + tz * r1z, tx * r2x + ty * r2y + tz * r2z)
+                           for tx, ty, tz in _FACE_TEMPLATE_ROWS]
+                n = len(face_seen)
+                mx, my, mz = (sum(offsets[i][c] for i in face_seen) / n for c in range(3))
+                z = sum(ray[i][2] for i in face_seen) / n * sh_center[2]
+                cx = sum(ray[i][0] for i in face_seen) / n * sh_center[2]
+                cy = sum(ray[i][1] for i in face_seen) / n * sh_center[2]
+                for i in FACE:
+                    ox, oy, oz = offsets[i][0] - mx, offsets[i][1] - my, offsets[i][2] - mz
+                    depth = z - oz
+                    pts[i] = (ray[i][0] * depth, ray[i][1] * depth, depth) if seen[i] else (cx + ox, cy + oy, depth)
 
-        return (pts - hip_center) * _CANON  # rows never placed stay NaN
+        hx, hy, hz = hip_center  # canonical axes, hip centre at the origin; rows never placed stay NaN
+        return np.array([_NAN3 if p is None else (p[0] - hx, p[1] - hy, -(p[2] - hz)) for p in pts])
 
-    def _place_limbs(self, pts: np.ndarray, rays: np.ndarray, ok: np.ndarray, metres: np.ndarray, frame: np.ndarray,
-                     weight: np.ndarray, extrapolated: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Place the arms and legs (elbows, wrists, knees, ankles into ``pts``), all four at once.
+    def _place_limbs(self, pts: list, ray: list, seen: list[bool], metres: list[float], frame: tuple,
+                     weight: list[float], extrapolated: list[float], chosen: list[tuple[int, float, bool]]) -> None:
+        """Place the arms and legs (elbows, wrists, knees, ankles into ``pts``), one limb at a time.
 
         A limb whose parent joint is placed and whose middle joint is seen picks the nearer/farther
         solution of both segments together. Cost per configuration: continuity of each segment's
@@ -718,80 +701,99 @@ class ForeshorteningLifter:
         end point's viewing ray (its parent joint is then in the wrong place). Arms: a raised elbow
         tends to be in front, a hanging one slightly behind (arm swing), the upper arm stays on its own
         side, the forearm bends towards the biceps side. Legs: the knee tends to be in front and only
-        bends backwards (a hinge). ``metres``: limb segment lengths (LIMB_SEGMENTS order); ``frame``:
-        rows forward, up, left (canonical). Shapes below: (limb, upper choice[, lower choice][, xyz]).
+        bends backwards (a hinge). An unseen end joint leaves the upper segment's choice alone.
 
-        Returns the sign-state slots, signed depths and degenerate flags to commit.
+        ``pts``: camera-coordinate points per keypoint (None: not placed); ``ray``: viewing rays of
+        the seen keypoints; ``metres``: limb segment lengths (LIMB_SEGMENTS order); ``frame``: the
+        body's forward, up and left axes (canonical). Appends (sign slot, signed depth, degenerate)
+        of every placed segment to ``chosen``.
         """
         tune = self.tuning
-        parent = pts[_LL_A]
-        valid = ok[_LL_B] & np.all(np.isfinite(parent), axis=-1)
-        if not valid.any():
-            return np.zeros(0, dtype=int), np.zeros(0), np.zeros(0, dtype=bool)
-        parent = np.where(valid[:, None], parent, 0.0)  # limbs without a parent are computed, then dropped
-        len_u, len_l = metres[_LL_UPPER_LIMB], metres[_LL_LOWER_LIMB]
-
-        # Upper segment: the nearer and farther point on the middle joint's ray.
-        pu = _on_rays(parent, rays[_LL_B], len_u, self.planar)
-        su = (parent[:, None, 2] - pu[..., 2]) / np.maximum(len_u, 1e-9)[:, None]
-        du = _units((pu - parent[:, None]) * _CANON)
-        along, rise, outward = np.moveaxis(du @ frame.T, -1, 0)  # along forward, up, the body's left
-        arm_score = tune.arm_weight * (along * (tune.arm_neutral_hang + rise) + tune.arm_own_side * (outward * _LL_SIDE[:, None]))
-        upper_score = np.where(_LL_ARM[:, None], arm_score, tune.thigh_forward * along)
-        upper_slot = _LL_UPPER_SLOT[:, None]
-        cost_u = weight[upper_slot] * (su - extrapolated[upper_slot]) ** 2 + tune.prior_gain * (
-            tune.plane * tune.upper_plane_weight * np.abs(su) - upper_score)
-
-        # Lower segment: for each upper choice, the nearer and farther point on the end joint's ray.
-        pl = _on_rays(pu, rays[_LL_C][:, None], len_l[:, None], self.planar)
-        segment = pl - pu[:, :, None]
-        length = len_l[:, None, None]
-        sl = (pu[:, :, None, 2] - pl[..., 2]) / np.maximum(length, 1e-9)
-        reach = _norms(segment)
-        dl = segment * _CANON / np.maximum(reach, 1e-12)[..., None]
-        shortfall = np.maximum(reach - length, 0.0) / length
-        # Hinge: how much the lower segment bends towards the bend direction, which is perpendicular to
-        # the upper segment (forward for elbows, backward for knees; up / down blended in when parallel).
-        toward = frame[0] * _LL_BEND_SIGN[:, None]
-        bend = toward[:, None] + np.maximum(along * _LL_BEND_SIGN[:, None], 0.0)[..., None] * (frame[1] * _LL_BEND_SIGN[:, None])[:, None]
-        bend = _units(bend - _dots(bend, du)[..., None] * du)
-        du2 = du[:, :, None]
-        hinge = _dots(dl - _dots(dl, du2)[..., None] * du2, bend[:, :, None])
-        lower_slot = _LL_LOWER_SLOT[:, None, None]
-        cost = (cost_u[..., None] + weight[lower_slot] * (sl - extrapolated[lower_slot]) ** 2 + tune.reach * shortfall
-                + tune.prior_gain * np.where(_LL_ARM, tune.elbow_weight, tune.knee_weight)[:, None, None] * (tune.plane * np.abs(sl) - hinge))
-
-        # Best configuration (the first of equals, nearer before farther); an unseen end joint leaves
-        # the upper segment's two choices.
-        has_end = ok[_LL_C]
-        cost = np.where(has_end[:, None, None], cost, cost_u[..., None] + _UPPER_ONLY)
-        best = np.argmin(cost.reshape(-1, 4), axis=1)
-        iu, il = best // 2, best % 2
-        pts[_LL_B[valid]] = pu[_LL_ROWS, iu][valid]
-        degenerate = np.all(np.abs(pu[:, 0] - pu[:, 1]) <= 1e-8 + 1e-5 * np.abs(pu[:, 1]), axis=-1)  # np.allclose
-        lower = valid & has_end
-        pts[_LL_C[lower]] = pl[_LL_ROWS, iu, il][lower]
-        return (np.concatenate([_LL_UPPER_SLOT[valid], _LL_LOWER_SLOT[lower]]),
-                np.concatenate([su[_LL_ROWS, iu][valid], sl[_LL_ROWS, iu, il][lower]]),
-                np.concatenate([degenerate[valid], np.zeros(int(lower.sum()), dtype=bool)]))
-
-
-_UPPER_ONLY = np.array([0.0, np.inf])  # lower choices without an end joint: the upper cost once
+        planar = self.planar
+        gain = tune.prior_gain
+        upper_plane = tune.plane * tune.upper_plane_weight
+        (fx, fy, fz), (ux, uy, uz), (lx, ly, lz) = frame
+        for a, b, c, upper_limb, lower_limb, upper_slot, lower_slot, arm, side, bend_sign in _LIFT_LIMB_ROWS:
+            parent = pts[a]
+            if parent is None or not seen[b]:
+                continue
+            px, py, pz = parent
+            len_u, len_l = metres[upper_limb], metres[lower_limb]
+            w_u, e_u = weight[upper_slot], extrapolated[upper_slot]
+            has_end = seen[c]
+            if has_end:
+                w_l, e_l = weight[lower_slot], extrapolated[lower_slot]
+                hinge_gain = gain * (tune.elbow_weight if arm else tune.knee_weight)
+            # Every configuration in order (upper nearer / farther, then lower nearer / farther): the
+            # first of equal costs wins.
+            best = None
+            upper = _on_ray(parent, ray[b], len_u, planar)
+            for iu, (x, y, z) in enumerate(upper):
+                su = (pz - z) / max(len_u, 1e-9)
+                dx, dy, dz = _unit3(x - px, y - py, -(z - pz))  # upper direction, canonical axes
+                along = dx * fx + dy * fy + dz * fz
+                if arm:
+                    rise = dx * ux + dy * uy + dz * uz
+                    outward = dx * lx + dy * ly + dz * lz
+                    score = tune.arm_weight * (along * (tune.arm_neutral_hang + rise) + tune.arm_own_side * (outward * side))
+                else:
+                    score = tune.thigh_forward * along
+                cost_u = w_u * (su - e_u) ** 2 + gain * (upper_plane * abs(su) - score)
+                if not has_end:
+                    if best is None or cost_u < best[0]:
+                        best = (cost_u, iu, su, None, 0.0)
+                    continue
+                # Hinge: how much the lower segment bends towards the bend direction, which is
+                # perpendicular to the upper segment (forward for elbows, backward for knees; up /
+                # down blended in when parallel).
+                blend = max(along * bend_sign, 0.0)
+                bx = fx * bend_sign + blend * (ux * bend_sign)
+                by = fy * bend_sign + blend * (uy * bend_sign)
+                bz = fz * bend_sign + blend * (uz * bend_sign)
+                t = bx * dx + by * dy + bz * dz
+                bx, by, bz = _unit3(bx - t * dx, by - t * dy, bz - t * dz)
+                for point in _on_ray((x, y, z), ray[c], len_l, planar):
+                    sx, sy, sz = point[0] - x, point[1] - y, point[2] - z
+                    sl = (z - point[2]) / max(len_l, 1e-9)
+                    reach = math.sqrt(sx * sx + sy * sy + sz * sz)
+                    r = max(reach, 1e-12)
+                    ex, ey, ez = sx / r, sy / r, -sz / r  # lower direction, canonical axes
+                    t = ex * dx + ey * dy + ez * dz
+                    hinge = (ex - t * dx) * bx + (ey - t * dy) * by + (ez - t * dz) * bz
+                    shortfall = max(reach - len_l, 0.0) / len_l
+                    cost = (cost_u + w_l * (sl - e_l) ** 2 + tune.reach * shortfall
+                            + hinge_gain * (tune.plane * abs(sl) - hinge))
+                    if best is None or cost < best[0]:
+                        best = (cost, iu, su, point, sl)
+            _, iu, su, lower_point, sl = best
+            pts[b] = upper[iu]
+            near, far = upper
+            degenerate = all(abs(n - f) <= 1e-8 + 1e-5 * abs(f) for n, f in zip(near, far))  # np.allclose
+            chosen.append((upper_slot, su, degenerate))
+            if lower_point is not None:
+                pts[c] = lower_point
+                chosen.append((lower_slot, sl, False))
 
 
 # Face fit: the pseudo-inverse of the centred template for every set of seen face points (4 or 5 of
-# them), computed once: the affine fit per frame is then one product.
+# them), computed once (as float rows): the affine fit per frame is then one small product.
 _FACE_PINV = {
-    seen: np.linalg.pinv(FACE_TEMPLATE[list(seen)] - FACE_TEMPLATE[list(seen)].mean(axis=0))
+    seen: np.linalg.pinv(FACE_TEMPLATE[list(seen)] - FACE_TEMPLATE[list(seen)].mean(axis=0)).tolist()
     for seen in [tuple(FACE)] + [tuple(i for i in FACE if i != skip) for skip in FACE]
 }
+_FACE_TEMPLATE_ROWS = [tuple(row) for row in FACE_TEMPLATE.tolist()]
 
 
-def fit_face_rotation_seen(points2d: np.ndarray, seen: tuple[int, ...]) -> np.ndarray | None:
-    """:func:`fit_face_rotation` for the template points ``seen`` (indices into ``FACE``; 4 or 5),
-    with the template's pseudo-inverse precomputed."""
-    a = _FACE_PINV[seen] @ (points2d - points2d.mean(axis=0))  # (3, 2): o ~ t @ a
-    (r1x, r2x), (r1y, r2y), (r1z, r2z) = a.tolist()
+def face_rotation_rows(points2d: list[tuple[float, float]], seen: tuple[int, ...]) -> tuple | None:
+    """The rows of :func:`fit_face_rotation_seen`'s matrix as float tuples (None where it returns
+    None): 2D points (x, y up) of the face points ``seen`` (indices into ``FACE``; 4 or 5). Floats
+    because the lifter calls it on every frame, where numpy's per-call cost would dominate."""
+    n = len(points2d)
+    mx = sum(p[0] for p in points2d) / n
+    my = sum(p[1] for p in points2d) / n
+    pinv = _FACE_PINV[seen]  # (3, n): o ~ t @ a, a = pinv @ o
+    r1x, r1y, r1z = (sum(w * (p[0] - mx) for w, p in zip(row, points2d)) for row in pinv)
+    r2x, r2y, r2z = (sum(w * (p[1] - my) for w, p in zip(row, points2d)) for row in pinv)
     n1 = math.sqrt(r1x * r1x + r1y * r1y + r1z * r1z)
     if n1 < 1e-9 or math.sqrt(r2x * r2x + r2y * r2y + r2z * r2z) < 1e-9:
         return None
@@ -802,8 +804,15 @@ def fit_face_rotation_seen(points2d: np.ndarray, seen: tuple[int, ...]) -> np.nd
     if n2 < 1e-9:
         return None
     r2x, r2y, r2z = r2x / n2, r2y / n2, r2z / n2
-    return np.array([[r1x, r1y, r1z], [r2x, r2y, r2z],
-                     [r1y * r2z - r1z * r2y, r1z * r2x - r1x * r2z, r1x * r2y - r1y * r2x]])
+    return ((r1x, r1y, r1z), (r2x, r2y, r2z),
+            (r1y * r2z - r1z * r2y, r1z * r2x - r1x * r2z, r1x * r2y - r1y * r2x))
+
+
+def fit_face_rotation_seen(points2d: np.ndarray, seen: tuple[int, ...]) -> np.ndarray | None:
+    """:func:`fit_face_rotation` for the template points ``seen`` (indices into ``FACE``; 4 or 5),
+    with the template's pseudo-inverse precomputed: rotation (3, 3) or None."""
+    rows = face_rotation_rows([tuple(p) for p in np.asarray(points2d, dtype=np.float64).tolist()], seen)
+    return None if rows is None else np.array(rows)
 
 
 def fit_face_rotation(points2d: np.ndarray, template: np.ndarray) -> np.ndarray | None:
