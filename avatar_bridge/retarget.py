@@ -345,26 +345,9 @@ class Lifter(Protocol):
 
 
 # Small-vector helpers. A numpy call costs 1-4 us on a tiny array, mostly call overhead, while a few
-# float operations cost tens of nanoseconds: the lifter runs per person on every pose update and
-# output tick on 3-vectors and four limbs, so it works in plain Python floats (3-vectors as tuples).
-# The batched solver below still uses the (..., 3) array helpers.
-_LEVI_CIVITA = np.zeros((3, 3, 3))
-_LEVI_CIVITA[0, 1, 2] = _LEVI_CIVITA[1, 2, 0] = _LEVI_CIVITA[2, 0, 1] = 1.0
-_LEVI_CIVITA[0, 2, 1] = _LEVI_CIVITA[2, 1, 0] = _LEVI_CIVITA[1, 0, 2] = -1.0
-
-
-def _dots(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Dot products over the last axis of (..., 3) arrays."""
-    return np.einsum("...i,...i->...", a, b)
-
-
-def _crosses(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Cross products over the last axis of (..., 3) arrays (one call)."""
-    return np.einsum("ijk,...j,...k->...i", _LEVI_CIVITA, a, b)
-
-
-def _norms(v: np.ndarray) -> np.ndarray:
-    return np.sqrt(_dots(v, v))
+# float operations cost tens of nanoseconds: the lifter and the rotation solver run per person on every
+# pose update and output tick on 3-vectors and four limbs, so they work in plain Python floats
+# (3-vectors as tuples, 3x3 matrices as row-major 9-tuples).
 
 
 def _on_ray(parent: tuple[float, float, float], ray: tuple[float, float, float], length: float, planar: bool):
@@ -840,61 +823,110 @@ def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.array([a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]])
 
 
-def _norm(v: np.ndarray) -> float:
-    return math.sqrt(float(v @ v))
+# The rotation solver works in plain floats: 3-vectors are float tuples and 3x3 matrices are row-major
+# 9-tuples (m00, m01, m02, m10, ..., m22). It runs per person on every pose update and output tick on
+# single vectors and matrices, where each numpy call (1-4 us) would cost more than its arithmetic.
+_I9 = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
 
 
-# The scalar rotation helpers below work in plain floats: each runs a few times per solve on single
-# 3-vectors / 3x3 matrices, where every numpy call would cost more than the arithmetic.
-def _frame(x_axis: np.ndarray, y_hint: np.ndarray) -> np.ndarray | None:
-    """Right-handed rotation matrix whose X column is along ``x_axis`` and Y column closest to ``y_hint``."""
-    x0, x1, x2 = _unit3(*x_axis.tolist())
-    h0, h1, h2 = y_hint.tolist()
+def _mm(a: tuple, b: tuple) -> tuple:
+    """``a @ b`` of two 9-tuple matrices."""
+    a0, a1, a2, a3, a4, a5, a6, a7, a8 = a
+    b0, b1, b2, b3, b4, b5, b6, b7, b8 = b
+    return (a0 * b0 + a1 * b3 + a2 * b6, a0 * b1 + a1 * b4 + a2 * b7, a0 * b2 + a1 * b5 + a2 * b8,
+            a3 * b0 + a4 * b3 + a5 * b6, a3 * b1 + a4 * b4 + a5 * b7, a3 * b2 + a4 * b5 + a5 * b8,
+            a6 * b0 + a7 * b3 + a8 * b6, a6 * b1 + a7 * b4 + a8 * b7, a6 * b2 + a7 * b5 + a8 * b8)
+
+
+def _mtm(a: tuple, b: tuple) -> tuple:
+    """``a.T @ b`` of two 9-tuple matrices."""
+    a0, a1, a2, a3, a4, a5, a6, a7, a8 = a
+    b0, b1, b2, b3, b4, b5, b6, b7, b8 = b
+    return (a0 * b0 + a3 * b3 + a6 * b6, a0 * b1 + a3 * b4 + a6 * b7, a0 * b2 + a3 * b5 + a6 * b8,
+            a1 * b0 + a4 * b3 + a7 * b6, a1 * b1 + a4 * b4 + a7 * b7, a1 * b2 + a4 * b5 + a7 * b8,
+            a2 * b0 + a5 * b3 + a8 * b6, a2 * b1 + a5 * b4 + a8 * b7, a2 * b2 + a5 * b5 + a8 * b8)
+
+
+def _mmt(a: tuple, b: tuple) -> tuple:
+    """``a @ b.T`` of two 9-tuple matrices."""
+    a0, a1, a2, a3, a4, a5, a6, a7, a8 = a
+    b0, b1, b2, b3, b4, b5, b6, b7, b8 = b
+    return (a0 * b0 + a1 * b1 + a2 * b2, a0 * b3 + a1 * b4 + a2 * b5, a0 * b6 + a1 * b7 + a2 * b8,
+            a3 * b0 + a4 * b1 + a5 * b2, a3 * b3 + a4 * b4 + a5 * b5, a3 * b6 + a4 * b7 + a5 * b8,
+            a6 * b0 + a7 * b1 + a8 * b2, a6 * b3 + a7 * b4 + a8 * b5, a6 * b6 + a7 * b7 + a8 * b8)
+
+
+def _mv(m: tuple, v: tuple) -> tuple[float, float, float]:
+    """``m @ v`` (9-tuple matrix, 3-tuple vector)."""
+    x, y, z = v
+    return (m[0] * x + m[1] * y + m[2] * z, m[3] * x + m[4] * y + m[5] * z, m[6] * x + m[7] * y + m[8] * z)
+
+
+def _mtv(m: tuple, v: tuple) -> tuple[float, float, float]:
+    """``m.T @ v`` (9-tuple matrix, 3-tuple vector)."""
+    x, y, z = v
+    return (m[0] * x + m[3] * y + m[6] * z, m[1] * x + m[4] * y + m[7] * z, m[2] * x + m[5] * y + m[8] * z)
+
+
+def _cross3(a: tuple, b: tuple) -> tuple[float, float, float]:
+    return (a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0])
+
+
+def _dot3(a: tuple, b: tuple) -> float:
+    return a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
+
+
+def _frame(x_axis: tuple, y_hint: tuple) -> tuple | None:
+    """Right-handed rotation matrix (9-tuple) whose X column is along ``x_axis`` and Y column closest
+    to ``y_hint``; None when they are parallel."""
+    x0, x1, x2 = _unit3(*x_axis)
+    h0, h1, h2 = y_hint
     z0, z1, z2 = x1 * h2 - x2 * h1, x2 * h0 - x0 * h2, x0 * h1 - x1 * h0
     n = math.sqrt(z0 * z0 + z1 * z1 + z2 * z2)
     if n < 1e-6:
         return None
     z0, z1, z2 = z0 / n, z1 / n, z2 / n
     y0, y1, y2 = z1 * x2 - z2 * x1, z2 * x0 - z0 * x2, z0 * x1 - z1 * x0
-    return np.array([[x0, y0, z0], [x1, y1, z1], [x2, y2, z2]])
+    return (x0, y0, z0, x1, y1, z1, x2, y2, z2)
 
 
-def _axis_angle_matrix(axis: np.ndarray, angle: float) -> np.ndarray:
-    """Rotation matrix about unit ``axis`` by ``angle`` radians (Rodrigues: I + sin K + (1 - cos) K^2)."""
-    x, y, z = axis.tolist() if isinstance(axis, np.ndarray) else axis
+def _rodrigues(axis: tuple, angle: float) -> tuple:
+    """Rotation matrix (9-tuple) about unit ``axis`` by ``angle`` radians: I + sin K + (1 - cos) K^2."""
+    x, y, z = axis
     c, s = math.cos(angle), math.sin(angle)
     t = 1 - c
     xy, xz, yz = t * (x * y), t * (x * z), t * (y * z)
-    return np.array([[1.0 + t * (-z * z - y * y), -s * z + xy, s * y + xz],
-                     [s * z + xy, 1.0 + t * (-z * z - x * x), -s * x + yz],
-                     [-s * y + xz, s * x + yz, 1.0 + t * (-y * y - x * x)]])
+    return (1.0 + t * (-z * z - y * y), -s * z + xy, s * y + xz,
+            s * z + xy, 1.0 + t * (-z * z - x * x), -s * x + yz,
+            -s * y + xz, s * x + yz, 1.0 + t * (-y * y - x * x))
 
 
-def _matrix_axis_angle(m: np.ndarray) -> tuple[np.ndarray, float]:
-    """Unit axis and angle in [0, pi] of rotation matrix ``m``."""
-    (m00, m01, m02), (m10, m11, m12), (m20, m21, m22) = m.tolist()
+def _matrix_axis_angle(m: tuple) -> tuple[tuple[float, float, float], float]:
+    """Unit axis and angle in [0, pi] of rotation matrix ``m`` (9-tuple)."""
+    m00, m01, m02, m10, m11, m12, m20, m21, m22 = m
     v0, v1, v2 = m21 - m12, m02 - m20, m10 - m01
     sin2 = math.sqrt(v0 * v0 + v1 * v1 + v2 * v2)
     cos = (m00 + m11 + m22 - 1.0) / 2.0
     angle = math.atan2(sin2 / 2.0, cos)
     if sin2 > 1e-9:
-        return np.array([v0 / sin2, v1 / sin2, v2 / sin2]), angle
+        return (v0 / sin2, v1 / sin2, v2 / sin2), angle
     if cos > 0:
-        return np.array([1.0, 0.0, 0.0]), 0.0
-    # Half turn: the axis is the column of (m + I) with the largest norm.
-    b = m + np.eye(3)
-    col = b[:, int(np.argmax(np.linalg.norm(b, axis=0)))]
-    return col / _norm(col), math.pi
+        return (1.0, 0.0, 0.0), 0.0
+    # Half turn: the axis is the column of (m + I) with the largest norm (the first of equals).
+    columns = ((m00 + 1.0, m10, m20), (m01, m11 + 1.0, m21), (m02, m12, m22 + 1.0))
+    col = max(columns, key=lambda c: math.sqrt(c[0] * c[0] + c[1] * c[1] + c[2] * c[2]))
+    n = math.sqrt(col[0] * col[0] + col[1] * col[1] + col[2] * col[2])
+    return (col[0] / n, col[1] / n, col[2] / n), math.pi
 
 
-def _scaled_rotation(m: np.ndarray, fraction: float, max_angle: float = math.pi) -> np.ndarray:
-    """``fraction`` of rotation ``m`` (same axis), its full angle first limited to ``max_angle``."""
+def _scaled_rotation(m: tuple, fraction: float, max_angle: float = math.pi) -> tuple:
+    """``fraction`` of rotation ``m`` (9-tuple; same axis), its full angle first limited to ``max_angle``."""
     axis, angle = _matrix_axis_angle(m)
-    return _axis_angle_matrix(axis, min(angle, max_angle) * fraction)
+    return _rodrigues(axis, min(angle, max_angle) * fraction)
 
 
-def _kabsch(rest: np.ndarray, observed: np.ndarray) -> np.ndarray:
-    """Rotation matrix best taking centred ``rest`` points onto centred ``observed`` points."""
+def _kabsch(rest: np.ndarray, observed: np.ndarray) -> tuple:
+    """Rotation matrix (9-tuple) best taking centred ``rest`` points onto centred ``observed`` points."""
     a = rest - rest.sum(axis=0) / len(rest)
     b = observed - observed.sum(axis=0) / len(observed)
     u, _, vt = np.linalg.svd(a.T @ b)
@@ -902,7 +934,7 @@ def _kabsch(rest: np.ndarray, observed: np.ndarray) -> np.ndarray:
     (r00, r01, r02), (r10, r11, r12), (r20, r21, r22) = r.tolist()
     if r00 * (r11 * r22 - r12 * r21) - r01 * (r10 * r22 - r12 * r20) + r02 * (r10 * r21 - r11 * r20) < 0:
         r = vt.T @ np.diag([1.0, 1.0, -1.0]) @ u.T  # a reflection: flip the weakest axis
-    return r
+    return tuple(r.ravel().tolist())
 
 
 # Rest direction of each limb bone and the normal of its bend plane at rest (rest_dir x bend_dir).
@@ -947,70 +979,53 @@ _SOLVE_DICT_ORDER = np.array([_SOLVED_INDEX[name] for name in (
     "hips", "spine", "chest", "upperChest", "neck", "head",
     "leftUpperArm", "leftLowerArm", "rightUpperArm", "rightLowerArm",
     "leftUpperLeg", "leftLowerLeg", "rightUpperLeg", "rightLowerLeg", "leftFoot", "rightFoot")])
-# The limbs as index arrays in _LIMBS order: joints, rest direction / bend normal / the rest frame
-# they span (columns: direction, normal, direction x normal), arm or leg, and the bones they drive.
-_SL_A = np.array([v[0] for v in _LIMBS.values()])
-_SL_B = np.array([v[1] for v in _LIMBS.values()])
-_SL_C = np.array([v[2] for v in _LIMBS.values()])
-_SL_REST_DIR = np.stack([v[3] for v in _LIMBS.values()])
-_SL_REST_NORMAL = np.stack([v[4] for v in _LIMBS.values()])
-_SL_REST_FRAME = np.stack([np.stack([d, n, _cross(d, n)], -1) for d, n in zip(_SL_REST_DIR, _SL_REST_NORMAL)])
-_SL_ARM = np.array(["Arm" in name for name in _LIMBS])
-_SL_MAX_TWIST = np.radians(np.where(_SL_ARM, MAX_TWIST_DEG["arm"], MAX_TWIST_DEG["leg"]))
-_SL_UPPER = np.array([_SOLVED_INDEX[name] for name in _LIMBS])
-_SL_LOWER = np.array([_SOLVED_INDEX[_LOWER[name]] for name in _LIMBS])
-_SL_LEGS = np.flatnonzero(~_SL_ARM)
-_SL_FEET = np.array([_SOLVED_INDEX[_LOWER[name].replace("LowerLeg", "Foot")] for name in np.array(list(_LIMBS))[_SL_LEGS]])
-_EYE3 = np.eye(3)
-# Skew-symmetric (cross-product) matrix of an axis as one product: (n, 3) @ (3, 9) -> (n, 3, 3).
-_SKEW = np.array([[[0, 0, 0], [0, 0, -1], [0, 1, 0]],
-                  [[0, 0, 1], [0, 0, 0], [-1, 0, 0]],
-                  [[0, -1, 0], [1, 0, 0], [0, 0, 0]]], dtype=np.float64).reshape(3, 9)
+# One row per limb (_LIMBS order) for the solver's loop: parent / middle / end joint, rest direction and
+# rest bend normal (float tuples), the rest frame they span (9-tuple, columns: direction, normal,
+# direction x normal), arm or leg, the twist limit (radians) and the _SOLVED_BONES rows of its upper
+# bone, lower bone and foot (None for arms).
+_SOLVE_LIMB_ROWS = tuple(
+    (a, b, c, tuple(d.tolist()), tuple(n.tolist()),
+     tuple(np.stack([d, n, _cross(d, n)], -1).ravel().tolist()),
+     "Arm" in name, math.radians(MAX_TWIST_DEG["arm" if "Arm" in name else "leg"]),
+     _SOLVED_INDEX[name], _SOLVED_INDEX[_LOWER[name]],
+     None if "Arm" in name else _SOLVED_INDEX[_LOWER[name].replace("LowerLeg", "Foot")])
+    for name, (a, b, c, d, n) in _LIMBS.items()
+)
 
 
-def _axis_angle_matrices(axis: np.ndarray, angle: np.ndarray) -> np.ndarray:
-    """:func:`_axis_angle_matrix` for (n, 3) unit axes and (n,) angles (Rodrigues), (n, 3, 3)."""
-    k = (axis @ _SKEW).reshape(-1, 3, 3)
-    return _EYE3 + np.sin(angle)[:, None, None] * k + (1 - np.cos(angle))[:, None, None] * (k @ k)
-
-
-def _two_vectors_matrices(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Shortest-arc rotation matrices (n, 3, 3) taking unit vectors ``a`` (n, 3) to ``b`` (n, 3)."""
-    axis = _crosses(a, b)
-    s = _norms(axis)
-    c = _dots(a, b)
-    regular = s >= 1e-9
-    if regular.all():
-        return _axis_angle_matrices(axis / s[:, None], np.arctan2(s, c))
+def _two_vectors_rotation(a: tuple, b: tuple) -> tuple:
+    """Shortest-arc rotation matrix (9-tuple) taking unit vector ``a`` to unit vector ``b``."""
+    axis = _cross3(a, b)
+    s = math.sqrt(_dot3(axis, axis))
+    c = _dot3(a, b)
+    if s >= 1e-9:
+        return _rodrigues((axis[0] / s, axis[1] / s, axis[2] / s), math.atan2(s, c))
     # Parallel: identity (angle 0); opposite: a half turn about an axis perpendicular to a.
-    helper = np.where(np.abs(a[:, :1]) < 0.9, [1.0, 0.0, 0.0], [0.0, 1.0, 0.0])
-    perp = _crosses(a, helper)
-    axis = np.where(regular[:, None], axis / np.where(regular, s, 1.0)[:, None], perp / _norms(perp)[:, None])
-    angle = np.where(regular, np.arctan2(s, c), np.where(c > 0, 0.0, math.pi))
-    return _axis_angle_matrices(axis, angle)
+    perp = _cross3(a, (1.0, 0.0, 0.0) if abs(a[0]) < 0.9 else (0.0, 1.0, 0.0))
+    n = math.sqrt(_dot3(perp, perp))
+    return _rodrigues((perp[0] / n, perp[1] / n, perp[2] / n), 0.0 if c > 0 else math.pi)
 
 
-def _solve_matrices(joints: np.ndarray, limits: Limits) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`solve_rotations` as arrays: parent-local rotation matrices (16, 3, 3) of ``_SOLVED_BONES``
-    (identity where not solved) and which were solved (16,) bool. The four limbs are solved together."""
-    j = np.asarray(joints, dtype=np.float64)
-    known = np.all(np.isfinite(j), axis=-1)
-    local = np.tile(_EYE3, (len(_SOLVED_BONES), 1, 1))
-    solved = np.zeros(len(_SOLVED_BONES), dtype=bool)
+def _solve_matrices(joints: np.ndarray, limits: Limits) -> tuple[list[tuple], list[bool]]:
+    """:func:`solve_rotations` as lists over ``_SOLVED_BONES``: parent-local rotation matrices
+    (row-major 9-tuples; identity where not solved) and which were solved."""
+    j = [tuple(p) for p in np.asarray(joints, dtype=np.float64).tolist()]
+    known = [math.isfinite(p[0]) and math.isfinite(p[1]) and math.isfinite(p[2]) for p in j]
+    local = [_I9] * len(_SOLVED_BONES)
+    solved = [False] * len(_SOLVED_BONES)
 
     have_hips = known[L_HIP] and known[R_HIP]
     have_sh = known[L_SH] and known[R_SH]
-    world_up = np.array([0.0, 1.0, 0.0])
+    world_up = (0.0, 1.0, 0.0)
     torso_up = None
     if have_hips and have_sh:
-        v = (j[L_SH] + j[R_SH] - j[L_HIP] - j[R_HIP]) / 2
-        torso_up = v / max(_norm(v), 1e-12)
+        torso_up = _unit3(*[(j[L_SH][i] + j[R_SH][i] - j[L_HIP][i] - j[R_HIP][i]) / 2 for i in range(3)])
 
     # Hips: hip line + half the torso lean (the spine chain carries the other half and the twist).
-    hips_m = _EYE3
+    hips_m = _I9
     if have_hips:
-        hint = world_up + torso_up if torso_up is not None else world_up
-        m = _frame(j[L_HIP] - j[R_HIP], hint)
+        hint = (torso_up[0], 1.0 + torso_up[1], torso_up[2]) if torso_up is not None else world_up
+        m = _frame(tuple(j[L_HIP][i] - j[R_HIP][i] for i in range(3)), hint)
         if m is not None:
             hips_m = m
             local[0], solved[0] = m, True
@@ -1018,73 +1033,78 @@ def _solve_matrices(joints: np.ndarray, limits: Limits) -> tuple[np.ndarray, np.
     # Spine, chest, upperChest: equal shares of the rotation from the hips to the shoulder frame.
     chest_m = hips_m
     if have_sh:
-        m = _frame(j[L_SH] - j[R_SH], torso_up if torso_up is not None else world_up)
+        m = _frame(tuple(j[L_SH][i] - j[R_SH][i] for i in range(3)), torso_up if torso_up is not None else world_up)
         if m is not None:
-            share = _scaled_rotation(hips_m.T @ m, 1.0 / 3.0, math.radians(limits.spine_max_deg))
-            local[1:4], solved[1:4] = share, True
-            chest_m = hips_m @ share @ share @ share
+            share = _scaled_rotation(_mtm(hips_m, m), 1.0 / 3.0, math.radians(limits.spine_max_deg))
+            local[1] = local[2] = local[3] = share
+            solved[1] = solved[2] = solved[3] = True
+            chest_m = _mm(_mm(_mm(hips_m, share), share), share)
 
     # Neck + head: face points fitted to the template (Kabsch), split between neck and head.
-    if np.all(known[list(FACE)]):
-        head_world = _kabsch(FACE_TEMPLATE, j[list(FACE)])
-        local[4:6] = _scaled_rotation(chest_m.T @ head_world, 0.5, math.radians(limits.neck_max_deg))
-        solved[4:6] = True
+    if all(known[i] for i in FACE):
+        head_world = _kabsch(FACE_TEMPLATE, np.array([j[i] for i in FACE]))
+        local[4] = local[5] = _scaled_rotation(_mtm(chest_m, head_world), 0.5, math.radians(limits.neck_max_deg))
+        solved[4] = solved[5] = True
 
     # Limbs: aim at the observed direction; twist from the bend plane when bent, else from the parent.
-    upper_seg = j[_SL_B] - j[_SL_A]
-    upper_len = np.sqrt(np.einsum("ij,ij->i", upper_seg, upper_seg))
-    aimed = known[_SL_A] & known[_SL_B]
-    aimed[aimed] = upper_len[aimed] >= 1e-9
-    if not aimed.any():
-        return local, solved
-    parent_m = np.where(_SL_ARM[:, None, None], chest_m, hips_m)
-    d1 = np.where(aimed[:, None], upper_seg, _SL_REST_DIR) / np.where(aimed, upper_len, 1.0)[:, None]
-    swing = _two_vectors_matrices(np.einsum("nij,nj->ni", parent_m, _SL_REST_DIR), d1) @ parent_m
-    lower_seg = j[_SL_C] - j[_SL_B]
-    lower_len = np.sqrt(np.einsum("ij,ij->i", lower_seg, lower_seg))
-    bent = aimed & known[_SL_C]
-    bent[bent] = lower_len[bent] > 1e-9
-    d2 = np.where(bent[:, None], lower_seg, d1) / np.where(bent, lower_len, 1.0)[:, None]
-    normal = _crosses(d1, d2)
-    sin_bend = _norms(normal)
-    bend_w = np.where(bent, np.clip((sin_bend - 0.17) / 0.25, 0.0, 1.0), 0.0)  # plane trusted from ~10 to ~25 degrees
-    upper_m = swing
-    twisted = bend_w > 0
-    if twisted.any():
-        # Twist about the bone so its rest bend normal lands on the observed plane normal, limited to
-        # what a shoulder / hip can rotate (beyond it the hinge clamps instead).
-        n = normal / np.where(twisted, sin_bend, 1.0)[:, None]
-        plane = np.stack([d1, n, _crosses(d1, n)], -1) @ _SL_REST_FRAME.transpose(0, 2, 1)
-        rel = plane @ swing.transpose(0, 2, 1)  # a rotation about d1
-        v = np.stack([rel[:, 2, 1] - rel[:, 1, 2], rel[:, 0, 2] - rel[:, 2, 0], rel[:, 1, 0] - rel[:, 0, 1]], -1)
-        tau = np.arctan2(_dots(v, d1) / 2.0, (rel[:, 0, 0] + rel[:, 1, 1] + rel[:, 2, 2] - 1.0) / 2.0)
-        # Beyond what the shoulder / hip can twist, the plane is the mirror one: a hinge bent the wrong
-        # way. Keep the plane with the half-turn-reduced twist; the flexion then clamps.
-        tau = np.where(np.abs(tau) > _SL_MAX_TWIST, tau - np.copysign(math.pi, tau), tau)
-        upper_m = np.where(twisted[:, None, None], _axis_angle_matrices(d1, bend_w * tau) @ swing, swing)
-    local[_SL_UPPER[aimed]] = (parent_m.transpose(0, 2, 1) @ upper_m)[aimed]
-    solved[_SL_UPPER[aimed]] = True
-
-    # Lower limb: a hinge about the rest bend normal (same in the upper bone's frame), flexion in
-    # [0, max]: the angle of d2 about the hinge axis, measured from the upper bone's direction.
-    if bent.any():
-        target = np.einsum("nji,nj->ni", upper_m, d2)
-        perp = target - _dots(target, _SL_REST_NORMAL)[:, None] * _SL_REST_NORMAL
-        flex = np.arctan2(_dots(_crosses(_SL_REST_DIR, perp), _SL_REST_NORMAL), _dots(_SL_REST_DIR, perp))
-        max_flex = np.radians(np.where(_SL_ARM, limits.elbow_max_deg, limits.knee_max_deg))
-        flex = np.minimum(np.maximum(flex, 0.0), max_flex)
-        lower_m = _axis_angle_matrices(_SL_REST_NORMAL, flex)
-        local[_SL_LOWER[bent]] = lower_m[bent]
-        solved[_SL_LOWER[bent]] = True
-        # Feet stay level with the ground, facing where the hips face (COCO-17 does not see them).
-        legs = _SL_LEGS[bent[_SL_LEGS]]
-        if len(legs):
-            yaw = math.atan2(hips_m[0, 2], hips_m[2, 2])
-            foot_world = _axis_angle_matrix(np.array([0.0, 1.0, 0.0]), yaw)
-            world_lower = upper_m[legs] @ lower_m[legs]
-            feet = _SL_FEET[bent[_SL_LEGS]]
-            local[feet] = world_lower.transpose(0, 2, 1) @ foot_world
-            solved[feet] = True
+    foot_world = None
+    for a, b, c, rest_dir, rest_normal, rest_frame, arm, max_twist, upper, lower, foot in _SOLVE_LIMB_ROWS:
+        if not (known[a] and known[b]):
+            continue
+        ja, jb = j[a], j[b]
+        ux, uy, uz = jb[0] - ja[0], jb[1] - ja[1], jb[2] - ja[2]
+        upper_len = math.sqrt(ux * ux + uy * uy + uz * uz)
+        if upper_len < 1e-9:
+            continue
+        parent_m = chest_m if arm else hips_m
+        d1 = (ux / upper_len, uy / upper_len, uz / upper_len)
+        swing = _mm(_two_vectors_rotation(_mv(parent_m, rest_dir), d1), parent_m)
+        bent = False
+        if known[c]:
+            jc = j[c]
+            lx, ly, lz = jc[0] - jb[0], jc[1] - jb[1], jc[2] - jb[2]
+            lower_len = math.sqrt(lx * lx + ly * ly + lz * lz)
+            bent = lower_len > 1e-9
+        upper_m = swing
+        if bent:
+            d2 = (lx / lower_len, ly / lower_len, lz / lower_len)
+            normal = _cross3(d1, d2)
+            sin_bend = math.sqrt(_dot3(normal, normal))
+            bend_w = min(max((sin_bend - 0.17) / 0.25, 0.0), 1.0)  # plane trusted from ~10 to ~25 degrees
+            if bend_w > 0:
+                # Twist about the bone so its rest bend normal lands on the observed plane normal,
+                # limited to what a shoulder / hip can rotate (beyond it the hinge clamps instead).
+                n = (normal[0] / sin_bend, normal[1] / sin_bend, normal[2] / sin_bend)
+                e = _cross3(d1, n)
+                plane = _mmt((d1[0], n[0], e[0], d1[1], n[1], e[1], d1[2], n[2], e[2]), rest_frame)
+                r00, r01, r02, r10, r11, r12, r20, r21, r22 = _mmt(plane, swing)  # a rotation about d1
+                v = (r21 - r12, r02 - r20, r10 - r01)
+                tau = math.atan2(_dot3(v, d1) / 2.0, (r00 + r11 + r22 - 1.0) / 2.0)
+                # Beyond what the shoulder / hip can twist, the plane is the mirror one: a hinge bent
+                # the wrong way. Keep the plane with the half-turn-reduced twist; the flexion then clamps.
+                if abs(tau) > max_twist:
+                    tau = tau - math.copysign(math.pi, tau)
+                upper_m = _mm(_rodrigues(d1, bend_w * tau), swing)
+        local[upper] = _mtm(parent_m, upper_m)
+        solved[upper] = True
+        if not bent:
+            continue
+        # Lower limb: a hinge about the rest bend normal (same in the upper bone's frame), flexion in
+        # [0, max]: the angle of d2 about the hinge axis, measured from the upper bone's direction.
+        target = _mtv(upper_m, d2)
+        t = _dot3(target, rest_normal)
+        perp = (target[0] - t * rest_normal[0], target[1] - t * rest_normal[1], target[2] - t * rest_normal[2])
+        flex = math.atan2(_dot3(_cross3(rest_dir, perp), rest_normal), _dot3(rest_dir, perp))
+        max_flex = math.radians(limits.elbow_max_deg if arm else limits.knee_max_deg)
+        lower_m = _rodrigues(rest_normal, min(max(flex, 0.0), max_flex))
+        local[lower] = lower_m
+        solved[lower] = True
+        if foot is not None:
+            # Feet stay level with the ground, facing where the hips face (COCO-17 does not see them).
+            if foot_world is None:
+                foot_world = _rodrigues((0.0, 1.0, 0.0), math.atan2(hips_m[2], hips_m[8]))
+            local[foot] = _mtm(_mm(upper_m, lower_m), foot_world)
+            solved[foot] = True
     return local, solved
 
 
@@ -1092,7 +1112,7 @@ def _solve_quaternions(joints: np.ndarray, limits: Limits) -> tuple[np.ndarray, 
     """:func:`solve_rotations` as arrays: quaternions (16, 4) of ``_SOLVED_BONES`` (identity where not
     solved) and which were solved (16,) bool."""
     local, solved = _solve_matrices(joints, limits)
-    return quat.from_matrix(local), solved
+    return quat.from_matrix(np.array(local).reshape(-1, 3, 3)), np.array(solved)
 
 
 def solve_rotations(joints: np.ndarray, limits: Limits | None = None) -> tuple[dict[str, np.ndarray], set[str]]:
