@@ -25,6 +25,7 @@ All rotations are in the canonical frame of :mod:`avatar_bridge.skeleton` (ident
 
 from __future__ import annotations
 
+import bisect
 import copy
 import json
 import logging
@@ -229,17 +230,137 @@ class Calibration:
         return calib
 
 
-def _segment_lengths(kp: np.ndarray, ok: np.ndarray) -> dict[str, float]:
-    """2D length of every segment whose end points are confident (NaN otherwise)."""
-    out = {}
-    sh_mid, hip_mid = (kp[L_SH] + kp[R_SH]) / 2, (kp[L_HIP] + kp[R_HIP]) / 2
-    out["shoulders"] = np.linalg.norm(kp[L_SH] - kp[R_SH]) if ok[L_SH] and ok[R_SH] else np.nan
-    out["hips"] = np.linalg.norm(kp[L_HIP] - kp[R_HIP]) if ok[L_HIP] and ok[R_HIP] else np.nan
-    torso_ok = ok[L_SH] and ok[R_SH] and ok[L_HIP] and ok[R_HIP]
-    out["torso"] = np.linalg.norm(sh_mid - hip_mid) if torso_ok else np.nan
+def calibration_measurement(kp: np.ndarray, sc: np.ndarray, min_score: float = 0.3) -> tuple[dict[str, float], tuple[float, float] | None]:
+    """The per-frame part of :func:`calibration_from_frames`, for keypoints (17, 2) pixels and scores (17,).
+
+    Returns the 2D length (pixels) of every segment of ``SEGMENTS`` whose end points are confident
+    (only finite, positive lengths), and the frame's hip centre (the shoulder centre without both hips;
+    None without either). Plain floats: the calibration period measures every pose update once."""
+    k = np.asarray(kp, dtype=np.float64).tolist()
+    ok = [s >= min_score for s in np.asarray(sc, dtype=np.float64).reshape(-1).tolist()]
+    lengths: dict[str, float] = {}
+
+    def put(name: str, dx: float, dy: float) -> None:
+        length = math.sqrt(dx * dx + dy * dy)
+        if math.isfinite(length) and length > 0:
+            lengths[name] = length
+
+    (lsx, lsy), (rsx, rsy), (lhx, lhy), (rhx, rhy) = k[L_SH], k[R_SH], k[L_HIP], k[R_HIP]
+    if ok[L_SH] and ok[R_SH]:
+        put("shoulders", lsx - rsx, lsy - rsy)
+    if ok[L_HIP] and ok[R_HIP]:
+        put("hips", lhx - rhx, lhy - rhy)
+    if ok[L_SH] and ok[R_SH] and ok[L_HIP] and ok[R_HIP]:
+        put("torso", (lsx + rsx) / 2 - (lhx + rhx) / 2, (lsy + rsy) / 2 - (lhy + rhy) / 2)
     for name, (a, b) in LIMB_SEGMENTS.items():
-        out[name] = np.linalg.norm(kp[a] - kp[b]) if ok[a] and ok[b] else np.nan
-    return {k: float(v) for k, v in out.items()}
+        if ok[a] and ok[b]:
+            put(name, k[a][0] - k[b][0], k[a][1] - k[b][1])
+    center = None
+    if ok[L_HIP] and ok[R_HIP]:
+        center = ((lhx + rhx) / 2, (lhy + rhy) / 2)
+    elif ok[L_SH] and ok[R_SH]:
+        center = ((lsx + rsx) / 2, (lsy + rsy) / 2)
+    return lengths, center
+
+
+def _percentile90(values: list[float]) -> float:
+    """``np.percentile(values, 90)`` of a sorted, non-empty list (numpy's default linear method,
+    with its interpolation written the same way)."""
+    n = len(values)
+    index = (n - 1) * 0.9
+    if index >= n - 1:
+        return values[-1]
+    lo = math.floor(index)
+    gamma = index - lo
+    a, b = values[lo], values[lo + 1]
+    diff = b - a
+    return a + diff * gamma if gamma < 0.5 else b - diff * (1 - gamma)
+
+
+def _median(values: list[float]) -> float:
+    """``np.median`` of a non-empty list."""
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+class CalibrationPool:
+    """The :func:`calibration_measurement` of a changing set of frames, kept ready to calibrate from.
+
+    Per segment its lengths stay sorted (the 90th percentile is then a look-up), so adding or removing
+    a frame costs a few insertions and :meth:`calibration` does not revisit every frame: the
+    retargeter recalibrates on every pose update of the calibration period, over a set of frames
+    that grows (and, for the straighter half of the standing frames, changes) by a frame or two.
+    ``key`` identifies a frame (any hashable, unique in the pool).
+    """
+
+    def __init__(self) -> None:
+        self._lengths: dict[str, list[float]] = {s: [] for s in SEGMENTS}
+        self._centers: dict[object, tuple[float, float]] = {}
+        self._keys: set = set()
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._keys
+
+    def add(self, key: object, measurement: tuple[dict[str, float], tuple[float, float] | None]) -> None:
+        lengths, center = measurement
+        for name, length in lengths.items():
+            bisect.insort(self._lengths[name], length)
+        if center is not None:
+            self._centers[key] = center
+        self._keys.add(key)
+
+    def remove(self, key: object, measurement: tuple[dict[str, float], tuple[float, float] | None]) -> None:
+        """Take out a frame added with this ``key`` and ``measurement``."""
+        lengths, _ = measurement
+        for name, length in lengths.items():
+            values = self._lengths[name]
+            del values[bisect.bisect_left(values, length)]
+        self._centers.pop(key, None)
+        self._keys.remove(key)
+
+    def hold(self, keys: set, measurements: list) -> None:
+        """Make the pool hold exactly the frames ``keys`` (indices into ``measurements``): only the
+        difference from what it holds now is added or removed."""
+        for key in keys - self._keys:
+            self.add(key, measurements[key])
+        for key in self._keys - keys:
+            self.remove(key, measurements[key])
+
+    def calibration(self, image_size: tuple[int, int]) -> Calibration:
+        """:func:`calibration_from_frames` of the frames in the pool."""
+        if not self._keys:
+            raise ValueError("calibration needs at least one frame with the torso visible: stand facing the camera")
+        measured = {s: _percentile90(v) for s, v in self._lengths.items() if v}
+        # A side never seen borrows the other side's length (left and right bones match in people).
+        for limb in ("upper_arm", "lower_arm", "upper_leg", "lower_leg"):
+            left, right = measured.get(f"left_{limb}"), measured.get(f"right_{limb}")
+            if left is None and right is not None:
+                measured[f"left_{limb}"] = right
+            elif right is None and left is not None:
+                measured[f"right_{limb}"] = left
+        if not measured:
+            raise ValueError("calibration saw no body segment with confident end points: stand facing the camera, whole torso in view")
+        # Pixels per metre from what was seen (median over segments), used to fill in the rest.
+        ppm = _median([measured[s] / CANONICAL_LENGTHS[s] for s in measured])
+        segments = {s: measured.get(s, CANONICAL_LENGTHS[s] * ppm) for s in SEGMENTS}
+        body_px = segments["torso"] + (segments["left_upper_leg"] + segments["left_lower_leg"])
+        if self._centers:
+            n = len(self._centers)
+            center = (math.fsum(c[0] for c in self._centers.values()) / n, math.fsum(c[1] for c in self._centers.values()) / n)
+        else:
+            center = (image_size[0] / 2, image_size[1] / 2)
+        return Calibration(
+            segments=segments,
+            body_px=float(body_px),
+            hip_center=(float(center[0]), float(center[1])),
+            image_size=(int(image_size[0]), int(image_size[1])),
+            frames=len(self._keys),
+            measured=sorted(measured),
+        )
 
 
 # A calibration frame must show a standing pose. Its "bend" is the larger of: the most bent visible
@@ -257,21 +378,25 @@ CALIBRATION_PATIENCE = 10.0  # periods to wait for them before calibrating from 
 def calibration_pose_bend(kp: np.ndarray, sc: np.ndarray, min_score: float = 0.3) -> float:
     """How far one frame (keypoints (17, 2) pixels, scores (17,)) is from a standing pose: 0 = every
     visible limb straight and both feet level, 1 = at the rejection limit (see above). Limbs not seen
-    are not judged."""
-    ok = sc >= min_score
+    are not judged. Plain floats (it runs on every pose update of a calibration period)."""
+    k = np.asarray(kp, dtype=np.float64).tolist()
+    ok = [s >= min_score for s in np.asarray(sc, dtype=np.float64).reshape(-1).tolist()]
     worst = 0.0
     for a, b, c in ((L_HIP, L_KN, L_AN), (R_HIP, R_KN, R_AN), (L_SH, L_EL, L_WR), (R_SH, R_EL, R_WR)):
         if not (ok[a] and ok[b] and ok[c]):
             continue
-        u, v = kp[a] - kp[b], kp[c] - kp[b]
-        nu, nv = np.linalg.norm(u), np.linalg.norm(v)
+        ux, uy = k[a][0] - k[b][0], k[a][1] - k[b][1]
+        vx, vy = k[c][0] - k[b][0], k[c][1] - k[b][1]
+        nu, nv = math.sqrt(ux * ux + uy * uy), math.sqrt(vx * vx + vy * vy)
         if nu < 1e-6 or nv < 1e-6:
             continue
-        angle = math.degrees(math.acos(float(np.clip(u @ v / (nu * nv), -1.0, 1.0))))
+        angle = math.degrees(math.acos(min(max((ux * vx + uy * vy) / (nu * nv), -1.0), 1.0)))
         worst = max(worst, (180.0 - angle) / CALIBRATION_BEND_DEG)
     if ok[L_AN] and ok[R_AN] and ok[L_HIP] and ok[R_HIP]:
-        leg = (np.linalg.norm(kp[L_HIP] - kp[L_AN]) + np.linalg.norm(kp[R_HIP] - kp[R_AN])) / 2
-        worst = max(worst, abs(kp[L_AN][1] - kp[R_AN][1]) / max(leg, 1e-6) / CALIBRATION_FEET_LEVEL)
+        left = math.sqrt((k[L_HIP][0] - k[L_AN][0]) ** 2 + (k[L_HIP][1] - k[L_AN][1]) ** 2)
+        right = math.sqrt((k[R_HIP][0] - k[R_AN][0]) ** 2 + (k[R_HIP][1] - k[R_AN][1]) ** 2)
+        leg = (left + right) / 2
+        worst = max(worst, abs(k[L_AN][1] - k[R_AN][1]) / max(leg, 1e-6) / CALIBRATION_FEET_LEVEL)
     return float(worst)
 
 
@@ -290,44 +415,15 @@ def calibration_from_frames(
 
     A segment's length is the 90th percentile of its 2D length (foreshortening only shortens, noise
     goes both ways), averaged over left and right; a segment never seen is filled in from the
-    canonical proportions, scaled by the segments that were seen.
+    canonical proportions, scaled by the segments that were seen; the hip centre is the mean over
+    the frames that show it (see :func:`calibration_measurement`).
     """
     if not frames:
         raise ValueError("calibration needs at least one frame with the torso visible: stand facing the camera")
-    per_segment: dict[str, list[float]] = {s: [] for s in SEGMENTS}
-    hip_centers = []
-    for kp, sc in frames:
-        ok = sc >= min_score
-        for name, length in _segment_lengths(kp, ok).items():
-            if math.isfinite(length) and length > 0:
-                per_segment[name].append(length)
-        if ok[L_HIP] and ok[R_HIP]:
-            hip_centers.append((kp[L_HIP] + kp[R_HIP]) / 2)
-        elif ok[L_SH] and ok[R_SH]:
-            hip_centers.append((kp[L_SH] + kp[R_SH]) / 2)
-    measured = {s: float(np.percentile(v, 90)) for s, v in per_segment.items() if v}
-    # A side never seen borrows the other side's length (left and right bones match in people).
-    for limb in ("upper_arm", "lower_arm", "upper_leg", "lower_leg"):
-        left, right = measured.get(f"left_{limb}"), measured.get(f"right_{limb}")
-        if left is None and right is not None:
-            measured[f"left_{limb}"] = right
-        elif right is None and left is not None:
-            measured[f"right_{limb}"] = left
-    if not measured:
-        raise ValueError("calibration saw no body segment with confident end points: stand facing the camera, whole torso in view")
-    # Pixels per metre from what was seen (median over segments), used to fill in the rest.
-    ppm = float(np.median([measured[s] / CANONICAL_LENGTHS[s] for s in measured]))
-    segments = {s: measured.get(s, CANONICAL_LENGTHS[s] * ppm) for s in SEGMENTS}
-    body_px = segments["torso"] + (segments["left_upper_leg"] + segments["left_lower_leg"])
-    center = np.mean(hip_centers, axis=0) if hip_centers else np.array(image_size, float) / 2
-    return Calibration(
-        segments=segments,
-        body_px=float(body_px),
-        hip_center=(float(center[0]), float(center[1])),
-        image_size=(int(image_size[0]), int(image_size[1])),
-        frames=len(frames),
-        measured=sorted(s for s in measured if per_segment[s] or s in measured),
-    )
+    pool = CalibrationPool()
+    for i, (kp, sc) in enumerate(frames):
+        pool.add(i, calibration_measurement(kp, sc, min_score))
+    return pool.calibration(image_size)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1168,8 +1264,7 @@ class Retargeter:
         self.calibration: Calibration | None = None
         self._custom_lifter = lifter
         self._lifter: Lifter | None = lifter
-        self._calib_frames: list[tuple[np.ndarray, np.ndarray, float]] = []  # accepted frames of the period, with their bend
-        self._calib_all: list[tuple[np.ndarray, np.ndarray]] = []  # every frame of the period
+        self._reset_calibration_period()
         self._calib_start: float | None = None
         self._calibrating = True
         # Unseen-bone memory per _SOLVED_BONES row: last solved rotation, its confidence and time.
@@ -1205,8 +1300,7 @@ class Retargeter:
 
     def calibrate(self) -> None:
         """Start a new calibration period from the next confident frames (user stands facing the camera)."""
-        self._calib_frames = []
-        self._calib_all = []
+        self._reset_calibration_period()
         self._calib_start = None
         self._calibrating = True
         self.upper_body = bool(self.config.upper_body)  # a new calibration may see the hips again
@@ -1216,11 +1310,19 @@ class Retargeter:
     def set_calibration(self, calibration: Calibration) -> None:
         self.calibration = calibration
         self._calibrating = False
-        self._calib_frames = []
-        self._calib_all = []
+        self._reset_calibration_period()
         if self._custom_lifter is None:
             self._lifter = self._make_lifter(calibration)
         self._output_lifter = None
+
+    def _reset_calibration_period(self) -> None:
+        """Forget the calibration period's frames. Each pose update of the period is measured once
+        (:func:`calibration_measurement`, by its index in the period) and kept in two pools: every
+        frame, and the straighter half of the standing ones (the frames the calibration uses)."""
+        self._calib_measurements: list[tuple[dict[str, float], tuple[float, float] | None]] = []
+        self._calib_all = CalibrationPool()  # every frame of the period
+        self._calib_ranked: list[tuple[float, int]] = []  # (bend, index) of the accepted frames, straightest first
+        self._calib_best = CalibrationPool()  # the straighter half of the accepted frames (updated lazily)
 
     def _make_lifter(self, calibration: Calibration) -> ForeshorteningLifter:
         width = calibration.image_size[0]
@@ -1246,7 +1348,7 @@ class Retargeter:
         ``CALIBRATION_PATIENCE`` periods, the period ends with every frame (as before)."""
         ok = sc >= self.config.min_score
         shoulders, hips = bool(ok[[L_SH, R_SH]].all()), bool(ok[[L_HIP, R_HIP]].all())
-        if shoulders and not hips and not self.upper_body and not self._calib_frames and self.config.auto_upper_body:
+        if shoulders and not hips and not self.upper_body and not self._calib_ranked and self.config.auto_upper_body:
             # Shoulders seen but never the hips: after calibration_seconds of that, calibrate the
             # upper body alone rather than never (the avatar would stay at rest all run).
             if self._hipless_since is None:
@@ -1263,28 +1365,31 @@ class Retargeter:
             return
         if self._calib_start is None:
             self._calib_start = timestamp
-            self._calib_all = []
-        self._calib_all.append((kp.copy(), sc.copy()))
-        judged = sc.copy()
+            self._reset_calibration_period()
+        index = len(self._calib_measurements)
+        measurement = calibration_measurement(kp, sc, self.config.min_score)
+        self._calib_measurements.append(measurement)
+        self._calib_all.add(index, measurement)
+        judged = sc
         if self.upper_body:  # seated: bent knees and hidden feet are expected, judge the arms only
+            judged = sc.copy()
             judged[[L_HIP, R_HIP, L_KN, R_KN, L_AN, R_AN]] = 0.0
         bend = calibration_pose_bend(kp, judged, self.config.min_score)
         if bend <= 1.0:
-            self._calib_frames.append((kp.copy(), sc.copy(), bend))
+            bisect.insort(self._calib_ranked, (bend, index))  # ties stay in arrival order
+        accepted = len(self._calib_ranked)
         elapsed = timestamp - self._calib_start
-        enough = len(self._calib_frames) >= CALIBRATION_MIN_FRAMES
+        enough = accepted >= CALIBRATION_MIN_FRAMES
         done = elapsed >= self.config.calibration_seconds and enough
-        if enough or len(self._calib_frames) >= len(self._calib_all) / 2:
+        pool = self._calib_all
+        if accepted and (enough or accepted >= len(self._calib_all) / 2):
             # The straighter half of the accepted frames (at least CALIBRATION_MIN_FRAMES of them).
-            ranked = sorted(self._calib_frames, key=lambda f: f[2])
-            frames = [(k, c) for k, c, _ in ranked[: max(CALIBRATION_MIN_FRAMES, (len(ranked) + 1) // 2)]]
-        else:
-            frames = self._calib_all
+            pool = self._calib_best
+            pool.hold({i for _, i in self._calib_ranked[: max(CALIBRATION_MIN_FRAMES, (accepted + 1) // 2)]},
+                      self._calib_measurements)
         if not done and elapsed >= CALIBRATION_PATIENCE * self.config.calibration_seconds:
-            done, frames = True, self._calib_all
-        if not frames:
-            frames = self._calib_all
-        calibration = calibration_from_frames(frames, image_size, self.config.min_score)
+            done, pool = True, self._calib_all
+        calibration = pool.calibration(image_size)
         if done:
             self.set_calibration(calibration)
             if self.config.calibration_file:
