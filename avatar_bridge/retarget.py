@@ -1204,11 +1204,37 @@ def _solve_matrices(joints: np.ndarray, limits: Limits) -> tuple[list[tuple], li
     return local, solved
 
 
+_IDENTITY_Q = (0.0, 0.0, 0.0, 1.0)
+
+
+def _quaternion(m: tuple) -> tuple[float, float, float, float]:
+    """:func:`avatar_bridge.quat.from_matrix` of one rotation matrix (9-tuple), in floats: (x, y, z, w)
+    with w >= 0. Of four candidates (4 * |component| times the quaternion, one per component) the
+    longest is the best conditioned (the first of equals, like numpy's argmax)."""
+    if m is _I9:  # a bone left unsolved
+        return _IDENTITY_Q
+    m00, m01, m02, m10, m11, m12, m20, m21, m22 = m
+    t = m00 + m11 + m22
+    d21, d02, d10 = m21 - m12, m02 - m20, m10 - m01
+    s01, s02, s12 = m01 + m10, m02 + m20, m12 + m21
+    best, best_norm = None, -math.inf
+    for q in ((d21, d02, d10, 1 + t), (1 + m00 - m11 - m22, s01, s02, d21),
+              (s01, 1 + m11 - m00 - m22, s12, d02), (s02, s12, 1 + m22 - m00 - m11, d10)):
+        n = math.sqrt(q[0] * q[0] + q[1] * q[1] + q[2] * q[2] + q[3] * q[3])
+        if best is None or n > best_norm:
+            best, best_norm = q, n
+    if not best_norm > 1e-12:  # not a rotation (NaN): identity, as quat.normalize gives
+        return _IDENTITY_Q
+    if best[3] < 0:
+        best_norm = -best_norm
+    return (best[0] / best_norm, best[1] / best_norm, best[2] / best_norm, best[3] / best_norm)
+
+
 def _solve_quaternions(joints: np.ndarray, limits: Limits) -> tuple[np.ndarray, np.ndarray]:
     """:func:`solve_rotations` as arrays: quaternions (16, 4) of ``_SOLVED_BONES`` (identity where not
     solved) and which were solved (16,) bool."""
     local, solved = _solve_matrices(joints, limits)
-    return quat.from_matrix(np.array(local).reshape(-1, 3, 3)), np.array(solved)
+    return np.array([_quaternion(m) for m in local]), np.array(solved)
 
 
 def solve_rotations(joints: np.ndarray, limits: Limits | None = None) -> tuple[dict[str, np.ndarray], set[str]]:
