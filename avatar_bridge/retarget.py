@@ -1021,16 +1021,30 @@ def _scaled_rotation(m: tuple, fraction: float, max_angle: float = math.pi) -> t
     return _rodrigues(axis, min(angle, max_angle) * fraction)
 
 
-def _kabsch(rest: np.ndarray, observed: np.ndarray) -> tuple:
-    """Rotation matrix (9-tuple) best taking centred ``rest`` points onto centred ``observed`` points."""
-    a = rest - rest.sum(axis=0) / len(rest)
-    b = observed - observed.sum(axis=0) / len(observed)
-    u, _, vt = np.linalg.svd(a.T @ b)
-    r = vt.T @ u.T
-    (r00, r01, r02), (r10, r11, r12), (r20, r21, r22) = r.tolist()
+# The face template centred on its mean, as rows: the fixed side of the head's Kabsch fit.
+_FACE_CENTRED = [tuple(row) for row in (FACE_TEMPLATE - FACE_TEMPLATE.sum(axis=0) / len(FACE_TEMPLATE)).tolist()]
+
+
+def _head_rotation(face: list[tuple[float, float, float]]) -> tuple:
+    """Rotation matrix (9-tuple) best taking the centred face template onto the centred observed face
+    points (Kabsch): H = sum over points of template (x) observed, H = U S Vt, R = V diag(1, 1, d) Ut
+    with d the sign that makes R a rotation. Floats but the SVD."""
+    n = len(face)
+    mx, my, mz = (sum(p[c] for p in face) / n for c in range(3))
+    h00 = h01 = h02 = h10 = h11 = h12 = h20 = h21 = h22 = 0.0
+    for (ax, ay, az), (bx, by, bz) in zip(_FACE_CENTRED, face):
+        bx, by, bz = bx - mx, by - my, bz - mz
+        h00, h01, h02 = h00 + ax * bx, h01 + ax * by, h02 + ax * bz
+        h10, h11, h12 = h10 + ay * bx, h11 + ay * by, h12 + ay * bz
+        h20, h21, h22 = h20 + az * bx, h21 + az * by, h22 + az * bz
+    u, _, vt = np.linalg.svd(np.array([[h00, h01, h02], [h10, h11, h12], [h20, h21, h22]]))
+    u, vt = tuple(u.ravel().tolist()), tuple(vt.ravel().tolist())
+    r = _mtm(vt, (u[0], u[3], u[6], u[1], u[4], u[7], u[2], u[5], u[8]))  # vt.T @ u.T
+    r00, r01, r02, r10, r11, r12, r20, r21, r22 = r
     if r00 * (r11 * r22 - r12 * r21) - r01 * (r10 * r22 - r12 * r20) + r02 * (r10 * r21 - r11 * r20) < 0:
-        r = vt.T @ np.diag([1.0, 1.0, -1.0]) @ u.T  # a reflection: flip the weakest axis
-    return tuple(r.ravel().tolist())
+        # A reflection: flip the weakest axis (the last row of vt).
+        r = _mtm(vt[:6] + (-vt[6], -vt[7], -vt[8]), (u[0], u[3], u[6], u[1], u[4], u[7], u[2], u[5], u[8]))
+    return r
 
 
 # Rest direction of each limb bone and the normal of its bend plane at rest (rest_dir x bend_dir).
@@ -1138,7 +1152,7 @@ def _solve_matrices(joints: np.ndarray, limits: Limits) -> tuple[list[tuple], li
 
     # Neck + head: face points fitted to the template (Kabsch), split between neck and head.
     if all(known[i] for i in FACE):
-        head_world = _kabsch(FACE_TEMPLATE, np.array([j[i] for i in FACE]))
+        head_world = _head_rotation([j[i] for i in FACE])
         local[4] = local[5] = _scaled_rotation(_mtm(chest_m, head_world), 0.5, math.radians(limits.neck_max_deg))
         solved[4] = solved[5] = True
 
