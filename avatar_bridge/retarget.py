@@ -1244,11 +1244,18 @@ def _quaternion(m: tuple) -> tuple[float, float, float, float]:
     return (best[0] / best_norm, best[1] / best_norm, best[2] / best_norm, best[3] / best_norm)
 
 
+def _solve_quaternion_rows(joints: np.ndarray, limits: Limits) -> tuple[list[tuple], list[bool]]:
+    """:func:`solve_rotations` as lists over ``_SOLVED_BONES``: quaternions (x, y, z, w) (identity
+    where not solved) and which were solved."""
+    local, solved = _solve_matrices(joints, limits)
+    return [_quaternion(m) for m in local], solved
+
+
 def _solve_quaternions(joints: np.ndarray, limits: Limits) -> tuple[np.ndarray, np.ndarray]:
     """:func:`solve_rotations` as arrays: quaternions (16, 4) of ``_SOLVED_BONES`` (identity where not
     solved) and which were solved (16,) bool."""
-    local, solved = _solve_matrices(joints, limits)
-    return np.array([_quaternion(m) for m in local]), np.array(solved)
+    local, solved = _solve_quaternion_rows(joints, limits)
+    return np.array(local), np.array(solved)
 
 
 def solve_rotations(joints: np.ndarray, limits: Limits | None = None) -> tuple[dict[str, np.ndarray], set[str]]:
@@ -1280,13 +1287,35 @@ _BONE_KEYPOINTS: dict[str, tuple[int, ...]] = {
 
 
 assert tuple(_BONE_KEYPOINTS) == _SOLVED_BONES  # the policy works on the solver's arrays
-# Each bone's keypoints as one index row (repeating its last keypoint: the minimum is unchanged).
-_BONE_KEYPOINT_ROWS = np.array([list(kps) + [kps[-1]] * (len(FACE) - len(kps)) for kps in _BONE_KEYPOINTS.values()])
-_SOLVED_LEGS = np.array([name in LEG_BONES for name in _SOLVED_BONES])
+_BONE_KEYPOINT_TUPLES = tuple(_BONE_KEYPOINTS.values())  # per _SOLVED_BONES row
+_SOLVED_LEGS = tuple(name in LEG_BONES for name in _SOLVED_BONES)
 # Bones every RigPose carries at rest (COCO-17 does not see them), after the solved ones.
 _REST_BONES = ("leftToes", "rightToes", "leftHand", "rightHand", "leftShoulder", "rightShoulder")
 _OUTPUT_BONES = _SOLVED_BONES + _REST_BONES
-_REST_ROTATIONS = np.stack([rest_pose_rotations().get(name, quat.IDENTITY) for name in _SOLVED_BONES])  # what unseen bones ease to
+# What unseen bones ease to, per _SOLVED_BONES row (x, y, z, w).
+_REST_ROTATIONS = tuple(tuple(rest_pose_rotations().get(name, quat.IDENTITY).tolist()) for name in _SOLVED_BONES)
+
+
+def _normalized(q: tuple) -> tuple[float, float, float, float]:
+    """:func:`avatar_bridge.quat.normalize` of one quaternion (float tuple)."""
+    x, y, z, w = q
+    n = math.sqrt(x * x + y * y + z * z + w * w)
+    return (x / n, y / n, z / n, w / n) if n > 1e-12 else _IDENTITY_Q
+
+
+def _slerp(a: tuple, b: tuple, t: float) -> tuple[float, float, float, float]:
+    """:func:`avatar_bridge.quat.slerp` of two quaternions (float tuples), the shorter way round."""
+    a, b = _normalized(a), _normalized(b)
+    d = a[0] * b[0] + a[1] * b[1] + a[2] * b[2] + a[3] * b[3]
+    if d < 0:
+        b, d = (-b[0], -b[1], -b[2], -b[3]), -d
+    theta = math.acos(min(max(d, -1.0), 1.0))
+    s = math.sin(theta)
+    if s < 1e-6:
+        wa, wb = 1.0 - t, t
+    else:
+        wa, wb = math.sin((1.0 - t) * theta) / s, math.sin(t * theta) / s
+    return _normalized(tuple(wa * p + wb * q for p, q in zip(a, b)))
 
 
 class Retargeter:
@@ -1307,12 +1336,10 @@ class Retargeter:
         self._reset_calibration_period()
         self._calib_start: float | None = None
         self._calibrating = True
-        # Unseen-bone memory per _SOLVED_BONES row: last solved rotation, its confidence and time.
-        self._memory_rotation = np.tile(quat.IDENTITY, (len(_SOLVED_BONES), 1))
-        self._memory_confidence = np.zeros(len(_SOLVED_BONES))
-        self._memory_time = np.zeros(len(_SOLVED_BONES))
-        self._memory_set = np.zeros(len(_SOLVED_BONES), dtype=bool)
-        self._previous: np.ndarray | None = None  # last output quaternions (_OUTPUT_BONES rows), for continuity
+        # Unseen-bone memory per _SOLVED_BONES row: (last solved rotation, its confidence, its time),
+        # None before the bone was ever solved.
+        self._memory: list[tuple[tuple, float, float] | None] = [None] * len(_SOLVED_BONES)
+        self._previous: list[tuple] | None = None  # last output quaternions (_OUTPUT_BONES rows), for continuity
         self._image_size: tuple[int, int] | None = None
         self._previous_hips: np.ndarray | None = None
         # update() runs on the capture loop and solve(advance=False) on the output clock: the lifter's
@@ -1524,53 +1551,60 @@ class Retargeter:
             if joints.shape != (NUM_KEYPOINTS, 3):
                 raise ValueError(f"lifter returned shape {joints.shape}, expected (17, 3)")
         if joints is not None:
-            local, solved = _solve_quaternions(joints, self.limits)
+            local, solved = _solve_quaternion_rows(joints, self.limits)
         else:
-            local, solved = np.tile(quat.IDENTITY, (len(_SOLVED_BONES), 1)), np.zeros(len(_SOLVED_BONES), dtype=bool)
+            local, solved = [_IDENTITY_Q] * len(_SOLVED_BONES), [False] * len(_SOLVED_BONES)
         if self.upper_body:
-            solved &= ~_SOLVED_LEGS
-        rotations, confidence = self._apply_unseen_policy(local, solved, sc, timestamp)
+            solved = [s and not leg for s, leg in zip(solved, _SOLVED_LEGS)]
+        rotations, confidence = self._apply_unseen_policy(local, solved, sc.tolist(), timestamp)
         hips_position = self._hips_position(kp, sc)
-        tracking = bool(solved.any())
         # No mirroring here: a RigPose keeps the performer's own left and right (takes, BVH, JSON
         # Lines). The selfie mirror (config.mirror) is a view option: see mirror_rig and
         # avatar_bridge.outputs, which apply it to the viewer and VMC only.
         # Continuity: never let a quaternion flip sign between frames.
-        rotations = quat.normalize(rotations)
+        rotations = [_normalized(q) for q in rotations]
         if self._previous is not None:
-            rotations = np.where(np.einsum("ij,ij->i", rotations, self._previous)[:, None] < 0, -rotations, rotations)
+            rotations = [(-x, -y, -z, -w) if x * px + y * py + z * pz + w * pw < 0 else (x, y, z, w)
+                         for (x, y, z, w), (px, py, pz, pw) in zip(rotations, self._previous)]
         self._previous = rotations
         return RigPose(timestamp=float(timestamp), track_id=int(track_id), hips_position=hips_position,
-                       rotations=dict(zip(_OUTPUT_BONES, rotations)),
-                       confidence=dict(zip(_SOLVED_BONES, confidence.tolist())), tracking=tracking)
+                       rotations=dict(zip(_OUTPUT_BONES, np.array(rotations))),
+                       confidence=dict(zip(_SOLVED_BONES, confidence)), tracking=any(solved))
 
-    def _apply_unseen_policy(self, local: np.ndarray, solved: np.ndarray, sc: np.ndarray,
-                             timestamp: float) -> tuple[np.ndarray, np.ndarray]:
+    def _apply_unseen_policy(self, local: list[tuple], solved: list[bool], sc: list[float],
+                             timestamp: float) -> tuple[list[tuple], list[float]]:
         """Seen bones take the solved rotation; unseen ones hold, then ease to the rest pose.
 
-        ``local`` (16, 4) and ``solved`` (16,) are per ``_SOLVED_BONES`` row; returns the rotations
-        (22, 4) of ``_OUTPUT_BONES`` (the bones COCO-17 does not see at rest) and the confidences
-        (16,). Arrays over the bones, not a loop: this runs per person on every output tick.
+        ``local`` (quaternion tuples) and ``solved`` are per ``_SOLVED_BONES`` row, ``sc`` the 17
+        keypoint scores; returns the rotations of ``_OUTPUT_BONES`` (the bones COCO-17 does not see
+        at rest after the solved ones) and the confidences of ``_SOLVED_BONES``. A loop over floats:
+        this runs per person on every output tick, on 16 bones.
         """
-        bone_conf = sc[_BONE_KEYPOINT_ROWS].min(axis=1)
-        self._memory_rotation[solved] = local[solved]
-        self._memory_confidence[solved] = bone_conf[solved]
-        self._memory_time[solved] = timestamp
-        self._memory_set |= solved
-        # Unseen: at rest without a memory (or a leg in upper-body mode), held for hold_seconds, then eased.
-        at_rest = ~solved & ~self._memory_set
-        if self.upper_body:
-            at_rest |= ~solved & _SOLVED_LEGS
-        unseen_for = timestamp - self._memory_time
-        held = ~solved & ~at_rest & (unseen_for <= self.config.hold_seconds)
-        easing = ~solved & ~at_rest & ~held
-        rotations = np.concatenate([np.where(solved[:, None], local, np.where(held[:, None], self._memory_rotation, _REST_ROTATIONS)),
-                                    np.tile(quat.IDENTITY, (len(_REST_BONES), 1))])
-        confidence = np.where(solved, bone_conf, np.where(held, self._memory_confidence * 0.5, 0.0))
-        if easing.any():
-            t = np.minimum((unseen_for[easing] - self.config.hold_seconds) / self.config.ease_seconds, 1.0)
-            t = t * t * (3 - 2 * t)  # smoothstep
-            rotations[:len(_SOLVED_BONES)][easing] = quat.slerp(self._memory_rotation[easing], _REST_ROTATIONS[easing], t)
+        hold, ease = self.config.hold_seconds, self.config.ease_seconds
+        memory = self._memory
+        rotations, confidence = [], []
+        for i, (rotation, seen, keypoints) in enumerate(zip(local, solved, _BONE_KEYPOINT_TUPLES)):
+            if seen:
+                bone_conf = min([sc[k] for k in keypoints])
+                memory[i] = (rotation, bone_conf, timestamp)
+                rotations.append(rotation)
+                confidence.append(bone_conf)
+                continue
+            # Unseen: at rest without a memory (or a leg in upper-body mode), held for hold_seconds, then eased.
+            if memory[i] is None or (self.upper_body and _SOLVED_LEGS[i]):
+                rotations.append(_REST_ROTATIONS[i])
+                confidence.append(0.0)
+                continue
+            held, held_conf, when = memory[i]
+            unseen_for = timestamp - when
+            if unseen_for <= hold:
+                rotations.append(held)
+                confidence.append(held_conf * 0.5)
+            else:
+                t = min((unseen_for - hold) / ease, 1.0)
+                rotations.append(_slerp(held, _REST_ROTATIONS[i], t * t * (3 - 2 * t)))  # smoothstep
+                confidence.append(0.0)
+        rotations.extend([_IDENTITY_Q] * len(_REST_BONES))
         return rotations, confidence
 
     def _hips_position(self, kp: np.ndarray, sc: np.ndarray) -> np.ndarray:
