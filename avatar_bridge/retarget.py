@@ -459,14 +459,17 @@ def _on_ray(parent: tuple[float, float, float], ray: tuple[float, float, float],
     a = rx * rx + ry * ry + rz * rz
     b = rx * px + ry * py + rz * pz
     ox, oy, oz = ry * pz - rz * py, rz * px - rx * pz, rx * py - ry * px
-    root = math.sqrt(max(a * length * length - (ox * ox + oy * oy + oz * oz), 0.0))
+    disc = a * length * length - (ox * ox + oy * oy + oz * oz)
+    root = math.sqrt(0.0 if disc < 0.0 else disc)  # max(disc, 0.0) without the call (hot path)
     near, far = (b - root) / a, (b + root) / a
     return (rx * near, ry * near, rz * near), (rx * far, ry * far, rz * far)
 
 
 def _unit3(x: float, y: float, z: float) -> tuple[float, float, float]:
     """Unit vector along a float 3-vector (the zero vector stays zero)."""
-    n = max(math.sqrt(x * x + y * y + z * z), 1e-12)
+    n = math.sqrt(x * x + y * y + z * z)
+    if n < 1e-12:  # max(n, 1e-12) without the call (hot path)
+        n = 1e-12
     return x / n, y / n, z / n
 
 
@@ -789,8 +792,9 @@ class ForeshorteningLifter:
         """
         tune = self.tuning
         planar = self.planar
-        gain = tune.prior_gain
+        gain, plane, reach_weight = tune.prior_gain, tune.plane, tune.reach
         upper_plane = tune.plane * tune.upper_plane_weight
+        # (max(x, c) is written as a conditional below: the builtin call costs more than the math.)
         (fx, fy, fz), (ux, uy, uz), (lx, ly, lz) = frame
         for a, b, c, upper_limb, lower_limb, upper_slot, lower_slot, arm, side, bend_sign in _LIFT_LIMB_ROWS:
             parent = pts[a]
@@ -798,6 +802,8 @@ class ForeshorteningLifter:
                 continue
             px, py, pz = parent
             len_u, len_l = metres[upper_limb], metres[lower_limb]
+            depth_u = 1e-9 if len_u < 1e-9 else len_u  # divisors of the signed depths
+            depth_l = 1e-9 if len_l < 1e-9 else len_l
             w_u, e_u = weight[upper_slot], extrapolated[upper_slot]
             has_end = seen[c]
             if has_end:
@@ -808,7 +814,7 @@ class ForeshorteningLifter:
             best = None
             upper = _on_ray(parent, ray[b], len_u, planar)
             for iu, (x, y, z) in enumerate(upper):
-                su = (pz - z) / max(len_u, 1e-9)
+                su = (pz - z) / depth_u
                 dx, dy, dz = _unit3(x - px, y - py, -(z - pz))  # upper direction, canonical axes
                 along = dx * fx + dy * fy + dz * fz
                 if arm:
@@ -825,7 +831,8 @@ class ForeshorteningLifter:
                 # Hinge: how much the lower segment bends towards the bend direction, which is
                 # perpendicular to the upper segment (forward for elbows, backward for knees; up /
                 # down blended in when parallel).
-                blend = max(along * bend_sign, 0.0)
+                blend = along * bend_sign
+                blend = 0.0 if blend < 0.0 else blend
                 bx = fx * bend_sign + blend * (ux * bend_sign)
                 by = fy * bend_sign + blend * (uy * bend_sign)
                 bz = fz * bend_sign + blend * (uz * bend_sign)
@@ -833,15 +840,16 @@ class ForeshorteningLifter:
                 bx, by, bz = _unit3(bx - t * dx, by - t * dy, bz - t * dz)
                 for point in _on_ray((x, y, z), ray[c], len_l, planar):
                     sx, sy, sz = point[0] - x, point[1] - y, point[2] - z
-                    sl = (z - point[2]) / max(len_l, 1e-9)
+                    sl = (z - point[2]) / depth_l
                     reach = math.sqrt(sx * sx + sy * sy + sz * sz)
-                    r = max(reach, 1e-12)
+                    r = 1e-12 if reach < 1e-12 else reach
                     ex, ey, ez = sx / r, sy / r, -sz / r  # lower direction, canonical axes
                     t = ex * dx + ey * dy + ez * dz
                     hinge = (ex - t * dx) * bx + (ey - t * dy) * by + (ez - t * dz) * bz
-                    shortfall = max(reach - len_l, 0.0) / len_l
-                    cost = (cost_u + w_l * (sl - e_l) ** 2 + tune.reach * shortfall
-                            + hinge_gain * (tune.plane * abs(sl) - hinge))
+                    excess = reach - len_l
+                    shortfall = (0.0 if excess < 0.0 else excess) / len_l
+                    cost = (cost_u + w_l * (sl - e_l) ** 2 + reach_weight * shortfall
+                            + hinge_gain * (plane * abs(sl) - hinge))
                     if best is None or cost < best[0]:
                         best = (cost, iu, su, point, sl)
             _, iu, su, lower_point, sl = best
@@ -1481,10 +1489,14 @@ class Retargeter:
 
     @staticmethod
     def _clean(keypoints: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Keypoints (17, 2) and scores (17,) as float64 with non-finite rows zeroed (score 0 = unseen)
+        and scores clipped to [0, 1]. The keypoints may be the caller's own array: read them only."""
         kp = np.asarray(keypoints, dtype=np.float64)
         sc = np.asarray(scores, dtype=np.float64).reshape(-1)
         if kp.ndim != 2 or kp.shape[1] != 2 or kp.shape[0] != NUM_KEYPOINTS or sc.shape[0] != NUM_KEYPOINTS:
             raise ValueError(f"retarget expects COCO-17 keypoints (17, 2) and scores (17,), got {kp.shape} and {sc.shape}")
+        if np.isfinite(kp).all() and np.isfinite(sc).all():  # the usual case: four numpy calls, not ten
+            return kp, np.minimum(np.maximum(sc, 0.0), 1.0)
         bad = ~np.all(np.isfinite(kp), axis=-1) | ~np.isfinite(sc)
         return np.where(bad[:, None], 0.0, kp), np.where(bad, 0.0, np.clip(sc, 0.0, 1.0))
 
