@@ -1620,30 +1620,33 @@ class Retargeter:
         return rotations, confidence
 
     def _hips_position(self, kp: np.ndarray, sc: np.ndarray) -> np.ndarray:
-        """Hips position (metres, canonical, not mirrored) from the 2D hip centre and apparent size."""
-        rest = np.array([0.0, _hips_rest_height(), 0.0])
+        """Hips position (metres, canonical, not mirrored) from the 2D hip centre and apparent size.
+        Plain floats (a handful of scalars, on every output tick)."""
+        rest_y = _hips_rest_height()
         cal = self.calibration
         if cal is None:
-            return rest
-        ok = sc >= self.config.min_score
-        if ok[L_HIP] and ok[R_HIP] and not self.upper_body:
-            center = (kp[L_HIP] + kp[R_HIP]) / 2
-        elif ok[L_SH] and ok[R_SH]:
-            center = (kp[L_SH] + kp[R_SH]) / 2 + np.array([0.0, cal.segments["torso"]])
+            return np.array([0.0, rest_y, 0.0])
+        min_score = self.config.min_score
+        if sc[L_HIP] >= min_score and sc[R_HIP] >= min_score and not self.upper_body:
+            (lx, ly), (rx, ry) = kp[L_HIP].tolist(), kp[R_HIP].tolist()
+            cx, cy = (lx + rx) / 2, (ly + ry) / 2
+        elif sc[L_SH] >= min_score and sc[R_SH] >= min_score:
+            (lx, ly), (rx, ry) = kp[L_SH].tolist(), kp[R_SH].tolist()
+            cx, cy = (lx + rx) / 2 + 0.0, (ly + ry) / 2 + cal.segments["torso"]
         else:
-            return rest if self._previous_hips is None else self._previous_hips
+            return np.array([0.0, rest_y, 0.0]) if self._previous_hips is None else self._previous_hips
         scale = self._lifter.scale if isinstance(self._lifter, ForeshorteningLifter) and self._lifter.scale > 0 else 1.0
         px_per_m_cal = cal.body_px / CANONICAL_BODY_M
         px_per_m = px_per_m_cal * scale
         width = cal.image_size[0]
         focal = (width / 2) / math.tan(math.radians(self.config.fov_deg) / 2)
         depth_cal = focal / px_per_m_cal  # metres from the camera at calibration
-        x = (center[0] - width / 2) / px_per_m - (cal.hip_center[0] - width / 2) / px_per_m_cal
-        y = -((center[1] - cal.image_size[1] / 2) / px_per_m - (cal.hip_center[1] - cal.image_size[1] / 2) / px_per_m_cal)
+        x = (cx - width / 2) / px_per_m - (cal.hip_center[0] - width / 2) / px_per_m_cal
+        y = -((cy - cal.image_size[1] / 2) / px_per_m - (cal.hip_center[1] - cal.image_size[1] / 2) / px_per_m_cal)
         z = depth_cal * (1.0 - 1.0 / scale)
         if self.upper_body:
             y = 0.0
-        pos = rest + np.array([x, y, z])
+        pos = np.array([0.0 + x, rest_y + y, 0.0 + z])
         self._previous_hips = pos
         return pos
 
