@@ -25,6 +25,7 @@ All rotations are in the canonical frame of :mod:`avatar_bridge.skeleton` (ident
 
 from __future__ import annotations
 
+import bisect
 import copy
 import json
 import logging
@@ -229,17 +230,137 @@ class Calibration:
         return calib
 
 
-def _segment_lengths(kp: np.ndarray, ok: np.ndarray) -> dict[str, float]:
-    """2D length of every segment whose end points are confident (NaN otherwise)."""
-    out = {}
-    sh_mid, hip_mid = (kp[L_SH] + kp[R_SH]) / 2, (kp[L_HIP] + kp[R_HIP]) / 2
-    out["shoulders"] = np.linalg.norm(kp[L_SH] - kp[R_SH]) if ok[L_SH] and ok[R_SH] else np.nan
-    out["hips"] = np.linalg.norm(kp[L_HIP] - kp[R_HIP]) if ok[L_HIP] and ok[R_HIP] else np.nan
-    torso_ok = ok[L_SH] and ok[R_SH] and ok[L_HIP] and ok[R_HIP]
-    out["torso"] = np.linalg.norm(sh_mid - hip_mid) if torso_ok else np.nan
+def calibration_measurement(kp: np.ndarray, sc: np.ndarray, min_score: float = 0.3) -> tuple[dict[str, float], tuple[float, float] | None]:
+    """The per-frame part of :func:`calibration_from_frames`, for keypoints (17, 2) pixels and scores (17,).
+
+    Returns the 2D length (pixels) of every segment of ``SEGMENTS`` whose end points are confident
+    (only finite, positive lengths), and the frame's hip centre (the shoulder centre without both hips;
+    None without either). Plain floats: the calibration period measures every pose update once."""
+    k = np.asarray(kp, dtype=np.float64).tolist()
+    ok = [s >= min_score for s in np.asarray(sc, dtype=np.float64).reshape(-1).tolist()]
+    lengths: dict[str, float] = {}
+
+    def put(name: str, dx: float, dy: float) -> None:
+        length = math.sqrt(dx * dx + dy * dy)
+        if math.isfinite(length) and length > 0:
+            lengths[name] = length
+
+    (lsx, lsy), (rsx, rsy), (lhx, lhy), (rhx, rhy) = k[L_SH], k[R_SH], k[L_HIP], k[R_HIP]
+    if ok[L_SH] and ok[R_SH]:
+        put("shoulders", lsx - rsx, lsy - rsy)
+    if ok[L_HIP] and ok[R_HIP]:
+        put("hips", lhx - rhx, lhy - rhy)
+    if ok[L_SH] and ok[R_SH] and ok[L_HIP] and ok[R_HIP]:
+        put("torso", (lsx + rsx) / 2 - (lhx + rhx) / 2, (lsy + rsy) / 2 - (lhy + rhy) / 2)
     for name, (a, b) in LIMB_SEGMENTS.items():
-        out[name] = np.linalg.norm(kp[a] - kp[b]) if ok[a] and ok[b] else np.nan
-    return {k: float(v) for k, v in out.items()}
+        if ok[a] and ok[b]:
+            put(name, k[a][0] - k[b][0], k[a][1] - k[b][1])
+    center = None
+    if ok[L_HIP] and ok[R_HIP]:
+        center = ((lhx + rhx) / 2, (lhy + rhy) / 2)
+    elif ok[L_SH] and ok[R_SH]:
+        center = ((lsx + rsx) / 2, (lsy + rsy) / 2)
+    return lengths, center
+
+
+def _percentile90(values: list[float]) -> float:
+    """``np.percentile(values, 90)`` of a sorted, non-empty list (numpy's default linear method,
+    with its interpolation written the same way)."""
+    n = len(values)
+    index = (n - 1) * 0.9
+    if index >= n - 1:
+        return values[-1]
+    lo = math.floor(index)
+    gamma = index - lo
+    a, b = values[lo], values[lo + 1]
+    diff = b - a
+    return a + diff * gamma if gamma < 0.5 else b - diff * (1 - gamma)
+
+
+def _median(values: list[float]) -> float:
+    """``np.median`` of a non-empty list."""
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+class CalibrationPool:
+    """The :func:`calibration_measurement` of a changing set of frames, kept ready to calibrate from.
+
+    Per segment its lengths stay sorted (the 90th percentile is then a look-up), so adding or removing
+    a frame costs a few insertions and :meth:`calibration` does not revisit every frame: the
+    retargeter recalibrates on every pose update of the calibration period, over a set of frames
+    that grows (and, for the straighter half of the standing frames, changes) by a frame or two.
+    ``key`` identifies a frame (any hashable, unique in the pool).
+    """
+
+    def __init__(self) -> None:
+        self._lengths: dict[str, list[float]] = {s: [] for s in SEGMENTS}
+        self._centers: dict[object, tuple[float, float]] = {}
+        self._keys: set = set()
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._keys
+
+    def add(self, key: object, measurement: tuple[dict[str, float], tuple[float, float] | None]) -> None:
+        lengths, center = measurement
+        for name, length in lengths.items():
+            bisect.insort(self._lengths[name], length)
+        if center is not None:
+            self._centers[key] = center
+        self._keys.add(key)
+
+    def remove(self, key: object, measurement: tuple[dict[str, float], tuple[float, float] | None]) -> None:
+        """Take out a frame added with this ``key`` and ``measurement``."""
+        lengths, _ = measurement
+        for name, length in lengths.items():
+            values = self._lengths[name]
+            del values[bisect.bisect_left(values, length)]
+        self._centers.pop(key, None)
+        self._keys.remove(key)
+
+    def hold(self, keys: set, measurements: list) -> None:
+        """Make the pool hold exactly the frames ``keys`` (indices into ``measurements``): only the
+        difference from what it holds now is added or removed."""
+        for key in keys - self._keys:
+            self.add(key, measurements[key])
+        for key in self._keys - keys:
+            self.remove(key, measurements[key])
+
+    def calibration(self, image_size: tuple[int, int]) -> Calibration:
+        """:func:`calibration_from_frames` of the frames in the pool."""
+        if not self._keys:
+            raise ValueError("calibration needs at least one frame with the torso visible: stand facing the camera")
+        measured = {s: _percentile90(v) for s, v in self._lengths.items() if v}
+        # A side never seen borrows the other side's length (left and right bones match in people).
+        for limb in ("upper_arm", "lower_arm", "upper_leg", "lower_leg"):
+            left, right = measured.get(f"left_{limb}"), measured.get(f"right_{limb}")
+            if left is None and right is not None:
+                measured[f"left_{limb}"] = right
+            elif right is None and left is not None:
+                measured[f"right_{limb}"] = left
+        if not measured:
+            raise ValueError("calibration saw no body segment with confident end points: stand facing the camera, whole torso in view")
+        # Pixels per metre from what was seen (median over segments), used to fill in the rest.
+        ppm = _median([measured[s] / CANONICAL_LENGTHS[s] for s in measured])
+        segments = {s: measured.get(s, CANONICAL_LENGTHS[s] * ppm) for s in SEGMENTS}
+        body_px = segments["torso"] + (segments["left_upper_leg"] + segments["left_lower_leg"])
+        if self._centers:
+            n = len(self._centers)
+            center = (math.fsum(c[0] for c in self._centers.values()) / n, math.fsum(c[1] for c in self._centers.values()) / n)
+        else:
+            center = (image_size[0] / 2, image_size[1] / 2)
+        return Calibration(
+            segments=segments,
+            body_px=float(body_px),
+            hip_center=(float(center[0]), float(center[1])),
+            image_size=(int(image_size[0]), int(image_size[1])),
+            frames=len(self._keys),
+            measured=sorted(measured),
+        )
 
 
 # A calibration frame must show a standing pose. Its "bend" is the larger of: the most bent visible
@@ -257,21 +378,25 @@ CALIBRATION_PATIENCE = 10.0  # periods to wait for them before calibrating from 
 def calibration_pose_bend(kp: np.ndarray, sc: np.ndarray, min_score: float = 0.3) -> float:
     """How far one frame (keypoints (17, 2) pixels, scores (17,)) is from a standing pose: 0 = every
     visible limb straight and both feet level, 1 = at the rejection limit (see above). Limbs not seen
-    are not judged."""
-    ok = sc >= min_score
+    are not judged. Plain floats (it runs on every pose update of a calibration period)."""
+    k = np.asarray(kp, dtype=np.float64).tolist()
+    ok = [s >= min_score for s in np.asarray(sc, dtype=np.float64).reshape(-1).tolist()]
     worst = 0.0
     for a, b, c in ((L_HIP, L_KN, L_AN), (R_HIP, R_KN, R_AN), (L_SH, L_EL, L_WR), (R_SH, R_EL, R_WR)):
         if not (ok[a] and ok[b] and ok[c]):
             continue
-        u, v = kp[a] - kp[b], kp[c] - kp[b]
-        nu, nv = np.linalg.norm(u), np.linalg.norm(v)
+        ux, uy = k[a][0] - k[b][0], k[a][1] - k[b][1]
+        vx, vy = k[c][0] - k[b][0], k[c][1] - k[b][1]
+        nu, nv = math.sqrt(ux * ux + uy * uy), math.sqrt(vx * vx + vy * vy)
         if nu < 1e-6 or nv < 1e-6:
             continue
-        angle = math.degrees(math.acos(float(np.clip(u @ v / (nu * nv), -1.0, 1.0))))
+        angle = math.degrees(math.acos(min(max((ux * vx + uy * vy) / (nu * nv), -1.0), 1.0)))
         worst = max(worst, (180.0 - angle) / CALIBRATION_BEND_DEG)
     if ok[L_AN] and ok[R_AN] and ok[L_HIP] and ok[R_HIP]:
-        leg = (np.linalg.norm(kp[L_HIP] - kp[L_AN]) + np.linalg.norm(kp[R_HIP] - kp[R_AN])) / 2
-        worst = max(worst, abs(kp[L_AN][1] - kp[R_AN][1]) / max(leg, 1e-6) / CALIBRATION_FEET_LEVEL)
+        left = math.sqrt((k[L_HIP][0] - k[L_AN][0]) ** 2 + (k[L_HIP][1] - k[L_AN][1]) ** 2)
+        right = math.sqrt((k[R_HIP][0] - k[R_AN][0]) ** 2 + (k[R_HIP][1] - k[R_AN][1]) ** 2)
+        leg = (left + right) / 2
+        worst = max(worst, abs(k[L_AN][1] - k[R_AN][1]) / max(leg, 1e-6) / CALIBRATION_FEET_LEVEL)
     return float(worst)
 
 
@@ -290,44 +415,15 @@ def calibration_from_frames(
 
     A segment's length is the 90th percentile of its 2D length (foreshortening only shortens, noise
     goes both ways), averaged over left and right; a segment never seen is filled in from the
-    canonical proportions, scaled by the segments that were seen.
+    canonical proportions, scaled by the segments that were seen; the hip centre is the mean over
+    the frames that show it (see :func:`calibration_measurement`).
     """
     if not frames:
         raise ValueError("calibration needs at least one frame with the torso visible: stand facing the camera")
-    per_segment: dict[str, list[float]] = {s: [] for s in SEGMENTS}
-    hip_centers = []
-    for kp, sc in frames:
-        ok = sc >= min_score
-        for name, length in _segment_lengths(kp, ok).items():
-            if math.isfinite(length) and length > 0:
-                per_segment[name].append(length)
-        if ok[L_HIP] and ok[R_HIP]:
-            hip_centers.append((kp[L_HIP] + kp[R_HIP]) / 2)
-        elif ok[L_SH] and ok[R_SH]:
-            hip_centers.append((kp[L_SH] + kp[R_SH]) / 2)
-    measured = {s: float(np.percentile(v, 90)) for s, v in per_segment.items() if v}
-    # A side never seen borrows the other side's length (left and right bones match in people).
-    for limb in ("upper_arm", "lower_arm", "upper_leg", "lower_leg"):
-        left, right = measured.get(f"left_{limb}"), measured.get(f"right_{limb}")
-        if left is None and right is not None:
-            measured[f"left_{limb}"] = right
-        elif right is None and left is not None:
-            measured[f"right_{limb}"] = left
-    if not measured:
-        raise ValueError("calibration saw no body segment with confident end points: stand facing the camera, whole torso in view")
-    # Pixels per metre from what was seen (median over segments), used to fill in the rest.
-    ppm = float(np.median([measured[s] / CANONICAL_LENGTHS[s] for s in measured]))
-    segments = {s: measured.get(s, CANONICAL_LENGTHS[s] * ppm) for s in SEGMENTS}
-    body_px = segments["torso"] + (segments["left_upper_leg"] + segments["left_lower_leg"])
-    center = np.mean(hip_centers, axis=0) if hip_centers else np.array(image_size, float) / 2
-    return Calibration(
-        segments=segments,
-        body_px=float(body_px),
-        hip_center=(float(center[0]), float(center[1])),
-        image_size=(int(image_size[0]), int(image_size[1])),
-        frames=len(frames),
-        measured=sorted(s for s in measured if per_segment[s] or s in measured),
-    )
+    pool = CalibrationPool()
+    for i, (kp, sc) in enumerate(frames):
+        pool.add(i, calibration_measurement(kp, sc, min_score))
+    return pool.calibration(image_size)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -344,59 +440,17 @@ class Lifter(Protocol):
     def lift(self, keypoints: np.ndarray, scores: np.ndarray, timestamp: float) -> np.ndarray: ...
 
 
-def _unit(v: np.ndarray) -> np.ndarray:
-    n = math.sqrt(float(v @ v))
-    return v / max(n, 1e-12)
+# Small-vector helpers. A numpy call costs 1-4 us on a tiny array, mostly call overhead, while a few
+# float operations cost tens of nanoseconds: the lifter and the rotation solver run per person on every
+# pose update and output tick on 3-vectors and four limbs, so they work in plain Python floats
+# (3-vectors as tuples, 3x3 matrices as row-major 9-tuples).
 
 
-# Small-vector helpers. A numpy call costs about as much on a (4, 2, 3) array as on one 3-vector (~1 us,
-# mostly call overhead), so the hot paths work on all limbs and candidates at once with as few calls
-# as possible; scalar 3-vectors (torso, body frame) are plain float tuples. np.cross and
-# np.linalg.norm are avoided: their generic code costs ~10 us per call on tiny arrays.
-_LEVI_CIVITA = np.zeros((3, 3, 3))
-_LEVI_CIVITA[0, 1, 2] = _LEVI_CIVITA[1, 2, 0] = _LEVI_CIVITA[2, 0, 1] = 1.0
-_LEVI_CIVITA[0, 2, 1] = _LEVI_CIVITA[2, 1, 0] = _LEVI_CIVITA[1, 0, 2] = -1.0
-
-
-def _dots(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Dot products over the last axis of (..., 3) arrays."""
-    return np.einsum("...i,...i->...", a, b)
-
-
-def _crosses(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Cross products over the last axis of (..., 3) arrays (one call; the same products as :func:`_cross`)."""
-    return np.einsum("ijk,...j,...k->...i", _LEVI_CIVITA, a, b)
-
-
-def _norms(v: np.ndarray) -> np.ndarray:
-    return np.sqrt(_dots(v, v))
-
-
-def _units(v: np.ndarray) -> np.ndarray:
-    """:func:`_unit` over the last axis."""
-    return v / np.maximum(_norms(v), 1e-12)[..., None]
-
-
-_CANON = np.array([1.0, 1.0, -1.0])  # camera coordinates (depth away from the camera) <-> canonical (Z towards it)
-_NEAR_FAR = np.array([-1.0, 1.0])
-
-
-def _on_rays(parent: np.ndarray, ray: np.ndarray, length: np.ndarray | float, planar: bool) -> np.ndarray:
-    """Nearer and farther points on each ``ray`` at ``length`` from its ``parent`` (the closest point
-    twice if none), (..., 2, 3): ``parent`` and ``ray`` (..., 3) broadcast together, ``length`` with
-    their leading shape (...). ``planar``: the point at the parent's depth, twice."""
-    if planar:
-        point = ray * (parent[..., 2:] / ray[..., 2:])  # same depth as the parent
-        return np.stack([point, point], -2)
-    a = _dots(ray, ray)
-    b = _dots(ray, parent)
-    off = _crosses(ray, parent)
-    root = np.sqrt(np.maximum(a * length * length - _dots(off, off), 0.0))  # no cancellation at long range
-    return ray[..., None, :] * ((b[..., None] + root[..., None] * _NEAR_FAR) / a[..., None])[..., None]
-
-
-def _on_ray(parent: tuple[float, float, float], ray: list[float], length: float, planar: bool):
-    """:func:`_on_rays` for one ray, in floats: (nearer, farther) points as tuples."""
+def _on_ray(parent: tuple[float, float, float], ray: tuple[float, float, float], length: float, planar: bool):
+    """Nearer and farther points (camera coordinates, metres, float tuples) on the viewing ``ray`` at
+    ``length`` from ``parent`` (the closest point twice if none reaches). ``planar``: the point at the
+    parent's depth, twice. The root is taken from |ray x parent|, not b^2 - a c: no cancellation at
+    long range."""
     rx, ry, rz = ray
     px, py, pz = parent
     if planar:
@@ -405,42 +459,40 @@ def _on_ray(parent: tuple[float, float, float], ray: list[float], length: float,
     a = rx * rx + ry * ry + rz * rz
     b = rx * px + ry * py + rz * pz
     ox, oy, oz = ry * pz - rz * py, rz * px - rx * pz, rx * py - ry * px
-    root = math.sqrt(max(a * length * length - (ox * ox + oy * oy + oz * oz), 0.0))
+    disc = a * length * length - (ox * ox + oy * oy + oz * oz)
+    root = math.sqrt(0.0 if disc < 0.0 else disc)  # max(disc, 0.0) without the call (hot path)
     near, far = (b - root) / a, (b + root) / a
     return (rx * near, ry * near, rz * near), (rx * far, ry * far, rz * far)
 
 
 def _unit3(x: float, y: float, z: float) -> tuple[float, float, float]:
-    """:func:`_unit` of a float 3-vector."""
-    n = max(math.sqrt(x * x + y * y + z * z), 1e-12)
+    """Unit vector along a float 3-vector (the zero vector stays zero)."""
+    n = math.sqrt(x * x + y * y + z * z)
+    if n < 1e-12:  # max(n, 1e-12) without the call (hot path)
+        n = 1e-12
     return x / n, y / n, z / n
 
 
-# Segments with a signed-depth continuity state, in the lifter's state arrays: the torso, then the limbs.
+# Segments with a signed-depth continuity state, in the lifter's state list: the torso, then the limbs.
 _SIGN_SEGMENTS: tuple[str, ...] = ("torso",) + tuple(LIMB_SEGMENTS)
 _TORSO_SLOT = 0
 
-# The four two-segment limbs the lifter places, as index arrays (left arm, left leg, right arm, right
-# leg): parent / middle / end keypoint, upper and lower segment (in LIMB_SEGMENTS and in the sign state),
-# arm or leg, and the side (+1 left: its outward direction is the body's left axis).
+# The four two-segment limbs the lifter places: left arm, left leg, right arm, right leg.
 _LIFT_LIMBS = (
     ("left_upper_arm", "left_lower_arm", L_SH, L_EL, L_WR, True, 1.0),
     ("left_upper_leg", "left_lower_leg", L_HIP, L_KN, L_AN, False, 1.0),
     ("right_upper_arm", "right_lower_arm", R_SH, R_EL, R_WR, True, -1.0),
     ("right_upper_leg", "right_lower_leg", R_HIP, R_KN, R_AN, False, -1.0),
 )
-_LL_A = np.array([limb[2] for limb in _LIFT_LIMBS])
-_LL_B = np.array([limb[3] for limb in _LIFT_LIMBS])
-_LL_C = np.array([limb[4] for limb in _LIFT_LIMBS])
-_LL_UPPER_LIMB = np.array([list(LIMB_SEGMENTS).index(limb[0]) for limb in _LIFT_LIMBS])
-_LL_LOWER_LIMB = np.array([list(LIMB_SEGMENTS).index(limb[1]) for limb in _LIFT_LIMBS])
-_LL_UPPER_SLOT = np.array([_SIGN_SEGMENTS.index(limb[0]) for limb in _LIFT_LIMBS])
-_LL_LOWER_SLOT = np.array([_SIGN_SEGMENTS.index(limb[1]) for limb in _LIFT_LIMBS])
-_LL_ARM = np.array([limb[5] for limb in _LIFT_LIMBS])
-_LL_SIDE = np.array([limb[6] for limb in _LIFT_LIMBS])
-# Elbows bend towards the front (alt: up), knees towards the back (alt: down).
-_LL_BEND_SIGN = np.where(_LL_ARM, 1.0, -1.0)
-_LL_ROWS = np.arange(len(_LIFT_LIMBS))
+# The same as one row per limb for the lifter's loop: parent / middle / end keypoint, the upper and
+# lower segment's index in LIMB_SEGMENTS and slot in _SIGN_SEGMENTS, arm or leg, the side (+1 left:
+# its outward direction is the body's left axis) and the bend sign (elbows bend towards the front
+# (alt: up), knees towards the back (alt: down)).
+_LIFT_LIMB_ROWS = tuple(
+    (a, b, c, list(LIMB_SEGMENTS).index(upper), list(LIMB_SEGMENTS).index(lower),
+     _SIGN_SEGMENTS.index(upper), _SIGN_SEGMENTS.index(lower), arm, side, 1.0 if arm else -1.0)
+    for upper, lower, a, b, c, arm, side in _LIFT_LIMBS
+)
 
 
 @dataclass(frozen=True)
@@ -464,10 +516,12 @@ class LifterTuning:
     limb_scale_share: float = 0.9  # third largest limb ratio counts this much against the torso's
 
 
-# The limb segments' 2D ends, for the batched lengths in the lifter (LIMB_SEGMENTS order).
-_LIMB_START = np.array([a for a, _ in LIMB_SEGMENTS.values()])
-_LIMB_END = np.array([b for _, b in LIMB_SEGMENTS.values()])
-_SIGN_VALUE, _SIGN_RATE, _SIGN_TIME, _SIGN_TRUST = range(4)  # rows of ForeshorteningLifter._signs
+# The limb segments' 2D ends (LIMB_SEGMENTS order).
+_LIMB_ENDS = tuple(LIMB_SEGMENTS.values())
+_NAN3 = (math.nan, math.nan, math.nan)
+# A segment's continuity state: (signed depth dz / L, its rate per second, when it was set (-inf:
+# never, no continuity), how much its extrapolation is believed (lowered by degenerate frames)).
+_NO_SIGN = (0.0, 0.0, -math.inf, 1.0)
 
 
 class ForeshorteningLifter:
@@ -479,8 +533,8 @@ class ForeshorteningLifter:
     |dz| = sqrt(L^2 - l^2). The absolute distance comes from the apparent size, assuming the user has
     the canonical body size (only the strength of the perspective correction depends on that).
 
-    It runs per person on every pose update and output tick, so the four limbs are placed together
-    (numpy over limbs and their near/far configurations) and the torso in plain floats.
+    It runs per person on every pose update and output tick on 3-vectors, so it works in plain
+    Python floats (numpy's per-call overhead would dominate); only the output is an array.
     """
 
     def __init__(self, calibration: Calibration, min_score: float = 0.3, planar: bool = False,
@@ -498,14 +552,10 @@ class ForeshorteningLifter:
         self._signs = self._no_signs()
 
     @staticmethod
-    def _no_signs() -> np.ndarray:
-        """Signed-depth state, one column per segment of ``_SIGN_SEGMENTS``: rows signed depth (dz / L),
-        its rate, when it was set (-inf: never, no continuity) and how much the extrapolation is
-        believed (lowered by degenerate frames)."""
-        signs = np.zeros((4, len(_SIGN_SEGMENTS)))
-        signs[_SIGN_TIME] = -math.inf
-        signs[_SIGN_TRUST] = 1.0
-        return signs
+    def _no_signs() -> list[tuple[float, float, float, float]]:
+        """Signed-depth state, one ``_NO_SIGN``-shaped tuple per segment of ``_SIGN_SEGMENTS``. The
+        tuples are replaced, never changed in place, so a fork only copies the list."""
+        return [_NO_SIGN] * len(_SIGN_SEGMENTS)
 
     def reset(self) -> None:
         self.scale = 0.0
@@ -519,11 +569,11 @@ class ForeshorteningLifter:
         tick never changes how depth is resolved; only pose updates advance the real state.
         """
         twin = copy.copy(self)
-        twin._signs = self._signs.copy()
+        twin._signs = list(self._signs)
         return twin
 
     # -- scale ---------------------------------------------------------------------------------------
-    def _update_scale(self, limb_ratios: np.ndarray, torso_ratio: float, timestamp: float) -> float:
+    def _update_scale(self, limb_ratios: list[float], torso_ratio: float, timestamp: float) -> float:
         """Apparent size relative to calibration, from the 2D / calibrated length ratios of the limb
         segments (NaN: not seen) and of the torso.
 
@@ -531,7 +581,7 @@ class ForeshorteningLifter:
         the scale. The torso is rarely foreshortened much; the third largest limb ratio guards against
         a bent-over torso while ignoring one or two limbs magnified by perspective or noise.
         """
-        limbs = sorted(r for r in limb_ratios.tolist() if math.isfinite(r))[::-1]
+        limbs = sorted((r for r in limb_ratios if math.isfinite(r)), reverse=True)
         torso = torso_ratio if math.isfinite(torso_ratio) else 0.0
         observed = max(torso, self.tuning.limb_scale_share * (limbs[2] if len(limbs) > 2 else 0.0))
         if observed <= 0:
@@ -547,46 +597,60 @@ class ForeshorteningLifter:
         return self.scale
 
     # -- sign choice ---------------------------------------------------------------------------------
-    def _extrapolation(self, timestamp: float) -> tuple[np.ndarray, np.ndarray]:
-        """Per segment: the weight of continuity (how recent and trusted its state is; 0 without a
-        recent one) and its signed depth extrapolated to ``timestamp``. A candidate signed depth
-        ``v`` costs ``weight * (v - extrapolated) ** 2``."""
-        value, rate, time, trust = self._signs
-        age = timestamp - time
-        live = (age >= 0) & (age <= self.continuity_seconds)
-        age = np.where(live, age, 0.0)  # never-set states (-inf) would give inf * 0 below
-        return np.where(live, (1.0 - age / self.continuity_seconds) * trust, 0.0), value + rate * age
+    def _extrapolation(self, timestamp: float) -> tuple[list[float], list[float]]:
+        """Per segment of ``_SIGN_SEGMENTS``: the weight of continuity (how recent and trusted its
+        state is; 0 without a recent one) and its signed depth extrapolated to ``timestamp``. A
+        candidate signed depth ``v`` costs ``weight * (v - extrapolated) ** 2``."""
+        span = self.continuity_seconds
+        weight, extrapolated = [], []
+        for value, rate, time, trust in self._signs:
+            age = timestamp - time
+            if 0 <= age <= span:
+                weight.append((1.0 - age / span) * trust)
+                extrapolated.append(value + rate * age)
+            else:  # never set (-inf), stale or in the future: no continuity
+                weight.append(0.0)
+                extrapolated.append(value)
+        return weight, extrapolated
 
-    def _commit(self, slots: np.ndarray, values: np.ndarray, timestamp: float, degenerate: np.ndarray) -> None:
-        """Remember segments' chosen signed depths (``slots`` index ``_SIGN_SEGMENTS``) and update their
-        rates (not from degenerate frames, where the segment looked longer than calibrated and its
-        depth is just the closest point)."""
-        value, rate, time, trust = self._signs[:, slots]
-        age = timestamp - time
-        fresh = ~((age > 0) & (age <= self.continuity_seconds))
-        age = np.where(fresh, 1.0, age)
+    def _commit(self, chosen: list[tuple[int, float, bool]], timestamp: float) -> None:
+        """Remember segments' chosen signed depths, ``(slot in _SIGN_SEGMENTS, value, degenerate)``,
+        and update their rates (not from degenerate frames, where the segment looked longer than
+        calibrated and its depth is just the closest point)."""
+        span = self.continuity_seconds
         keep = self.tuning.rate_keep
-        moved = keep * rate + (1 - keep) * (values - value) / age
-        # Near the image plane a crossing and a turn back look alike: a degenerate frame holds the rate
-        # but trusts the extrapolation less with every such frame, so anatomy decides where it comes out.
         signs = self._signs
-        signs[_SIGN_RATE, slots] = np.where(fresh, 0.0, np.where(degenerate, rate, moved))
-        signs[_SIGN_TRUST, slots] = np.where(fresh, 1.0, np.where(degenerate, trust * self.tuning.degenerate_trust_keep,
-                                                                     np.minimum(1.0, trust + 0.25)))
-        signs[_SIGN_VALUE, slots] = values
-        signs[_SIGN_TIME, slots] = timestamp
+        for slot, new, degenerate in chosen:
+            value, rate, time, trust = signs[slot]
+            age = timestamp - time
+            if not 0 < age <= span:  # fresh start
+                rate, trust = 0.0, 1.0
+            elif degenerate:
+                # Near the image plane a crossing and a turn back look alike: a degenerate frame holds
+                # the rate but trusts the extrapolation less with every such frame, so anatomy decides
+                # where it comes out.
+                trust = trust * self.tuning.degenerate_trust_keep
+            else:
+                rate = keep * rate + (1 - keep) * (new - value) / age
+                trust = min(1.0, trust + 0.25)
+            signs[slot] = (new, rate, timestamp, trust)
 
     # -- lifting -------------------------------------------------------------------------------------
     def lift(self, keypoints: np.ndarray, scores: np.ndarray, timestamp: float) -> np.ndarray:
-        kp = np.asarray(keypoints, dtype=np.float64)
-        ok = (np.asarray(scores) >= self.min_score) & np.all(np.isfinite(kp), axis=-1)
-        kp = np.where(ok[:, None], kp, 0.0)
-        seen, k = ok.tolist(), kp.tolist()
+        k = np.asarray(keypoints, dtype=np.float64).tolist()
+        min_score = self.min_score
+        seen = [s >= min_score and math.isfinite(p[0]) and math.isfinite(p[1])
+                for p, s in zip(k, np.asarray(scores, dtype=np.float64).tolist())]
         cal = self.calibration
         segments = cal.segments
-        limb_cal = np.array([segments[s] for s in LIMB_SEGMENTS])
-        ends = kp[_LIMB_START] - kp[_LIMB_END]
-        limb_px = np.where(ok[_LIMB_START] & ok[_LIMB_END], np.sqrt(np.einsum("ij,ij->i", ends, ends)), np.nan)
+        limb_cal = [segments[s] for s in LIMB_SEGMENTS]
+        limb_ratios = []
+        for (a, b), length in zip(_LIMB_ENDS, limb_cal):
+            if seen[a] and seen[b]:
+                dx, dy = k[a][0] - k[b][0], k[a][1] - k[b][1]
+                limb_ratios.append(math.sqrt(dx * dx + dy * dy) / length)
+            else:
+                limb_ratios.append(math.nan)
         have_hips = seen[L_HIP] and seen[R_HIP]
         have_shoulders = seen[L_SH] and seen[R_SH]
         torso_px = math.nan
@@ -594,25 +658,22 @@ class ForeshorteningLifter:
             dx = (k[L_SH][0] + k[R_SH][0]) / 2 - (k[L_HIP][0] + k[R_HIP][0]) / 2
             dy = (k[L_SH][1] + k[R_SH][1]) / 2 - (k[L_HIP][1] + k[R_HIP][1]) / 2
             torso_px = math.sqrt(dx * dx + dy * dy)
-        scale = self._update_scale(limb_px / limb_cal, torso_px / segments["torso"], timestamp)
-        out = np.full((NUM_KEYPOINTS, 3), np.nan)
+        scale = self._update_scale(limb_ratios, torso_px / segments["torso"], timestamp)
         if not (have_hips or have_shoulders):
-            return out
+            return np.full((NUM_KEYPOINTS, 3), np.nan)
         tune = self.tuning
         planar = self.planar
 
-        # Viewing rays (x right, y up, depth away from the camera). Orthographic: parallel rays, the
-        # image is taken as seen from a very distant camera with the same pixel scale.
+        # Viewing rays of the seen keypoints (x right, y up, depth away from the camera). Orthographic:
+        # parallel rays, the image is taken as seen from a very distant camera with the same pixel scale.
         width, height = self.image_size
         ortho = self.focal_px <= 0
         focal = 1e6 if ortho else self.focal_px
-        rays = np.ones((NUM_KEYPOINTS, 3))
-        rays[:, 0] = (kp[:, 0] - width / 2) / focal
-        rays[:, 1] = -(kp[:, 1] - height / 2) / focal
-        ray = rays.tolist()
+        half_w, half_h = width / 2, height / 2
+        ray = [((p[0] - half_w) / focal, -(p[1] - half_h) / focal, 1.0) if s else None for p, s in zip(k, seen)]
         dist_cal = focal * CANONICAL_BODY_M / cal.body_px  # metres to the user at calibration
         dist = dist_cal / scale
-        pts = np.full((NUM_KEYPOINTS, 3), np.nan)  # camera coordinates, metres
+        pts: list[tuple[float, float, float] | None] = [None] * NUM_KEYPOINTS  # camera coordinates, metres
         weight, extrapolated = self._extrapolation(timestamp)
 
         # Which way the body is turned: cos from the shoulder/hip line widths (signed: + facing the
@@ -641,17 +702,17 @@ class ForeshorteningLifter:
             pts[left] = left_far if sin_sign > 0 else left_near
             pts[right] = right_near if sin_sign > 0 else right_far
 
-        torso_value = None  # the torso's chosen signed depth, committed with the limbs' at the end
+        chosen = []  # (sign slot, signed depth, degenerate) to commit at the end
         torso_m = segments["torso"] * dist_cal / focal
         if have_hips:
             hip_center = tuple((ray[L_HIP][i] + ray[R_HIP][i]) / 2 * dist for i in range(3))
             across("hips", L_HIP, R_HIP, hip_center)
         if have_shoulders:
-            sh_ray = [(ray[L_SH][i] + ray[R_SH][i]) / 2 for i in range(3)]
+            sh_ray = tuple((ray[L_SH][i] + ray[R_SH][i]) / 2 for i in range(3))
             if have_hips:
                 # Torso lean: towards the facing direction more often than away, and rarely far.
                 best = None
-                w, e = float(weight[_TORSO_SLOT]), float(extrapolated[_TORSO_SLOT])
+                w, e = weight[_TORSO_SLOT], extrapolated[_TORSO_SLOT]
                 for candidate in _on_ray(hip_center, sh_ray, torso_m, planar):
                     value = (hip_center[2] - candidate[2]) / max(torso_m, 1e-9)
                     lx, ly, lz = _unit3(candidate[0] - hip_center[0], candidate[1] - hip_center[1], hip_center[2] - candidate[2])
@@ -660,14 +721,14 @@ class ForeshorteningLifter:
                     if best is None or cost < best[0]:
                         best = (cost, candidate, value)
                 _, sh_center, value = best
-                torso_value = value
+                chosen.append((_TORSO_SLOT, value, False))
             else:
                 sh_center = tuple(v * dist for v in sh_ray)
                 hip_center = (sh_center[0], sh_center[1] - torso_m, sh_center[2])
             across("shoulders", L_SH, R_SH, sh_center)
 
         # Body frame (canonical axes) for the limb priors.
-        ls, rs, lh, rh = pts[[L_SH, R_SH, L_HIP, R_HIP]].tolist()
+        ls, rs, lh, rh = pts[L_SH], pts[R_SH], pts[L_HIP], pts[R_HIP]
         if have_shoulders and have_hips:
             left_axis = _unit3(*[ls[i] - rs[i] + lh[i] - rh[i] for i in range(3)])
             up = _unit3(sh_center[0] - hip_center[0], sh_center[1] - hip_center[1], sh_center[2] - hip_center[2])
@@ -682,33 +743,37 @@ class ForeshorteningLifter:
                    left_axis[0] * up[1] - left_axis[1] * up[0])
         forward = _unit3(*forward) if math.sqrt(sum(f * f for f in forward)) > 1e-6 else facing
 
-        slots, values, degenerate = self._place_limbs(pts, rays, ok, limb_cal * dist_cal / focal,
-                                                      np.array([forward, up, left_axis]), weight, extrapolated)
-        if torso_value is not None:
-            slots = np.concatenate([[_TORSO_SLOT], slots])
-            values = np.concatenate([[torso_value], values])
-            degenerate = np.concatenate([[False], degenerate])
-        if len(slots):
-            self._commit(slots, values, timestamp, degenerate)
+        metres = [length * dist_cal / focal for length in limb_cal]
+        self._place_limbs(pts, ray, seen, metres, (forward, up, left_axis), weight, extrapolated, chosen)
+        if chosen:
+            self._commit(chosen, timestamp)
 
         # Face: fit the template's rotation to the 2D face points (weak perspective, affine fit), and
         # place the face points around the head at the depth that rotation gives them.
         face_seen = tuple(i for i in FACE if seen[i])
         if len(face_seen) >= 4 and have_shoulders:
-            rot = fit_face_rotation_seen(kp[list(face_seen)] * [1.0, -1.0], face_seen)
+            rot = face_rotation_rows([(k[i][0], -k[i][1]) for i in face_seen], face_seen)
             if rot is not None:
-                offsets = FACE_TEMPLATE @ rot.T  # canonical axes, metres
-                offsets = offsets - offsets[list(face_seen)].mean(axis=0)
-                center = rays[list(face_seen)].mean(axis=0) * sh_center[2]
-                depth = center[2] - offsets[:, 2]
-                xy = np.where(ok[list(FACE), None], rays[list(FACE), :2] * depth[:, None], center[:2] + offsets[:, :2])
-                pts[list(FACE)] = np.concatenate([xy, depth[:, None]], -1)
+                (r0x, r0y, r0z), (r1x, r1y, r1z), (r2x, r2y, r2z) = rot
+                # FACE_TEMPLATE @ rot.T (canonical axes, metres), centred on the seen points' mean.
+                offsets = [(tx * r0x + ty * r0y + tz * r0z, tx * r1x + ty * r1y + tz * r1z, tx * r2x + ty * r2y + tz * r2z)
+                           for tx, ty, tz in _FACE_TEMPLATE_ROWS]
+                n = len(face_seen)
+                mx, my, mz = (sum(offsets[i][c] for i in face_seen) / n for c in range(3))
+                z = sum(ray[i][2] for i in face_seen) / n * sh_center[2]
+                cx = sum(ray[i][0] for i in face_seen) / n * sh_center[2]
+                cy = sum(ray[i][1] for i in face_seen) / n * sh_center[2]
+                for i in FACE:
+                    ox, oy, oz = offsets[i][0] - mx, offsets[i][1] - my, offsets[i][2] - mz
+                    depth = z - oz
+                    pts[i] = (ray[i][0] * depth, ray[i][1] * depth, depth) if seen[i] else (cx + ox, cy + oy, depth)
 
-        return (pts - hip_center) * _CANON  # rows never placed stay NaN
+        hx, hy, hz = hip_center  # canonical axes, hip centre at the origin; rows never placed stay NaN
+        return np.array([_NAN3 if p is None else (p[0] - hx, p[1] - hy, -(p[2] - hz)) for p in pts])
 
-    def _place_limbs(self, pts: np.ndarray, rays: np.ndarray, ok: np.ndarray, metres: np.ndarray, frame: np.ndarray,
-                     weight: np.ndarray, extrapolated: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Place the arms and legs (elbows, wrists, knees, ankles into ``pts``), all four at once.
+    def _place_limbs(self, pts: list, ray: list, seen: list[bool], metres: list[float], frame: tuple,
+                     weight: list[float], extrapolated: list[float], chosen: list[tuple[int, float, bool]]) -> None:
+        """Place the arms and legs (elbows, wrists, knees, ankles into ``pts``), one limb at a time.
 
         A limb whose parent joint is placed and whose middle joint is seen picks the nearer/farther
         solution of both segments together. Cost per configuration: continuity of each segment's
@@ -718,80 +783,104 @@ class ForeshorteningLifter:
         end point's viewing ray (its parent joint is then in the wrong place). Arms: a raised elbow
         tends to be in front, a hanging one slightly behind (arm swing), the upper arm stays on its own
         side, the forearm bends towards the biceps side. Legs: the knee tends to be in front and only
-        bends backwards (a hinge). ``metres``: limb segment lengths (LIMB_SEGMENTS order); ``frame``:
-        rows forward, up, left (canonical). Shapes below: (limb, upper choice[, lower choice][, xyz]).
+        bends backwards (a hinge). An unseen end joint leaves the upper segment's choice alone.
 
-        Returns the sign-state slots, signed depths and degenerate flags to commit.
+        ``pts``: camera-coordinate points per keypoint (None: not placed); ``ray``: viewing rays of
+        the seen keypoints; ``metres``: limb segment lengths (LIMB_SEGMENTS order); ``frame``: the
+        body's forward, up and left axes (canonical). Appends (sign slot, signed depth, degenerate)
+        of every placed segment to ``chosen``.
         """
         tune = self.tuning
-        parent = pts[_LL_A]
-        valid = ok[_LL_B] & np.all(np.isfinite(parent), axis=-1)
-        if not valid.any():
-            return np.zeros(0, dtype=int), np.zeros(0), np.zeros(0, dtype=bool)
-        parent = np.where(valid[:, None], parent, 0.0)  # limbs without a parent are computed, then dropped
-        len_u, len_l = metres[_LL_UPPER_LIMB], metres[_LL_LOWER_LIMB]
-
-        # Upper segment: the nearer and farther point on the middle joint's ray.
-        pu = _on_rays(parent, rays[_LL_B], len_u, self.planar)
-        su = (parent[:, None, 2] - pu[..., 2]) / np.maximum(len_u, 1e-9)[:, None]
-        du = _units((pu - parent[:, None]) * _CANON)
-        along, rise, outward = np.moveaxis(du @ frame.T, -1, 0)  # along forward, up, the body's left
-        arm_score = tune.arm_weight * (along * (tune.arm_neutral_hang + rise) + tune.arm_own_side * (outward * _LL_SIDE[:, None]))
-        upper_score = np.where(_LL_ARM[:, None], arm_score, tune.thigh_forward * along)
-        upper_slot = _LL_UPPER_SLOT[:, None]
-        cost_u = weight[upper_slot] * (su - extrapolated[upper_slot]) ** 2 + tune.prior_gain * (
-            tune.plane * tune.upper_plane_weight * np.abs(su) - upper_score)
-
-        # Lower segment: for each upper choice, the nearer and farther point on the end joint's ray.
-        pl = _on_rays(pu, rays[_LL_C][:, None], len_l[:, None], self.planar)
-        segment = pl - pu[:, :, None]
-        length = len_l[:, None, None]
-        sl = (pu[:, :, None, 2] - pl[..., 2]) / np.maximum(length, 1e-9)
-        reach = _norms(segment)
-        dl = segment * _CANON / np.maximum(reach, 1e-12)[..., None]
-        shortfall = np.maximum(reach - length, 0.0) / length
-        # Hinge: how much the lower segment bends towards the bend direction, which is perpendicular to
-        # the upper segment (forward for elbows, backward for knees; up / down blended in when parallel).
-        toward = frame[0] * _LL_BEND_SIGN[:, None]
-        bend = toward[:, None] + np.maximum(along * _LL_BEND_SIGN[:, None], 0.0)[..., None] * (frame[1] * _LL_BEND_SIGN[:, None])[:, None]
-        bend = _units(bend - _dots(bend, du)[..., None] * du)
-        du2 = du[:, :, None]
-        hinge = _dots(dl - _dots(dl, du2)[..., None] * du2, bend[:, :, None])
-        lower_slot = _LL_LOWER_SLOT[:, None, None]
-        cost = (cost_u[..., None] + weight[lower_slot] * (sl - extrapolated[lower_slot]) ** 2 + tune.reach * shortfall
-                + tune.prior_gain * np.where(_LL_ARM, tune.elbow_weight, tune.knee_weight)[:, None, None] * (tune.plane * np.abs(sl) - hinge))
-
-        # Best configuration (the first of equals, nearer before farther); an unseen end joint leaves
-        # the upper segment's two choices.
-        has_end = ok[_LL_C]
-        cost = np.where(has_end[:, None, None], cost, cost_u[..., None] + _UPPER_ONLY)
-        best = np.argmin(cost.reshape(-1, 4), axis=1)
-        iu, il = best // 2, best % 2
-        pts[_LL_B[valid]] = pu[_LL_ROWS, iu][valid]
-        degenerate = np.all(np.abs(pu[:, 0] - pu[:, 1]) <= 1e-8 + 1e-5 * np.abs(pu[:, 1]), axis=-1)  # np.allclose
-        lower = valid & has_end
-        pts[_LL_C[lower]] = pl[_LL_ROWS, iu, il][lower]
-        return (np.concatenate([_LL_UPPER_SLOT[valid], _LL_LOWER_SLOT[lower]]),
-                np.concatenate([su[_LL_ROWS, iu][valid], sl[_LL_ROWS, iu, il][lower]]),
-                np.concatenate([degenerate[valid], np.zeros(int(lower.sum()), dtype=bool)]))
-
-
-_UPPER_ONLY = np.array([0.0, np.inf])  # lower choices without an end joint: the upper cost once
+        planar = self.planar
+        gain, plane, reach_weight = tune.prior_gain, tune.plane, tune.reach
+        upper_plane = tune.plane * tune.upper_plane_weight
+        # (max(x, c) is written as a conditional below: the builtin call costs more than the math.)
+        (fx, fy, fz), (ux, uy, uz), (lx, ly, lz) = frame
+        for a, b, c, upper_limb, lower_limb, upper_slot, lower_slot, arm, side, bend_sign in _LIFT_LIMB_ROWS:
+            parent = pts[a]
+            if parent is None or not seen[b]:
+                continue
+            px, py, pz = parent
+            len_u, len_l = metres[upper_limb], metres[lower_limb]
+            depth_u = 1e-9 if len_u < 1e-9 else len_u  # divisors of the signed depths
+            depth_l = 1e-9 if len_l < 1e-9 else len_l
+            w_u, e_u = weight[upper_slot], extrapolated[upper_slot]
+            has_end = seen[c]
+            if has_end:
+                w_l, e_l = weight[lower_slot], extrapolated[lower_slot]
+                hinge_gain = gain * (tune.elbow_weight if arm else tune.knee_weight)
+            # Every configuration in order (upper nearer / farther, then lower nearer / farther): the
+            # first of equal costs wins.
+            best = None
+            upper = _on_ray(parent, ray[b], len_u, planar)
+            for iu, (x, y, z) in enumerate(upper):
+                su = (pz - z) / depth_u
+                dx, dy, dz = _unit3(x - px, y - py, -(z - pz))  # upper direction, canonical axes
+                along = dx * fx + dy * fy + dz * fz
+                if arm:
+                    rise = dx * ux + dy * uy + dz * uz
+                    outward = dx * lx + dy * ly + dz * lz
+                    score = tune.arm_weight * (along * (tune.arm_neutral_hang + rise) + tune.arm_own_side * (outward * side))
+                else:
+                    score = tune.thigh_forward * along
+                cost_u = w_u * (su - e_u) ** 2 + gain * (upper_plane * abs(su) - score)
+                if not has_end:
+                    if best is None or cost_u < best[0]:
+                        best = (cost_u, iu, su, None, 0.0)
+                    continue
+                # Hinge: how much the lower segment bends towards the bend direction, which is
+                # perpendicular to the upper segment (forward for elbows, backward for knees; up /
+                # down blended in when parallel).
+                blend = along * bend_sign
+                blend = 0.0 if blend < 0.0 else blend
+                bx = fx * bend_sign + blend * (ux * bend_sign)
+                by = fy * bend_sign + blend * (uy * bend_sign)
+                bz = fz * bend_sign + blend * (uz * bend_sign)
+                t = bx * dx + by * dy + bz * dz
+                bx, by, bz = _unit3(bx - t * dx, by - t * dy, bz - t * dz)
+                for point in _on_ray((x, y, z), ray[c], len_l, planar):
+                    sx, sy, sz = point[0] - x, point[1] - y, point[2] - z
+                    sl = (z - point[2]) / depth_l
+                    reach = math.sqrt(sx * sx + sy * sy + sz * sz)
+                    r = 1e-12 if reach < 1e-12 else reach
+                    ex, ey, ez = sx / r, sy / r, -sz / r  # lower direction, canonical axes
+                    t = ex * dx + ey * dy + ez * dz
+                    hinge = (ex - t * dx) * bx + (ey - t * dy) * by + (ez - t * dz) * bz
+                    excess = reach - len_l
+                    shortfall = (0.0 if excess < 0.0 else excess) / len_l
+                    cost = (cost_u + w_l * (sl - e_l) ** 2 + reach_weight * shortfall
+                            + hinge_gain * (plane * abs(sl) - hinge))
+                    if best is None or cost < best[0]:
+                        best = (cost, iu, su, point, sl)
+            _, iu, su, lower_point, sl = best
+            pts[b] = upper[iu]
+            near, far = upper
+            degenerate = all(abs(n - f) <= 1e-8 + 1e-5 * abs(f) for n, f in zip(near, far))  # np.allclose
+            chosen.append((upper_slot, su, degenerate))
+            if lower_point is not None:
+                pts[c] = lower_point
+                chosen.append((lower_slot, sl, False))
 
 
 # Face fit: the pseudo-inverse of the centred template for every set of seen face points (4 or 5 of
-# them), computed once: the affine fit per frame is then one product.
+# them), computed once (as float rows): the affine fit per frame is then one small product.
 _FACE_PINV = {
-    seen: np.linalg.pinv(FACE_TEMPLATE[list(seen)] - FACE_TEMPLATE[list(seen)].mean(axis=0))
+    seen: np.linalg.pinv(FACE_TEMPLATE[list(seen)] - FACE_TEMPLATE[list(seen)].mean(axis=0)).tolist()
     for seen in [tuple(FACE)] + [tuple(i for i in FACE if i != skip) for skip in FACE]
 }
+_FACE_TEMPLATE_ROWS = [tuple(row) for row in FACE_TEMPLATE.tolist()]
 
 
-def fit_face_rotation_seen(points2d: np.ndarray, seen: tuple[int, ...]) -> np.ndarray | None:
-    """:func:`fit_face_rotation` for the template points ``seen`` (indices into ``FACE``; 4 or 5),
-    with the template's pseudo-inverse precomputed."""
-    a = _FACE_PINV[seen] @ (points2d - points2d.mean(axis=0))  # (3, 2): o ~ t @ a
-    (r1x, r2x), (r1y, r2y), (r1z, r2z) = a.tolist()
+def face_rotation_rows(points2d: list[tuple[float, float]], seen: tuple[int, ...]) -> tuple | None:
+    """The rows of :func:`fit_face_rotation_seen`'s matrix as float tuples (None where it returns
+    None): 2D points (x, y up) of the face points ``seen`` (indices into ``FACE``; 4 or 5). Floats
+    because the lifter calls it on every frame, where numpy's per-call cost would dominate."""
+    n = len(points2d)
+    mx = sum(p[0] for p in points2d) / n
+    my = sum(p[1] for p in points2d) / n
+    pinv = _FACE_PINV[seen]  # (3, n): o ~ t @ a, a = pinv @ o
+    r1x, r1y, r1z = (sum(w * (p[0] - mx) for w, p in zip(row, points2d)) for row in pinv)
+    r2x, r2y, r2z = (sum(w * (p[1] - my) for w, p in zip(row, points2d)) for row in pinv)
     n1 = math.sqrt(r1x * r1x + r1y * r1y + r1z * r1z)
     if n1 < 1e-9 or math.sqrt(r2x * r2x + r2y * r2y + r2z * r2z) < 1e-9:
         return None
@@ -802,8 +891,15 @@ def fit_face_rotation_seen(points2d: np.ndarray, seen: tuple[int, ...]) -> np.nd
     if n2 < 1e-9:
         return None
     r2x, r2y, r2z = r2x / n2, r2y / n2, r2z / n2
-    return np.array([[r1x, r1y, r1z], [r2x, r2y, r2z],
-                     [r1y * r2z - r1z * r2y, r1z * r2x - r1x * r2z, r1x * r2y - r1y * r2x]])
+    return ((r1x, r1y, r1z), (r2x, r2y, r2z),
+            (r1y * r2z - r1z * r2y, r1z * r2x - r1x * r2z, r1x * r2y - r1y * r2x))
+
+
+def fit_face_rotation_seen(points2d: np.ndarray, seen: tuple[int, ...]) -> np.ndarray | None:
+    """:func:`fit_face_rotation` for the template points ``seen`` (indices into ``FACE``; 4 or 5),
+    with the template's pseudo-inverse precomputed: rotation (3, 3) or None."""
+    rows = face_rotation_rows([tuple(p) for p in np.asarray(points2d, dtype=np.float64).tolist()], seen)
+    return None if rows is None else np.array(rows)
 
 
 def fit_face_rotation(points2d: np.ndarray, template: np.ndarray) -> np.ndarray | None:
@@ -831,68 +927,131 @@ def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.array([a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]])
 
 
-def _norm(v: np.ndarray) -> float:
-    return math.sqrt(float(v @ v))
+# The rotation solver works in plain floats: 3-vectors are float tuples and 3x3 matrices are row-major
+# 9-tuples (m00, m01, m02, m10, ..., m22). It runs per person on every pose update and output tick on
+# single vectors and matrices, where each numpy call (1-4 us) would cost more than its arithmetic.
+_I9 = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
 
 
-# The scalar rotation helpers below work in plain floats: each runs a few times per solve on single
-# 3-vectors / 3x3 matrices, where every numpy call would cost more than the arithmetic.
-def _frame(x_axis: np.ndarray, y_hint: np.ndarray) -> np.ndarray | None:
-    """Right-handed rotation matrix whose X column is along ``x_axis`` and Y column closest to ``y_hint``."""
-    x0, x1, x2 = _unit3(*x_axis.tolist())
-    h0, h1, h2 = y_hint.tolist()
+def _mm(a: tuple, b: tuple) -> tuple:
+    """``a @ b`` of two 9-tuple matrices."""
+    a0, a1, a2, a3, a4, a5, a6, a7, a8 = a
+    b0, b1, b2, b3, b4, b5, b6, b7, b8 = b
+    return (a0 * b0 + a1 * b3 + a2 * b6, a0 * b1 + a1 * b4 + a2 * b7, a0 * b2 + a1 * b5 + a2 * b8,
+            a3 * b0 + a4 * b3 + a5 * b6, a3 * b1 + a4 * b4 + a5 * b7, a3 * b2 + a4 * b5 + a5 * b8,
+            a6 * b0 + a7 * b3 + a8 * b6, a6 * b1 + a7 * b4 + a8 * b7, a6 * b2 + a7 * b5 + a8 * b8)
+
+
+def _mtm(a: tuple, b: tuple) -> tuple:
+    """``a.T @ b`` of two 9-tuple matrices."""
+    a0, a1, a2, a3, a4, a5, a6, a7, a8 = a
+    b0, b1, b2, b3, b4, b5, b6, b7, b8 = b
+    return (a0 * b0 + a3 * b3 + a6 * b6, a0 * b1 + a3 * b4 + a6 * b7, a0 * b2 + a3 * b5 + a6 * b8,
+            a1 * b0 + a4 * b3 + a7 * b6, a1 * b1 + a4 * b4 + a7 * b7, a1 * b2 + a4 * b5 + a7 * b8,
+            a2 * b0 + a5 * b3 + a8 * b6, a2 * b1 + a5 * b4 + a8 * b7, a2 * b2 + a5 * b5 + a8 * b8)
+
+
+def _mmt(a: tuple, b: tuple) -> tuple:
+    """``a @ b.T`` of two 9-tuple matrices."""
+    a0, a1, a2, a3, a4, a5, a6, a7, a8 = a
+    b0, b1, b2, b3, b4, b5, b6, b7, b8 = b
+    return (a0 * b0 + a1 * b1 + a2 * b2, a0 * b3 + a1 * b4 + a2 * b5, a0 * b6 + a1 * b7 + a2 * b8,
+            a3 * b0 + a4 * b1 + a5 * b2, a3 * b3 + a4 * b4 + a5 * b5, a3 * b6 + a4 * b7 + a5 * b8,
+            a6 * b0 + a7 * b1 + a8 * b2, a6 * b3 + a7 * b4 + a8 * b5, a6 * b6 + a7 * b7 + a8 * b8)
+
+
+def _mv(m: tuple, v: tuple) -> tuple[float, float, float]:
+    """``m @ v`` (9-tuple matrix, 3-tuple vector)."""
+    x, y, z = v
+    return (m[0] * x + m[1] * y + m[2] * z, m[3] * x + m[4] * y + m[5] * z, m[6] * x + m[7] * y + m[8] * z)
+
+
+def _mtv(m: tuple, v: tuple) -> tuple[float, float, float]:
+    """``m.T @ v`` (9-tuple matrix, 3-tuple vector)."""
+    x, y, z = v
+    return (m[0] * x + m[3] * y + m[6] * z, m[1] * x + m[4] * y + m[7] * z, m[2] * x + m[5] * y + m[8] * z)
+
+
+def _cross3(a: tuple, b: tuple) -> tuple[float, float, float]:
+    return (a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0])
+
+
+def _dot3(a: tuple, b: tuple) -> float:
+    return a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
+
+
+def _frame(x_axis: tuple, y_hint: tuple) -> tuple | None:
+    """Right-handed rotation matrix (9-tuple) whose X column is along ``x_axis`` and Y column closest
+    to ``y_hint``; None when they are parallel."""
+    x0, x1, x2 = _unit3(*x_axis)
+    h0, h1, h2 = y_hint
     z0, z1, z2 = x1 * h2 - x2 * h1, x2 * h0 - x0 * h2, x0 * h1 - x1 * h0
     n = math.sqrt(z0 * z0 + z1 * z1 + z2 * z2)
     if n < 1e-6:
         return None
     z0, z1, z2 = z0 / n, z1 / n, z2 / n
     y0, y1, y2 = z1 * x2 - z2 * x1, z2 * x0 - z0 * x2, z0 * x1 - z1 * x0
-    return np.array([[x0, y0, z0], [x1, y1, z1], [x2, y2, z2]])
+    return (x0, y0, z0, x1, y1, z1, x2, y2, z2)
 
 
-def _axis_angle_matrix(axis: np.ndarray, angle: float) -> np.ndarray:
-    """Rotation matrix about unit ``axis`` by ``angle`` radians (Rodrigues: I + sin K + (1 - cos) K^2)."""
-    x, y, z = axis.tolist() if isinstance(axis, np.ndarray) else axis
+def _rodrigues(axis: tuple, angle: float) -> tuple:
+    """Rotation matrix (9-tuple) about unit ``axis`` by ``angle`` radians: I + sin K + (1 - cos) K^2."""
+    x, y, z = axis
     c, s = math.cos(angle), math.sin(angle)
     t = 1 - c
     xy, xz, yz = t * (x * y), t * (x * z), t * (y * z)
-    return np.array([[1.0 + t * (-z * z - y * y), -s * z + xy, s * y + xz],
-                     [s * z + xy, 1.0 + t * (-z * z - x * x), -s * x + yz],
-                     [-s * y + xz, s * x + yz, 1.0 + t * (-y * y - x * x)]])
+    return (1.0 + t * (-z * z - y * y), -s * z + xy, s * y + xz,
+            s * z + xy, 1.0 + t * (-z * z - x * x), -s * x + yz,
+            -s * y + xz, s * x + yz, 1.0 + t * (-y * y - x * x))
 
 
-def _matrix_axis_angle(m: np.ndarray) -> tuple[np.ndarray, float]:
-    """Unit axis and angle in [0, pi] of rotation matrix ``m``."""
-    (m00, m01, m02), (m10, m11, m12), (m20, m21, m22) = m.tolist()
+def _matrix_axis_angle(m: tuple) -> tuple[tuple[float, float, float], float]:
+    """Unit axis and angle in [0, pi] of rotation matrix ``m`` (9-tuple)."""
+    m00, m01, m02, m10, m11, m12, m20, m21, m22 = m
     v0, v1, v2 = m21 - m12, m02 - m20, m10 - m01
     sin2 = math.sqrt(v0 * v0 + v1 * v1 + v2 * v2)
     cos = (m00 + m11 + m22 - 1.0) / 2.0
     angle = math.atan2(sin2 / 2.0, cos)
     if sin2 > 1e-9:
-        return np.array([v0 / sin2, v1 / sin2, v2 / sin2]), angle
+        return (v0 / sin2, v1 / sin2, v2 / sin2), angle
     if cos > 0:
-        return np.array([1.0, 0.0, 0.0]), 0.0
-    # Half turn: the axis is the column of (m + I) with the largest norm.
-    b = m + np.eye(3)
-    col = b[:, int(np.argmax(np.linalg.norm(b, axis=0)))]
-    return col / _norm(col), math.pi
+        return (1.0, 0.0, 0.0), 0.0
+    # Half turn: the axis is the column of (m + I) with the largest norm (the first of equals).
+    columns = ((m00 + 1.0, m10, m20), (m01, m11 + 1.0, m21), (m02, m12, m22 + 1.0))
+    col = max(columns, key=lambda c: math.sqrt(c[0] * c[0] + c[1] * c[1] + c[2] * c[2]))
+    n = math.sqrt(col[0] * col[0] + col[1] * col[1] + col[2] * col[2])
+    return (col[0] / n, col[1] / n, col[2] / n), math.pi
 
 
-def _scaled_rotation(m: np.ndarray, fraction: float, max_angle: float = math.pi) -> np.ndarray:
-    """``fraction`` of rotation ``m`` (same axis), its full angle first limited to ``max_angle``."""
+def _scaled_rotation(m: tuple, fraction: float, max_angle: float = math.pi) -> tuple:
+    """``fraction`` of rotation ``m`` (9-tuple; same axis), its full angle first limited to ``max_angle``."""
     axis, angle = _matrix_axis_angle(m)
-    return _axis_angle_matrix(axis, min(angle, max_angle) * fraction)
+    return _rodrigues(axis, min(angle, max_angle) * fraction)
 
 
-def _kabsch(rest: np.ndarray, observed: np.ndarray) -> np.ndarray:
-    """Rotation matrix best taking centred ``rest`` points onto centred ``observed`` points."""
-    a = rest - rest.sum(axis=0) / len(rest)
-    b = observed - observed.sum(axis=0) / len(observed)
-    u, _, vt = np.linalg.svd(a.T @ b)
-    r = vt.T @ u.T
-    (r00, r01, r02), (r10, r11, r12), (r20, r21, r22) = r.tolist()
+# The face template centred on its mean, as rows: the fixed side of the head's Kabsch fit.
+_FACE_CENTRED = [tuple(row) for row in (FACE_TEMPLATE - FACE_TEMPLATE.sum(axis=0) / len(FACE_TEMPLATE)).tolist()]
+
+
+def _head_rotation(face: list[tuple[float, float, float]]) -> tuple:
+    """Rotation matrix (9-tuple) best taking the centred face template onto the centred observed face
+    points (Kabsch): H = sum over points of template (x) observed, H = U S Vt, R = V diag(1, 1, d) Ut
+    with d the sign that makes R a rotation. Floats but the SVD."""
+    n = len(face)
+    mx, my, mz = (sum(p[c] for p in face) / n for c in range(3))
+    h00 = h01 = h02 = h10 = h11 = h12 = h20 = h21 = h22 = 0.0
+    for (ax, ay, az), (bx, by, bz) in zip(_FACE_CENTRED, face):
+        bx, by, bz = bx - mx, by - my, bz - mz
+        h00, h01, h02 = h00 + ax * bx, h01 + ax * by, h02 + ax * bz
+        h10, h11, h12 = h10 + ay * bx, h11 + ay * by, h12 + ay * bz
+        h20, h21, h22 = h20 + az * bx, h21 + az * by, h22 + az * bz
+    u, _, vt = np.linalg.svd(np.array([[h00, h01, h02], [h10, h11, h12], [h20, h21, h22]]))
+    u, vt = tuple(u.ravel().tolist()), tuple(vt.ravel().tolist())
+    r = _mtm(vt, (u[0], u[3], u[6], u[1], u[4], u[7], u[2], u[5], u[8]))  # vt.T @ u.T
+    r00, r01, r02, r10, r11, r12, r20, r21, r22 = r
     if r00 * (r11 * r22 - r12 * r21) - r01 * (r10 * r22 - r12 * r20) + r02 * (r10 * r21 - r11 * r20) < 0:
-        r = vt.T @ np.diag([1.0, 1.0, -1.0]) @ u.T  # a reflection: flip the weakest axis
+        # A reflection: flip the weakest axis (the last row of vt).
+        r = _mtm(vt[:6] + (-vt[6], -vt[7], -vt[8]), (u[0], u[3], u[6], u[1], u[4], u[7], u[2], u[5], u[8]))
     return r
 
 
@@ -938,70 +1097,53 @@ _SOLVE_DICT_ORDER = np.array([_SOLVED_INDEX[name] for name in (
     "hips", "spine", "chest", "upperChest", "neck", "head",
     "leftUpperArm", "leftLowerArm", "rightUpperArm", "rightLowerArm",
     "leftUpperLeg", "leftLowerLeg", "rightUpperLeg", "rightLowerLeg", "leftFoot", "rightFoot")])
-# The limbs as index arrays in _LIMBS order: joints, rest direction / bend normal / the rest frame
-# they span (columns: direction, normal, direction x normal), arm or leg, and the bones they drive.
-_SL_A = np.array([v[0] for v in _LIMBS.values()])
-_SL_B = np.array([v[1] for v in _LIMBS.values()])
-_SL_C = np.array([v[2] for v in _LIMBS.values()])
-_SL_REST_DIR = np.stack([v[3] for v in _LIMBS.values()])
-_SL_REST_NORMAL = np.stack([v[4] for v in _LIMBS.values()])
-_SL_REST_FRAME = np.stack([np.stack([d, n, _cross(d, n)], -1) for d, n in zip(_SL_REST_DIR, _SL_REST_NORMAL)])
-_SL_ARM = np.array(["Arm" in name for name in _LIMBS])
-_SL_MAX_TWIST = np.radians(np.where(_SL_ARM, MAX_TWIST_DEG["arm"], MAX_TWIST_DEG["leg"]))
-_SL_UPPER = np.array([_SOLVED_INDEX[name] for name in _LIMBS])
-_SL_LOWER = np.array([_SOLVED_INDEX[_LOWER[name]] for name in _LIMBS])
-_SL_LEGS = np.flatnonzero(~_SL_ARM)
-_SL_FEET = np.array([_SOLVED_INDEX[_LOWER[name].replace("LowerLeg", "Foot")] for name in np.array(list(_LIMBS))[_SL_LEGS]])
-_EYE3 = np.eye(3)
-# Skew-symmetric (cross-product) matrix of an axis as one product: (n, 3) @ (3, 9) -> (n, 3, 3).
-_SKEW = np.array([[[0, 0, 0], [0, 0, -1], [0, 1, 0]],
-                  [[0, 0, 1], [0, 0, 0], [-1, 0, 0]],
-                  [[0, -1, 0], [1, 0, 0], [0, 0, 0]]], dtype=np.float64).reshape(3, 9)
+# One row per limb (_LIMBS order) for the solver's loop: parent / middle / end joint, rest direction and
+# rest bend normal (float tuples), the rest frame they span (9-tuple, columns: direction, normal,
+# direction x normal), arm or leg, the twist limit (radians) and the _SOLVED_BONES rows of its upper
+# bone, lower bone and foot (None for arms).
+_SOLVE_LIMB_ROWS = tuple(
+    (a, b, c, tuple(d.tolist()), tuple(n.tolist()),
+     tuple(np.stack([d, n, _cross(d, n)], -1).ravel().tolist()),
+     "Arm" in name, math.radians(MAX_TWIST_DEG["arm" if "Arm" in name else "leg"]),
+     _SOLVED_INDEX[name], _SOLVED_INDEX[_LOWER[name]],
+     None if "Arm" in name else _SOLVED_INDEX[_LOWER[name].replace("LowerLeg", "Foot")])
+    for name, (a, b, c, d, n) in _LIMBS.items()
+)
 
 
-def _axis_angle_matrices(axis: np.ndarray, angle: np.ndarray) -> np.ndarray:
-    """:func:`_axis_angle_matrix` for (n, 3) unit axes and (n,) angles (Rodrigues), (n, 3, 3)."""
-    k = (axis @ _SKEW).reshape(-1, 3, 3)
-    return _EYE3 + np.sin(angle)[:, None, None] * k + (1 - np.cos(angle))[:, None, None] * (k @ k)
-
-
-def _two_vectors_matrices(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Shortest-arc rotation matrices (n, 3, 3) taking unit vectors ``a`` (n, 3) to ``b`` (n, 3)."""
-    axis = _crosses(a, b)
-    s = _norms(axis)
-    c = _dots(a, b)
-    regular = s >= 1e-9
-    if regular.all():
-        return _axis_angle_matrices(axis / s[:, None], np.arctan2(s, c))
+def _two_vectors_rotation(a: tuple, b: tuple) -> tuple:
+    """Shortest-arc rotation matrix (9-tuple) taking unit vector ``a`` to unit vector ``b``."""
+    axis = _cross3(a, b)
+    s = math.sqrt(_dot3(axis, axis))
+    c = _dot3(a, b)
+    if s >= 1e-9:
+        return _rodrigues((axis[0] / s, axis[1] / s, axis[2] / s), math.atan2(s, c))
     # Parallel: identity (angle 0); opposite: a half turn about an axis perpendicular to a.
-    helper = np.where(np.abs(a[:, :1]) < 0.9, [1.0, 0.0, 0.0], [0.0, 1.0, 0.0])
-    perp = _crosses(a, helper)
-    axis = np.where(regular[:, None], axis / np.where(regular, s, 1.0)[:, None], perp / _norms(perp)[:, None])
-    angle = np.where(regular, np.arctan2(s, c), np.where(c > 0, 0.0, math.pi))
-    return _axis_angle_matrices(axis, angle)
+    perp = _cross3(a, (1.0, 0.0, 0.0) if abs(a[0]) < 0.9 else (0.0, 1.0, 0.0))
+    n = math.sqrt(_dot3(perp, perp))
+    return _rodrigues((perp[0] / n, perp[1] / n, perp[2] / n), 0.0 if c > 0 else math.pi)
 
 
-def _solve_matrices(joints: np.ndarray, limits: Limits) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`solve_rotations` as arrays: parent-local rotation matrices (16, 3, 3) of ``_SOLVED_BONES``
-    (identity where not solved) and which were solved (16,) bool. The four limbs are solved together."""
-    j = np.asarray(joints, dtype=np.float64)
-    known = np.all(np.isfinite(j), axis=-1)
-    local = np.tile(_EYE3, (len(_SOLVED_BONES), 1, 1))
-    solved = np.zeros(len(_SOLVED_BONES), dtype=bool)
+def _solve_matrices(joints: np.ndarray, limits: Limits) -> tuple[list[tuple], list[bool]]:
+    """:func:`solve_rotations` as lists over ``_SOLVED_BONES``: parent-local rotation matrices
+    (row-major 9-tuples; identity where not solved) and which were solved."""
+    j = [tuple(p) for p in np.asarray(joints, dtype=np.float64).tolist()]
+    known = [math.isfinite(p[0]) and math.isfinite(p[1]) and math.isfinite(p[2]) for p in j]
+    local = [_I9] * len(_SOLVED_BONES)
+    solved = [False] * len(_SOLVED_BONES)
 
     have_hips = known[L_HIP] and known[R_HIP]
     have_sh = known[L_SH] and known[R_SH]
-    world_up = np.array([0.0, 1.0, 0.0])
+    world_up = (0.0, 1.0, 0.0)
     torso_up = None
     if have_hips and have_sh:
-        v = (j[L_SH] + j[R_SH] - j[L_HIP] - j[R_HIP]) / 2
-        torso_up = v / max(_norm(v), 1e-12)
+        torso_up = _unit3(*[(j[L_SH][i] + j[R_SH][i] - j[L_HIP][i] - j[R_HIP][i]) / 2 for i in range(3)])
 
     # Hips: hip line + half the torso lean (the spine chain carries the other half and the twist).
-    hips_m = _EYE3
+    hips_m = _I9
     if have_hips:
-        hint = world_up + torso_up if torso_up is not None else world_up
-        m = _frame(j[L_HIP] - j[R_HIP], hint)
+        hint = (torso_up[0], 1.0 + torso_up[1], torso_up[2]) if torso_up is not None else world_up
+        m = _frame(tuple(j[L_HIP][i] - j[R_HIP][i] for i in range(3)), hint)
         if m is not None:
             hips_m = m
             local[0], solved[0] = m, True
@@ -1009,81 +1151,119 @@ def _solve_matrices(joints: np.ndarray, limits: Limits) -> tuple[np.ndarray, np.
     # Spine, chest, upperChest: equal shares of the rotation from the hips to the shoulder frame.
     chest_m = hips_m
     if have_sh:
-        m = _frame(j[L_SH] - j[R_SH], torso_up if torso_up is not None else world_up)
+        m = _frame(tuple(j[L_SH][i] - j[R_SH][i] for i in range(3)), torso_up if torso_up is not None else world_up)
         if m is not None:
-            share = _scaled_rotation(hips_m.T @ m, 1.0 / 3.0, math.radians(limits.spine_max_deg))
-            local[1:4], solved[1:4] = share, True
-            chest_m = hips_m @ share @ share @ share
+            share = _scaled_rotation(_mtm(hips_m, m), 1.0 / 3.0, math.radians(limits.spine_max_deg))
+            local[1] = local[2] = local[3] = share
+            solved[1] = solved[2] = solved[3] = True
+            chest_m = _mm(_mm(_mm(hips_m, share), share), share)
 
     # Neck + head: face points fitted to the template (Kabsch), split between neck and head.
-    if np.all(known[list(FACE)]):
-        head_world = _kabsch(FACE_TEMPLATE, j[list(FACE)])
-        local[4:6] = _scaled_rotation(chest_m.T @ head_world, 0.5, math.radians(limits.neck_max_deg))
-        solved[4:6] = True
+    if all(known[i] for i in FACE):
+        head_world = _head_rotation([j[i] for i in FACE])
+        local[4] = local[5] = _scaled_rotation(_mtm(chest_m, head_world), 0.5, math.radians(limits.neck_max_deg))
+        solved[4] = solved[5] = True
 
     # Limbs: aim at the observed direction; twist from the bend plane when bent, else from the parent.
-    upper_seg = j[_SL_B] - j[_SL_A]
-    upper_len = np.sqrt(np.einsum("ij,ij->i", upper_seg, upper_seg))
-    aimed = known[_SL_A] & known[_SL_B]
-    aimed[aimed] = upper_len[aimed] >= 1e-9
-    if not aimed.any():
-        return local, solved
-    parent_m = np.where(_SL_ARM[:, None, None], chest_m, hips_m)
-    d1 = np.where(aimed[:, None], upper_seg, _SL_REST_DIR) / np.where(aimed, upper_len, 1.0)[:, None]
-    swing = _two_vectors_matrices(np.einsum("nij,nj->ni", parent_m, _SL_REST_DIR), d1) @ parent_m
-    lower_seg = j[_SL_C] - j[_SL_B]
-    lower_len = np.sqrt(np.einsum("ij,ij->i", lower_seg, lower_seg))
-    bent = aimed & known[_SL_C]
-    bent[bent] = lower_len[bent] > 1e-9
-    d2 = np.where(bent[:, None], lower_seg, d1) / np.where(bent, lower_len, 1.0)[:, None]
-    normal = _crosses(d1, d2)
-    sin_bend = _norms(normal)
-    bend_w = np.where(bent, np.clip((sin_bend - 0.17) / 0.25, 0.0, 1.0), 0.0)  # plane trusted from ~10 to ~25 degrees
-    upper_m = swing
-    twisted = bend_w > 0
-    if twisted.any():
-        # Twist about the bone so its rest bend normal lands on the observed plane normal, limited to
-        # what a shoulder / hip can rotate (beyond it the hinge clamps instead).
-        n = normal / np.where(twisted, sin_bend, 1.0)[:, None]
-        plane = np.stack([d1, n, _crosses(d1, n)], -1) @ _SL_REST_FRAME.transpose(0, 2, 1)
-        rel = plane @ swing.transpose(0, 2, 1)  # a rotation about d1
-        v = np.stack([rel[:, 2, 1] - rel[:, 1, 2], rel[:, 0, 2] - rel[:, 2, 0], rel[:, 1, 0] - rel[:, 0, 1]], -1)
-        tau = np.arctan2(_dots(v, d1) / 2.0, (rel[:, 0, 0] + rel[:, 1, 1] + rel[:, 2, 2] - 1.0) / 2.0)
-        # Beyond what the shoulder / hip can twist, the plane is the mirror one: a hinge bent the wrong
-        # way. Keep the plane with the half-turn-reduced twist; the flexion then clamps.
-        tau = np.where(np.abs(tau) > _SL_MAX_TWIST, tau - np.copysign(math.pi, tau), tau)
-        upper_m = np.where(twisted[:, None, None], _axis_angle_matrices(d1, bend_w * tau) @ swing, swing)
-    local[_SL_UPPER[aimed]] = (parent_m.transpose(0, 2, 1) @ upper_m)[aimed]
-    solved[_SL_UPPER[aimed]] = True
-
-    # Lower limb: a hinge about the rest bend normal (same in the upper bone's frame), flexion in
-    # [0, max]: the angle of d2 about the hinge axis, measured from the upper bone's direction.
-    if bent.any():
-        target = np.einsum("nji,nj->ni", upper_m, d2)
-        perp = target - _dots(target, _SL_REST_NORMAL)[:, None] * _SL_REST_NORMAL
-        flex = np.arctan2(_dots(_crosses(_SL_REST_DIR, perp), _SL_REST_NORMAL), _dots(_SL_REST_DIR, perp))
-        max_flex = np.radians(np.where(_SL_ARM, limits.elbow_max_deg, limits.knee_max_deg))
-        flex = np.minimum(np.maximum(flex, 0.0), max_flex)
-        lower_m = _axis_angle_matrices(_SL_REST_NORMAL, flex)
-        local[_SL_LOWER[bent]] = lower_m[bent]
-        solved[_SL_LOWER[bent]] = True
-        # Feet stay level with the ground, facing where the hips face (COCO-17 does not see them).
-        legs = _SL_LEGS[bent[_SL_LEGS]]
-        if len(legs):
-            yaw = math.atan2(hips_m[0, 2], hips_m[2, 2])
-            foot_world = _axis_angle_matrix(np.array([0.0, 1.0, 0.0]), yaw)
-            world_lower = upper_m[legs] @ lower_m[legs]
-            feet = _SL_FEET[bent[_SL_LEGS]]
-            local[feet] = world_lower.transpose(0, 2, 1) @ foot_world
-            solved[feet] = True
+    foot_world = None
+    for a, b, c, rest_dir, rest_normal, rest_frame, arm, max_twist, upper, lower, foot in _SOLVE_LIMB_ROWS:
+        if not (known[a] and known[b]):
+            continue
+        ja, jb = j[a], j[b]
+        ux, uy, uz = jb[0] - ja[0], jb[1] - ja[1], jb[2] - ja[2]
+        upper_len = math.sqrt(ux * ux + uy * uy + uz * uz)
+        if upper_len < 1e-9:
+            continue
+        parent_m = chest_m if arm else hips_m
+        d1 = (ux / upper_len, uy / upper_len, uz / upper_len)
+        swing = _mm(_two_vectors_rotation(_mv(parent_m, rest_dir), d1), parent_m)
+        bent = False
+        if known[c]:
+            jc = j[c]
+            lx, ly, lz = jc[0] - jb[0], jc[1] - jb[1], jc[2] - jb[2]
+            lower_len = math.sqrt(lx * lx + ly * ly + lz * lz)
+            bent = lower_len > 1e-9
+        upper_m = swing
+        if bent:
+            d2 = (lx / lower_len, ly / lower_len, lz / lower_len)
+            normal = _cross3(d1, d2)
+            sin_bend = math.sqrt(_dot3(normal, normal))
+            bend_w = min(max((sin_bend - 0.17) / 0.25, 0.0), 1.0)  # plane trusted from ~10 to ~25 degrees
+            if bend_w > 0:
+                # Twist about the bone so its rest bend normal lands on the observed plane normal,
+                # limited to what a shoulder / hip can rotate (beyond it the hinge clamps instead).
+                n = (normal[0] / sin_bend, normal[1] / sin_bend, normal[2] / sin_bend)
+                e = _cross3(d1, n)
+                plane = _mmt((d1[0], n[0], e[0], d1[1], n[1], e[1], d1[2], n[2], e[2]), rest_frame)
+                r00, r01, r02, r10, r11, r12, r20, r21, r22 = _mmt(plane, swing)  # a rotation about d1
+                v = (r21 - r12, r02 - r20, r10 - r01)
+                tau = math.atan2(_dot3(v, d1) / 2.0, (r00 + r11 + r22 - 1.0) / 2.0)
+                # Beyond what the shoulder / hip can twist, the plane is the mirror one: a hinge bent
+                # the wrong way. Keep the plane with the half-turn-reduced twist; the flexion then clamps.
+                if abs(tau) > max_twist:
+                    tau = tau - math.copysign(math.pi, tau)
+                upper_m = _mm(_rodrigues(d1, bend_w * tau), swing)
+        local[upper] = _mtm(parent_m, upper_m)
+        solved[upper] = True
+        if not bent:
+            continue
+        # Lower limb: a hinge about the rest bend normal (same in the upper bone's frame), flexion in
+        # [0, max]: the angle of d2 about the hinge axis, measured from the upper bone's direction.
+        target = _mtv(upper_m, d2)
+        t = _dot3(target, rest_normal)
+        perp = (target[0] - t * rest_normal[0], target[1] - t * rest_normal[1], target[2] - t * rest_normal[2])
+        flex = math.atan2(_dot3(_cross3(rest_dir, perp), rest_normal), _dot3(rest_dir, perp))
+        max_flex = math.radians(limits.elbow_max_deg if arm else limits.knee_max_deg)
+        lower_m = _rodrigues(rest_normal, min(max(flex, 0.0), max_flex))
+        local[lower] = lower_m
+        solved[lower] = True
+        if foot is not None:
+            # Feet stay level with the ground, facing where the hips face (COCO-17 does not see them).
+            if foot_world is None:
+                foot_world = _rodrigues((0.0, 1.0, 0.0), math.atan2(hips_m[2], hips_m[8]))
+            local[foot] = _mtm(_mm(upper_m, lower_m), foot_world)
+            solved[foot] = True
     return local, solved
+
+
+_IDENTITY_Q = (0.0, 0.0, 0.0, 1.0)
+
+
+def _quaternion(m: tuple) -> tuple[float, float, float, float]:
+    """:func:`avatar_bridge.quat.from_matrix` of one rotation matrix (9-tuple), in floats: (x, y, z, w)
+    with w >= 0. Of four candidates (4 * |component| times the quaternion, one per component) the
+    longest is the best conditioned (the first of equals, like numpy's argmax)."""
+    if m is _I9:  # a bone left unsolved
+        return _IDENTITY_Q
+    m00, m01, m02, m10, m11, m12, m20, m21, m22 = m
+    t = m00 + m11 + m22
+    d21, d02, d10 = m21 - m12, m02 - m20, m10 - m01
+    s01, s02, s12 = m01 + m10, m02 + m20, m12 + m21
+    best, best_norm = None, -math.inf
+    for q in ((d21, d02, d10, 1 + t), (1 + m00 - m11 - m22, s01, s02, d21),
+              (s01, 1 + m11 - m00 - m22, s12, d02), (s02, s12, 1 + m22 - m00 - m11, d10)):
+        n = math.sqrt(q[0] * q[0] + q[1] * q[1] + q[2] * q[2] + q[3] * q[3])
+        if best is None or n > best_norm:
+            best, best_norm = q, n
+    if not best_norm > 1e-12:  # not a rotation (NaN): identity, as quat.normalize gives
+        return _IDENTITY_Q
+    if best[3] < 0:
+        best_norm = -best_norm
+    return (best[0] / best_norm, best[1] / best_norm, best[2] / best_norm, best[3] / best_norm)
+
+
+def _solve_quaternion_rows(joints: np.ndarray, limits: Limits) -> tuple[list[tuple], list[bool]]:
+    """:func:`solve_rotations` as lists over ``_SOLVED_BONES``: quaternions (x, y, z, w) (identity
+    where not solved) and which were solved."""
+    local, solved = _solve_matrices(joints, limits)
+    return [_quaternion(m) for m in local], solved
 
 
 def _solve_quaternions(joints: np.ndarray, limits: Limits) -> tuple[np.ndarray, np.ndarray]:
     """:func:`solve_rotations` as arrays: quaternions (16, 4) of ``_SOLVED_BONES`` (identity where not
     solved) and which were solved (16,) bool."""
-    local, solved = _solve_matrices(joints, limits)
-    return quat.from_matrix(local), solved
+    local, solved = _solve_quaternion_rows(joints, limits)
+    return np.array(local), np.array(solved)
 
 
 def solve_rotations(joints: np.ndarray, limits: Limits | None = None) -> tuple[dict[str, np.ndarray], set[str]]:
@@ -1115,13 +1295,35 @@ _BONE_KEYPOINTS: dict[str, tuple[int, ...]] = {
 
 
 assert tuple(_BONE_KEYPOINTS) == _SOLVED_BONES  # the policy works on the solver's arrays
-# Each bone's keypoints as one index row (repeating its last keypoint: the minimum is unchanged).
-_BONE_KEYPOINT_ROWS = np.array([list(kps) + [kps[-1]] * (len(FACE) - len(kps)) for kps in _BONE_KEYPOINTS.values()])
-_SOLVED_LEGS = np.array([name in LEG_BONES for name in _SOLVED_BONES])
+_BONE_KEYPOINT_TUPLES = tuple(_BONE_KEYPOINTS.values())  # per _SOLVED_BONES row
+_SOLVED_LEGS = tuple(name in LEG_BONES for name in _SOLVED_BONES)
 # Bones every RigPose carries at rest (COCO-17 does not see them), after the solved ones.
 _REST_BONES = ("leftToes", "rightToes", "leftHand", "rightHand", "leftShoulder", "rightShoulder")
 _OUTPUT_BONES = _SOLVED_BONES + _REST_BONES
-_REST_ROTATIONS = np.stack([rest_pose_rotations().get(name, quat.IDENTITY) for name in _SOLVED_BONES])  # what unseen bones ease to
+# What unseen bones ease to, per _SOLVED_BONES row (x, y, z, w).
+_REST_ROTATIONS = tuple(tuple(rest_pose_rotations().get(name, quat.IDENTITY).tolist()) for name in _SOLVED_BONES)
+
+
+def _normalized(q: tuple) -> tuple[float, float, float, float]:
+    """:func:`avatar_bridge.quat.normalize` of one quaternion (float tuple)."""
+    x, y, z, w = q
+    n = math.sqrt(x * x + y * y + z * z + w * w)
+    return (x / n, y / n, z / n, w / n) if n > 1e-12 else _IDENTITY_Q
+
+
+def _slerp(a: tuple, b: tuple, t: float) -> tuple[float, float, float, float]:
+    """:func:`avatar_bridge.quat.slerp` of two quaternions (float tuples), the shorter way round."""
+    a, b = _normalized(a), _normalized(b)
+    d = a[0] * b[0] + a[1] * b[1] + a[2] * b[2] + a[3] * b[3]
+    if d < 0:
+        b, d = (-b[0], -b[1], -b[2], -b[3]), -d
+    theta = math.acos(min(max(d, -1.0), 1.0))
+    s = math.sin(theta)
+    if s < 1e-6:
+        wa, wb = 1.0 - t, t
+    else:
+        wa, wb = math.sin((1.0 - t) * theta) / s, math.sin(t * theta) / s
+    return _normalized(tuple(wa * p + wb * q for p, q in zip(a, b)))
 
 
 class Retargeter:
@@ -1139,16 +1341,13 @@ class Retargeter:
         self.calibration: Calibration | None = None
         self._custom_lifter = lifter
         self._lifter: Lifter | None = lifter
-        self._calib_frames: list[tuple[np.ndarray, np.ndarray, float]] = []  # accepted frames of the period, with their bend
-        self._calib_all: list[tuple[np.ndarray, np.ndarray]] = []  # every frame of the period
+        self._reset_calibration_period()
         self._calib_start: float | None = None
         self._calibrating = True
-        # Unseen-bone memory per _SOLVED_BONES row: last solved rotation, its confidence and time.
-        self._memory_rotation = np.tile(quat.IDENTITY, (len(_SOLVED_BONES), 1))
-        self._memory_confidence = np.zeros(len(_SOLVED_BONES))
-        self._memory_time = np.zeros(len(_SOLVED_BONES))
-        self._memory_set = np.zeros(len(_SOLVED_BONES), dtype=bool)
-        self._previous: np.ndarray | None = None  # last output quaternions (_OUTPUT_BONES rows), for continuity
+        # Unseen-bone memory per _SOLVED_BONES row: (last solved rotation, its confidence, its time),
+        # None before the bone was ever solved.
+        self._memory: list[tuple[tuple, float, float] | None] = [None] * len(_SOLVED_BONES)
+        self._previous: list[tuple] | None = None  # last output quaternions (_OUTPUT_BONES rows), for continuity
         self._image_size: tuple[int, int] | None = None
         self._previous_hips: np.ndarray | None = None
         # update() runs on the capture loop and solve(advance=False) on the output clock: the lifter's
@@ -1176,8 +1375,7 @@ class Retargeter:
 
     def calibrate(self) -> None:
         """Start a new calibration period from the next confident frames (user stands facing the camera)."""
-        self._calib_frames = []
-        self._calib_all = []
+        self._reset_calibration_period()
         self._calib_start = None
         self._calibrating = True
         self.upper_body = bool(self.config.upper_body)  # a new calibration may see the hips again
@@ -1187,11 +1385,19 @@ class Retargeter:
     def set_calibration(self, calibration: Calibration) -> None:
         self.calibration = calibration
         self._calibrating = False
-        self._calib_frames = []
-        self._calib_all = []
+        self._reset_calibration_period()
         if self._custom_lifter is None:
             self._lifter = self._make_lifter(calibration)
         self._output_lifter = None
+
+    def _reset_calibration_period(self) -> None:
+        """Forget the calibration period's frames. Each pose update of the period is measured once
+        (:func:`calibration_measurement`, by its index in the period) and kept in two pools: every
+        frame, and the straighter half of the standing ones (the frames the calibration uses)."""
+        self._calib_measurements: list[tuple[dict[str, float], tuple[float, float] | None]] = []
+        self._calib_all = CalibrationPool()  # every frame of the period
+        self._calib_ranked: list[tuple[float, int]] = []  # (bend, index) of the accepted frames, straightest first
+        self._calib_best = CalibrationPool()  # the straighter half of the accepted frames (updated lazily)
 
     def _make_lifter(self, calibration: Calibration) -> ForeshorteningLifter:
         width = calibration.image_size[0]
@@ -1217,7 +1423,7 @@ class Retargeter:
         ``CALIBRATION_PATIENCE`` periods, the period ends with every frame (as before)."""
         ok = sc >= self.config.min_score
         shoulders, hips = bool(ok[[L_SH, R_SH]].all()), bool(ok[[L_HIP, R_HIP]].all())
-        if shoulders and not hips and not self.upper_body and not self._calib_frames and self.config.auto_upper_body:
+        if shoulders and not hips and not self.upper_body and not self._calib_ranked and self.config.auto_upper_body:
             # Shoulders seen but never the hips: after calibration_seconds of that, calibrate the
             # upper body alone rather than never (the avatar would stay at rest all run).
             if self._hipless_since is None:
@@ -1234,28 +1440,31 @@ class Retargeter:
             return
         if self._calib_start is None:
             self._calib_start = timestamp
-            self._calib_all = []
-        self._calib_all.append((kp.copy(), sc.copy()))
-        judged = sc.copy()
+            self._reset_calibration_period()
+        index = len(self._calib_measurements)
+        measurement = calibration_measurement(kp, sc, self.config.min_score)
+        self._calib_measurements.append(measurement)
+        self._calib_all.add(index, measurement)
+        judged = sc
         if self.upper_body:  # seated: bent knees and hidden feet are expected, judge the arms only
+            judged = sc.copy()
             judged[[L_HIP, R_HIP, L_KN, R_KN, L_AN, R_AN]] = 0.0
         bend = calibration_pose_bend(kp, judged, self.config.min_score)
         if bend <= 1.0:
-            self._calib_frames.append((kp.copy(), sc.copy(), bend))
+            bisect.insort(self._calib_ranked, (bend, index))  # ties stay in arrival order
+        accepted = len(self._calib_ranked)
         elapsed = timestamp - self._calib_start
-        enough = len(self._calib_frames) >= CALIBRATION_MIN_FRAMES
+        enough = accepted >= CALIBRATION_MIN_FRAMES
         done = elapsed >= self.config.calibration_seconds and enough
-        if enough or len(self._calib_frames) >= len(self._calib_all) / 2:
+        pool = self._calib_all
+        if accepted and (enough or accepted >= len(self._calib_all) / 2):
             # The straighter half of the accepted frames (at least CALIBRATION_MIN_FRAMES of them).
-            ranked = sorted(self._calib_frames, key=lambda f: f[2])
-            frames = [(k, c) for k, c, _ in ranked[: max(CALIBRATION_MIN_FRAMES, (len(ranked) + 1) // 2)]]
-        else:
-            frames = self._calib_all
+            pool = self._calib_best
+            pool.hold({i for _, i in self._calib_ranked[: max(CALIBRATION_MIN_FRAMES, (accepted + 1) // 2)]},
+                      self._calib_measurements)
         if not done and elapsed >= CALIBRATION_PATIENCE * self.config.calibration_seconds:
-            done, frames = True, self._calib_all
-        if not frames:
-            frames = self._calib_all
-        calibration = calibration_from_frames(frames, image_size, self.config.min_score)
+            done, pool = True, self._calib_all
+        calibration = pool.calibration(image_size)
         if done:
             self.set_calibration(calibration)
             if self.config.calibration_file:
@@ -1280,10 +1489,14 @@ class Retargeter:
 
     @staticmethod
     def _clean(keypoints: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Keypoints (17, 2) and scores (17,) as float64 with non-finite rows zeroed (score 0 = unseen)
+        and scores clipped to [0, 1]. The keypoints may be the caller's own array: read them only."""
         kp = np.asarray(keypoints, dtype=np.float64)
         sc = np.asarray(scores, dtype=np.float64).reshape(-1)
         if kp.ndim != 2 or kp.shape[1] != 2 or kp.shape[0] != NUM_KEYPOINTS or sc.shape[0] != NUM_KEYPOINTS:
             raise ValueError(f"retarget expects COCO-17 keypoints (17, 2) and scores (17,), got {kp.shape} and {sc.shape}")
+        if np.isfinite(kp).all() and np.isfinite(sc).all():  # the usual case: four numpy calls, not ten
+            return kp, np.minimum(np.maximum(sc, 0.0), 1.0)
         bad = ~np.all(np.isfinite(kp), axis=-1) | ~np.isfinite(sc)
         return np.where(bad[:, None], 0.0, kp), np.where(bad, 0.0, np.clip(sc, 0.0, 1.0))
 
@@ -1350,80 +1563,90 @@ class Retargeter:
             if joints.shape != (NUM_KEYPOINTS, 3):
                 raise ValueError(f"lifter returned shape {joints.shape}, expected (17, 3)")
         if joints is not None:
-            local, solved = _solve_quaternions(joints, self.limits)
+            local, solved = _solve_quaternion_rows(joints, self.limits)
         else:
-            local, solved = np.tile(quat.IDENTITY, (len(_SOLVED_BONES), 1)), np.zeros(len(_SOLVED_BONES), dtype=bool)
+            local, solved = [_IDENTITY_Q] * len(_SOLVED_BONES), [False] * len(_SOLVED_BONES)
         if self.upper_body:
-            solved &= ~_SOLVED_LEGS
-        rotations, confidence = self._apply_unseen_policy(local, solved, sc, timestamp)
+            solved = [s and not leg for s, leg in zip(solved, _SOLVED_LEGS)]
+        rotations, confidence = self._apply_unseen_policy(local, solved, sc.tolist(), timestamp)
         hips_position = self._hips_position(kp, sc)
-        tracking = bool(solved.any())
         # No mirroring here: a RigPose keeps the performer's own left and right (takes, BVH, JSON
         # Lines). The selfie mirror (config.mirror) is a view option: see mirror_rig and
         # avatar_bridge.outputs, which apply it to the viewer and VMC only.
         # Continuity: never let a quaternion flip sign between frames.
-        rotations = quat.normalize(rotations)
+        rotations = [_normalized(q) for q in rotations]
         if self._previous is not None:
-            rotations = np.where(np.einsum("ij,ij->i", rotations, self._previous)[:, None] < 0, -rotations, rotations)
+            rotations = [(-x, -y, -z, -w) if x * px + y * py + z * pz + w * pw < 0 else (x, y, z, w)
+                         for (x, y, z, w), (px, py, pz, pw) in zip(rotations, self._previous)]
         self._previous = rotations
         return RigPose(timestamp=float(timestamp), track_id=int(track_id), hips_position=hips_position,
-                       rotations=dict(zip(_OUTPUT_BONES, rotations)),
-                       confidence=dict(zip(_SOLVED_BONES, confidence.tolist())), tracking=tracking)
+                       rotations=dict(zip(_OUTPUT_BONES, np.array(rotations))),
+                       confidence=dict(zip(_SOLVED_BONES, confidence)), tracking=any(solved))
 
-    def _apply_unseen_policy(self, local: np.ndarray, solved: np.ndarray, sc: np.ndarray,
-                             timestamp: float) -> tuple[np.ndarray, np.ndarray]:
+    def _apply_unseen_policy(self, local: list[tuple], solved: list[bool], sc: list[float],
+                             timestamp: float) -> tuple[list[tuple], list[float]]:
         """Seen bones take the solved rotation; unseen ones hold, then ease to the rest pose.
 
-        ``local`` (16, 4) and ``solved`` (16,) are per ``_SOLVED_BONES`` row; returns the rotations
-        (22, 4) of ``_OUTPUT_BONES`` (the bones COCO-17 does not see at rest) and the confidences
-        (16,). Arrays over the bones, not a loop: this runs per person on every output tick.
+        ``local`` (quaternion tuples) and ``solved`` are per ``_SOLVED_BONES`` row, ``sc`` the 17
+        keypoint scores; returns the rotations of ``_OUTPUT_BONES`` (the bones COCO-17 does not see
+        at rest after the solved ones) and the confidences of ``_SOLVED_BONES``. A loop over floats:
+        this runs per person on every output tick, on 16 bones.
         """
-        bone_conf = sc[_BONE_KEYPOINT_ROWS].min(axis=1)
-        self._memory_rotation[solved] = local[solved]
-        self._memory_confidence[solved] = bone_conf[solved]
-        self._memory_time[solved] = timestamp
-        self._memory_set |= solved
-        # Unseen: at rest without a memory (or a leg in upper-body mode), held for hold_seconds, then eased.
-        at_rest = ~solved & ~self._memory_set
-        if self.upper_body:
-            at_rest |= ~solved & _SOLVED_LEGS
-        unseen_for = timestamp - self._memory_time
-        held = ~solved & ~at_rest & (unseen_for <= self.config.hold_seconds)
-        easing = ~solved & ~at_rest & ~held
-        rotations = np.concatenate([np.where(solved[:, None], local, np.where(held[:, None], self._memory_rotation, _REST_ROTATIONS)),
-                                    np.tile(quat.IDENTITY, (len(_REST_BONES), 1))])
-        confidence = np.where(solved, bone_conf, np.where(held, self._memory_confidence * 0.5, 0.0))
-        if easing.any():
-            t = np.minimum((unseen_for[easing] - self.config.hold_seconds) / self.config.ease_seconds, 1.0)
-            t = t * t * (3 - 2 * t)  # smoothstep
-            rotations[:len(_SOLVED_BONES)][easing] = quat.slerp(self._memory_rotation[easing], _REST_ROTATIONS[easing], t)
+        hold, ease = self.config.hold_seconds, self.config.ease_seconds
+        memory = self._memory
+        rotations, confidence = [], []
+        for i, (rotation, seen, keypoints) in enumerate(zip(local, solved, _BONE_KEYPOINT_TUPLES)):
+            if seen:
+                bone_conf = min([sc[k] for k in keypoints])
+                memory[i] = (rotation, bone_conf, timestamp)
+                rotations.append(rotation)
+                confidence.append(bone_conf)
+                continue
+            # Unseen: at rest without a memory (or a leg in upper-body mode), held for hold_seconds, then eased.
+            if memory[i] is None or (self.upper_body and _SOLVED_LEGS[i]):
+                rotations.append(_REST_ROTATIONS[i])
+                confidence.append(0.0)
+                continue
+            held, held_conf, when = memory[i]
+            unseen_for = timestamp - when
+            if unseen_for <= hold:
+                rotations.append(held)
+                confidence.append(held_conf * 0.5)
+            else:
+                t = min((unseen_for - hold) / ease, 1.0)
+                rotations.append(_slerp(held, _REST_ROTATIONS[i], t * t * (3 - 2 * t)))  # smoothstep
+                confidence.append(0.0)
+        rotations.extend([_IDENTITY_Q] * len(_REST_BONES))
         return rotations, confidence
 
     def _hips_position(self, kp: np.ndarray, sc: np.ndarray) -> np.ndarray:
-        """Hips position (metres, canonical, not mirrored) from the 2D hip centre and apparent size."""
-        rest = np.array([0.0, _hips_rest_height(), 0.0])
+        """Hips position (metres, canonical, not mirrored) from the 2D hip centre and apparent size.
+        Plain floats (a handful of scalars, on every output tick)."""
+        rest_y = _hips_rest_height()
         cal = self.calibration
         if cal is None:
-            return rest
-        ok = sc >= self.config.min_score
-        if ok[L_HIP] and ok[R_HIP] and not self.upper_body:
-            center = (kp[L_HIP] + kp[R_HIP]) / 2
-        elif ok[L_SH] and ok[R_SH]:
-            center = (kp[L_SH] + kp[R_SH]) / 2 + np.array([0.0, cal.segments["torso"]])
+            return np.array([0.0, rest_y, 0.0])
+        min_score = self.config.min_score
+        if sc[L_HIP] >= min_score and sc[R_HIP] >= min_score and not self.upper_body:
+            (lx, ly), (rx, ry) = kp[L_HIP].tolist(), kp[R_HIP].tolist()
+            cx, cy = (lx + rx) / 2, (ly + ry) / 2
+        elif sc[L_SH] >= min_score and sc[R_SH] >= min_score:
+            (lx, ly), (rx, ry) = kp[L_SH].tolist(), kp[R_SH].tolist()
+            cx, cy = (lx + rx) / 2 + 0.0, (ly + ry) / 2 + cal.segments["torso"]
         else:
-            return rest if self._previous_hips is None else self._previous_hips
+            return np.array([0.0, rest_y, 0.0]) if self._previous_hips is None else self._previous_hips
         scale = self._lifter.scale if isinstance(self._lifter, ForeshorteningLifter) and self._lifter.scale > 0 else 1.0
         px_per_m_cal = cal.body_px / CANONICAL_BODY_M
         px_per_m = px_per_m_cal * scale
         width = cal.image_size[0]
         focal = (width / 2) / math.tan(math.radians(self.config.fov_deg) / 2)
         depth_cal = focal / px_per_m_cal  # metres from the camera at calibration
-        x = (center[0] - width / 2) / px_per_m - (cal.hip_center[0] - width / 2) / px_per_m_cal
-        y = -((center[1] - cal.image_size[1] / 2) / px_per_m - (cal.hip_center[1] - cal.image_size[1] / 2) / px_per_m_cal)
+        x = (cx - width / 2) / px_per_m - (cal.hip_center[0] - width / 2) / px_per_m_cal
+        y = -((cy - cal.image_size[1] / 2) / px_per_m - (cal.hip_center[1] - cal.image_size[1] / 2) / px_per_m_cal)
         z = depth_cal * (1.0 - 1.0 / scale)
         if self.upper_body:
             y = 0.0
-        pos = rest + np.array([x, y, z])
+        pos = np.array([0.0 + x, rest_y + y, 0.0 + z])
         self._previous_hips = pos
         return pos
 

@@ -1,8 +1,9 @@
-"""The batched retargeter (issue #19) against straightforward references.
+"""The fast retargeter (issue #19) against straightforward references.
 
-``solve_rotations`` solves the four limbs together (numpy over limbs) and the lifter places all limbs
-at once; here they are checked against a per-bone reference (the loop they replaced, kept below) on
-random poses, and against lifter outputs recorded from the per-limb implementation (inline values).
+``solve_rotations`` and the lifter work in plain floats (one loop over the limbs, 9-tuple matrices);
+here they are checked against a per-bone reference (the loop they replaced, kept below) on
+random poses, and against lifter outputs recorded from the per-limb implementation (inline values);
+the pooled calibration period against recalibrating from scratch.
 No timing here: speed is measured by benchmarks/bench_retarget_speed.py.
 """
 
@@ -15,13 +16,22 @@ import pytest
 
 from avatar_bridge import quat
 from avatar_bridge.camera import PinholeCamera
+from avatar_bridge.config import RetargetConfig
 from avatar_bridge.retarget import (
+    CALIBRATION_BEND_DEG,
+    CALIBRATION_FEET_LEVEL,
+    CALIBRATION_MIN_FRAMES,
+    CANONICAL_LENGTHS,
     FACE,
     FACE_TEMPLATE,
+    SEGMENTS,
+    CalibrationPool,
     ForeshorteningLifter,
     Limits,
     Retargeter,
     calibration_from_frames,
+    calibration_measurement,
+    calibration_pose_bend,
     fit_face_rotation,
     fit_face_rotation_seen,
     joints_from_rig,
@@ -291,3 +301,132 @@ def test_unseen_policy_holds_then_eases_per_bone():
     assert np.allclose(np.abs(eased.rotations["leftLowerArm"]), quat.IDENTITY, atol=1e-9)
     assert eased.confidence["leftLowerArm"] == 0.0
     assert len(eased.rotations) == 22 and eased.tracking
+
+
+# --- Calibration: the pooled, per-frame-measured calibration against the straightforward one ---
+
+_REF_SEGMENTS = {
+    "shoulders": (L_SH, R_SH), "hips": (L_HIP, R_HIP),
+    "left_upper_arm": (L_SH, L_EL), "left_lower_arm": (L_EL, L_WR), "right_upper_arm": (R_SH, R_EL),
+    "right_lower_arm": (R_EL, R_WR), "left_upper_leg": (L_HIP, L_KN), "left_lower_leg": (L_KN, L_AN),
+    "right_upper_leg": (R_HIP, R_KN), "right_lower_leg": (R_KN, R_AN),
+}
+
+
+def reference_calibration(frames, image_size, min_score=0.3):
+    """calibration_from_frames as it was before the pools: every frame revisited, np.percentile,
+    np.median and np.mean."""
+    per_segment = {s: [] for s in SEGMENTS}
+    hip_centers = []
+    for kp, sc in frames:
+        ok = sc >= min_score
+        lengths = {name: np.linalg.norm(kp[a] - kp[b]) if ok[a] and ok[b] else np.nan for name, (a, b) in _REF_SEGMENTS.items()}
+        torso_ok = ok[L_SH] and ok[R_SH] and ok[L_HIP] and ok[R_HIP]
+        lengths["torso"] = np.linalg.norm((kp[L_SH] + kp[R_SH]) / 2 - (kp[L_HIP] + kp[R_HIP]) / 2) if torso_ok else np.nan
+        for name, length in lengths.items():
+            if math.isfinite(length) and length > 0:
+                per_segment[name].append(length)
+        if ok[L_HIP] and ok[R_HIP]:
+            hip_centers.append((kp[L_HIP] + kp[R_HIP]) / 2)
+        elif ok[L_SH] and ok[R_SH]:
+            hip_centers.append((kp[L_SH] + kp[R_SH]) / 2)
+    measured = {s: float(np.percentile(v, 90)) for s, v in per_segment.items() if v}
+    for limb in ("upper_arm", "lower_arm", "upper_leg", "lower_leg"):
+        left, right = measured.get(f"left_{limb}"), measured.get(f"right_{limb}")
+        if left is None and right is not None:
+            measured[f"left_{limb}"] = right
+        elif right is None and left is not None:
+            measured[f"right_{limb}"] = left
+    ppm = float(np.median([measured[s] / CANONICAL_LENGTHS[s] for s in measured]))
+    segments = {s: measured.get(s, CANONICAL_LENGTHS[s] * ppm) for s in SEGMENTS}
+    center = np.mean(hip_centers, axis=0) if hip_centers else np.array(image_size, float) / 2
+    return segments, segments["torso"] + segments["left_upper_leg"] + segments["left_lower_leg"], tuple(center), sorted(measured)
+
+
+def reference_pose_bend(kp, sc, min_score=0.3):
+    ok = sc >= min_score
+    worst = 0.0
+    for a, b, c in ((L_HIP, L_KN, L_AN), (R_HIP, R_KN, R_AN), (L_SH, L_EL, L_WR), (R_SH, R_EL, R_WR)):
+        if ok[a] and ok[b] and ok[c]:
+            u, v = kp[a] - kp[b], kp[c] - kp[b]
+            if np.linalg.norm(u) >= 1e-6 and np.linalg.norm(v) >= 1e-6:
+                angle = math.degrees(math.acos(float(np.clip(u @ v / (np.linalg.norm(u) * np.linalg.norm(v)), -1, 1))))
+                worst = max(worst, (180.0 - angle) / CALIBRATION_BEND_DEG)
+    if ok[L_AN] and ok[R_AN] and ok[L_HIP] and ok[R_HIP]:
+        leg = (np.linalg.norm(kp[L_HIP] - kp[L_AN]) + np.linalg.norm(kp[R_HIP] - kp[R_AN])) / 2
+        worst = max(worst, abs(kp[L_AN][1] - kp[R_AN][1]) / max(leg, 1e-6) / CALIBRATION_FEET_LEVEL)
+    return worst
+
+
+def random_frame(rng):
+    """A standing-ish COCO-17 frame in pixels with jitter (sometimes a bent limb), some joints unseen."""
+    rotations = {b: quat.from_axis_angle(rng.normal(size=3), rng.uniform(0, 0.5 if rng.random() < 0.6 else 1.5))
+                 for b in ("leftLowerArm", "rightLowerArm", "leftLowerLeg", "rightLowerLeg", "spine", "head")}
+    rotations["leftUpperArm"] = quat.from_axis_angle(np.array([0, 0, 1.0]), -1.2)
+    rotations["rightUpperArm"] = quat.from_axis_angle(np.array([0, 0, 1.0]), 1.2)
+    kp, _ = CAMERA.project_with_depth(joints_from_rig(rotations, np.array([rng.normal(0, 0.2), 0.95, -0.5])))
+    kp = kp + rng.normal(0, 2.0, kp.shape)
+    scores = np.where(rng.random(17) < 0.12, 0.1, 0.9)
+    return kp, scores
+
+
+def assert_calibration_equal(got, want):
+    segments, body_px, center, measured = want
+    assert set(got.segments) == set(segments)
+    for name, value in segments.items():
+        assert got.segments[name] == pytest.approx(value, rel=1e-12, abs=1e-12), name
+    assert got.body_px == pytest.approx(body_px, rel=1e-12)
+    assert np.allclose(got.hip_center, center, rtol=1e-12, atol=1e-9)
+    assert got.measured == measured
+
+
+def test_calibration_from_frames_matches_the_reference():
+    rng = np.random.default_rng(5)
+    size = (CAMERA.width, CAMERA.height)
+    for n in (1, 2, 3, 7, 10, 11, 31):
+        frames = [random_frame(rng) for _ in range(n)]
+        assert_calibration_equal(calibration_from_frames(frames, size), reference_calibration(frames, size))
+    for _ in range(200):
+        kp, sc = random_frame(rng)
+        assert calibration_pose_bend(kp, sc) == pytest.approx(reference_pose_bend(kp, sc), rel=1e-12, abs=1e-12)
+
+
+def test_calibration_pool_add_and_remove_match_a_fresh_pool():
+    rng = np.random.default_rng(11)
+    size = (CAMERA.width, CAMERA.height)
+    frames = [random_frame(rng) for _ in range(40)]
+    measurements = [calibration_measurement(kp, sc) for kp, sc in frames]
+    pool = CalibrationPool()
+    for _ in range(30):
+        keys = {int(i) for i in rng.choice(40, size=rng.integers(1, 25), replace=False)}
+        pool.hold(keys, measurements)
+        assert len(pool) == len(keys)
+        assert_calibration_equal(pool.calibration(size), reference_calibration([frames[i] for i in sorted(keys)], size))
+
+
+def test_calibration_period_matches_recalibrating_from_the_chosen_frames():
+    """The retargeter's pooled calibration period against the straightforward one: on every update
+    of the period, calibrate from scratch from the straighter half of the standing frames (at least
+    CALIBRATION_MIN_FRAMES; every frame while too few stand)."""
+    rng = np.random.default_rng(23)
+    size = (CAMERA.width, CAMERA.height)
+    retargeter = Retargeter(RetargetConfig(calibration_seconds=0.5))
+    every, accepted = [], []
+    for i in range(40):
+        kp, sc = random_frame(rng)
+        sc[[L_SH, R_SH, L_HIP, R_HIP]] = 0.9  # the torso is seen: every frame counts
+        retargeter.update(kp, sc, i / 30.0, size)
+        every.append((kp, sc))
+        bend = reference_pose_bend(kp, sc)
+        if bend <= 1.0:
+            accepted.append((kp, sc, bend))
+        if len(accepted) >= CALIBRATION_MIN_FRAMES or (accepted and len(accepted) >= len(every) / 2):
+            ranked = sorted(accepted, key=lambda f: f[2])
+            frames = [(k, s) for k, s, _ in ranked[: max(CALIBRATION_MIN_FRAMES, (len(ranked) + 1) // 2)]]
+        else:
+            frames = every
+        assert retargeter.calibration.frames == len(frames)
+        assert_calibration_equal(retargeter.calibration, reference_calibration(frames, size))
+        if retargeter.calibrated:
+            break
+    assert retargeter.calibrated and 5 <= len(accepted) < len(every)  # some frames were rejected
