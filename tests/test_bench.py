@@ -140,3 +140,19 @@ def test_thread_cpu_seconds_names_python_threads_and_counts_their_work():
     assert stop.is_set()
     assert 0.25 <= seen["busy-worker"] <= 0.6  # clock ticks: 10 ms resolution
     assert "MainThread" in seen
+
+
+def test_perf_status_script_is_valid_bash_and_runs_the_readme_commands():
+    """benchmarks/perf_status.sh (the README's performance figures) parses, and runs the commands the
+    README's Performance status section lists."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    script = root / "benchmarks" / "perf_status.sh"
+    assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
+    text = script.read_text()
+    for command in ("bench --config cpu-fast", "--realtime", "--compare-mediapipe", "--detector yolox-nano",
+                    "bench-convert", "bench_retarget_speed.py", "bench_stabilizer_speed.py"):
+        assert command in text, command
+    assert "bash benchmarks/perf_status.sh" in (root / "README.md").read_text()
