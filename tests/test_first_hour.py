@@ -57,6 +57,15 @@ def test_record_says_what_it_wrote_and_refuses_to_overwrite(take, capsys, tmp_pa
                      "--max-frames", "5", "--quiet"]) == 2
     assert "already exists: choose another name or pass --overwrite" in capsys.readouterr().err
     assert again.read_bytes() == before  # nothing touched
+    # --overwrite with a source that cannot be opened: the old take survives the failed run
+    assert cli.main(["record", "-o", str(again), "--source", str(tmp_path / "missing.mp4"), "--headless", "--no-vmc",
+                     "--no-ws", "--max-frames", "5", "--quiet", "--overwrite"]) == 2
+    assert "missing.mp4" in capsys.readouterr().err
+    assert again.read_bytes() == before
+    # ...and a run that records replaces it
+    assert cli.main(["record", "-o", str(again), "--source", "synthetic", "--headless", "--no-vmc", "--no-ws",
+                     "--max-frames", "5", "--quiet", "--overwrite"]) == 0
+    assert again.read_bytes() != before
 
 
 def test_export_bvh_refuses_an_existing_file_unless_overwrite(take, tmp_path, capsys):

@@ -26,8 +26,8 @@ def run_command(args: argparse.Namespace) -> int:
     if output.is_dir():
         raise IsADirectoryError(f"recording path {output} is a folder: give a file name ending in {SUFFIX}")
     refuse_existing(output, bool(args.overwrite))
-    if output.exists():
-        output.unlink()  # the user asked to replace it
+    # With --overwrite the old take is replaced only when recording starts (the writer opens it after
+    # the source and the models), so a run that fails before that leaves it as it was.
     args.record = str(output)
     status = int(run.run_command(args) or 0)
     if output.is_file():
