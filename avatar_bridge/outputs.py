@@ -107,6 +107,12 @@ class Outputs:
             self.clock = OutputClock(self.engine.sample, self.sinks)
             self.clock.start()
 
+    def fresh(self) -> None:
+        """A pose update was just processed: the sinks send it now, in place of their next tick
+        (:meth:`avatar_bridge.stream.OutputClock.nudge`)."""
+        if self.clock is not None:
+            self.clock.nudge()
+
     def open_files(self, source: FrameSource) -> None:
         """Recording and BVH (they describe the source), then start the output clock."""
         config = self.config

@@ -221,6 +221,7 @@ def play_recording(
                 if frame is None:
                     break
                 latest.set(frame)
+                clock.nudge()  # the new frame leaves now, in place of the next tick
                 played += 1
                 dropped += frame.dropped
             clock.tick(time.monotonic())  # the final pose reaches every sink before the outputs close

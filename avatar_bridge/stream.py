@@ -61,7 +61,7 @@ class ClockStats:
     fresh_latency_ms_p95: float | None = None
 
 
-class _SinkSlot:
+class SinkSlot:
     """One sink with its own schedule and error counters."""
 
     def __init__(self, sink: Sink, rate: float, name: str):
@@ -73,6 +73,8 @@ class _SinkSlot:
         self.period = 1.0 / float(rate)
         self.name = name
         self.next_due = 0.0
+        self.last_sent = -float("inf")  # clock time of this sink's last tick
+        self.resume: float | None = None  # after a moved (fresh) tick: where the schedule goes on
         self.sends = 0
         self.errors = 0
         self.suppressed = 0
@@ -86,13 +88,37 @@ def _sink_name(sink: Sink) -> str:
     return getattr(sink, "__name__", type(sink).__name__)
 
 
+FRESH_MIN_GAP = 0.5  # a fresh send comes at least this share of a sink's period after its last tick
+
+
+def pull_forward(slots: list[SinkSlot], now: float, min_gap: float = FRESH_MIN_GAP) -> None:
+    """Reschedule the sinks for a pose update that arrived at ``now`` (:meth:`OutputClock.nudge`).
+
+    A fresh pose should leave at once, not wait up to a period for the next tick; but the sinks'
+    rates are promises to receivers. So the fresh send *replaces* each sink's next tick: it moves to
+    the earliest time allowed, ``max(now, last tick + min_gap periods)``, and the tick after it stays
+    where the schedule had it (``resume``), so the long-run rate is unchanged and intervals stay
+    within [min_gap, 2 - min_gap] periods. A sink already due, or with a tick already moved, is left
+    alone.
+    """
+    for slot in slots:
+        if slot.resume is not None or slot.next_due <= now + 1e-4:
+            continue
+        earliest = max(now, slot.last_sent + min_gap * slot.period)
+        if earliest < slot.next_due - 1e-4:
+            slot.resume = slot.next_due + slot.period
+            slot.next_due = earliest
+
+
 class OutputClock:
     """A thread that calls ``sample(t)`` on each sink's schedule and hands the frame to the due sinks.
 
     ``sinks`` is a list of ``(callable, rate_hz)`` pairs (or bare callables, which use ``rate``).
     When several sinks are due at the same tick, ``sample`` is called once and all of them get the
     same frame. If the thread falls behind (machine overloaded) it skips the missed slots instead of
-    bursting, and counts them in ``late_ticks``.
+    bursting, and counts them in ``late_ticks``. :meth:`nudge` (a new pose update) moves each sink's
+    next tick to now, or half a period after its last one (:func:`pull_forward`), so new motion
+    leaves without waiting for the schedule while the rates stay what they are.
     """
 
     def __init__(
@@ -106,14 +132,16 @@ class OutputClock:
             raise TypeError("OutputClock needs sample(t) -> OutputFrame | None as its first argument")
         self._sample = sample
         self._clock = clock
-        self._slots: list[_SinkSlot] = []
+        self._slots: list[SinkSlot] = []
         for item in sinks:
             sink, sink_rate = item if isinstance(item, tuple) else (item, rate)
             name = _sink_name(sink)
             if any(slot.name == name for slot in self._slots):
                 name = f"{name}#{len(self._slots)}"
-            self._slots.append(_SinkSlot(sink, sink_rate, name))
+            self._slots.append(SinkSlot(sink, sink_rate, name))
         self._stop = threading.Event()
+        self._wake = threading.Event()  # set by stop() and nudge(): the loop re-plans at once
+        self._nudged = False
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._ticks = 0
@@ -140,6 +168,7 @@ class OutputClock:
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
 
@@ -148,6 +177,13 @@ class OutputClock:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+    def nudge(self) -> None:
+        """A new pose update is ready: send it as soon as each sink's rate allows, in place of its next
+        tick (thread-safe)."""
+        with self._lock:
+            self._nudged = True
+        self._wake.set()
 
     @property
     def running(self) -> bool:
@@ -163,13 +199,24 @@ class OutputClock:
                 continue
             due_at = min(slot.next_due for slot in self._slots)
             delay = due_at - self._clock()
-            if delay > 0 and self._stop.wait(delay):
+            if delay > 0:
+                self._wake.wait(delay)
+            if self._stop.is_set():
                 break
+            self._wake.clear()
             now = self._clock()
+            with self._lock:
+                nudged, self._nudged = self._nudged, False
+            if nudged:
+                pull_forward(self._slots, now)
             due = [slot for slot in self._slots if slot.next_due <= now + 1e-4]
             if not due:
                 continue
             for slot in due:
+                slot.last_sent = now
+                if slot.resume is not None:  # a fresh send in place of a tick: the schedule goes on
+                    slot.next_due, slot.resume = slot.resume, None
+                    continue
                 slot.next_due += slot.period
                 if slot.next_due < now - slot.period:  # woke up far too late: skip, don't burst
                     missed = int((now - slot.next_due) / slot.period)
@@ -182,7 +229,7 @@ class OutputClock:
             last_tick = now
             self.tick(now, due)
 
-    def tick(self, t: float, slots: list[_SinkSlot] | None = None) -> OutputFrame | None:
+    def tick(self, t: float, slots: list[SinkSlot] | None = None) -> OutputFrame | None:
         """One output step at time ``t``: sample, then send to ``slots`` (default: every sink).
 
         Public so a caller without a thread (tests, offline rendering) can drive the sinks itself.

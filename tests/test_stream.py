@@ -170,3 +170,89 @@ def test_first_send_latency_counts_each_capture_once():
     # first sends only: capture 0 at 10 ms, capture 0.050 at 10 ms
     assert stats.fresh_latency_ms_median == pytest.approx(10.0)
     assert stats.fresh_latency_ms_p95 == pytest.approx(10.0)
+
+
+# --- fresh sends: a new pose update leaves at once, in place of the next tick --------------------------
+
+
+def make_slot(rate: float, next_due: float, last_sent: float):
+    from avatar_bridge.stream import SinkSlot
+
+    slot = SinkSlot(lambda frame: None, rate, "sink")
+    slot.next_due, slot.last_sent = next_due, last_sent
+    return slot
+
+
+def test_pull_forward_moves_the_next_tick_and_keeps_the_schedule():
+    from avatar_bridge.stream import pull_forward
+
+    period = 1 / 60
+    # last tick 10 ms ago (more than half a period), next one 6.7 ms away: it moves to now, the one
+    # after stays where the schedule had it
+    slot = make_slot(60.0, next_due=1.0 + period, last_sent=1.0)
+    pull_forward([slot], now=1.010)
+    assert slot.next_due == pytest.approx(1.010) and slot.resume == pytest.approx(1.0 + 2 * period)
+    # last tick 2 ms ago: the fresh send waits until half a period after it, still before the tick
+    slot = make_slot(60.0, next_due=1.0 + period, last_sent=1.0)
+    pull_forward([slot], now=1.002)
+    assert slot.next_due == pytest.approx(1.0 + period / 2) and slot.resume == pytest.approx(1.0 + 2 * period)
+    # already due, or a tick already moved: left alone
+    slot = make_slot(60.0, next_due=1.0, last_sent=1.0 - period)
+    pull_forward([slot], now=1.0)
+    assert slot.next_due == 1.0 and slot.resume is None
+    slot = make_slot(60.0, next_due=1.005, last_sent=1.0)
+    slot.resume = 1.04
+    pull_forward([slot], now=1.003)
+    assert slot.next_due == 1.005 and slot.resume == 1.04
+
+
+def test_fresh_sends_simulated_camera_keep_60_hz_and_cut_the_wait():
+    """A 28.05 fps camera whose poses are ready 15 ms after capture, a 60 Hz sink, the clock's own
+    rescheduling (pull_forward + resume) replayed without a thread: the rate stays 60 Hz, intervals
+    stay within half and one and a half periods, and no pose waits more than half a period."""
+    from avatar_bridge.stream import pull_forward
+
+    period, fps, seconds = 1 / 60, 28.05, 20.0
+    slot = make_slot(60.0, next_due=0.0, last_sent=-1.0)
+    updates = [i / fps + 0.015 for i in range(int(seconds * fps))]
+    sends, waits, pending = [], [], []
+    u = 0
+    while slot.next_due < seconds:
+        if u < len(updates) and updates[u] < slot.next_due:  # a pose update before the next tick
+            pull_forward([slot], updates[u])
+            pending.append(updates[u])
+            u += 1
+            continue
+        now = slot.next_due  # the tick (moved or regular)
+        sends.append(now)
+        waits.extend(now - p for p in pending)
+        pending.clear()
+        slot.last_sent = now
+        if slot.resume is not None:
+            slot.next_due, slot.resume = slot.resume, None
+        else:
+            slot.next_due += period
+    gaps = [b - a for a, b in zip(sends, sends[1:])]
+    assert abs(len(sends) / seconds - 60.0) / 60.0 < 0.01
+    assert min(gaps) >= period / 2 - 1e-9 and max(gaps) <= 1.5 * period + 1e-9
+    assert max(waits) <= period / 2 + 1e-9  # without fresh sends the wait reaches a whole period
+
+
+def test_nudge_sends_before_the_scheduled_tick():
+    """The real thread at 1 Hz: a nudge 0.3 s after the first tick is sent well before the next tick
+    (due at 1 s), and the tick after it keeps the 1 s schedule."""
+    sink = Recorder()
+    clock = OutputClock(lambda t: OutputFrame(capture_time=t, width=1, height=1, people=[]), [(sink, 1.0)])
+    started = time.monotonic()
+    clock.start()
+    try:
+        while not sink.frames and time.monotonic() - started < 5:
+            time.sleep(0.005)
+        time.sleep(max(0.0, started + 0.6 - time.monotonic()))
+        clock.nudge()
+        while len(sink.frames) < 2 and time.monotonic() - started < 5:
+            time.sleep(0.005)
+        first, fresh = sink.frames[0].sample_time, sink.frames[1].sample_time
+        assert fresh - first < 0.99  # sent on the nudge, not at the regular tick one period on
+    finally:
+        clock.stop()

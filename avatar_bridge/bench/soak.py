@@ -273,6 +273,7 @@ def run_soak(duration: float = 60.0, clients: int = 20, stuck: int = 2, rate: fl
                 if now - started >= duration:
                     break
                 pipeline.process(source.read())
+                outputs.fresh()
                 report.capture_frames += 1
             ended = time.monotonic()
             report.clock = asdict(outputs.clock.stats())

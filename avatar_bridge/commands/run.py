@@ -64,6 +64,7 @@ def run_command(args: argparse.Namespace) -> int:
             metrics.add_stage("grab", (time.perf_counter() - t_grab) * 1000.0)
             if not pipeline.paused:
                 poses = pipeline.process(frame)
+                outputs.fresh()  # new motion leaves now, not at the next tick
             else:
                 poses = pipeline.latest or FramePoses(frame.index, frame.timestamp, frame.width, frame.height)
             frames += 1
