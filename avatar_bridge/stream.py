@@ -98,12 +98,15 @@ def pull_forward(slots: list[SinkSlot], now: float, min_gap: float = FRESH_MIN_G
     rates are promises to receivers. So the fresh send *replaces* each sink's next tick: it moves to
     the earliest time allowed, ``max(now, last tick + min_gap periods)``, and the tick after it stays
     where the schedule had it (``resume``), so the long-run rate is unchanged and intervals stay
-    within [min_gap, 2 - min_gap] periods. A sink already due, or with a tick already moved, is left
-    alone.
+    between min_gap and two periods. A sink already due, with a tick already moved, or whose
+    next tick is more than a period away (its slot was the one sent early) is left alone: pose
+    updates faster than the sink's rate never raise it.
     """
     for slot in slots:
         if slot.resume is not None or slot.next_due <= now + 1e-4:
             continue
+        if slot.next_due - now > slot.period + 1e-4:
+            continue  # that tick's slot was already sent early: sends never run ahead of the schedule
         earliest = max(now, slot.last_sent + min_gap * slot.period)
         if earliest < slot.next_due - 1e-4:
             slot.resume = slot.next_due + slot.period

@@ -206,13 +206,15 @@ def test_pull_forward_moves_the_next_tick_and_keeps_the_schedule():
     assert slot.next_due == 1.005 and slot.resume == 1.04
 
 
-def test_fresh_sends_simulated_camera_keep_60_hz_and_cut_the_wait():
-    """A 28.05 fps camera whose poses are ready 15 ms after capture, a 60 Hz sink, the clock's own
-    rescheduling (pull_forward + resume) replayed without a thread: the rate stays 60 Hz, intervals
-    stay within half and one and a half periods, and no pose waits more than half a period."""
+@pytest.mark.parametrize("fps", [28.05, 30.0, 62.5, 90.0])
+def test_fresh_sends_simulated_camera_keep_60_hz_and_cut_the_wait(fps):
+    """Cameras slower and faster than the sink (poses ready 15 ms after capture), a 60 Hz sink, the
+    clock's own rescheduling (pull_forward + resume) replayed without a thread: the rate stays 60 Hz
+    (faster pose updates never raise it), intervals stay between half a period and two, and below
+    60 fps no pose waits more than half a period."""
     from avatar_bridge.stream import pull_forward
 
-    period, fps, seconds = 1 / 60, 28.05, 20.0
+    period, seconds = 1 / 60, 20.0
     slot = make_slot(60.0, next_due=0.0, last_sent=-1.0)
     updates = [i / fps + 0.015 for i in range(int(seconds * fps))]
     sends, waits, pending = [], [], []
@@ -234,8 +236,9 @@ def test_fresh_sends_simulated_camera_keep_60_hz_and_cut_the_wait():
             slot.next_due += period
     gaps = [b - a for a, b in zip(sends, sends[1:])]
     assert abs(len(sends) / seconds - 60.0) / 60.0 < 0.01
-    assert min(gaps) >= period / 2 - 1e-9 and max(gaps) <= 1.5 * period + 1e-9
-    assert max(waits) <= period / 2 + 1e-9  # without fresh sends the wait reaches a whole period
+    assert min(gaps) >= period / 2 - 1e-9 and max(gaps) <= 2 * period + 1e-9
+    if fps < 60:
+        assert max(waits) <= period / 2 + 1e-9  # without fresh sends the wait reaches a whole period
 
 
 def test_nudge_sends_before_the_scheduled_tick():
