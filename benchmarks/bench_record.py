@@ -11,7 +11,6 @@ a synthetic walk. Prints medians and p95s; numbers depend on the machine's load.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import time

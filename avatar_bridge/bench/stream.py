@@ -87,8 +87,8 @@ def bench_delivery(clients: int, stuck: bool, rate: float, seconds: float, peopl
             stuck_sock = socket.create_connection(("127.0.0.1", server.port))
             stuck_sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             stuck_sock.sendall(
-                f"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                f"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+                "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
             )
 
         def client(index: int) -> None:
