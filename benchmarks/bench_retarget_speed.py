@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from avatar_bridge.camera import fit_camera  # noqa: E402
 from avatar_bridge.config import RetargetConfig, SmoothingConfig  # noqa: E402
+from avatar_bridge.metrics import median_p95  # noqa: E402
 from avatar_bridge.mocap import MocapSource, coco17_world, load_motion  # noqa: E402
 from avatar_bridge.retarget import Retargeter  # noqa: E402
 from avatar_bridge.smooth import make_stabilizer  # noqa: E402
@@ -152,8 +153,8 @@ def compare(golden: dict[str, np.ndarray], path: Path) -> float:
 
 
 def stats(ms: list[float]) -> str:
-    a = np.asarray(ms)
-    return f"median {np.median(a):.3f} ms, p95 {np.percentile(a, 95):.3f} ms ({len(a)} calls)"
+    median, p95 = median_p95(ms)
+    return f"median {median:.3f} ms, p95 {p95:.3f} ms ({len(ms)} calls)"
 
 
 def main(argv: list[str] | None = None) -> int:

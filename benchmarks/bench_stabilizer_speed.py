@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from avatar_bridge.config import load_config  # noqa: E402
+from avatar_bridge.metrics import median_p95  # noqa: E402
 from avatar_bridge.mocap import MocapSource  # noqa: E402
 from avatar_bridge.smooth import make_stabilizer  # noqa: E402
 
@@ -154,8 +155,8 @@ def compare(golden: dict[str, np.ndarray], path: Path) -> float:
 
 
 def stats(seconds: list[float]) -> str:
-    a = np.asarray(seconds) * 1000.0
-    return f"median {np.median(a):.4f} ms, p95 {np.percentile(a, 95):.4f} ms"
+    median, p95 = median_p95(np.asarray(seconds) * 1000.0)
+    return f"median {median:.4f} ms, p95 {p95:.4f} ms"
 
 
 def main(argv: list[str] | None = None) -> int:
