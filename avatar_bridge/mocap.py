@@ -116,11 +116,17 @@ def _joint_index(motion: BvhMotion) -> dict[str, int]:
     return index
 
 
-def _named_bones(motion: BvhMotion, convention: str) -> dict[str, int]:
-    """VRM bone -> BVH joint index for the bones of ``convention`` that the file has."""
-    index = _joint_index(motion)
+def _named_bones(index: dict[str, int], convention: str) -> dict[str, int]:
+    """VRM bone -> BVH joint index for the bones of ``convention`` that the file has (``index``:
+    :func:`_joint_index` of the file)."""
     names = {**TORSO_TABLES[convention], **{KEYPOINT_BONES[k]: n for k, n in NAME_TABLES[convention].items()}}
     return {bone: index[normalize_joint_name(n)] for bone, n in names.items() if normalize_joint_name(n) in index}
+
+
+def _closest_convention(bare: set[str]) -> str:
+    """The convention naming most of the file's joints (``bare``: normalized names), limbs and torso."""
+    return max(NAME_TABLES, key=lambda c: sum(normalize_joint_name(n) in bare
+                                              for n in (*NAME_TABLES[c].values(), *TORSO_TABLES[c].values())))
 
 
 def naming_convention(motion: BvhMotion) -> str:
@@ -132,8 +138,7 @@ def naming_convention(motion: BvhMotion) -> str:
     for convention, table in NAME_TABLES.items():
         if all(normalize_joint_name(n) in bare for n in table.values()):
             return convention
-    best = max(NAME_TABLES, key=lambda c: sum(normalize_joint_name(n) in bare
-                                              for n in (*NAME_TABLES[c].values(), *TORSO_TABLES[c].values())))
+    best = _closest_convention(bare)
     missing = [n for n in NAME_TABLES[best].values() if normalize_joint_name(n) not in bare]
     raise ValueError(
         f"{motion.path or 'BVH file'}: no joint for COCO keypoint(s) of a humanoid: the closest naming, {best}, "
@@ -169,17 +174,17 @@ def joint_map(motion: BvhMotion, partial: bool = False) -> JointMap:
     a file that names the hips (``Bip01 Pelvis``, ``Hips``) and one more bone of the closest convention maps
     its missing keypoints onto their nearest present ancestor (see :class:`JointMap`).
     """
+    index = _joint_index(motion)
     try:
         convention = naming_convention(motion)
     except ValueError:
         if not partial:
             raise
-        bare = set(_joint_index(motion))
-        convention = max(NAME_TABLES, key=lambda c: sum(normalize_joint_name(n) in bare for n in
-                                                        (*NAME_TABLES[c].values(), *TORSO_TABLES[c].values())))
-        if "hips" not in _named_bones(motion, convention) or len(_named_bones(motion, convention)) < 2:
+        convention = _closest_convention(set(index))
+        named = _named_bones(index, convention)
+        if "hips" not in named or len(named) < 2:
             raise  # a lone root is not a skeleton
-    bones = _named_bones(motion, convention)
+    bones = _named_bones(index, convention)
     rest_world = skeleton.forward_kinematics({})[0]  # (B, 3) rest joint positions, metres
 
     def attach(bone: str) -> tuple[int, np.ndarray]:
@@ -195,7 +200,7 @@ def joint_map(motion: BvhMotion, partial: bool = False) -> JointMap:
             joints[KEYPOINT_INDEX[keypoint]], offsets[KEYPOINT_INDEX[keypoint]] = attach(bone)
     head, head_offset = attach("head")
     table = {**TORSO_TABLES[convention], **NAME_TABLES[convention]}
-    missing = tuple(n for n in table.values() if normalize_joint_name(n) not in set(_joint_index(motion)))
+    missing = tuple(n for n in table.values() if normalize_joint_name(n) not in index)
     return JointMap(convention, joints, offsets, head, head_offset, missing)
 
 
