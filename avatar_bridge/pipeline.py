@@ -94,7 +94,6 @@ class Pipeline:
         self._size = (0, 0)
         self.paused = False
         self.orientation = OrientationMonitor()  # warns when people are seen but never upright
-        self._detected: int | None = None
 
     # --- stages ----------------------------------------------------------------------------------
 
@@ -212,17 +211,19 @@ class Pipeline:
             if self.estimator is None:
                 self._image_stages()
             detect_ms = [0.0]
+            detected: list[int | None] = [None]  # people the detector found, if it ran this frame
+            # The whole-frame "detector" (none) always "finds" one box: no evidence of people.
+            finds_people = getattr(self.detector, "name", "") != "none"
 
             def detect() -> list:
                 t = perf()
                 found = self.detector.detect(image)
                 detect_ms[0] = (perf() - t) * 1000.0
-                # The whole-frame "detector" (none) always "finds" one box: no evidence of people.
-                self._detected = len(found) if getattr(self.detector, "name", "") != "none" else None
+                if finds_people:
+                    detected[0] = len(found)
                 return found
 
             t0 = perf()
-            self._detected = None
             boxes = self.tracker.boxes(frame.index, detect, (frame.width, frame.height))
             t1 = perf()
             poses = self.estimator.estimate(image, boxes)
@@ -235,10 +236,10 @@ class Pipeline:
             timings["pose"] = (t2 - t1) * 1000.0
             timings["track"] = (t3 - t2) * 1000.0
             driver = self.tracker.driver
-            if getattr(self.detector, "name", "") != "none" and self.orientation.should_probe(frame.timestamp, people):
+            if finds_people and self.orientation.should_probe(frame.timestamp, people):
                 for turn in (90, 180, 270):
                     self.orientation.probe_result(frame.timestamp, turn, len(self.detector.detect(rotate_image(image, turn))))
-            warning = self.orientation.update(frame.timestamp, self._detected, people)
+            warning = self.orientation.update(frame.timestamp, detected[0], people)
             if warning:
                 log.warning(warning)
             if self.tracker.settings.only_driver and driver is not None:
