@@ -1066,6 +1066,9 @@ _LIMBS = {
 _LOWER = {"leftUpperArm": "leftLowerArm", "rightUpperArm": "rightLowerArm", "leftUpperLeg": "leftLowerLeg", "rightUpperLeg": "rightLowerLeg"}
 ARMS_DOWN_DEG = 70.0  # the rest pose unseen arms ease to: upper arms rotated this far down from the T-pose
 MAX_TWIST_DEG = {"arm": 120.0, "leg": 90.0}  # how far a shoulder / hip may twist the limb about its axis
+# Within this many degrees of that limit the plane could be either one (the observed or the mirror one):
+# the twist fades to none at the limit from both sides, so the choice never snaps the limb half a turn.
+TWIST_LIMIT_FADE = math.radians(30.0)
 
 
 def rest_pose_rotations() -> dict[str, np.ndarray]:
@@ -1200,9 +1203,12 @@ def _solve_matrices(joints: np.ndarray, limits: Limits) -> tuple[list[tuple], li
                 tau = math.atan2(_dot3(v, d1) / 2.0, (r00 + r11 + r22 - 1.0) / 2.0)
                 # Beyond what the shoulder / hip can twist, the plane is the mirror one: a hinge bent
                 # the wrong way. Keep the plane with the half-turn-reduced twist; the flexion then clamps.
+                # Near the limit either plane may be the true one: the twist fades to none there (from
+                # both sides), so crossing it is continuous instead of a half-turn snap times bend_w.
+                limit_w = min(abs(abs(tau) - max_twist) / TWIST_LIMIT_FADE, 1.0)
                 if abs(tau) > max_twist:
                     tau = tau - math.copysign(math.pi, tau)
-                upper_m = _mm(_rodrigues(d1, bend_w * tau), swing)
+                upper_m = _mm(_rodrigues(d1, bend_w * limit_w * tau), swing)
         local[upper] = _mtm(parent_m, upper_m)
         solved[upper] = True
         if not bent:
@@ -1311,6 +1317,29 @@ def _normalized(q: tuple) -> tuple[float, float, float, float]:
     return (x / n, y / n, z / n, w / n) if n > 1e-12 else _IDENTITY_Q
 
 
+def _qmul(a: tuple, b: tuple) -> tuple[float, float, float, float]:
+    """:func:`avatar_bridge.quat.mul` of two quaternions (float tuples, x y z w): ``b`` first, then ``a``."""
+    ax, ay, az, aw = a
+    bx, by, bz, bw = b
+    return (aw * bx + ax * bw + ay * bz - az * by,
+            aw * by - ax * bz + ay * bw + az * bx,
+            aw * bz + ax * by - ay * bx + az * bw,
+            aw * bw - ax * bx - ay * by - az * bz)
+
+
+def _twist_part(q: tuple, axis: tuple) -> tuple[float, float, float, float]:
+    """The twist of ``q`` about unit ``axis`` in its swing-twist decomposition ``q = swing * twist``
+    (the projection of the vector part on the axis, normalized; identity for a pure swing)."""
+    x, y, z, w = q
+    p = x * axis[0] + y * axis[1] + z * axis[2]
+    return _normalized((p * axis[0], p * axis[1], p * axis[2], w))
+
+
+# Per _SOLVED_BONES row of an upper arm / thigh: its lower bone's row and its rest direction (the axis
+# its twist is about, in the parent-local frame the solver's rotations are in).
+_UPPER_LIMB_ROWS = {row[8]: (row[9], row[3]) for row in _SOLVE_LIMB_ROWS}
+
+
 def _slerp(a: tuple, b: tuple, t: float) -> tuple[float, float, float, float]:
     """:func:`avatar_bridge.quat.slerp` of two quaternions (float tuples), the shorter way round."""
     a, b = _normalized(a), _normalized(b)
@@ -1347,6 +1376,10 @@ class Retargeter:
         # Unseen-bone memory per _SOLVED_BONES row: (last solved rotation, its confidence, its time),
         # None before the bone was ever solved.
         self._memory: list[tuple[tuple, float, float] | None] = [None] * len(_SOLVED_BONES)
+        # Per upper-limb row: (its twist about the bone, the time it was last seen). The twist is only
+        # seen with the limb's end (wrist / ankle): without it the bone is solved as a pure swing, and
+        # this twist holds, then eases to none, like an unseen bone (no roll snap when a wrist is lost).
+        self._twist_memory: list[tuple[tuple, float] | None] = [None] * len(_SOLVED_BONES)
         self._previous: list[tuple] | None = None  # last output quaternions (_OUTPUT_BONES rows), for continuity
         self._image_size: tuple[int, int] | None = None
         self._previous_hips: np.ndarray | None = None
@@ -1593,10 +1626,22 @@ class Retargeter:
         this runs per person on every output tick, on 16 bones.
         """
         hold, ease = self.config.hold_seconds, self.config.ease_seconds
-        memory = self._memory
+        memory, twist_memory = self._memory, self._twist_memory
         rotations, confidence = [], []
         for i, (rotation, seen, keypoints) in enumerate(zip(local, solved, _BONE_KEYPOINT_TUPLES)):
             if seen:
+                limb = _UPPER_LIMB_ROWS.get(i)
+                if limb is not None:
+                    lower, axis = limb
+                    if solved[lower]:  # the end joint is seen: so is the twist
+                        twist_memory[i] = (_twist_part(rotation, axis), timestamp)
+                    elif twist_memory[i] is not None:  # a pure swing: the twist holds, then eases
+                        twist, when = twist_memory[i]
+                        unseen_for = timestamp - when
+                        if unseen_for > hold:
+                            t = min((unseen_for - hold) / ease, 1.0)
+                            twist = _slerp(twist, _IDENTITY_Q, t * t * (3 - 2 * t))
+                        rotation = _qmul(rotation, twist)
                 bone_conf = min([sc[k] for k in keypoints])
                 memory[i] = (rotation, bone_conf, timestamp)
                 rotations.append(rotation)

@@ -241,6 +241,21 @@ def test_elbow_and_knee_limits_clamp():
     assert angle_deg(pose.rotations["leftLowerArm"], rot(-Y, 120)) < 1.0
 
 
+def test_upper_arm_twist_is_continuous_across_the_shoulder_twist_limit():
+    # Past 120 degrees of shoulder twist the solver takes the mirror bend plane (a hinge bent the wrong
+    # way). Sweeping the twist through that limit must move the upper arm in small steps, not snap it
+    # half a turn (a live run showed a 68-degree jump in one output tick when a prediction crossed it).
+    twists = np.arange(90.0, 150.01, 0.5)
+    arms = [solve_rotations(joints_from_rig({"leftUpperArm": rot(X, tau), "leftLowerArm": rot(-Y, 40)}))[0]["leftUpperArm"]
+            for tau in twists]
+    steps = [angle_deg(a, b) for a, b in zip(arms, arms[1:])]
+    assert max(steps) < 3.0, (max(steps), twists[int(np.argmax(steps))])
+    # Away from the limit the observed twist is kept exactly.
+    for tau in (30.0, 80.0):
+        local, _ = solve_rotations(joints_from_rig({"leftUpperArm": rot(X, tau), "leftLowerArm": rot(-Y, 40)}))
+        assert angle_deg(local["leftUpperArm"], rot(X, tau)) < 1.0, tau
+
+
 def test_spine_twist_is_limited():
     twisted = {"upperChest": rot(Y, 120)}  # shoulders turned 120 degrees against the hips
     free = solve_exact(twisted, RetargetConfig(mirror=False, spine_max_deg=180))
@@ -275,6 +290,33 @@ def test_unseen_arm_holds_then_eases_to_arms_down():
     assert done.confidence["leftUpperArm"] == 0.0
     # The right arm was seen all along and is unaffected.
     assert done.confidence["rightUpperArm"] == 1.0
+
+
+def test_lost_wrist_holds_the_upper_arm_twist_then_eases_it_to_none():
+    # Without the wrist the bend plane is unseen and the upper arm is solved as a pure swing; its twist
+    # must hold, then ease, like an unseen bone: a live run snapped the arm 45 degrees when a wrist
+    # dropped below min_score one tick before the elbow did.
+    config = RetargetConfig(mirror=False, hold_seconds=0.5, ease_seconds=1.0)
+    lifter = ExactDepthLifter(CAMERA)
+    retargeter = Retargeter(config, lifter=lifter)
+    pose_q = {"leftUpperArm": quat.mul(rot(Z, -30), rot(X, 60)), "leftLowerArm": rot(-Y, 60)}
+    uv, scores, depth = project(pose_q)
+    lifter.depth = depth
+    seen = retargeter.solve(uv, scores, 10.0, (1280, 720))
+    assert angle_deg(seen.rotations["leftUpperArm"], pose_q["leftUpperArm"]) < 1.0
+    no_wrist = scores.copy()
+    no_wrist[9] = 0.0
+    held = retargeter.solve(uv, no_wrist, 10.3, (1280, 720))
+    assert angle_deg(held.rotations["leftUpperArm"], seen.rotations["leftUpperArm"]) < 1e-6
+    swing_only = quat.mul(rot(Z, -30), quat.IDENTITY)  # the same direction with no twist
+    halfway = retargeter.solve(uv, no_wrist, 11.0, (1280, 720))  # hold 0.5 s, then half the ease
+    assert 5.0 < angle_deg(halfway.rotations["leftUpperArm"], swing_only) < 55.0
+    done = retargeter.solve(uv, no_wrist, 12.0, (1280, 720))
+    assert angle_deg(done.rotations["leftUpperArm"], swing_only) < 1e-3
+    # The direction is the observed one throughout: only the twist about the bone changes.
+    direction = lambda q: quat.rotate(q, X)
+    for pose in (held, halfway, done):
+        assert np.degrees(np.arccos(np.clip(direction(pose.rotations["leftUpperArm"]) @ direction(pose_q["leftUpperArm"]), -1, 1))) < 1e-3
 
 
 def test_never_seen_bones_start_at_rest_and_tracking_false_without_body():

@@ -150,9 +150,11 @@ def reference_solve(joints, limits):
                 rel = plane @ swing.T
                 v = np.array([rel[2, 1] - rel[1, 2], rel[0, 2] - rel[2, 0], rel[1, 0] - rel[0, 1]])
                 tau = math.atan2(float(v @ d1) / 2.0, (np.trace(rel) - 1.0) / 2.0)
-                if abs(tau) > math.radians(120.0 if is_arm else 90.0):
+                max_twist = math.radians(120.0 if is_arm else 90.0)
+                limit_w = min(abs(abs(tau) - max_twist) / math.radians(30.0), 1.0)  # fades out at the limit
+                if abs(tau) > max_twist:
                     tau -= math.copysign(math.pi, tau)
-                upper_m = _ref_axis_angle(d1, bend_w * tau) @ swing
+                upper_m = _ref_axis_angle(d1, bend_w * limit_w * tau) @ swing
         local[upper] = parent_m.T @ upper_m
         world[upper] = upper_m
         if d2 is None:
