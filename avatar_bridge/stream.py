@@ -88,7 +88,10 @@ def _sink_name(sink: Sink) -> str:
     return getattr(sink, "__name__", type(sink).__name__)
 
 
-FRESH_MIN_GAP = 0.5  # a fresh send comes at least this share of a sink's period after its last tick
+# A fresh send comes at least this share of a sink's period after its last tick. A quarter: the wait
+# for a pose that lands just after a tick is at most 4.2 ms at 60 Hz (a half cost the camera-paced
+# capture-to-first-send p95 about 2 ms more in interleaved runs, docs/profile.md).
+FRESH_MIN_GAP = 0.25
 
 
 def pull_forward(slots: list[SinkSlot], now: float, min_gap: float = FRESH_MIN_GAP) -> None:
@@ -120,7 +123,7 @@ class OutputClock:
     When several sinks are due at the same tick, ``sample`` is called once and all of them get the
     same frame. If the thread falls behind (machine overloaded) it skips the missed slots instead of
     bursting, and counts them in ``late_ticks``. :meth:`nudge` (a new pose update) moves each sink's
-    next tick to now, or half a period after its last one (:func:`pull_forward`), so new motion
+    next tick to now, or a quarter period after its last one (:func:`pull_forward`), so new motion
     leaves without waiting for the schedule while the rates stay what they are.
     """
 

@@ -184,18 +184,19 @@ def make_slot(rate: float, next_due: float, last_sent: float):
 
 
 def test_pull_forward_moves_the_next_tick_and_keeps_the_schedule():
-    from avatar_bridge.stream import pull_forward
+    from avatar_bridge.stream import FRESH_MIN_GAP, pull_forward
 
     period = 1 / 60
-    # last tick 10 ms ago (more than half a period), next one 6.7 ms away: it moves to now, the one
+    assert 0 < FRESH_MIN_GAP * period < 0.010
+    # last tick 10 ms ago (more than the minimum gap), next one 6.7 ms away: it moves to now, the one
     # after stays where the schedule had it
     slot = make_slot(60.0, next_due=1.0 + period, last_sent=1.0)
     pull_forward([slot], now=1.010)
     assert slot.next_due == pytest.approx(1.010) and slot.resume == pytest.approx(1.0 + 2 * period)
-    # last tick 2 ms ago: the fresh send waits until half a period after it, still before the tick
+    # last tick 1 ms ago: the fresh send waits until the minimum gap after it, still before the tick
     slot = make_slot(60.0, next_due=1.0 + period, last_sent=1.0)
-    pull_forward([slot], now=1.002)
-    assert slot.next_due == pytest.approx(1.0 + period / 2) and slot.resume == pytest.approx(1.0 + 2 * period)
+    pull_forward([slot], now=1.001)
+    assert slot.next_due == pytest.approx(1.0 + FRESH_MIN_GAP * period) and slot.resume == pytest.approx(1.0 + 2 * period)
     # already due, or a tick already moved: left alone
     slot = make_slot(60.0, next_due=1.0, last_sent=1.0 - period)
     pull_forward([slot], now=1.0)
@@ -210,9 +211,9 @@ def test_pull_forward_moves_the_next_tick_and_keeps_the_schedule():
 def test_fresh_sends_simulated_camera_keep_60_hz_and_cut_the_wait(fps):
     """Cameras slower and faster than the sink (poses ready 15 ms after capture), a 60 Hz sink, the
     clock's own rescheduling (pull_forward + resume) replayed without a thread: the rate stays 60 Hz
-    (faster pose updates never raise it), intervals stay between half a period and two, and below
-    60 fps no pose waits more than half a period."""
-    from avatar_bridge.stream import pull_forward
+    (faster pose updates never raise it), intervals stay between FRESH_MIN_GAP (a quarter) of a period
+    and two, and below 60 fps no pose waits more than that minimum gap."""
+    from avatar_bridge.stream import FRESH_MIN_GAP, pull_forward
 
     period, seconds = 1 / 60, 20.0
     slot = make_slot(60.0, next_due=0.0, last_sent=-1.0)
@@ -236,9 +237,9 @@ def test_fresh_sends_simulated_camera_keep_60_hz_and_cut_the_wait(fps):
             slot.next_due += period
     gaps = [b - a for a, b in zip(sends, sends[1:])]
     assert abs(len(sends) / seconds - 60.0) / 60.0 < 0.01
-    assert min(gaps) >= period / 2 - 1e-9 and max(gaps) <= 2 * period + 1e-9
+    assert min(gaps) >= FRESH_MIN_GAP * period - 1e-9 and max(gaps) <= 2 * period + 1e-9
     if fps < 60:
-        assert max(waits) <= period / 2 + 1e-9  # without fresh sends the wait reaches a whole period
+        assert max(waits) <= FRESH_MIN_GAP * period + 1e-9  # without fresh sends the wait reaches a whole period
 
 
 def test_nudge_sends_before_the_scheduled_tick():
