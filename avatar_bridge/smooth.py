@@ -79,6 +79,10 @@ PREDICTION_PRIOR_GAIN = 0.0
 PREDICTION_PRIOR_SIZE = 0.03
 
 
+# The per-frame paths below test masks of 17 joints with ``np.count_nonzero`` rather than ``.any()`` /
+# ``.all()``: same answer, a quarter of the cost (0.5 against 1.9 us; the methods go through Python).
+
+
 def _clean(keypoints: np.ndarray, scores: np.ndarray, min_confidence: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Copy inputs as float64, with non-finite or low-confidence keypoints marked unmeasured."""
     kp = np.array(keypoints, dtype=np.float64, copy=True).reshape(-1, 2)
@@ -90,9 +94,10 @@ def _clean(keypoints: np.ndarray, scores: np.ndarray, min_confidence: float) -> 
     # arithmetic on 17 entries.
     size = np.abs(kp)
     finite = (size[:, 0] < 1e7) & (size[:, 1] < 1e7) & np.isfinite(sc)
-    sc = np.where(finite, np.minimum(np.maximum(sc, 0.0), 1.0), 0.0)
-    if not finite.all():
+    sc = np.minimum(np.maximum(sc, 0.0), 1.0)
+    if np.count_nonzero(finite) < len(finite):
         kp[~finite] = 0.0
+        sc[~finite] = 0.0
     measured = sc >= max(min_confidence, 1e-6)
     return kp, sc, measured
 
@@ -375,7 +380,7 @@ class KalmanStabilizer:
                 self.filter.predict(F=F, Q=Q)
             # Joints missing past the hold time stop moving: extrapolating them drifts off.
             stale = (t - self.last_seen) > self.config.hold_time
-            if stale.any():
+            if np.count_nonzero(stale):
                 if self.blocked:
                     self.filter.x[self.num_keypoints :][stale] = 0.0
                 else:
@@ -397,7 +402,7 @@ class KalmanStabilizer:
                 a = 0.1 if self.initialized else 1.0
                 self.body_height += a * (height - self.body_height)
         if not self.initialized:
-            if not measured.any():
+            if not np.count_nonzero(measured):
                 return self.predict(t)
             self._initialize(kp, sc, measured, t)
             self._record(t)
@@ -413,7 +418,7 @@ class KalmanStabilizer:
         x = self.filter.x
         k = self.num_keypoints
         c = self.config
-        if measured.any():
+        if np.count_nonzero(measured):
             # Per joint over all K at once (masks instead of index lists: cheaper on 17 entries);
             # only measured joints' values are used.
             stale = (t - self.last_seen) > c.hold_time
@@ -449,9 +454,9 @@ class KalmanStabilizer:
             ok = keep & ~relock
             level = d2 / (2.0 * self.innovation_level)
             self.surprise = np.where(ok, self.surprise + c.innovation_rate * (level - self.surprise), self.surprise)
-            if relock.any():
+            if np.count_nonzero(relock):
                 self._unlock(np.flatnonzero(relock), t, (stale & ~never)[relock], blocks)
-            if keep.any():
+            if np.count_nonzero(keep):
                 self._check_predictions(t, keep, kp, relock)
                 if blocks is not None:
                     cv_blocks_update(x, blocks, keep, kp, sigma * sigma)
@@ -459,7 +464,7 @@ class KalmanStabilizer:
                     use = np.flatnonzero(keep)
                     R = np.diag(sigma[use] ** 2)
                     self.filter.update(kp[use], R=R, H=self._joint_rows(use))
-                typical = small_median(d2[ok]) / 1.386 if ok.any() else 1.0  # chi2(2) median
+                typical = small_median(d2[ok]) / 1.386 if np.count_nonzero(ok) else 1.0  # chi2(2) median
                 self.innovation_level = max(1.0, self.innovation_level + 0.05 * (typical - self.innovation_level))
                 self.last_seen[keep] = t
                 self.last_measurement[keep] = kp[keep]
@@ -491,7 +496,7 @@ class KalmanStabilizer:
         while self.predictions and self.predictions[0][1] <= t:
             base, target, position, displacement = self.predictions.popleft()
             usable = candidates & (previous > base) & (previous <= target)
-            if not usable.any():
+            if not np.count_nonzero(usable):
                 continue
             # Every joint at once, kept where usable (w is 0 elsewhere, so nothing there is NaN).
             w = np.divide(target - previous, t - previous, out=np.zeros(len(previous)), where=usable)[:, None]
@@ -526,7 +531,7 @@ class KalmanStabilizer:
         Opening one joint changes no joint's shown position (only its velocity and covariance), so
         the positions before are read once for all of them.
         """
-        before = self._output_positions(t) if blend.any() else None
+        before = self._output_positions(t) if np.count_nonzero(blend) else None
         self.lock_time[joints] = t
         if blocks is not None:
             blocks[:, joints] = 0.0
