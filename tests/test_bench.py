@@ -156,3 +156,29 @@ def test_perf_status_script_is_valid_bash_and_runs_the_readme_commands():
                     "bench-convert", "bench_retarget_speed.py", "bench_stabilizer_speed.py"):
         assert command in text, command
     assert "bash benchmarks/perf_status.sh" in (root / "README.md").read_text()
+
+
+def test_ab_stabilizer_speed_times_two_checkouts_interleaved(tmp_path):
+    """benchmarks/ab_stabilizer_speed.py (how stabilizer changes are judged on this drifting machine):
+    this checkout against itself gives both versions the same number of timed calls and a ratio; a
+    folder that is not a checkout is refused in one line."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    need(MOCAP)
+    root = Path(__file__).resolve().parents[1]
+    script = root / "benchmarks" / "ab_stabilizer_speed.py"
+    run = subprocess.run([sys.executable, str(script), str(root), "--frames", "20", "--seeds", "0"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    calls = re.findall(r"^(old|new): update median ([0-9.]+) ms, p95 ([0-9.]+) ms \((\d+) calls\)$", run.stdout, re.M)
+    assert [c[0] for c in calls] == ["old", "new"]
+    assert calls[0][3] == calls[1][3] and int(calls[0][3]) >= 4 * 19  # four clips, one seed, ~20 frames each
+    for _, median, p95, _ in calls:
+        assert 0 < float(median) <= float(p95)
+    assert re.search(r"^new / old \(medians\): [0-9.]+$", run.stdout, re.M)
+    assert "load average before" in run.stdout
+    bad = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "is not an avatar-bridge checkout" in bad.stderr
