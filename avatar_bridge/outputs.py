@@ -70,7 +70,8 @@ class Outputs:
         self.bvh = None
 
     def open_network(self) -> None:
-        """VMC and WebSocket first: they do not need the source, which starts its clock when opened."""
+        """VMC and WebSocket senders and the viewer's server (the run command opens them after the source and the
+        models, so a missing camera or file is reported before a viewer is announced)."""
         config = self.config
         if config.vmc.enabled:
             from .vmc import VmcSender

@@ -117,6 +117,28 @@ def test_overwrite_rule_and_camera_less_sources(tmp_path, capsys):
     no_partials(tmp_path)
 
 
+def test_track_all_refuses_to_replace_per_track_bvh_files(tmp_path, capsys):
+    """``--track all`` names its BVH files after the tracks it finds (NAME.trackID.bvh); an earlier
+    run's files are refused, untouched, until --overwrite, like every other output."""
+    take = take_from_mocap(tmp_path)
+    out = tmp_path / "motion.bvh"
+    assert main(["convert", str(take), "-o", str(out), "--track", "all", "--formats", "bvh"]) == 0
+    assert ", 1 person, " in capsys.readouterr().out  # one person in the take (not "1 people")
+    written = sorted(tmp_path.glob("motion.track*.bvh"))
+    assert written and not out.exists()
+    before = {f: f.read_bytes() for f in written}
+    capsys.readouterr()
+    assert main(["convert", str(take), "-o", str(out), "--track", "all", "--formats", "bvh"]) == 2
+    err = capsys.readouterr().err
+    assert f"{written[0]} already exists: choose another name or pass --overwrite" in err
+    assert {f: f.read_bytes() for f in written} == before
+    # Names that only look alike are not ours: motion.trackX.bvh is left out of the rule.
+    (tmp_path / "motion.trackX.bvh").write_text("someone else's")
+    assert main(["convert", str(take), "-o", str(out), "--track", "all", "--formats", "bvh", "--overwrite"]) == 0
+    assert (tmp_path / "motion.trackX.bvh").read_text() == "someone else's"
+    no_partials(tmp_path)
+
+
 def test_bad_inputs_fail_cleanly_and_others_still_convert(tmp_path, capsys):
     """Not a video, a video cut in half, a folder with both: one line each, no file left that looks
     complete, the good input converts, exit status 1 says some failed; a re-run skips what is complete."""

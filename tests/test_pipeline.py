@@ -137,6 +137,16 @@ def test_run_with_missing_camera_is_one_clear_line(capsys):
     assert len(err) == 1 and "--source synthetic" in err[0] and "--source FILE" in err[0]
 
 
+def test_run_with_missing_file_fails_before_announcing_a_viewer(tmp_path, capsys):
+    """With the WebSocket server on, a missing source is still one line, and no "web viewer: URL" comes
+    before it (a new user read that line as the run having started)."""
+    missing = tmp_path / "nosuch.mp4"
+    assert cli.main(["run", "--source", str(missing), "--headless", "--ws-port", "0", "--no-vmc"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(missing) in err[0], err
+    assert not any("web viewer" in line for line in err)
+
+
 def test_run_with_bad_settings_names_the_key(tmp_path, capsys):
     bad = tmp_path / "bad.toml"
     bad.write_text("[detector]\nevery_n_frames = 0\n")

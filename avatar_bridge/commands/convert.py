@@ -8,6 +8,7 @@ applies the one overwrite rule, runs the files one after another, in worker proc
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import logging
 import os
@@ -148,8 +149,15 @@ def plan_outputs(inputs: list[Path], output: str, formats: str | None) -> dict[P
 
 
 def _planned_files(plan: dict[str, Path], track: str | None) -> list[Path]:
+    """The files a conversion will write. With ``--track all`` the per-track BVH names depend on the
+    tracks found, so every existing ``NAME.trackID.bvh`` beside the planned name counts: a new run
+    would replace them (found by a new user: a second ``--track all`` run overwrote them silently)."""
     files = [p for k, p in plan.items() if not (k == "bvh" and track == "all")]
-    return files  # per-track BVH names depend on the tracks found; they are checked when written
+    if track == "all" and "bvh" in plan:
+        bvh = Path(plan["bvh"])
+        files += sorted(f for f in bvh.parent.glob(f"{glob.escape(bvh.stem)}.track*{bvh.suffix}")
+                        if f.name[len(bvh.stem) + len(".track"):-len(bvh.suffix) or None].isdigit())
+    return files
 
 
 @dataclass
@@ -414,7 +422,7 @@ def describe(result: ConvertResult) -> str:
     of = f" of {result.expected_frames}" if result.expected_frames else ""
     stages = ", ".join(f"{k} {v / result.frames:.1f}" for k, v in result.stage_ms.items() if k != "setup") if result.frames else ""
     setup = result.stage_ms.get("setup", 0.0) / 1000.0
-    return (f"converted {result.source}: {result.frames}{of} frames, {result.people} people, {result.duration:.2f} s of video "
+    return (f"converted {result.source}: {result.frames}{of} frames, {result.people} {'person' if result.people == 1 else 'people'}, {result.duration:.2f} s of video "
             f"({result.fps:.2f} fps), {result.seconds:.1f} s, {result.frames_per_second:.1f} frames/s -> {files}\n"
             f"  ms per frame: {stages} (setup {setup:.1f} s once: source and models)")
 

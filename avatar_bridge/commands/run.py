@@ -43,11 +43,12 @@ def run_command(args: argparse.Namespace) -> int:
     frames = 0
     try:
         pipeline.prepare(images=False)
-        outputs.open_network()
-        # The source before the models: a missing camera is reported at once. Every source starts
-        # its clock at the first read (cameras keep only the newest frame), so loading is not late.
+        # The source before the network and the models: a missing camera or file is reported at once,
+        # before anything announces a viewer. Every source starts its clock at the first read
+        # (cameras keep only the newest frame), so loading is not late.
         source = open_config_source(config)
         pipeline.prepare(images=not is_keypoint_source(config.source.source))
+        outputs.open_network()
         outputs.open_files(source)
         started = time.monotonic()
         last_overlay = started
