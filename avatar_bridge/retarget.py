@@ -1335,9 +1335,18 @@ def _twist_part(q: tuple, axis: tuple) -> tuple[float, float, float, float]:
     return _normalized((p * axis[0], p * axis[1], p * axis[2], w))
 
 
+def _held_then_eased(held: tuple, rest: tuple, unseen_for: float, hold: float, ease: float) -> tuple:
+    """The unseen policy's schedule: ``held`` for ``hold`` seconds, then a smoothstep slerp to
+    ``rest`` over ``ease`` seconds (quaternion float tuples; times in seconds)."""
+    if unseen_for <= hold:
+        return held
+    t = min((unseen_for - hold) / ease, 1.0)
+    return _slerp(held, rest, t * t * (3 - 2 * t))
+
+
 # Per _SOLVED_BONES row of an upper arm / thigh: its lower bone's row and its rest direction (the axis
 # its twist is about, in the parent-local frame the solver's rotations are in).
-_UPPER_LIMB_ROWS = {row[8]: (row[9], row[3]) for row in _SOLVE_LIMB_ROWS}
+_UPPER_LIMB_ROWS = {upper: (lower, rest_dir) for _, _, _, rest_dir, _, _, _, _, upper, lower, _ in _SOLVE_LIMB_ROWS}
 
 
 def _slerp(a: tuple, b: tuple, t: float) -> tuple[float, float, float, float]:
@@ -1637,11 +1646,7 @@ class Retargeter:
                         twist_memory[i] = (_twist_part(rotation, axis), timestamp)
                     elif twist_memory[i] is not None:  # a pure swing: the twist holds, then eases
                         twist, when = twist_memory[i]
-                        unseen_for = timestamp - when
-                        if unseen_for > hold:
-                            t = min((unseen_for - hold) / ease, 1.0)
-                            twist = _slerp(twist, _IDENTITY_Q, t * t * (3 - 2 * t))
-                        rotation = _qmul(rotation, twist)
+                        rotation = _qmul(rotation, _held_then_eased(twist, _IDENTITY_Q, timestamp - when, hold, ease))
                 bone_conf = min([sc[k] for k in keypoints])
                 memory[i] = (rotation, bone_conf, timestamp)
                 rotations.append(rotation)
@@ -1654,13 +1659,8 @@ class Retargeter:
                 continue
             held, held_conf, when = memory[i]
             unseen_for = timestamp - when
-            if unseen_for <= hold:
-                rotations.append(held)
-                confidence.append(held_conf * 0.5)
-            else:
-                t = min((unseen_for - hold) / ease, 1.0)
-                rotations.append(_slerp(held, _REST_ROTATIONS[i], t * t * (3 - 2 * t)))  # smoothstep
-                confidence.append(0.0)
+            rotations.append(_held_then_eased(held, _REST_ROTATIONS[i], unseen_for, hold, ease))
+            confidence.append(held_conf * 0.5 if unseen_for <= hold else 0.0)
         rotations.extend([_IDENTITY_Q] * len(_REST_BONES))
         return rotations, confidence
 
