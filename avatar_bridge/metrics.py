@@ -7,10 +7,18 @@ and the status line read a snapshot, so reads and writes share one small lock.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
 import numpy as np
+
+
+def load_average_line(before: tuple[float, float, float], after: tuple[float, float, float]) -> str:
+    """``load average before 1.00 0.90 0.80, after 1.10 0.95 0.81 (2 CPUs)``: the speed scripts' line
+    for the machine's load (``os.getloadavg()`` taken before and after the timed work)."""
+    return (f"load average before {before[0]:.2f} {before[1]:.2f} {before[2]:.2f}, "
+            f"after {after[0]:.2f} {after[1]:.2f} {after[2]:.2f} ({os.cpu_count()} CPUs)")
 
 
 def median_p95(values) -> tuple[float | None, float | None]:

@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import bench_stabilizer_speed as bench  # noqa: E402  (its inputs; imports this checkout's avatar_bridge)
+from avatar_bridge.metrics import load_average_line, median_p95  # noqa: E402  (this checkout's, before load_version swaps)
 
 
 def load_version(checkout: Path):
@@ -71,12 +72,10 @@ def main() -> int:
     load_after = os.getloadavg()
     medians = {}
     for name in ("old", "new"):
-        ms = np.array(times[name]) * 1000.0
-        medians[name] = float(np.median(ms))
-        print(f"{name}: update median {medians[name]:.4f} ms, p95 {np.percentile(ms, 95):.4f} ms ({len(ms)} calls)")
+        medians[name], p95 = median_p95(np.array(times[name]) * 1000.0)
+        print(f"{name}: update median {medians[name]:.4f} ms, p95 {p95:.4f} ms ({len(times[name])} calls)")
     print(f"new / old (medians): {medians['new'] / medians['old']:.3f}")
-    print(f"load average before {' '.join(f'{x:.2f}' for x in load_before)}, after {' '.join(f'{x:.2f}' for x in load_after)} "
-          f"({os.cpu_count()} CPUs)")
+    print(load_average_line(load_before, load_after))
     return 0
 
 

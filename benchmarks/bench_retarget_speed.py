@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from avatar_bridge.camera import fit_camera  # noqa: E402
 from avatar_bridge.config import RetargetConfig, SmoothingConfig  # noqa: E402
-from avatar_bridge.metrics import median_p95  # noqa: E402
+from avatar_bridge.metrics import load_average_line, median_p95  # noqa: E402
 from avatar_bridge.mocap import MocapSource, coco17_world, load_motion  # noqa: E402
 from avatar_bridge.retarget import Retargeter  # noqa: E402
 from avatar_bridge.smooth import make_stabilizer  # noqa: E402
@@ -176,8 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     golden, update_ms, solve_ms = run(args.frames, profiler, stab_ms)
     seconds = time.perf_counter() - start
     load_after = os.getloadavg()
-    print(f"load average before {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}, "
-          f"after {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f} ({os.cpu_count()} CPUs); {seconds:.1f} s")
+    print(f"{load_average_line(load_before, load_after)}; {seconds:.1f} s")
     print(f"Retargeter.update: {stats(update_ms)}")
     print(f"Retargeter.solve:  {stats(solve_ms)}")
     if stab_ms:

@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from avatar_bridge.config import load_config  # noqa: E402
-from avatar_bridge.metrics import median_p95  # noqa: E402
+from avatar_bridge.metrics import load_average_line, median_p95  # noqa: E402
 from avatar_bridge.mocap import MocapSource  # noqa: E402
 from avatar_bridge.smooth import make_stabilizer  # noqa: E402
 
@@ -180,8 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     golden, update_s, predict_s, tick_s = run(names, args.frames, timed, profiler)
     seconds = time.perf_counter() - start
     load_after = os.getloadavg()
-    print(f"load average before {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}, "
-          f"after {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f} ({os.cpu_count()} CPUs); {seconds:.1f} s")
+    print(f"{load_average_line(load_before, load_after)}; {seconds:.1f} s")
     if update_s["thread"]:
         print(f"timed: {', '.join(sorted(timed))}; {len(update_s['thread'])} calls each")
         print(f"update  thread_time {stats(update_s['thread'])}; wall {stats(update_s['wall'])}")
