@@ -132,7 +132,7 @@ def estimate_body_height(keypoints: np.ndarray, measured: np.ndarray) -> float |
             heights.append(longer / share)
     if len(heights) < 2:
         return None
-    heights.sort()
+    heights.sort()  # the median as statistics.median computes it, without its 4 us of checks
     middle = len(heights) // 2
     return heights[middle] if len(heights) % 2 else (heights[middle - 1] + heights[middle]) / 2.0
 
@@ -146,10 +146,14 @@ def small_median(values: np.ndarray) -> float:
     return float(ordered[middle]) if n % 2 else float((ordered[middle - 1] + ordered[middle]) / 2.0)
 
 
-# Torso (shoulder-hip), thigh, shin and upper arm, left and right, and their share of body height.
-_SEGMENTS = np.array([[(5, 11), (6, 12)], [(11, 13), (12, 14)], [(13, 15), (14, 16)], [(5, 7), (6, 8)]])
-_SEGMENT_SHARE = np.array([0.30, 0.245, 0.245, 0.17])
-_SEGMENT_ROWS = tuple((tuple(map(tuple, sides.tolist())), float(share)) for sides, share in zip(_SEGMENTS, _SEGMENT_SHARE))
+# Torso (shoulder-hip), thigh, shin and upper arm: their (left, right) COCO-17 keypoint pairs and
+# their share of body height.
+_SEGMENT_ROWS = (
+    (((5, 11), (6, 12)), 0.30),
+    (((11, 13), (12, 14)), 0.245),
+    (((13, 15), (14, 16)), 0.245),
+    (((5, 7), (6, 8)), 0.17),
+)
 
 
 def white_noise_q(order: int, dt: float) -> np.ndarray:
