@@ -12,6 +12,7 @@ import glob
 import json
 import logging
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -154,9 +155,9 @@ def _planned_files(plan: dict[str, Path], track: str | None) -> list[Path]:
     would replace them (found by a new user: a second ``--track all`` run overwrote them silently)."""
     files = [p for k, p in plan.items() if not (k == "bvh" and track == "all")]
     if track == "all" and "bvh" in plan:
-        bvh = Path(plan["bvh"])
-        files += sorted(f for f in bvh.parent.glob(f"{glob.escape(bvh.stem)}.track*{bvh.suffix}")
-                        if f.name[len(bvh.stem) + len(".track"):-len(bvh.suffix) or None].isdigit())
+        bvh = Path(plan["bvh"])  # convert.bvh_track_path's names: NAME.track<digits>.bvh
+        per_track = re.compile(rf"{re.escape(bvh.stem)}\.track\d+{re.escape(bvh.suffix)}")
+        files += sorted(f for f in bvh.parent.glob(f"{glob.escape(bvh.stem)}.track*") if per_track.fullmatch(f.name))
     return files
 
 
