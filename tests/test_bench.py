@@ -45,8 +45,10 @@ def test_bench_video_json_has_rates_stages_and_latency(capsys):
     assert inference["pipeline_ms_per_frame"] == pytest.approx(1000 / result["fps"], rel=0.02)
     assert inference["overhead"] == pytest.approx(inference["pipeline_ms_per_frame"] / inference["model_bound_ms_per_frame"] - 1,
                                                   abs=5e-3)
-    cpu = result["thread_cpu_s"]  # the capture loop and the output thread both did measurable work
-    assert cpu["MainThread"] > 0 and cpu["avatar-bridge-output-clock"] > 0
+    # every thread is listed, the capture loop with measurable work; the output clock's 12 frames of
+    # ticks may cost less than one clock tick (0.01 s) on a fast machine
+    cpu = result["thread_cpu_s"]
+    assert cpu["MainThread"] > 0 and cpu["avatar-bridge-output-clock"] >= 0
     machine = result["machine"]
     assert machine["cpus"] >= 1 and machine["load_before"] >= 0 and "numpy" in machine["packages"]
     assert "onnxruntime" in machine["packages"]

@@ -127,9 +127,8 @@ def run_bench(config, max_frames: int | None = None, duration: float | None = No
         "stages_ms": {k: snap["stages_ms"][k] for k in STAGE_ORDER if k in snap["stages_ms"]},
         "latency_ms": snap["latency_ms"],
         "inference": inference,
-        # CPU seconds per thread over the measured part (and its share of one core)
-        "thread_cpu_s": {name: round(cpu_after[name] - cpu_before.get(name, 0.0), 2) for name in cpu_after
-                         if cpu_after[name] - cpu_before.get(name, 0.0) >= 0.01},
+        # CPU seconds per thread over the measured part, every thread (clock ticks: 0.01 s steps)
+        "thread_cpu_s": {name: round(cpu_after[name] - cpu_before.get(name, 0.0), 2) for name in cpu_after},
         "outputs": _clock_summary(clock, rate, ticks / elapsed if elapsed > 0 else 0.0),
         "peak_rss_mb": peak_rss_mb(),
         "machine": machine_info(load_before),
@@ -253,10 +252,11 @@ def format_table(result: dict) -> str:
                         f"{inf['pose_forward_ms_per_frame']:.2f} ms ({inf['crops_per_frame']:.1f} crops/frame) = "
                         f"{inf['model_bound_ms_per_frame']:.2f} ms/frame bound; pipeline {inf['pipeline_ms_per_frame']:.2f} "
                         f"ms/frame: overhead {over}")
-    if result.get("thread_cpu_s"):
+    busy = {name: cpu for name, cpu in result.get("thread_cpu_s", {}).items() if cpu >= 0.01}  # idle threads left out
+    if busy:
         seconds = result["seconds"] or 1.0
         lines.insert(3, "CPU by thread over the run: " + ", ".join(
-            f"{name} {cpu:.2f} s ({100 * cpu / seconds:.0f}% of a core)" for name, cpu in result["thread_cpu_s"].items()))
+            f"{name} {cpu:.2f} s ({100 * cpu / seconds:.0f}% of a core)" for name, cpu in busy.items()))
     out = result.get("outputs")
     if out and out["capture_to_output_ms"]["p50"] is not None:
         lat = out["capture_to_output_ms"]
