@@ -180,7 +180,10 @@ class Calibration:
     """What the retargeter knows about the user's body, measured in pixels while they stood.
 
     ``segments`` are 2D segment lengths at calibration scale; ``body_px`` is torso + leg length (the
-    reference for the apparent-size scale); ``hip_center`` the 2D hip centre at calibration.
+    reference for the apparent-size scale); ``hip_center`` the 2D hip centre at calibration;
+    ``turn_deg`` how far the face was turned from the camera while calibrating (degrees, signed,
+    +- ``CALIBRATION_MAX_TURN_DEG`` at most): the shoulder and hip widths are already divided by its
+    cosine (see :meth:`CalibrationPool.calibration`).
     """
 
     segments: dict[str, float]
@@ -189,6 +192,7 @@ class Calibration:
     image_size: tuple[int, int]
     frames: int = 0
     measured: list[str] = field(default_factory=list)  # segments seen (others come from proportions)
+    turn_deg: float = 0.0
 
     def save(self, path: str | Path) -> None:
         data = {"format": "avatar-bridge-calibration", "version": 1, **asdict(self)}
@@ -217,6 +221,7 @@ class Calibration:
                 image_size=(int(data["image_size"][0]), int(data["image_size"][1])),
                 frames=int(data.get("frames", 0)),
                 measured=[str(s) for s in data.get("measured", [])],
+                turn_deg=float(data.get("turn_deg", 0.0)),
             )
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
             raise ValueError(f"calibration file {path} is incomplete or malformed ({exc!r}): delete it and calibrate again") from None
@@ -230,12 +235,14 @@ class Calibration:
         return calib
 
 
-def calibration_measurement(kp: np.ndarray, sc: np.ndarray, min_score: float = 0.3) -> tuple[dict[str, float], tuple[float, float] | None]:
+def calibration_measurement(kp: np.ndarray, sc: np.ndarray, min_score: float = 0.3) -> tuple[dict[str, float], tuple[float, float] | None, float | None]:
     """The per-frame part of :func:`calibration_from_frames`, for keypoints (17, 2) pixels and scores (17,).
 
     Returns the 2D length (pixels) of every segment of ``SEGMENTS`` whose end points are confident
-    (only finite, positive lengths), and the frame's hip centre (the shoulder centre without both hips;
-    None without either). Plain floats: the calibration period measures every pose update once."""
+    (only finite, positive lengths), the frame's hip centre (the shoulder centre without both hips;
+    None without either) and the sine of the face's turn away from the camera (:func:`face_turn_sine`;
+    None with fewer than four face points). Plain floats: the calibration period measures every
+    pose update once."""
     k = np.asarray(kp, dtype=np.float64).tolist()
     ok = [s >= min_score for s in np.asarray(sc, dtype=np.float64).reshape(-1).tolist()]
     lengths: dict[str, float] = {}
@@ -260,7 +267,19 @@ def calibration_measurement(kp: np.ndarray, sc: np.ndarray, min_score: float = 0
         center = ((lhx + rhx) / 2, (lhy + rhy) / 2)
     elif ok[L_SH] and ok[R_SH]:
         center = ((lsx + rsx) / 2, (lsy + rsy) / 2)
-    return lengths, center
+    return lengths, center, face_turn_sine(k, ok)
+
+
+def face_turn_sine(k: list[list[float]], ok: list[bool]) -> float | None:
+    """Sine of the face's yaw away from the camera (signed; 0 facing it) from the weak-perspective
+    fit of ``FACE_TEMPLATE`` (:func:`face_rotation_rows`): the depth component of the fitted image
+    x axis. ``k`` (17, 2) pixels as lists, ``ok`` (17,) confident; None with fewer than four face
+    points or a degenerate fit."""
+    seen = tuple(i for i, j in enumerate(FACE) if ok[j] and math.isfinite(k[j][0]) and math.isfinite(k[j][1]))
+    if len(seen) < 4:
+        return None
+    rows = face_rotation_rows([(k[FACE[i]][0], -k[FACE[i]][1]) for i in seen], seen)  # y up
+    return None if rows is None else rows[0][2]
 
 
 def _percentile90(values: list[float]) -> float:
@@ -297,6 +316,7 @@ class CalibrationPool:
     def __init__(self) -> None:
         self._lengths: dict[str, list[float]] = {s: [] for s in SEGMENTS}
         self._centers: dict[object, tuple[float, float]] = {}
+        self._turns: list[float] = []  # face_turn_sine of the frames that have one, sorted
         self._keys: set = set()
 
     def __len__(self) -> int:
@@ -305,20 +325,24 @@ class CalibrationPool:
     def __contains__(self, key: object) -> bool:
         return key in self._keys
 
-    def add(self, key: object, measurement: tuple[dict[str, float], tuple[float, float] | None]) -> None:
-        lengths, center = measurement
+    def add(self, key: object, measurement: tuple[dict[str, float], tuple[float, float] | None, float | None]) -> None:
+        lengths, center, turn = measurement
         for name, length in lengths.items():
             bisect.insort(self._lengths[name], length)
         if center is not None:
             self._centers[key] = center
+        if turn is not None:
+            bisect.insort(self._turns, turn)
         self._keys.add(key)
 
-    def remove(self, key: object, measurement: tuple[dict[str, float], tuple[float, float] | None]) -> None:
+    def remove(self, key: object, measurement: tuple[dict[str, float], tuple[float, float] | None, float | None]) -> None:
         """Take out a frame added with this ``key`` and ``measurement``."""
-        lengths, _ = measurement
+        lengths, _, turn = measurement
         for name, length in lengths.items():
             values = self._lengths[name]
             del values[bisect.bisect_left(values, length)]
+        if turn is not None:
+            del self._turns[bisect.bisect_left(self._turns, turn)]
         self._centers.pop(key, None)
         self._keys.remove(key)
 
@@ -344,6 +368,17 @@ class CalibrationPool:
                 measured[f"right_{limb}"] = left
         if not measured:
             raise ValueError("calibration saw no body segment with confident end points: stand facing the camera, whole torso in view")
+        # A user turned away from the camera shows the shoulder and hip lines shortened by the cosine
+        # of the turn (the other segments hang roughly in the image plane): undo it with the turn the
+        # face shows (median over the frames), or every later frame would read that turn as facing.
+        turn = 0.0
+        if self._turns:
+            sine = min(max(_median(self._turns), -CALIBRATION_MAX_TURN_SINE), CALIBRATION_MAX_TURN_SINE)
+            turn = math.degrees(math.asin(sine))
+            cosine = math.sqrt(1.0 - sine * sine)
+            for width in ("shoulders", "hips"):
+                if width in measured:
+                    measured[width] /= cosine
         # Pixels per metre from what was seen (median over segments), used to fill in the rest.
         ppm = _median([measured[s] / CANONICAL_LENGTHS[s] for s in measured])
         segments = {s: measured.get(s, CANONICAL_LENGTHS[s] * ppm) for s in SEGMENTS}
@@ -360,6 +395,7 @@ class CalibrationPool:
             image_size=(int(image_size[0]), int(image_size[1])),
             frames=len(self._keys),
             measured=sorted(measured),
+            turn_deg=float(turn),
         )
 
 
@@ -373,6 +409,10 @@ CALIBRATION_BEND_DEG = 45.0
 CALIBRATION_FEET_LEVEL = 0.15
 CALIBRATION_MIN_FRAMES = 5  # accepted frames a calibration period needs
 CALIBRATION_PATIENCE = 10.0  # periods to wait for them before calibrating from every frame
+# The largest turn from the camera the calibration corrects the shoulder/hip widths for: beyond it
+# the far ear is hidden and the face fit too uncertain to divide by its cosine.
+CALIBRATION_MAX_TURN_DEG = 60.0
+CALIBRATION_MAX_TURN_SINE = math.sin(math.radians(CALIBRATION_MAX_TURN_DEG))
 
 
 def calibration_pose_bend(kp: np.ndarray, sc: np.ndarray, min_score: float = 0.3) -> float:
@@ -1436,7 +1476,7 @@ class Retargeter:
         """Forget the calibration period's frames. Each pose update of the period is measured once
         (:func:`calibration_measurement`, by its index in the period) and kept in two pools: every
         frame, and the straighter half of the standing ones (the frames the calibration uses)."""
-        self._calib_measurements: list[tuple[dict[str, float], tuple[float, float] | None]] = []
+        self._calib_measurements: list[tuple[dict[str, float], tuple[float, float] | None, float | None]] = []
         self._calib_all = CalibrationPool()  # every frame of the period
         self._calib_ranked: list[tuple[float, int]] = []  # (bend, index) of the accepted frames, straightest first
         self._calib_best = CalibrationPool()  # the straighter half of the accepted frames (updated lazily)
@@ -1509,6 +1549,9 @@ class Retargeter:
         calibration = pool.calibration(image_size)
         if done:
             self.set_calibration(calibration)
+            if abs(calibration.turn_deg) >= 15.0:
+                log.info("person %d: calibrated while turned %.0f degrees from the camera (shoulder and hip widths "
+                         "corrected for it)", self.track_id, calibration.turn_deg)
             if self.config.calibration_file:
                 # Once per calibration period, on a thread of its own: never on the output clock.
                 threading.Thread(target=self._save_calibration, args=(calibration, self.config.calibration_file),

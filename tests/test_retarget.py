@@ -572,3 +572,46 @@ def test_calibration_falls_back_to_every_frame_when_nobody_stands_still():
         retargeter.solve(raised[0], raised[1], i / 30, (1280, 720))
         assert retargeter.calibration is not None  # a provisional calibration from the start
     assert retargeter.calibrated and retargeter.calibration.frames == frames
+
+
+def test_calibrating_while_turned_away_keeps_the_true_shoulder_and_hip_widths():
+    """A user standing turned 40 degrees from the camera while calibrating: the face shows the turn,
+    the shoulder and hip widths are divided by its cosine, and the torso then reads as turned 40
+    degrees (before: as facing the camera, so the hip line was 40 degrees off all take)."""
+    facing, _ = calibrated_retargeter()
+    assert abs(facing.calibration.turn_deg) < 0.5
+    turned = {"hips": rot([0, 1, 0], 40)}
+    config = RetargetConfig(mirror=False, fov_deg=FOV, calibration_seconds=1.0)
+    retargeter = Retargeter(config)
+    uv, scores, _ = project(turned)
+    for i in range(32):
+        pose = retargeter.solve(uv, scores, i / 30, (1280, 720))
+    assert retargeter.calibrated
+    calib = retargeter.calibration
+    assert abs(calib.turn_deg) == pytest.approx(40.0, abs=3.0)
+    for width in ("shoulders", "hips"):
+        assert calib.segments[width] == pytest.approx(facing.calibration.segments[width], rel=0.03), width
+    # Segments that do not shorten with the turn are left as measured.
+    uncorrected = calibration_from_frames([(uv, np.where(np.arange(17) < 5, 0.0, scores))], (1280, 720))
+    assert uncorrected.turn_deg == 0.0  # no face, no correction
+    assert calib.segments["torso"] == pytest.approx(uncorrected.segments["torso"], rel=1e-9)
+    assert calib.segments["shoulders"] > uncorrected.segments["shoulders"] * 1.25  # 1 / cos 40 = 1.31
+    # The hip line of the solved pose points where the real one does.
+    solved = quat.rotate(pose.rotations["hips"], np.array([1.0, 0.0, 0.0]))
+    true = quat.rotate(turned["hips"], np.array([1.0, 0.0, 0.0]))
+    assert math.degrees(math.acos(float(np.clip(solved @ true, -1, 1)))) < 6.0
+
+
+def test_calibration_file_keeps_the_turn_and_reads_files_without_it(tmp_path):
+    retargeter = Retargeter(RetargetConfig(mirror=False, fov_deg=FOV, calibration_seconds=1.0))
+    uv, scores, _ = project({"hips": rot([0, 1, 0], -30)})
+    for i in range(32):
+        retargeter.solve(uv, scores, i / 30, (1280, 720))
+    path = tmp_path / "calibration.json"
+    retargeter.save(path)
+    loaded = Calibration.load(path)
+    assert loaded == retargeter.calibration and abs(loaded.turn_deg) > 20
+    data = json.loads(path.read_text())
+    del data["turn_deg"]  # a file written before the turn was recorded
+    path.write_text(json.dumps(data))
+    assert Calibration.load(path).turn_deg == 0.0

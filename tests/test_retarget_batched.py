@@ -20,6 +20,7 @@ from avatar_bridge.config import RetargetConfig
 from avatar_bridge.retarget import (
     CALIBRATION_BEND_DEG,
     CALIBRATION_FEET_LEVEL,
+    CALIBRATION_MAX_TURN_DEG,
     CALIBRATION_MIN_FRAMES,
     CANONICAL_LENGTHS,
     FACE,
@@ -315,13 +316,29 @@ _REF_SEGMENTS = {
 }
 
 
+def reference_face_turn(kp, ok):
+    """Sine of the face's turn from the camera: np.linalg.lstsq fit of the face template."""
+    seen = [i for i, j in enumerate(FACE) if ok[j]]
+    if len(seen) < 4:
+        return None
+    t = FACE_TEMPLATE[seen] - FACE_TEMPLATE[seen].mean(axis=0)
+    o = kp[list(np.array(FACE)[seen])] * np.array([1.0, -1.0])  # image y down -> up
+    a, *_ = np.linalg.lstsq(t, o - o.mean(axis=0), rcond=None)
+    return a[2, 0] / np.linalg.norm(a[:, 0])
+
+
 def reference_calibration(frames, image_size, min_score=0.3):
     """calibration_from_frames as it was before the pools: every frame revisited, np.percentile,
-    np.median and np.mean."""
+    np.median and np.mean; then the shoulder and hip widths divided by the cosine of the median
+    face turn."""
     per_segment = {s: [] for s in SEGMENTS}
     hip_centers = []
+    turns = []
     for kp, sc in frames:
         ok = sc >= min_score
+        turn = reference_face_turn(kp, ok)
+        if turn is not None:
+            turns.append(turn)
         lengths = {name: np.linalg.norm(kp[a] - kp[b]) if ok[a] and ok[b] else np.nan for name, (a, b) in _REF_SEGMENTS.items()}
         torso_ok = ok[L_SH] and ok[R_SH] and ok[L_HIP] and ok[R_HIP]
         lengths["torso"] = np.linalg.norm((kp[L_SH] + kp[R_SH]) / 2 - (kp[L_HIP] + kp[R_HIP]) / 2) if torso_ok else np.nan
@@ -333,6 +350,12 @@ def reference_calibration(frames, image_size, min_score=0.3):
         elif ok[L_SH] and ok[R_SH]:
             hip_centers.append((kp[L_SH] + kp[R_SH]) / 2)
     measured = {s: float(np.percentile(v, 90)) for s, v in per_segment.items() if v}
+    if turns:
+        limit = math.sin(math.radians(CALIBRATION_MAX_TURN_DEG))
+        sine = float(np.clip(np.median(turns), -limit, limit))
+        for width in ("shoulders", "hips"):
+            if width in measured:
+                measured[width] /= math.cos(math.asin(sine))
     for limb in ("upper_arm", "lower_arm", "upper_leg", "lower_leg"):
         left, right = measured.get(f"left_{limb}"), measured.get(f"right_{limb}")
         if left is None and right is not None:
