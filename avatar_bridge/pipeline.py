@@ -66,6 +66,19 @@ class EstimatedFrame:
 
 
 @dataclass
+class _BegunFrame:
+    """A frame between :meth:`Pipeline._begin_estimate` and :meth:`Pipeline._finish_estimate`."""
+
+    frame: Frame
+    timings: dict[str, float]
+    skipped: bool = False
+    image: np.ndarray | None = None  # the BGR image the crops came from (None: keypoint source)
+    request: Any = None  # avatar_bridge.pose.PoseRequest, None for keypoint sources
+    pose_ms: float = 0.0  # cropping and starting the network
+    detected: int | None = None  # people the detector found, if it ran on this frame
+
+
+@dataclass
 class TrackedPerson:
     """One tracked person's stabilizer, retargeter (its own calibration) and last measurement."""
 
@@ -94,6 +107,8 @@ class Pipeline:
         self._size = (0, 0)
         self.paused = False
         self.orientation = OrientationMonitor()  # warns when people are seen but never upright
+        self._pose_worker = None  # process_overlapped's network thread, started on first use
+        self._pending: _BegunFrame | None = None  # the frame process_overlapped began last
 
     # --- stages ----------------------------------------------------------------------------------
 
@@ -157,7 +172,54 @@ class Pipeline:
 
     def process(self, frame: Frame) -> FramePoses:
         """Find and stabilize every person of ``frame``; returns the raw (unsmoothed) poses and timings."""
-        poses = self.estimate(frame)
+        return self._advance_people(frame, self.estimate(frame))
+
+    def process_overlapped(self, frame: Frame | None) -> tuple[Frame, FramePoses] | None:
+        """:meth:`process` with the pose network of one frame running while this thread tracks and
+        smooths the frame before it: begins ``frame`` and finishes the frame begun by the previous
+        call, which it returns with its poses (None when none was pending; ``frame`` None only
+        finishes it: call it so at the end). See :meth:`estimate_overlapped`."""
+        done = self.estimate_overlapped(frame)
+        if done is None:
+            return None
+        finished, estimated = done
+        return finished, self._advance_people(finished, estimated)
+
+    def estimate_overlapped(self, frame: Frame | None) -> tuple[Frame, "EstimatedFrame"] | None:
+        """:meth:`estimate` overlapped: begins ``frame`` (its crops, then the network on a worker
+        thread) and finishes the frame begun by the previous call (waits for its network, decodes,
+        tracks), returned with what was found in it; None when none was pending. ``frame`` None only
+        finishes the pending frame: call it so after the last frame.
+
+        For sources that are not paced (video files read as fast as possible: ``convert``,
+        ``bench``): the backends release the GIL while the network runs, so on two cores the network
+        and the Python work around it overlap and frames come out at about the network's own rate.
+        Each frame's crops come from the tracks one frame older than in :meth:`estimate` (the
+        tracker leads them by the motion over two frames) and its result comes one call later, so a
+        paced source (a camera) should use :meth:`process`. :meth:`close` stops the worker thread.
+        """
+        begun = None
+        if frame is not None:
+            if self._pose_worker is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                self._pose_worker = ThreadPoolExecutor(1, thread_name_prefix="avatar-bridge-pose")
+            begun = self._begin_estimate(frame, self._pose_worker)
+        pending, self._pending = self._pending, begun
+        if pending is None:
+            return None
+        return pending.frame, self._finish_estimate(pending)
+
+    def close(self) -> None:
+        """Stop the overlapped path's worker thread, dropping a frame begun and not finished (a no-op
+        when :meth:`estimate_overlapped` was not used)."""
+        self._pending = None
+        if self._pose_worker is not None:
+            self._pose_worker.shutdown(wait=True)
+            self._pose_worker = None
+
+    def _advance_people(self, frame: Frame, poses: "EstimatedFrame") -> FramePoses:
+        """Advance each person's stabilizer and retargeter by one frame's poses (``smooth`` stage)."""
         if poses.skipped:
             return poses.poses
         people, driver, timings = poses.poses.people, poses.driver, poses.poses.timings_ms
@@ -195,51 +257,71 @@ class Pipeline:
         the driving person's track id and the stage timings in ms (``detect``, ``crop_boxes``,
         ``pose``, ``track``). A frame whose image is not an image is skipped (logged).
         """
+        return self._finish_estimate(self._begin_estimate(frame))
+
+    def _begin_estimate(self, frame: Frame, worker=None) -> "_BegunFrame":
+        """The first half of :meth:`estimate`: the frame's crops (detecting if the tracker asks) and the
+        network started on them, on ``worker`` (an executor) or at once (None)."""
         timings: dict[str, float] = {}
         perf = time.perf_counter
         orient_frame(frame, self.config.source.rotate, self.config.source.flip)  # --rotate / --flip
-        image = None
-        if frame.image is not None:
-            # A frame of the wrong type is skipped (logged), never allowed to stop the loop.
-            image = as_bgr_image(frame.image, f"frame {frame.index}")
-            if image is None:
-                self.metrics.frame_done(0, frame.dropped + 1)
-                return EstimatedFrame(FramePoses(frame.index, frame.timestamp, frame.width, frame.height), skipped=True)
-            if (image.shape[1], image.shape[0]) != (frame.width, frame.height):
-                frame.width, frame.height = image.shape[1], image.shape[0]
-        if image is not None:
-            if self.estimator is None:
-                self._image_stages()
-            detect_ms = [0.0]
-            detected: list[int | None] = [None]  # people the detector found, if it ran this frame
-            # The whole-frame "detector" (none) always "finds" one box: no evidence of people.
-            finds_people = getattr(self.detector, "name", "") != "none"
+        begun = _BegunFrame(frame, timings)
+        if frame.image is None:
+            return begun
+        # A frame of the wrong type is skipped (logged), never allowed to stop the loop.
+        image = as_bgr_image(frame.image, f"frame {frame.index}")
+        if image is None:
+            begun.skipped = True
+            return begun
+        if (image.shape[1], image.shape[0]) != (frame.width, frame.height):
+            frame.width, frame.height = image.shape[1], image.shape[0]
+        if self.estimator is None:
+            self._image_stages()
+        detect_ms = [0.0]
+        # The whole-frame "detector" (none) always "finds" one box: no evidence of people.
+        finds_people = getattr(self.detector, "name", "") != "none"
 
-            def detect() -> list:
-                t = perf()
-                found = self.detector.detect(image)
-                detect_ms[0] = (perf() - t) * 1000.0
-                if finds_people:
-                    detected[0] = len(found)
-                return found
+        def detect() -> list:
+            t = perf()
+            found = self.detector.detect(image)
+            detect_ms[0] = (perf() - t) * 1000.0
+            if finds_people:
+                begun.detected = len(found)
+            return found
 
-            t0 = perf()
-            boxes = self.tracker.boxes(frame.index, detect, (frame.width, frame.height))
+        t0 = perf()
+        boxes = self.tracker.boxes(frame.index, detect, (frame.width, frame.height))
+        t1 = perf()
+        begun.request = self.estimator.begin(image, boxes, worker)
+        begun.image = image
+        begun.pose_ms = (perf() - t1) * 1000.0
+        if detect_ms[0]:
+            timings["detect"] = detect_ms[0]
+        timings["crop_boxes"] = (t1 - t0) * 1000.0 - detect_ms[0]
+        return begun
+
+    def _finish_estimate(self, begun: "_BegunFrame") -> "EstimatedFrame":
+        """The second half of :meth:`estimate`: the network's poses (waiting for them), tracking."""
+        frame, timings = begun.frame, begun.timings
+        if begun.skipped:
+            self.metrics.frame_done(0, frame.dropped + 1)
+            return EstimatedFrame(FramePoses(frame.index, frame.timestamp, frame.width, frame.height), skipped=True)
+        perf = time.perf_counter
+        if begun.request is not None:
+            image = begun.image
             t1 = perf()
-            poses = self.estimator.estimate(image, boxes)
+            poses = self.estimator.poses(begun.request)
             t2 = perf()
             people = self.tracker.update(poses, frame.index, image=image, timestamp=frame.timestamp)
             t3 = perf()
-            if detect_ms[0]:
-                timings["detect"] = detect_ms[0]
-            timings["crop_boxes"] = (t1 - t0) * 1000.0 - detect_ms[0]
-            timings["pose"] = (t2 - t1) * 1000.0
+            timings["pose"] = begun.pose_ms + (t2 - t1) * 1000.0  # crops + network + decoding (+ any wait)
             timings["track"] = (t3 - t2) * 1000.0
             driver = self.tracker.driver
+            finds_people = getattr(self.detector, "name", "") != "none"
             if finds_people and self.orientation.should_probe(frame.timestamp, people):
                 for turn in (90, 180, 270):
                     self.orientation.probe_result(frame.timestamp, turn, len(self.detector.detect(rotate_image(image, turn))))
-            warning = self.orientation.update(frame.timestamp, detected[0], people)
+            warning = self.orientation.update(frame.timestamp, begun.detected, people)
             if warning:
                 log.warning(warning)
             if self.tracker.settings.only_driver and driver is not None:

@@ -20,6 +20,7 @@ CPU or CUDA with fp16 autocast, channels_last, pinned input and non-blocking cop
 from __future__ import annotations
 
 import logging
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -373,10 +374,33 @@ class Normalization:
         return 1.0 / std, -mean / std, source
 
 
+@dataclass
+class PoseRequest:
+    """One frame's crops on their way through the pose net (:meth:`TopDownEstimator.begin`).
+
+    ``boxes`` (N, 4) x1 y1 x2 y2 pixels, ``centers`` / ``sizes`` (N, 2) the crops in pixels; the
+    heatmaps are either computed (``heatmaps``) or coming from another thread (``future``).
+    """
+
+    boxes: np.ndarray
+    centers: np.ndarray
+    sizes: np.ndarray
+    heatmaps: np.ndarray | None = None
+    future: Future | None = None
+
+    def raw_heatmaps(self) -> np.ndarray:
+        """The network's output (N or 2N with flip test, K, h, w); waits for it if it is on its way."""
+        if self.future is not None:
+            self.heatmaps, self.future = self.future.result(), None
+        return self.heatmaps
+
+
 class TopDownEstimator:
     """Crops every person of a frame, runs them as one batch, returns keypoints in image pixels.
 
-    The input buffers are reused across calls, so one estimator serves one thread at a time.
+    The input buffers are reused across calls: one estimator serves one thread, with at most one
+    :class:`PoseRequest` in flight (:meth:`begin` fills one of two buffers while the network reads
+    the other).
     """
 
     def __init__(self, backend, input_size: tuple[int, int] = (256, 192), decode: str = "reference",
@@ -393,20 +417,25 @@ class TopDownEstimator:
         self.padding = padding
         self.max_batch = max_batch
         self.scale, self.offset, self.source = (normalization or Normalization()).scale_offset()
-        self._crops = np.empty((0, self.input_h, self.input_w, 3), np.uint8)
-        self._batch = np.empty((0, 3, self.input_h, self.input_w), np.float32)
+        empty = (np.empty((0, self.input_h, self.input_w, 3), np.uint8), np.empty((0, 3, self.input_h, self.input_w), np.float32))
+        self._slots = [empty, empty]  # (uint8 crops, float input batch) x 2: one filled while the other runs
+        self._slot = 0
 
     def _buffers(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """Reused uint8 crop and float input buffers, grown (doubling) only when a frame has more people."""
+        """The next of the two reused uint8 crop and float input buffers, grown (doubling) only when a
+        frame has more people."""
+        self._slot ^= 1
+        crops, batch = self._slots[self._slot]
         rows = 2 * n if self.flip_test else n
-        if len(self._batch) < rows:
-            capacity = max(rows, 2 * len(self._batch), 2 if self.flip_test else 1)
-            self._crops = np.empty((capacity, self.input_h, self.input_w, 3), np.uint8)
-            self._batch = self.backend.prepare(capacity, self.input_h, self.input_w)
-        return self._crops, self._batch
+        if len(batch) < rows:
+            capacity = max(rows, 2 * len(batch), 2 if self.flip_test else 1)
+            crops = np.empty((capacity, self.input_h, self.input_w, 3), np.uint8)
+            batch = self.backend.prepare(capacity, self.input_h, self.input_w)
+            self._slots[self._slot] = (crops, batch)
+        return crops, batch
 
     def preprocess(self, image: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Fill the input batch; returns (batch view (N or 2N, 3, H, W), centers, sizes)."""
+        """Fill the next input batch; returns (batch view (N or 2N, 3, H, W), centers, sizes)."""
         centers, sizes = boxes_to_center_size(boxes, self.aspect, self.padding)
         n = len(centers)
         crops, batch = self._buffers(n)
@@ -428,28 +457,45 @@ class TopDownEstimator:
 
     def heatmaps(self, image: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(N, K, h, w) heatmaps (flip-averaged when flip test is on), centers and sizes."""
-        batch, centers, sizes = self.preprocess(image, boxes)
-        out = self._forward(batch)
+        request = self.begin(image, boxes)
+        return self._merged_heatmaps(request), request.centers, request.sizes
+
+    def _merged_heatmaps(self, request: PoseRequest) -> np.ndarray:
+        out = request.raw_heatmaps()
         if self.flip_test:
-            n = len(centers)
+            n = len(request.centers)
             out = merge_flip(out[:n], out[n:], self.input_w, self.decode, self.flip_indices)
-        return out, centers, sizes
+        return out
 
-    def predict(self, image: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """BGR image (H, W, 3) uint8 and (N, 4) x1 y1 x2 y2 boxes -> keypoints (N, K, 2) float32 in image
-        pixels and raw scores (N, K): the heatmap maxima, unclipped (what evaluation and MMPose report).
+    def begin(self, image: np.ndarray, boxes: np.ndarray, executor: Executor | None = None) -> PoseRequest:
+        """Crop and normalize the people of a frame and start the network on them: on ``executor``
+        (one worker thread; the backends release the GIL while they run, so this thread can track
+        and smooth the previous frame meanwhile) or here and now (None). :meth:`finish` completes it.
 
-        Raises ``ValueError`` for a non-uint8 / non-3-channel image or non-finite boxes.
+        BGR image (H, W, 3) uint8, boxes (N, 4) x1 y1 x2 y2 pixels. Raises ``ValueError`` for a
+        non-uint8 / non-3-channel image or non-finite boxes. Only one request may be in flight when
+        the next begins (two input buffers alternate).
         """
         if image is None or not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             desc = None if image is None else f"{getattr(image, 'dtype', type(image).__name__)} {getattr(image, 'shape', '')}"
             raise ValueError(f"pose input must be a BGR uint8 image of shape (H, W, 3), got {desc}")
         boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
-        if len(boxes) == 0:
-            return np.zeros((0, 0, 2), np.float32), np.zeros((0, 0), np.float32)
         if not np.isfinite(boxes).all():
             raise ValueError(f"pose boxes must be finite x1 y1 x2 y2 pixels, got {boxes[~np.isfinite(boxes).all(1)][0].tolist()}")
-        heatmaps, centers, sizes = self.heatmaps(image, boxes)
+        if len(boxes) == 0:
+            empty = np.zeros((0, 2), np.float32)
+            return PoseRequest(boxes, empty, empty)
+        batch, centers, sizes = self.preprocess(image, boxes)
+        if executor is None:
+            return PoseRequest(boxes, centers, sizes, heatmaps=self._forward(batch))
+        return PoseRequest(boxes, centers, sizes, future=executor.submit(self._forward, batch))
+
+    def finish(self, request: PoseRequest) -> tuple[np.ndarray, np.ndarray]:
+        """Wait for a :meth:`begin` request's heatmaps and decode them: keypoints (N, K, 2) float32 in
+        image pixels and raw scores (N, K), as :meth:`predict`."""
+        if len(request.boxes) == 0:
+            return np.zeros((0, 0, 2), np.float32), np.zeros((0, 0), np.float32)
+        heatmaps, centers, sizes = self._merged_heatmaps(request), request.centers, request.sizes
         coords, maxval = decode_heatmaps(heatmaps, self.decode)
         h, w = heatmaps.shape[2:]
         # heatmap pixel -> image pixel: undo the stride, then the crop's scale and shift
@@ -457,16 +503,28 @@ class TopDownEstimator:
         keypoints = coords * scale[:, None, :] + (centers - sizes * 0.5)[:, None, :]
         return keypoints.astype(np.float32), maxval.astype(np.float32)
 
+    def predict(self, image: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """BGR image (H, W, 3) uint8 and (N, 4) x1 y1 x2 y2 boxes -> keypoints (N, K, 2) float32 in image
+        pixels and raw scores (N, K): the heatmap maxima, unclipped (what evaluation and MMPose report).
+
+        Raises ``ValueError`` for a non-uint8 / non-3-channel image or non-finite boxes.
+        """
+        return self.finish(self.begin(image, boxes))
+
     def estimate(self, image: np.ndarray, boxes: np.ndarray) -> list[Pose2D]:
         """BGR image (H, W, 3) uint8 and (N, 4) x1 y1 x2 y2 boxes -> one :class:`Pose2D` per box.
 
         Pose2D scores are the raw maxima clipped to [0, 1] (a confidence for tracking and smoothing);
         :meth:`predict` gives the raw ones.
         """
-        keypoints, raw = self.predict(image, boxes)
+        return self.poses(self.begin(image, boxes))
+
+    def poses(self, request: PoseRequest) -> list[Pose2D]:
+        """:meth:`finish` as one :class:`Pose2D` per box (scores clipped to [0, 1])."""
+        keypoints, raw = self.finish(request)
         if len(keypoints) == 0:
             return []
-        boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+        boxes = request.boxes
         scores = np.clip(raw, 0.0, 1.0).astype(np.float32)
         return [Pose2D(keypoints=keypoints[i].astype(np.float32), scores=scores[i], box=boxes[i].copy())
                 for i in range(len(boxes))]

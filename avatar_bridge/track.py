@@ -21,6 +21,11 @@ Per frame the pipeline does::
     poses = estimator.estimate(image, boxes)
     people = tracker.update(poses, frame_index, image=image, timestamp=t)  # Pose2D with track_id set
     driver = tracker.driver                          # track id driving the avatar, or None
+
+The boxes of a frame are remembered by its index until its ``update``, so a pipeline may ask for the
+next frame's boxes before it updates this one (the pose net working on one frame while the previous
+is tracked): those boxes then come from the tracks as they were one frame earlier, led by their
+motion over two frames.
 """
 
 from __future__ import annotations
@@ -253,7 +258,8 @@ class Tracker:
         self._next_id = 1
         self._last_detect_frame: int | None = None
         self._want_detection = True
-        self._box_track: list[int | None] = []  # track id each box of the last ``boxes()`` call came from
+        # Per frame index asked for and not yet updated: the track id each of its boxes came from.
+        self._box_tracks: dict[int, list[int | None]] = {}
         self.image_size: tuple[int, int] | None = None
 
     @property
@@ -359,7 +365,9 @@ class Tracker:
         else:
             out = np.array(track_boxes, np.float32).reshape(-1, 4)
         keep = (out[:, 2] - out[:, 0] > 4) & (out[:, 3] - out[:, 1] > 4)
-        self._box_track = [o for o, k in zip(owners, keep) if k]
+        self._box_tracks[frame_index] = [o for o, k in zip(owners, keep) if k]
+        if len(self._box_tracks) > 8:  # frames whose boxes were asked for but never updated
+            del self._box_tracks[min(self._box_tracks)]
         return out[keep]
 
     def _inside(self, box: np.ndarray) -> bool:
@@ -389,7 +397,8 @@ class Tracker:
         self.frames_seen += 1
         now = float(timestamp) if timestamp is not None else frame_index / ASSUMED_FPS
         poses = list(poses)
-        owners = list(self._box_track) + [None] * max(0, len(poses) - len(self._box_track))
+        asked = self._box_tracks.pop(frame_index, [])
+        owners = asked + [None] * max(0, len(poses) - len(asked))
         owners = owners[: len(poses)]
         descs = [torso_histogram(image, p.keypoints, p.scores) if image is not None else None for p in poses]
         poses, owners, descs = self._merge_duplicates(poses, owners, descs)

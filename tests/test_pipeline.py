@@ -69,6 +69,56 @@ def test_pipeline_on_the_fixture_video_gives_two_rigged_people():
     assert snap["latency_ms"]["capture_to_keypoints"]["p50"] > 0
 
 
+def test_overlapped_pipeline_finds_the_same_people_with_the_same_ids():
+    """estimate_overlapped against estimate on the fixture video: a frame comes out one call after it
+    went in, every frame comes out once and in order, the same two people keep the same ids, and
+    their keypoints agree with the sequential ones (the crops come from one frame older tracks)."""
+    config = video_config()
+    frames = []
+    with open_source(config.source.source, realtime=False) as source:
+        for _ in range(30):
+            frames.append(source.read())
+    sequential = Pipeline(config)
+    expected = [sequential.estimate(f) for f in frames]
+    overlapped = Pipeline(config)
+    out = []
+    try:
+        for i, frame in enumerate(frames):
+            done = overlapped.estimate_overlapped(frame)
+            assert (done is None) == (i == 0)  # the first call only begins
+            if done is not None:
+                out.append(done)
+        out.append(overlapped.estimate_overlapped(None))
+        assert overlapped.estimate_overlapped(None) is None  # nothing pending any more
+    finally:
+        overlapped.close()
+    assert [f.index for f, _ in out] == [f.index for f in frames]
+    for (frame, got), want in zip(out, expected):
+        assert sorted(p.track_id for p in got.poses.people) == sorted(p.track_id for p in want.poses.people) == [1, 2]
+        for person in got.poses.people:
+            same = next(p for p in want.poses.people if p.track_id == person.track_id)
+            height = float(np.ptp(same.keypoints[:, 1]))
+            seen = (person.scores > 0.5) & (same.scores > 0.5)
+            # the same joints, within 3% of the person's height (the crops differ by one frame of motion)
+            assert np.median(np.linalg.norm(person.keypoints[seen] - same.keypoints[seen], axis=1)) < 0.03 * height
+    assert overlapped.tracker.detections_run == sequential.tracker.detections_run + 1  # frame 1: nobody tracked yet
+
+
+def test_overlapped_processing_advances_people_and_stops_its_worker():
+    config = video_config()
+    pipeline = Pipeline(config)
+    with open_source(config.source.source, realtime=False) as source:
+        first = source.read()
+        assert pipeline.process_overlapped(first) is None
+        worker = pipeline._pose_worker
+        frame, poses = pipeline.process_overlapped(source.read())
+    assert frame is first and len(poses.people) == 2
+    assert pipeline.sample(time.monotonic()) is not None  # people advanced: the outputs have them
+    pipeline.close()  # drops the second frame, begun and not finished
+    assert pipeline._pose_worker is None and worker._shutdown
+    assert pipeline.process_overlapped(None) is None
+
+
 def test_driver_only_mode_estimates_one_person():
     config = video_config()
     config.detector.people = "driver"
@@ -263,6 +313,16 @@ def test_frames_of_the_wrong_type_or_size_do_not_stop_the_loop():
     poses = pipeline.process(grey)
     assert (poses.width, poses.height) == (320, 240)
     assert pipeline.tracker.image_size == (320, 240)  # crops come from the real image size
+    # The overlapped path skips them the same way.
+    overlapped = Pipeline(config)
+    try:
+        assert overlapped.process_overlapped(Frame(0, time.monotonic(), 64, 48, image=np.zeros((48, 64, 3), np.float32))) is None
+        frame, poses = overlapped.process_overlapped(Frame(1, time.monotonic(), 1920, 1080, image=np.full((240, 320), 128, np.uint8)))
+        assert frame.index == 0 and poses.people == [] and overlapped.metrics.dropped == 1
+        frame, poses = overlapped.process_overlapped(None)
+        assert frame.index == 1 and (poses.width, poses.height) == (320, 240)
+    finally:
+        overlapped.close()
 
 
 def test_stop_flag_ends_the_wait_for_an_unplugged_camera(tmp_path):
@@ -309,6 +369,35 @@ def test_run_on_an_image_folder(tmp_path, capsys):
             "--detector-dir", str(FIXTURES / "models"), "--threads", "1", "--headless", "--quiet", "--no-ws", "--no-vmc"]
     assert cli.main(argv) == 0
     assert "stopped (source ended): 6 frames, 12 pose updates" in capsys.readouterr().err
+
+
+def test_run_fast_overlaps_frames_and_still_shows_and_counts_each_once(tmp_path, capsys, monkeypatch):
+    """run --fast on a file: the overlapped path (network of one frame while the previous is
+    tracked); every frame is still estimated, drawn on its own image and written once."""
+    calls = []
+    original = Pipeline.process_overlapped
+
+    def counted(self, frame):
+        calls.append(None if frame is None else frame.index)
+        return original(self, frame)
+
+    monkeypatch.setattr(Pipeline, "process_overlapped", counted)
+    cap = cv2.VideoCapture(str(need(VIDEO)))
+    for i in range(6):
+        ok, image = cap.read()
+        assert ok
+        cv2.imwrite(str(tmp_path / f"frame_{i:02d}.jpg"), cv2.resize(image, (960, 540)))
+    cap.release()
+    overlay = tmp_path / "overlay.mp4"
+    argv = ["run", "--source", str(tmp_path), "--fast", "--model", str(need(POSE_ONNX)), "--detector", "yolox-nano",
+            "--detector-dir", str(FIXTURES / "models"), "--threads", "1", "--headless", "--quiet", "--no-ws", "--no-vmc",
+            "--save-overlay", str(overlay)]
+    assert cli.main(argv) == 0
+    assert "stopped (source ended): 6 frames, 12 pose updates" in capsys.readouterr().err
+    assert calls == [0, 1, 2, 3, 4, 5, None]  # each frame begun once, then the last one finished
+    written = cv2.VideoCapture(str(overlay))
+    assert int(written.get(cv2.CAP_PROP_FRAME_COUNT)) == 6
+    written.release()
 
 
 def test_retarget_flags_override_the_config(tmp_path):

@@ -101,15 +101,42 @@ def test_keypoints_come_back_in_image_pixels(flip, decode):
 
 
 def test_buffers_are_reused_between_frames():
+    """Two input buffers alternate (one is filled while the network reads the other); each is reused
+    while a frame has no more people than it holds, and grows by doubling."""
     estimator = TopDownEstimator(TorchBackend(BlobNet(), channels_last=False))
     image = dot_image([(100, 100)])
     estimator.estimate(image, np.array([[50, 50, 150, 150]] * 4))
-    buffer = estimator._batch
-    estimator.estimate(image, np.array([[50, 50, 150, 150]] * 2))
     estimator.estimate(image, np.array([[50, 50, 150, 150]] * 4))
-    assert estimator._batch is buffer  # fewer or as many people: no new allocation
+    buffers = [batch for _, batch in estimator._slots]
+    assert buffers[0] is not buffers[1] and all(len(b) == 4 for b in buffers)
+    for n in (2, 4, 3, 1):  # fewer or as many people: no new allocation
+        estimator.estimate(image, np.array([[50, 50, 150, 150]] * n))
+        assert all(batch is old for (_, batch), old in zip(estimator._slots, buffers))
     estimator.estimate(image, np.array([[50, 50, 150, 150]] * 5))
-    assert len(estimator._batch) >= 8  # grown by doubling
+    assert max(len(batch) for _, batch in estimator._slots) >= 8  # grown by doubling
+
+
+def test_begin_on_a_worker_thread_gives_the_same_poses_as_estimate():
+    """The overlapped path (network on an executor, two requests in turn) against the plain one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    estimator = TopDownEstimator(TorchBackend(BlobNet(), channels_last=False))
+    frames = [(dot_image([(60 + 10 * i, 100)]), np.array([[20 + 10 * i, 50, 120 + 10 * i, 150]], np.float32)) for i in range(4)]
+    expected = [estimator.predict(image, boxes) for image, boxes in frames]
+    with ThreadPoolExecutor(1) as worker:
+        pending = None
+        got = []
+        for image, boxes in frames:
+            request = estimator.begin(image, boxes, worker)
+            assert request.future is not None
+            if pending is not None:
+                got.append(estimator.finish(pending))
+            pending = request
+        got.append(estimator.finish(pending))
+    for (k_want, s_want), (k_got, s_got) in zip(expected, got):
+        np.testing.assert_array_equal(k_got, k_want)
+        np.testing.assert_array_equal(s_got, s_want)
+    assert estimator.poses(estimator.begin(frames[0][0], np.zeros((0, 4)))) == []
 
 
 def test_normalization_channel_order_mean_std():

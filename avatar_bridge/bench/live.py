@@ -35,6 +35,9 @@ def configure_parser(parser: argparse.ArgumentParser, command: str) -> None:
                         help="rate of the output thread that predicts and retargets (default websocket.rate, 60)")
     parser.add_argument("--no-outputs", action="store_true", help="no output thread: time only capture to keypoints")
     parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
+    parser.add_argument("--sequential", action="store_true",
+                        help="one frame at a time (Pipeline.process), as for a camera; default for files read as fast "
+                             "as possible: the pose network of one frame runs while the previous one is tracked")
     group = parser.add_argument_group("MediaPipe comparison")
     group.add_argument("--compare-mediapipe", action="store_true",
                        help="time our pipeline (here) and MediaPipe Pose (in its own venv) on the same decoded frames, "
@@ -49,8 +52,15 @@ def configure_parser(parser: argparse.ArgumentParser, command: str) -> None:
 
 
 def run_bench(config, max_frames: int | None = None, duration: float | None = None, warmup: int = 3,
-              outputs: bool = True, output_rate: float | None = None) -> dict:
-    """Process the configured source; returns the results as a JSON-ready dict."""
+              outputs: bool = True, output_rate: float | None = None, overlap: bool | None = None) -> dict:
+    """Process the configured source; returns the results as a JSON-ready dict.
+
+    ``overlap``: :meth:`Pipeline.process_overlapped` (the pose network of one frame runs while the
+    previous one is tracked and smoothed) instead of :meth:`Pipeline.process`; default: for image
+    sources read as fast as possible (not ``realtime``), as ``convert`` and ``run`` do.
+    """
+    if overlap is None:
+        overlap = not config.source.realtime and not is_keypoint_source(config.source.source)
     from ..stream import OutputClock
 
     rate = output_rate or config.websocket.rate
@@ -72,30 +82,37 @@ def run_bench(config, max_frames: int | None = None, duration: float | None = No
             grab_ms = (time.perf_counter() - t0) * 1000.0
             if frame is None:
                 break
-            if frames == warmup:  # fresh figures from here on
+            # Fresh figures from here on; overlapped, the call that reads a frame finishes the one before
+            # it, so the window opens one read later and holds as many finished frames.
+            if frames == warmup + overlap:
                 pipeline.metrics = PipelineMetrics(window=100000)
                 started = time.monotonic()
                 cpu_before = thread_cpu_seconds()
                 if clock is not None:
                     clock.start()
             pipeline.metrics.add_stage("grab", grab_ms)
-            poses = pipeline.process(frame)
-            if clock is not None and started is not None:
-                clock.nudge()  # as run does: a new pose update leaves at once
-            if started is not None and frame.image is not None and (frames - warmup) % SAMPLE_EVERY == 0 \
-                    and len(samples) < MAX_SAMPLES:
-                samples.append((frame.image, [p.box for p in poses.people if p.box is not None]))
+            if overlap:
+                done = pipeline.process_overlapped(frame)  # the frame before this one, now finished
+            else:
+                done = (frame, pipeline.process(frame))
+            if done is not None:
+                _sample(done, started, clock, samples, pipeline.metrics)
             frames += 1
             if max_frames and frames >= max_frames + warmup:
                 break
             if duration and started is not None and time.monotonic() - started >= duration:
                 break
+        if overlap:
+            done = pipeline.process_overlapped(None)  # the last frame begun
+            if done is not None:
+                _sample(done, started, clock, samples, pipeline.metrics)
         cpu_after = thread_cpu_seconds()  # before the clock and the decoder stop (their threads end)
         ended = time.monotonic()
         ticks = clock.stats().ticks if clock is not None else 0  # the clock's ticks over the same span
     finally:
         if clock is not None:
             clock.stop()
+        pipeline.close()
         source.close()
     if started is None:
         raise RuntimeError(
@@ -124,6 +141,7 @@ def run_bench(config, max_frames: int | None = None, duration: float | None = No
         "dropped": snap["dropped"],
         "detector_runs": tracker.detections_run,
         "frames_total": frames,
+        "overlapped": overlap,
         "stages_ms": {k: snap["stages_ms"][k] for k in STAGE_ORDER if k in snap["stages_ms"]},
         "latency_ms": snap["latency_ms"],
         "inference": inference,
@@ -133,6 +151,19 @@ def run_bench(config, max_frames: int | None = None, duration: float | None = No
         "peak_rss_mb": peak_rss_mb(),
         "machine": machine_info(load_before),
     }
+
+
+def _sample(done: tuple, started: float | None, clock, samples: list[tuple], metrics: PipelineMetrics) -> None:
+    """After a frame is processed: send it at once (as ``run`` does) and keep every
+    ``SAMPLE_EVERY``-th measured frame (image, crop boxes) for the inference costs."""
+    frame, poses = done
+    if started is None:
+        return
+    if clock is not None:
+        clock.nudge()  # as run does: a new pose update leaves at once
+    measured = metrics.frames - 1  # this frame's place among the measured ones (frame_done counted it)
+    if frame.image is not None and measured % SAMPLE_EVERY == 0 and len(samples) < MAX_SAMPLES:
+        samples.append((frame.image, [p.box for p in poses.people if p.box is not None]))
 
 
 def inference_costs(pipeline: Pipeline, samples: list[tuple], detector_share: float, fps: float,
@@ -232,7 +263,8 @@ def format_table(result: dict) -> str:
     m = result["machine"]
     lines = [
         f"source {result['source']}  {result['image_size'][0]}x{result['image_size'][1]}  detector {result['detector']}  "
-        f"people {result['people_mode']}  pose {result['pose_model']}",
+        f"people {result['people_mode']}  pose {result['pose_model']}  "
+        + ("overlapped (network of one frame while the previous is tracked)" if result["overlapped"] else "sequential"),
         f"{result['frames']} frames in {result['seconds']:.2f} s: {result['fps']:.1f} fps, "
         f"{result['updates_per_s']:.1f} pose updates/s, detector ran on {result['detector_runs']} of "
         f"{result['frames_total']} frames, dropped {result['dropped']}, peak RSS {result['peak_rss_mb']} MB",
@@ -288,7 +320,8 @@ def run_command(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2) if args.json else mediapipe_compare.format_comparison(result))
         return 0
     result = run_bench(config, max_frames=args.max_frames, duration=config.source.duration or None,
-                       warmup=max(args.warmup, 0), outputs=not args.no_outputs, output_rate=args.output_rate)
+                       warmup=max(args.warmup, 0), outputs=not args.no_outputs, output_rate=args.output_rate,
+                       overlap=False if args.sequential else None)
     if args.json:
         print(json.dumps(result, indent=2))
     else:

@@ -10,6 +10,7 @@ import time
 import cv2
 import numpy as np
 
+from ..capture import ImageFolderSource, VideoFileSource
 from ..metrics import PipelineMetrics, peak_rss_mb
 from ..outputs import Outputs
 from ..overlay import draw_overlay
@@ -54,6 +55,37 @@ def run_command(args: argparse.Namespace) -> int:
         last_overlay = started
         status = StatusLine(sys.stderr, args.quiet, started)
         overlay_text = ""
+        # A file read as fast as possible (--fast): the pose network of one frame runs while the
+        # frame before it is tracked, smoothed and shown (Pipeline.process_overlapped). A camera or a
+        # paced file: one frame at a time, so each frame's motion leaves as soon as it is estimated.
+        overlap = not config.source.realtime and isinstance(source, (VideoFileSource, ImageFolderSource))
+
+        def show(frame, poses) -> None:
+            """The preview window and --save-overlay for a processed frame."""
+            nonlocal writer, headless
+            if headless and not args.save_overlay:
+                return
+            canvas = frame.image.copy() if frame.image is not None else np.zeros((frame.height, frame.width, 3), np.uint8)
+            draw_overlay(canvas, poses.people, pipeline.driver, overlay_text)
+            if args.save_overlay:
+                if writer is None:
+                    writer = cv2.VideoWriter(args.save_overlay, cv2.VideoWriter_fourcc(*"mp4v"), float(source.fps),
+                                             (canvas.shape[1], canvas.shape[0]))
+                    if not writer.isOpened():
+                        raise RuntimeError(f"cannot write --save-overlay {args.save_overlay}: check the folder exists and the name ends in .mp4")
+                writer.write(canvas)
+            if not headless:
+                try:
+                    cv2.imshow("avatar-bridge (q to quit)", canvas)
+                    key = cv2.waitKey(1) & 0xFF
+                except cv2.error as exc:  # OpenCV built without GUI support, or no usable display
+                    log.warning("preview window unavailable (%s): continuing headless", str(exc).strip().splitlines()[-1])
+                    headless, key = True, -1
+                if key in (ord("q"), 27):
+                    stop.set("q pressed")
+                elif key == ord("c"):
+                    pipeline.calibrate()
+
         while not stop.event.is_set():
             t_grab = time.perf_counter()
             frame = next_frame(source, stop)
@@ -63,11 +95,15 @@ def run_command(args: argparse.Namespace) -> int:
                 stop.set("source ended")
                 break
             metrics.add_stage("grab", (time.perf_counter() - t_grab) * 1000.0)
-            if not pipeline.paused:
-                poses = pipeline.process(frame)
-                outputs.fresh()  # new motion leaves now, not at the next tick
+            done = None
+            if pipeline.paused:
+                done = (frame, pipeline.latest or FramePoses(frame.index, frame.timestamp, frame.width, frame.height))
+            elif overlap:
+                done = pipeline.process_overlapped(frame)  # the frame before this one, now finished
             else:
-                poses = pipeline.latest or FramePoses(frame.index, frame.timestamp, frame.width, frame.height)
+                done = (frame, pipeline.process(frame))
+            if done is not None and not pipeline.paused:
+                outputs.fresh()  # new motion leaves now, not at the next tick
             frames += 1
             now = time.monotonic()
             if now - last_overlay >= 1.0:  # figures for the overlay, once a second
@@ -75,35 +111,20 @@ def run_command(args: argparse.Namespace) -> int:
                 latency = metrics.snapshot()["latency_ms"].get("capture_to_keypoints", {})
                 overlay_text = f"{metrics.fps():.1f} fps  latency p95 {latency.get('p95', float('nan')):.0f} ms  dropped {metrics.dropped}"
             status.update(now, metrics.status_line)
-            if not headless or args.save_overlay:
-                canvas = frame.image.copy() if frame.image is not None else np.zeros((frame.height, frame.width, 3), np.uint8)
-                draw_overlay(canvas, poses.people, pipeline.driver, overlay_text)
-                if args.save_overlay:
-                    if writer is None:
-                        writer = cv2.VideoWriter(args.save_overlay, cv2.VideoWriter_fourcc(*"mp4v"), float(source.fps),
-                                                 (canvas.shape[1], canvas.shape[0]))
-                        if not writer.isOpened():
-                            raise RuntimeError(f"cannot write --save-overlay {args.save_overlay}: check the folder exists and the name ends in .mp4")
-                    writer.write(canvas)
-                if not headless:
-                    try:
-                        cv2.imshow("avatar-bridge (q to quit)", canvas)
-                        key = cv2.waitKey(1) & 0xFF
-                    except cv2.error as exc:  # OpenCV built without GUI support, or no usable display
-                        log.warning("preview window unavailable (%s): continuing headless", str(exc).strip().splitlines()[-1])
-                        headless, key = True, -1
-                    if key in (ord("q"), 27):
-                        stop.set("q pressed")
-                    elif key == ord("c"):
-                        pipeline.calibrate()
+            if done is not None:
+                show(*done)
             if args.max_frames and frames >= args.max_frames:
                 stop.set("max frames")
             if config.source.duration and now - started >= config.source.duration:
                 stop.set("duration")
+        if overlap and (done := pipeline.process_overlapped(None)) is not None:  # the last frame begun
+            outputs.fresh()
+            show(*done)
     except KeyboardInterrupt:
         stop.set("SIGINT")
     finally:
         restore_signals()
+        pipeline.close()
         outputs.close()
         if source is not None:
             source.close()
