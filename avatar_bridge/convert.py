@@ -179,11 +179,15 @@ def estimate_frames(
             records: list[FrameRecord] = []
             width, height = source.width, source.height
             first_timestamp = None
-
-            def finished(frame, estimated) -> None:
-                """Record a frame once its poses are in (one frame after it was begun)."""
-                nonlocal writer, width, height
+            t_read = perf()
+            for frame in source:
+                stage["decode"] += (perf() - t_read) * 1000.0
+                if stop is not None and frame.index >= stop:
+                    break
+                if first_timestamp is None:
+                    first_timestamp = frame.timestamp
                 pts = frame.pts if frame.pts is not None else frame.timestamp - first_timestamp
+                estimated = pipeline.estimate(frame)
                 if not estimated.skipped:
                     pipeline.driver = estimated.driver
                 for name, ms in estimated.poses.timings_ms.items():
@@ -198,26 +202,7 @@ def estimate_frames(
                     stage["overlay"] += (perf() - t0) * 1000.0
                 if progress is not None:
                     progress(len(records), total)
-
-            # The pose network of one frame runs on a worker thread while this one decodes the
-            # result of the frame before, tracks it and writes it (Pipeline.estimate_overlapped).
-            try:
                 t_read = perf()
-                for frame in source:
-                    stage["decode"] += (perf() - t_read) * 1000.0
-                    if stop is not None and frame.index >= stop:
-                        break
-                    if first_timestamp is None:
-                        first_timestamp = frame.timestamp
-                    done = pipeline.estimate_overlapped(frame)
-                    if done is not None:
-                        finished(*done)
-                    t_read = perf()
-                done = pipeline.estimate_overlapped(None)
-                if done is not None:
-                    finished(*done)
-            finally:
-                pipeline.close()
             if isinstance(source, VideoFileSource) and source.decode_failed:
                 raise RuntimeError(
                     f"{spec} ended after {start + len(records)} of the {source.frame_count} frames its container announces: "

@@ -1,9 +1,10 @@
 """The engine of ``run``, ``record``, ``bench`` and ``convert``: source frames in, stabilized people out.
 
-Per frame (:meth:`Pipeline.process`, on the capture loop's thread): the tracker decides where people
-are (the detector every N frames or when a track is lost; crops otherwise come from each person's
-keypoints), the pose estimator gives their COCO-17 keypoints, and each person's stabilizer and
-retargeter state advance once. Per output tick (:meth:`Pipeline.sample`, on the output clock's
+Per frame (:meth:`Pipeline.process`, on the capture loop's thread; :meth:`Pipeline.process_overlapped`
+for files read as fast as possible, with the pose network on a worker thread): the tracker decides
+where people are (the detector every N frames or when a track is lost; crops otherwise come from
+each person's keypoints), the pose estimator gives their COCO-17 keypoints, and each person's
+stabilizer and retargeter state advance once. Per output tick (:meth:`Pipeline.sample`, on the output clock's
 thread, :mod:`avatar_bridge.stream`): every person's keypoints are predicted for the send time
 (latency compensation) and solved into rig poses, without advancing any state.
 
@@ -191,9 +192,11 @@ class Pipeline:
         tracks), returned with what was found in it; None when none was pending. ``frame`` None only
         finishes the pending frame: call it so after the last frame.
 
-        For sources that are not paced (video files read as fast as possible: ``convert``,
-        ``bench``): the backends release the GIL while the network runs, so on two cores the network
-        and the Python work around it overlap and frames come out at about the network's own rate.
+        For sources that are not paced (files read as fast as possible: ``bench``, ``run --fast``):
+        the backends release the GIL while the network runs, so on two cores the network and the
+        Python work around it overlap and frames come out at about the network's own rate.
+        (``convert`` stays with :meth:`estimate`: its decoder thread already fills the second core,
+        and overlapping measured no faster there.)
         Each frame's crops come from the tracks one frame older than in :meth:`estimate` (the
         tracker leads them by the motion over two frames) and its result comes one call later, so a
         paced source (a camera) should use :meth:`process`. :meth:`close` stops the worker thread.

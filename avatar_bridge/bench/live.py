@@ -3,7 +3,8 @@
 It uses exactly the code of ``run`` (:class:`avatar_bridge.pipeline.Pipeline`), minus windows and
 sockets: files are read as fast as possible (``--realtime`` to pace them like a camera; keypoint
 sources are paced unless ``--fast``, their timestamps being their time in the performance) and each
-frame is processed, while an :class:`~avatar_bridge.stream.OutputClock` samples the pipeline at the output
+frame is processed (as ``run --fast`` does, the pose network of one frame overlapping the tracking
+of the previous; ``--sequential`` one frame at a time, as ``run`` does for a camera), while an :class:`~avatar_bridge.stream.OutputClock` samples the pipeline at the output
 rate on its own thread (prediction + retargeting), as ``run`` does, with a sink that discards the
 frames. So the figures include the CPU the output thread takes. The first ``--warmup`` frames (model
 initialisation, first allocations) are left out.
@@ -57,7 +58,7 @@ def run_bench(config, max_frames: int | None = None, duration: float | None = No
 
     ``overlap``: :meth:`Pipeline.process_overlapped` (the pose network of one frame runs while the
     previous one is tracked and smoothed) instead of :meth:`Pipeline.process`; default: for image
-    sources read as fast as possible (not ``realtime``), as ``convert`` and ``run`` do.
+    sources read as fast as possible (not ``realtime``), as ``run --fast`` does.
     """
     if overlap is None:
         overlap = not config.source.realtime and not is_keypoint_source(config.source.source)
