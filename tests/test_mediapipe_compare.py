@@ -176,6 +176,10 @@ def test_time_pipeline_on_real_frames():
     ms, found, startup = mpc.time_pipeline(pipeline, frames, repeats=2, warmup=2)
     assert len(ms) == 12 and all(m > 0 for m in ms) and startup > 0
     assert found >= 10 and pipeline.latest is not None and len(pipeline.latest.people) >= 1
+    overlapped = mpc.fresh_pipeline(config, prepared)
+    fps, found = mpc.time_pipeline_overlapped(overlapped, frames, repeats=2, warmup=2)
+    assert fps > 0 and found >= 10  # every measured frame finished, most with the person
+    assert overlapped.metrics.frames == 2 + 12 and overlapped._pose_worker is None  # warm-up + measured; worker stopped
 
 
 def test_compare_without_a_mediapipe_venv_fails_before_any_work(tmp_path):
@@ -208,7 +212,8 @@ def test_compare_interleaves_runs_and_reports_each_ratio():
         a, b = run["avatar_bridge"], run["mediapipe"]
         assert a["frames"] == b["frames"] == 8
         assert run["ratio_fps"] == pytest.approx(a["fps"] / b["fps"], abs=0.01)
-    assert result["median_ratio_fps"] > 0
+        assert run["ratio_fps_overlapped"] == pytest.approx(run["avatar_bridge_overlapped"]["fps"] / b["fps"], abs=0.01)
+    assert result["median_ratio_fps"] > 0 and result["median_ratio_fps_overlapped"] > 0
     assert os.path.samefile(result["versions"]["mediapipe"]["executable"], python)
     assert "numpy" in result["versions"]["avatar_bridge"] and len(result["machine"]["load_before"]) == 3
     text = mpc.format_comparison(result)
