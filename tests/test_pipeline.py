@@ -358,13 +358,18 @@ def test_stop_flag_ends_the_wait_for_an_unplugged_camera(tmp_path):
         camera.close()
 
 
-def test_run_on_an_image_folder(tmp_path, capsys):
+def write_image_folder(folder: Path, frames: int) -> None:
+    """The fixture video's first ``frames`` frames as 960x540 JPEGs (an image-folder source)."""
     cap = cv2.VideoCapture(str(need(VIDEO)))
-    for i in range(6):
+    for i in range(frames):
         ok, image = cap.read()
         assert ok
-        cv2.imwrite(str(tmp_path / f"frame_{i:02d}.jpg"), cv2.resize(image, (960, 540)))
+        cv2.imwrite(str(folder / f"frame_{i:02d}.jpg"), cv2.resize(image, (960, 540)))
     cap.release()
+
+
+def test_run_on_an_image_folder(tmp_path, capsys):
+    write_image_folder(tmp_path, 6)
     argv = ["run", "--source", str(tmp_path), "--model", str(need(POSE_ONNX)), "--detector", "yolox-nano",
             "--detector-dir", str(FIXTURES / "models"), "--threads", "1", "--headless", "--quiet", "--no-ws", "--no-vmc"]
     assert cli.main(argv) == 0
@@ -382,12 +387,7 @@ def test_run_fast_overlaps_frames_and_still_shows_and_counts_each_once(tmp_path,
         return original(self, frame)
 
     monkeypatch.setattr(Pipeline, "process_overlapped", counted)
-    cap = cv2.VideoCapture(str(need(VIDEO)))
-    for i in range(6):
-        ok, image = cap.read()
-        assert ok
-        cv2.imwrite(str(tmp_path / f"frame_{i:02d}.jpg"), cv2.resize(image, (960, 540)))
-    cap.release()
+    write_image_folder(tmp_path, 6)
     overlay = tmp_path / "overlay.mp4"
     argv = ["run", "--source", str(tmp_path), "--fast", "--model", str(need(POSE_ONNX)), "--detector", "yolox-nano",
             "--detector-dir", str(FIXTURES / "models"), "--threads", "1", "--headless", "--quiet", "--no-ws", "--no-vmc",
