@@ -329,18 +329,23 @@ class TorchBackend:
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.model = model.eval().to(self.device, memory_format=self.memory_format)
         self.num_keypoints = model.num_keypoints
-        self._host = None  # pinned host tensor that the numpy batch buffer views (CUDA only)
+        # The pinned host tensors the estimator's numpy batch buffers view (two: one is filled while
+        # the network reads the other), by address; page-locked on CUDA so copies can be asynchronous.
+        self._hosts: dict[int, object] = {}
 
     def prepare(self, capacity: int, height: int, width: int) -> np.ndarray:
-        """The reusable host batch buffer; on CUDA it is page-locked so the copy can be asynchronous."""
+        """A reusable host batch buffer; on CUDA it is page-locked so the copy can be asynchronous."""
         torch = self.torch
-        self._host = torch.empty((capacity, 3, height, width), dtype=torch.float32, pin_memory=self.cuda)
-        return self._host.numpy()
+        host = torch.empty((capacity, 3, height, width), dtype=torch.float32, pin_memory=self.cuda)
+        # Kept (a buffer only grows by doubling, so a few at most): an address is never reused while
+        # its tensor is held, so the look-up below cannot mistake a new buffer for an old one.
+        self._hosts[host.data_ptr()] = host
+        return host.numpy()
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         torch = self.torch
-        host = self._host
-        if host is not None and batch.ctypes.data == host.data_ptr() and batch.flags.c_contiguous:
+        host = self._hosts.get(batch.ctypes.data)
+        if host is not None and batch.flags.c_contiguous and len(batch) <= len(host):
             x = host[: len(batch)]  # the pinned tensor itself, so the copy below is truly asynchronous
         else:
             x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))

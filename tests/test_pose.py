@@ -176,7 +176,7 @@ def test_torch_backend_cpu_settings():
     backend = TorchBackend(BlobNet(), device="cpu", fp16=True, channels_last=True)
     assert backend.fp16 is False  # fp16 autocast only on CUDA
     buffer = backend.prepare(2, 8, 8)
-    assert buffer.shape == (2, 3, 8, 8) and not backend._host.is_pinned()
+    assert buffer.shape == (2, 3, 8, 8) and not backend._hosts[buffer.ctypes.data].is_pinned()
     out = backend(np.ones((2, 3, 8, 8), np.float32))
     assert out.shape == (2, 1, 2, 2) and out.dtype == np.float32
 
@@ -245,12 +245,16 @@ def test_flip_test_adds_no_horizontal_bias():
         assert abs(b.keypoints[0, 0] - x) <= abs(a.keypoints[0, 0] - x) + 0.05 * scale
 
 
-def test_torch_backend_uses_its_host_tensor_for_the_batch_buffer():
+def test_torch_backend_uses_its_host_tensors_for_both_batch_buffers():
     backend = TorchBackend(BlobNet(), channels_last=False)
     estimator = TopDownEstimator(backend)
-    batch, _, _ = estimator.preprocess(dot_image([(100, 100)]), np.array([[50, 50, 150, 150]] * 3))
-    assert batch.ctypes.data == backend._host.data_ptr()  # the numpy batch views the (pinned on CUDA) tensor
-    np.testing.assert_array_equal(backend(batch), backend(batch.copy()))  # same result from a foreign array
+    image = dot_image([(100, 100)])
+    first, _, _ = estimator.preprocess(image, np.array([[50, 50, 150, 150]] * 3))
+    second, _, _ = estimator.preprocess(image, np.array([[50, 50, 150, 150]] * 3))
+    assert first.ctypes.data != second.ctypes.data  # the two alternating buffers
+    for batch in (first, second):  # each numpy batch views a (pinned on CUDA) tensor of the backend's
+        assert backend._hosts[batch.ctypes.data].data_ptr() == batch.ctypes.data
+        np.testing.assert_array_equal(backend(batch), backend(batch.copy()))  # same result from a foreign array
 
 
 # --- reference (MMPose) conventions -------------------------------------------------------------------
