@@ -150,9 +150,13 @@ def check_armature_follows(result: dict, rig, to_blender: np.ndarray = TO_BLENDE
     errors = {arm: angle_deg(result["live"][arm], expected[arm]) for arm in expected}
     worst = max(errors, key=errors.get)
     assert errors[worst] < 0.5, f"{worst} points {errors[worst]:.2f} deg away from the streamed pose"
-    # The pose really moved the bones (not a rest-pose armature that trivially matches).
+    # The pose really moved the bones (not a rest-pose armature that trivially matches): every bone
+    # the streamed frame turns more than 10 degrees from rest is turned in Blender too. How many
+    # depends on the phase of the harness's motion at the frame the client kept; the arms (upper,
+    # lower, hand on each side) always are.
+    turned = [arm for arm in expected if angle_deg(result["rest"][arm], expected[arm]) > 10]
     moved = [arm for arm in expected if angle_deg(result["rest"][arm], result["live"][arm]) > 10]
-    assert len(moved) >= 8, moved
+    assert len(turned) >= 6 and set(turned) <= set(moved), (turned, moved)
     # Hips position: displacement from rest, scaled by the hip-height ratio, in Blender axes.
     p = np.asarray(rig.hips_position) - np.array([0.0, 0.95, 0.0])
     scale = result["hips_rest_head"][2] / 0.95
