@@ -144,6 +144,9 @@ class PoseConfig:
     num_keypoints: int = field(default=17, metadata={"range": (1, 1000)})
     device: str = "cpu"  # cpu | cuda | cuda:N (torch backend; onnxruntime uses CUDA if its provider exists)
     threads: int = field(default=0, metadata={"range": (0, 256)})  # 0 = library default
+    # onnxruntime, threads > 1: at load, time the model with 1 thread and with `threads`; keep 1 unless
+    # `threads` is at least 15% faster (the other cores then go to the rest of the pipeline)
+    auto_threads: bool = False
     flip_test: bool = False
     # reference / reference-dark: MMPose's decoding and flip merge (docs/pose.md); quarter / dark / argmax: earlier variants
     decode: str = field(default="reference", metadata={"choices": ("reference", "reference-dark", "quarter", "dark", "argmax")})

@@ -387,6 +387,15 @@ class Pipeline:
         return OutputFrame(capture_time, size[0], size[1], people, driver, frame_index=frame_index, pts=pts)
 
 
+def overlaps(source: FrameSource, config: AppConfig) -> bool:
+    """Whether ``source`` suits :meth:`Pipeline.process_overlapped`: a video file or an image folder
+    read as fast as possible (``source.realtime`` false). Cameras, streams and paced files are
+    processed one frame at a time (their frames' motion should leave as soon as it is estimated)."""
+    from .capture import ImageFolderSource, VideoFileSource
+
+    return not config.source.realtime and isinstance(source, (VideoFileSource, ImageFolderSource))
+
+
 def is_keypoint_source(spec: str) -> bool:
     """Sources that deliver keypoints, not images: no detector or pose model needed."""
     text = str(spec).strip().lower()

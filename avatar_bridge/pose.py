@@ -20,7 +20,8 @@ CPU or CUDA with fp16 autocast, channels_last, pinned input and non-blocking cop
 from __future__ import annotations
 
 import logging
-from concurrent.futures import Executor, Future
+import time
+from concurrent.futures import Executor, Future, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -263,6 +264,7 @@ class OnnxBackend:
     def __init__(self, path: str | Path, threads: int = 0, optimization: str = "all", device: str = "cpu"):
         import onnxruntime as ort
 
+        self.threads = threads
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"ONNX model {path} not found: pass an existing .onnx file (pose.model / --model)")
@@ -302,6 +304,17 @@ class OnnxBackend:
 
     def prepare(self, capacity: int, height: int, width: int) -> np.ndarray:
         return np.empty((capacity, 3, height, width), np.float32)
+
+    def forward_ms(self, input_size: tuple[int, int], runs: int = 10, warmup: int = 3) -> float:
+        """Median ms of one forward pass on a zero crop of ``input_size`` (height, width), batch 1."""
+        batch = np.zeros((1, 3, *input_size), np.float32)
+        times = []
+        for i in range(warmup + runs):
+            t = time.perf_counter()
+            self(batch)
+            if i >= warmup:
+                times.append((time.perf_counter() - t) * 1000.0)
+        return float(np.median(times))
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         step = self.static_batch or len(batch)
@@ -354,6 +367,46 @@ class TorchBackend:
             with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.fp16):
                 out = self.model(x)
             return out.float().cpu().numpy()
+
+
+# How much faster more intra-op threads must make the network before they are worth taking from the
+# rest of the pipeline (pose.auto_threads).
+THREADS_WORTH = 0.85
+
+
+def fewer_threads_unless_faster(ms_by_threads: dict[int, float], worth: float = THREADS_WORTH) -> int:
+    """The thread count to keep: the fewest whose forward time is within ``worth`` of the fastest
+    count's, i.e. more threads only when they cut the time to ``worth`` x or less. ``ms_by_threads``:
+    thread count -> median ms per forward pass."""
+    fastest = min(ms_by_threads.values())
+    for threads in sorted(ms_by_threads):
+        if fastest / ms_by_threads[threads] > worth:  # the faster counts cut less than 1 - worth off this one
+            return threads
+    return max(ms_by_threads)  # pragma: no cover - the fastest count always passes the test above
+
+
+def onnx_backend_with_checked_threads(path: str | Path, threads: int, input_size: tuple[int, int],
+                                      optimization: str = "all", device: str = "cpu") -> "OnnxBackend":
+    """``pose.auto_threads``: an :class:`OnnxBackend` with ``threads`` intra-op threads, or with one when
+    ``threads`` is not at least 15% faster on this machine (:func:`fewer_threads_unless_faster`, batch
+    1 at ``input_size``, both timed here in turns). A small model on two cores gains nothing from a
+    second thread (the fixture model: 2.94 against 2.95 ms per crop) while the thread takes the core
+    the rest of the pipeline needs; MobileNetV2 SimpleBaseline does gain (12.2 against 20.2 ms)."""
+    many = OnnxBackend(path, threads=threads, optimization=optimization, device=device)
+    if threads <= 1 or device.startswith("cuda"):
+        return many
+    one = OnnxBackend(path, threads=1, optimization=optimization, device=device)
+    size = many.static_size or input_size
+    ms = {1: [], threads: []}
+    for _ in range(3):  # in turns, so a change in the machine's speed falls on both
+        ms[1].append(one.forward_ms(size, runs=5, warmup=2))
+        ms[threads].append(many.forward_ms(size, runs=5, warmup=2))
+    medians = {n: float(np.median(v)) for n, v in ms.items()}
+    keep = fewer_threads_unless_faster(medians)
+    log.info("%s: %d ONNX Runtime thread%s (forward %.2f ms with 1, %.2f ms with %d: more threads only when "
+             "%d%% faster)", Path(path).name, keep, "" if keep == 1 else "s", medians[1], medians[threads], threads,
+             round(100 * (1 - THREADS_WORTH)))
+    return one if keep == 1 else many
 
 
 # --- estimator ------------------------------------------------------------------------------------
@@ -425,11 +478,15 @@ class TopDownEstimator:
         empty = (np.empty((0, self.input_h, self.input_w, 3), np.uint8), np.empty((0, 3, self.input_h, self.input_w), np.float32))
         self._slots = [empty, empty]  # (uint8 crops, float input batch) x 2: one filled while the other runs
         self._slot = 0
+        self._running: list[Future | None] = [None, None]  # the forward pass reading each buffer, if any
 
     def _buffers(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         """The next of the two reused uint8 crop and float input buffers, grown (doubling) only when a
         frame has more people."""
         self._slot ^= 1
+        if self._running[self._slot] is not None:  # a third request before the first was finished:
+            wait([self._running[self._slot]])  # never overwrite an input the network is still reading
+            self._running[self._slot] = None
         crops, batch = self._slots[self._slot]
         rows = 2 * n if self.flip_test else n
         if len(batch) < rows:
@@ -463,6 +520,8 @@ class TopDownEstimator:
     def heatmaps(self, image: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(N, K, h, w) heatmaps (flip-averaged when flip test is on), centers and sizes."""
         request = self.begin(image, boxes)
+        if len(request.boxes) == 0:
+            return np.zeros((0, 0, 0, 0), np.float32), request.centers, request.sizes
         return self._merged_heatmaps(request), request.centers, request.sizes
 
     def _merged_heatmaps(self, request: PoseRequest) -> np.ndarray:
@@ -479,7 +538,8 @@ class TopDownEstimator:
 
         BGR image (H, W, 3) uint8, boxes (N, 4) x1 y1 x2 y2 pixels. Raises ``ValueError`` for a
         non-uint8 / non-3-channel image or non-finite boxes. Only one request may be in flight when
-        the next begins (two input buffers alternate).
+        the next begins (two input buffers alternate; a third waits for the network to be done with
+        the buffer it takes).
         """
         if image is None or not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             desc = None if image is None else f"{getattr(image, 'dtype', type(image).__name__)} {getattr(image, 'shape', '')}"
@@ -493,7 +553,9 @@ class TopDownEstimator:
         batch, centers, sizes = self.preprocess(image, boxes)
         if executor is None:
             return PoseRequest(boxes, centers, sizes, heatmaps=self._forward(batch))
-        return PoseRequest(boxes, centers, sizes, future=executor.submit(self._forward, batch))
+        future = executor.submit(self._forward, batch)
+        self._running[self._slot] = future
+        return PoseRequest(boxes, centers, sizes, future=future)
 
     def finish(self, request: PoseRequest) -> tuple[np.ndarray, np.ndarray]:
         """Wait for a :meth:`begin` request's heatmaps and decode them: keypoints (N, K, 2) float32 in
@@ -561,7 +623,10 @@ def load_estimator(config: PoseConfig | None = None) -> TopDownEstimator:
         if not model.lower().endswith(".onnx"):
             raise ValueError(f"pose.backend = onnxruntime needs pose.model = a .onnx file, got {model!r} "
                              "(make one with `avatar-bridge export-onnx`)")
-        backend = OnnxBackend(model, threads=config.threads, optimization=config.ort_optimization, device=config.device)
+        if config.auto_threads:
+            backend = onnx_backend_with_checked_threads(model, config.threads, input_size, config.ort_optimization, config.device)
+        else:
+            backend = OnnxBackend(model, threads=config.threads, optimization=config.ort_optimization, device=config.device)
         if backend.static_size and backend.static_size != input_size:
             log.info("%s has a fixed input size %dx%d; using it", model, *backend.static_size)
             input_size = backend.static_size

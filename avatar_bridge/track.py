@@ -258,8 +258,13 @@ class Tracker:
         self._next_id = 1
         self._last_detect_frame: int | None = None
         self._want_detection = True
-        # Per frame index asked for and not yet updated: the track id each of its boxes came from.
-        self._box_tracks: dict[int, list[int | None]] = {}
+        # Per frame index asked for and not yet updated: the track id each of its boxes came from, and
+        # the first id of the tracks created after those boxes were made (they had no box there).
+        self._box_tracks: dict[int, tuple[list[int | None], int]] = {}
+        # The unclaimed detections of the last detector run and its frame index: while that frame is
+        # not yet updated (overlapped pipeline), the next frame crops them too (someone just found
+        # would miss a frame) and does not run the detector again.
+        self._new_detections: tuple[int, list[np.ndarray]] | None = None
         self.image_size: tuple[int, int] | None = None
 
     @property
@@ -317,7 +322,13 @@ class Tracker:
         s = self.settings
         self.image_size = image_size or self.image_size
         live = [t for t in self.tracks if t.missed == 0]
-        detecting = detect is not None and self.needs_detection(frame_index)
+        # Overlapped pipeline: the last detection's frame is not tracked yet, so its people cannot have
+        # tracks; its unclaimed detections are cropped again here instead of running the detector again.
+        found = self._new_detections
+        self._new_detections = None
+        if found is not None and found[0] not in self._box_tracks:
+            found = None
+        detecting = detect is not None and found is None and self.needs_detection(frame_index)
         if s.only_driver and not detecting and any(t.id == self.driver for t in live):
             live = [t for t in live if t.id == self.driver]
         hidden = [t for t in self.tracks if t.missed > 0 and (not s.only_driver or t.id == self.driver)]
@@ -357,6 +368,10 @@ class Tracker:
             for c in free[:room]:
                 track_boxes.append(det_boxes[c])
                 owners.append(None)
+            self._new_detections = (frame_index, [det_boxes[c] for c in free[:room]])
+        elif found is not None:
+            track_boxes.extend(found[1])
+            owners.extend([None] * len(found[1]))
         if self.image_size is not None and track_boxes:
             w, h = self.image_size
             out = np.array(track_boxes, np.float32).reshape(-1, 4)
@@ -365,7 +380,7 @@ class Tracker:
         else:
             out = np.array(track_boxes, np.float32).reshape(-1, 4)
         keep = (out[:, 2] - out[:, 0] > 4) & (out[:, 3] - out[:, 1] > 4)
-        self._box_tracks[frame_index] = [o for o, k in zip(owners, keep) if k]
+        self._box_tracks[frame_index] = ([o for o, k in zip(owners, keep) if k], self._next_id)
         if len(self._box_tracks) > 8:  # frames whose boxes were asked for but never updated
             del self._box_tracks[min(self._box_tracks)]
         return out[keep]
@@ -397,7 +412,7 @@ class Tracker:
         self.frames_seen += 1
         now = float(timestamp) if timestamp is not None else frame_index / ASSUMED_FPS
         poses = list(poses)
-        asked = self._box_tracks.pop(frame_index, [])
+        asked, born_after = self._box_tracks.pop(frame_index, ([], self._next_id))
         owners = asked + [None] * max(0, len(poses) - len(asked))
         owners = owners[: len(poses)]
         descs = [torso_histogram(image, p.keypoints, p.scores) if image is not None else None for p in poses]
@@ -449,6 +464,8 @@ class Tracker:
                 self._continue(track, pose, frame_index, now, descs[pi], self._overlapped(pi, pose_boxes))
                 pose.track_id = track.id
                 result.append(pose)
+            elif track.id >= born_after:
+                pass  # created after this frame's boxes were made (overlapped pipeline): not looked for here
             elif not s.only_driver or track.id in estimated or track.missed > 0:
                 track.missed += 1
                 # ask the detector at once, then every 5th frame while the track is kept

@@ -101,7 +101,7 @@ def test_overlapped_pipeline_finds_the_same_people_with_the_same_ids():
             seen = (person.scores > 0.5) & (same.scores > 0.5)
             # the same joints, within 3% of the person's height (the crops differ by one frame of motion)
             assert np.median(np.linalg.norm(person.keypoints[seen] - same.keypoints[seen], axis=1)) < 0.03 * height
-    assert overlapped.tracker.detections_run == sequential.tracker.detections_run + 1  # frame 1: nobody tracked yet
+    assert overlapped.tracker.detections_run == sequential.tracker.detections_run  # frame 1 re-crops frame 0's
 
 
 def test_overlapped_processing_advances_people_and_stops_its_worker():
@@ -398,6 +398,37 @@ def test_run_fast_overlaps_frames_and_still_shows_and_counts_each_once(tmp_path,
     written = cv2.VideoCapture(str(overlay))
     assert int(written.get(cv2.CAP_PROP_FRAME_COUNT)) == 6
     written.release()
+
+
+def test_pausing_an_overlapped_run_finishes_the_frame_begun_before_it():
+    """run's loop step (commands.run.advance): overlapped, each call shows the frame before; a pause
+    finishes the pending frame at once (not a pause later) and shows frames with the last poses; on
+    resume nothing stale is pending."""
+    from avatar_bridge.commands.run import advance
+
+    config = video_config()
+    pipeline = Pipeline(config)
+    try:
+        with open_source(config.source.source, realtime=False) as source:
+            frames = [source.read() for _ in range(5)]
+        assert advance(pipeline, frames[0], overlap=True) == []
+        [(shown, poses)] = advance(pipeline, frames[1], overlap=True)
+        assert shown is frames[0] and len(poses.people) == 2
+        pipeline.paused = True
+        shown = advance(pipeline, frames[2], overlap=True)
+        assert [f.index for f, _ in shown] == [1, 2]  # frame 1 finished now, frame 2 shown with its poses
+        assert shown[1][1] is shown[0][1]  # ... the last poses, frame 2 itself not estimated
+        assert pipeline.process_overlapped(None) is None  # nothing pending during the pause
+        assert [f.index for f, _ in advance(pipeline, frames[3], overlap=True)] == [3]
+        pipeline.paused = False
+        assert advance(pipeline, frames[4], overlap=True) == []  # begins frame 4; nothing stale to finish
+        shown, _ = pipeline.process_overlapped(None)  # the end of the source: the last frame begun
+        assert shown is frames[4]
+        # One frame at a time: each frame shown with its own poses.
+        [(shown, poses)] = advance(pipeline, frames[0], overlap=False)
+        assert shown is frames[0] and len(poses.people) == 2
+    finally:
+        pipeline.close()
 
 
 def test_retarget_flags_override_the_config(tmp_path):

@@ -121,7 +121,7 @@ def test_begin_on_a_worker_thread_gives_the_same_poses_as_estimate():
     from concurrent.futures import ThreadPoolExecutor
 
     estimator = TopDownEstimator(TorchBackend(BlobNet(), channels_last=False))
-    frames = [(dot_image([(60 + 10 * i, 100)]), np.array([[20 + 10 * i, 50, 120 + 10 * i, 150]], np.float32)) for i in range(4)]
+    frames = [(dot_image([(60 + 15 * i, 100)]), np.array([[20, 40, 170, 160]], np.float32)) for i in range(4)]
     expected = [estimator.predict(image, boxes) for image, boxes in frames]
     with ThreadPoolExecutor(1) as worker:
         pending = None
@@ -137,6 +137,23 @@ def test_begin_on_a_worker_thread_gives_the_same_poses_as_estimate():
         np.testing.assert_array_equal(k_got, k_want)
         np.testing.assert_array_equal(s_got, s_want)
     assert estimator.poses(estimator.begin(frames[0][0], np.zeros((0, 4)))) == []
+    # Three in flight at once: the third waits until the network is done with the first's buffer,
+    # so every request still decodes its own frame. The worker is held back until 0.2 s after the
+    # third begins, so without that wait the third would overwrite the first's input.
+    import threading
+
+    gate = threading.Event()
+    with ThreadPoolExecutor(1) as worker:
+        worker.submit(gate.wait)
+        requests = [estimator.begin(image, boxes, worker) for image, boxes in frames[:2]]
+        threading.Timer(0.2, gate.set).start()
+        requests.append(estimator.begin(*frames[2], worker))
+        got = [estimator.finish(r) for r in requests]
+    for (k_want, s_want), (k_got, s_got) in zip(expected[:3], got):
+        np.testing.assert_array_equal(k_got, k_want)
+        np.testing.assert_array_equal(s_got, s_want)
+    heatmaps, centers, _ = estimator.heatmaps(frames[0][0], np.zeros((0, 4)))
+    assert heatmaps.shape[0] == 0 and centers.shape == (0, 2)
 
 
 def test_normalization_channel_order_mean_std():
@@ -350,3 +367,49 @@ def test_predict_gives_raw_scores_and_estimate_clips_them():
     pose = estimator.estimate(image, boxes)[0]
     assert pose.scores[0] == 1.0
     np.testing.assert_array_equal(pose.keypoints, keypoints[0])
+
+
+def test_fewer_threads_unless_more_are_clearly_faster():
+    from avatar_bridge.pose import fewer_threads_unless_faster
+
+    assert fewer_threads_unless_faster({1: 2.95, 2: 2.98}) == 1  # the fixture model: no gain
+    assert fewer_threads_unless_faster({1: 20.2, 2: 12.2}) == 2  # MobileNetV2: 40% faster
+    assert fewer_threads_unless_faster({1: 10.0, 2: 8.6}) == 1  # 14% faster: not worth a core
+    assert fewer_threads_unless_faster({1: 10.0, 2: 8.5}) == 2  # 15%: worth it
+    assert fewer_threads_unless_faster({1: 10.0, 2: 7.0, 4: 6.9}) == 2  # the fewest within 15% of the fastest
+
+
+def test_auto_threads_times_both_and_keeps_a_working_session(caplog):
+    """pose.auto_threads with the fixture model: both thread counts are timed here, the choice is logged
+    and the estimator runs (which count wins depends on this machine, so it is not asserted)."""
+    import logging
+
+    need(POSE_ONNX)
+    with caplog.at_level(logging.INFO, logger="avatar_bridge.pose"):
+        estimator = load_estimator(PoseConfig(model=str(POSE_ONNX), threads=2, auto_threads=True))
+    assert estimator.backend.threads in (1, 2)
+    line = next(r.getMessage() for r in caplog.records if "ONNX Runtime thread" in r.getMessage())
+    assert f"{estimator.backend.threads} ONNX Runtime thread" in line and "ms with 1" in line and "ms with 2" in line
+    keypoints, scores = estimator.predict(np.zeros((256, 192, 3), np.uint8), np.array([[0, 0, 192, 256]], np.float32))
+    assert keypoints.shape == (1, 17, 2)
+    # One thread asked for: nothing to compare, no second session.
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="avatar_bridge.pose"):
+        assert load_estimator(PoseConfig(model=str(POSE_ONNX), threads=1, auto_threads=True)).backend.threads == 1
+    assert not any("ONNX Runtime thread" in r.getMessage() for r in caplog.records)
+
+
+def test_explicit_threads_flag_turns_the_check_off():
+    import argparse
+
+    from avatar_bridge.commands.options import add_source_arguments, apply_source_arguments
+    from avatar_bridge.config import load_config
+
+    parser = argparse.ArgumentParser()
+    add_source_arguments(parser)
+    config = load_config("cpu-fast")
+    assert config.pose.auto_threads and config.pose.threads == 2
+    args = parser.parse_args(["--source", "synthetic", "--threads", "2"])
+    assert apply_source_arguments(args, load_config("cpu-fast")).pose.auto_threads is False
+    args = parser.parse_args(["--source", "synthetic"])
+    assert apply_source_arguments(args, load_config("cpu-fast")).pose.auto_threads is True

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..metrics import PipelineMetrics, median_p95, peak_rss_mb, thread_cpu_seconds
 from ..commands.options import add_source_arguments, apply_source_arguments
-from ..pipeline import Pipeline, is_keypoint_source, open_config_source
+from ..pipeline import Pipeline, is_keypoint_source, open_config_source, overlaps
 
 SAMPLE_EVERY = 10  # every 10th measured frame is kept for the inference costs...
 MAX_SAMPLES = 20  # ...up to 20 of them (20 x 1080p BGR = 124 MB at most)
@@ -57,11 +57,9 @@ def run_bench(config, max_frames: int | None = None, duration: float | None = No
     """Process the configured source; returns the results as a JSON-ready dict.
 
     ``overlap``: :meth:`Pipeline.process_overlapped` (the pose network of one frame runs while the
-    previous one is tracked and smoothed) instead of :meth:`Pipeline.process`; default: for image
-    sources read as fast as possible (not ``realtime``), as ``run --fast`` does.
+    previous one is tracked and smoothed) instead of :meth:`Pipeline.process`; default: where ``run``
+    uses it (:func:`~avatar_bridge.pipeline.overlaps`: files and image folders read as fast as possible).
     """
-    if overlap is None:
-        overlap = not config.source.realtime and not is_keypoint_source(config.source.source)
     from ..stream import OutputClock
 
     rate = output_rate or config.websocket.rate
@@ -72,6 +70,8 @@ def run_bench(config, max_frames: int | None = None, duration: float | None = No
     pipeline.prepare(images=not is_keypoint_source(config.source.source))
     clock = OutputClock(pipeline.sample, [(_discard, rate)]) if outputs else None
     source = open_config_source(config)
+    if overlap is None:
+        overlap = overlaps(source, config)
     samples: list[tuple] = []  # (image, crop boxes) of some measured frames, for the inference costs
     frames = 0
     started = None
@@ -176,7 +176,8 @@ def inference_costs(pipeline: Pipeline, samples: list[tuple], detector_share: fl
     backend, no decoding) are timed ``repeats`` times (best kept: the model's own cost, not the
     machine's noise). Model-bound ms per frame = detector median x ``detector_share`` (its runs per
     frame in the run) + pose forward median; overhead = the run's ms per frame / bound - 1 (decoding,
-    cropping, tracking, smoothing, retargeting and the output thread, all above the models).
+    cropping, tracking, smoothing, retargeting and the output thread, all above the models; overlapped,
+    that work runs beside the network, so the figure can fall below zero).
     None for keypoint sources (no models ran).
     """
     if not samples or pipeline.estimator is None:

@@ -25,7 +25,8 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
                         "fasterrcnn_resnet50_fpn, fasterrcnn_mobilenet_v3_large_fpn or ssdlite (detector.name)")
     parser.add_argument("--detector-dir", metavar="DIR", help="folder with the named ONNX detectors (detector.model_dir)")
     parser.add_argument("--device", help="cpu or cuda (pose.device)")
-    parser.add_argument("--threads", type=int, help="onnxruntime/torch threads for the pose model (pose.threads)")
+    parser.add_argument("--threads", type=int,
+                        help="onnxruntime/torch threads for the pose model (pose.threads; used as given, no auto_threads check)")
     parser.add_argument("--resize", metavar="WxH", help="resize decoded images, e.g. 640x360 (source.resize)")
     parser.add_argument("--rotate", type=int, choices=(0, 90, 180, 270),
                         help="turn every frame this many degrees clockwise before detection (source.rotate)")
@@ -80,6 +81,8 @@ def apply_source_arguments(args: argparse.Namespace, config: AppConfig) -> AppCo
     for (section, key), value in overrides.items():
         if value is not None:
             setattr(getattr(config, section), key, value)
+    if args.threads is not None:
+        config.pose.auto_threads = False  # --threads N is the user's choice: used as given
     config.validate()
     parse_size(config.source.resize)
     if args.max_frames is not None and args.max_frames < 1:

@@ -10,11 +10,10 @@ import time
 import cv2
 import numpy as np
 
-from ..capture import ImageFolderSource, VideoFileSource
 from ..metrics import PipelineMetrics, peak_rss_mb
 from ..outputs import Outputs
 from ..overlay import draw_overlay
-from ..pipeline import Pipeline, is_keypoint_source, open_config_source
+from ..pipeline import Pipeline, is_keypoint_source, open_config_source, overlaps
 from ..types import FramePoses
 from .options import add_run_arguments, build_config, refuse_time_stretched_files
 from .shell import StatusLine, StopFlag, has_display, install_signal_handlers, next_frame
@@ -24,6 +23,25 @@ log = logging.getLogger(__name__)
 
 def configure_parser(parser: argparse.ArgumentParser, command: str = "run") -> None:
     add_run_arguments(parser)
+
+
+def advance(pipeline: Pipeline, frame, overlap: bool) -> list[tuple]:
+    """One frame of the run loop: the (frame, FramePoses) pairs to show now, oldest first.
+
+    One frame at a time: this frame. Overlapped: the frame begun before this one (none for the
+    first). Paused: the frame as it is with the last poses, after finishing a frame begun before the
+    pause (so it is not finished a pause later, with the pause in its latency and stale state).
+    """
+    if pipeline.paused:
+        shown = []
+        if overlap and (begun := pipeline.process_overlapped(None)) is not None:
+            shown.append(begun)
+        shown.append((frame, pipeline.latest or FramePoses(frame.index, frame.timestamp, frame.width, frame.height)))
+        return shown
+    if overlap:
+        done = pipeline.process_overlapped(frame)
+        return [] if done is None else [done]
+    return [(frame, pipeline.process(frame))]
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -58,7 +76,7 @@ def run_command(args: argparse.Namespace) -> int:
         # A file read as fast as possible (--fast): the pose network of one frame runs while the
         # frame before it is tracked, smoothed and shown (Pipeline.process_overlapped). A camera or a
         # paced file: one frame at a time, so each frame's motion leaves as soon as it is estimated.
-        overlap = not config.source.realtime and isinstance(source, (VideoFileSource, ImageFolderSource))
+        overlap = overlaps(source, config)
 
         def show(frame, poses) -> None:
             """The preview window and --save-overlay for a processed frame."""
@@ -95,14 +113,8 @@ def run_command(args: argparse.Namespace) -> int:
                 stop.set("source ended")
                 break
             metrics.add_stage("grab", (time.perf_counter() - t_grab) * 1000.0)
-            done = None
-            if pipeline.paused:
-                done = (frame, pipeline.latest or FramePoses(frame.index, frame.timestamp, frame.width, frame.height))
-            elif overlap:
-                done = pipeline.process_overlapped(frame)  # the frame before this one, now finished
-            else:
-                done = (frame, pipeline.process(frame))
-            if done is not None and not pipeline.paused:
+            finished = advance(pipeline, frame, overlap)
+            if finished and not pipeline.paused:
                 outputs.fresh()  # new motion leaves now, not at the next tick
             frames += 1
             now = time.monotonic()
@@ -111,7 +123,7 @@ def run_command(args: argparse.Namespace) -> int:
                 latency = metrics.snapshot()["latency_ms"].get("capture_to_keypoints", {})
                 overlay_text = f"{metrics.fps():.1f} fps  latency p95 {latency.get('p95', float('nan')):.0f} ms  dropped {metrics.dropped}"
             status.update(now, metrics.status_line)
-            if done is not None:
+            for done in finished:
                 show(*done)
             if args.max_frames and frames >= args.max_frames:
                 stop.set("max frames")
