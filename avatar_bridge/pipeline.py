@@ -4,9 +4,9 @@ Per frame (:meth:`Pipeline.process`, on the capture loop's thread; :meth:`Pipeli
 for files read as fast as possible, with the pose network on a worker thread): the tracker decides
 where people are (the detector every N frames or when a track is lost; crops otherwise come from
 each person's keypoints), the pose estimator gives their COCO-17 keypoints, and each person's
-stabilizer and retargeter state advance once. Per output tick (:meth:`Pipeline.sample`, on the output clock's
-thread, :mod:`avatar_bridge.stream`): every person's keypoints are predicted for the send time
-(latency compensation) and solved into rig poses, without advancing any state.
+stabilizer and retargeter state advance once. Per output tick (:meth:`Pipeline.sample`, on the
+output clock's thread, :mod:`avatar_bridge.stream`): every person's keypoints are predicted for the
+send time (latency compensation) and solved into rig poses, without advancing any state.
 
 Keypoint-only sources (synthetic performer, mocap, recordings) skip detection and pose: their
 ``Frame.truth.people`` go straight to the stabilizer. Windows, signals, files and sockets are not
