@@ -275,10 +275,10 @@ def face_turn_sine(k: list[list[float]], ok: list[bool]) -> float | None:
     fit of ``FACE_TEMPLATE`` (:func:`face_rotation_rows`): the depth component of the fitted image
     x axis. ``k`` (17, 2) pixels as lists, ``ok`` (17,) confident; None with fewer than four face
     points or a degenerate fit."""
-    seen = tuple(i for i, j in enumerate(FACE) if ok[j] and math.isfinite(k[j][0]) and math.isfinite(k[j][1]))
+    seen = tuple(i for i in FACE if ok[i] and math.isfinite(k[i][0]) and math.isfinite(k[i][1]))  # as the lift's
     if len(seen) < 4:
         return None
-    rows = face_rotation_rows([(k[FACE[i]][0], -k[FACE[i]][1]) for i in seen], seen)  # y up
+    rows = face_rotation_rows([(k[i][0], -k[i][1]) for i in seen], seen)  # y up
     return None if rows is None else rows[0][2]
 
 

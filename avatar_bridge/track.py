@@ -584,6 +584,8 @@ class Tracker:
     def reset(self) -> None:
         """Forget every track (e.g. after the source jumped)."""
         self.tracks.clear()
+        self._box_tracks.clear()
+        self._new_detections = None
         self._want_detection = True
 
 

@@ -18,6 +18,7 @@ then the median ratio, the load average and both installs' versions. MediaPipe P
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import platform
@@ -127,17 +128,25 @@ def summarize(ms: list[float]) -> dict:
             "fps": round(1000.0 * kept.size / float(kept.sum()), 1) if kept.sum() > 0 else 0.0}
 
 
+def _restamper():
+    """A function giving each frame passed to it as a copy numbered from 0 and stamped with the time
+    now: the passes over the same frames look like one capture to the pipeline."""
+    count = itertools.count()
+
+    def restamp(f: Frame) -> Frame:
+        return Frame(index=next(count), timestamp=time.monotonic(), width=f.width, height=f.height, image=f.image)
+
+    return restamp
+
+
 def time_pipeline(pipeline, frames: list[Frame], repeats: int = 1, warmup: int = 0) -> tuple[list[float], int, float]:
     """Milliseconds of ``pipeline.process`` per frame, ``repeats`` passes over ``frames`` after ``warmup``
     untimed frames (the first ones); frames get fresh capture timestamps. Returns (ms, measured frames
     with at least one person, start-up ms of the warm-up frames)."""
-    index = 0
+    restamp = _restamper()
 
     def process(f: Frame):
-        nonlocal index
-        frame = Frame(index=index, timestamp=time.monotonic(), width=f.width, height=f.height, image=f.image)
-        index += 1
-        return pipeline.process(frame)
+        return pipeline.process(restamp(f))
 
     t0 = time.perf_counter()
     for i in range(warmup):
@@ -159,14 +168,10 @@ def time_pipeline_overlapped(pipeline, frames: list[Frame], repeats: int = 1, wa
     ``frames`` after ``warmup`` untimed frames: the wall time from the first measured frame begun to
     the last finished. No per-frame times: a frame's result comes out during the next one's call.
     Returns (frames per second, measured frames with at least one person)."""
-    index = 0
+    restamp = _restamper()
 
     def begin(f: Frame | None):
-        nonlocal index
-        if f is not None:
-            f = Frame(index=index, timestamp=time.monotonic(), width=f.width, height=f.height, image=f.image)
-            index += 1
-        return pipeline.process_overlapped(f)
+        return pipeline.process_overlapped(None if f is None else restamp(f))
 
     try:
         for i in range(warmup):
