@@ -169,16 +169,20 @@ class PoseConfig:
 class SmoothingConfig:
     method: str = field(default="kalman", metadata={"choices": ("kalman", "one_euro", "none")})
     # Kalman (see avatar_bridge/smooth.py and docs/smoothing.md). Lengths are in body heights.
-    motion_model: str = field(default="constant_velocity", metadata={"choices": ("constant_velocity", "constant_acceleration")})
-    acceleration: float = field(default=1.0, metadata={"range": (0.001, 1000.0)})  # process noise, body heights/s^2 (constant velocity)
+    # imm = a still and a moving (constant-velocity) model per keypoint axis, mixed (docs/smoothing.md);
+    # constant_velocity was tuned at acceleration 1, speed_gain 6 (set them with it).
+    motion_model: str = field(default="imm", metadata={"choices": ("imm", "constant_velocity", "constant_acceleration")})
+    acceleration: float = field(default=2.0, metadata={"range": (0.001, 1000.0)})  # process noise, body heights/s^2 (constant velocity, imm's moving model)
     jerk: float = field(default=2.0, metadata={"range": (0.001, 100000.0)})  # process noise, body heights/s^3 (constant acceleration)
-    speed_gain: float = field(default=6.0, metadata={"range": (0.0, 1000.0)})  # 1/s: extra process noise per unit of joint speed (swinging limbs)
+    speed_gain: float = field(default=12.0, metadata={"range": (0.0, 1000.0)})  # 1/s: extra process noise per unit of joint speed (swinging limbs)
     innovation_gain: float = field(default=3.0, metadata={"range": (0.0, 1000.0)})  # extra process noise per unit of excess normalized innovation
     innovation_rate: float = field(default=0.3, metadata={"range": (0.01, 1.0)})  # update rate of that per-joint innovation average
     extrapolation_shrink: float = field(default=1.0, metadata={"range": (0.0, 100.0)})  # predict(t): shrink velocity by its uncertainty; 0 = plain model
     extrapolation_window: int = field(default=3, metadata={"range": (2, 8)})  # predict(t): filtered states the velocity line is fitted over
     extrapolation_fit: float = field(default=0.5, metadata={"range": (0.0, 1.0)})  # predict(t): share of that fitted slope in the velocity; 0 = filter state only
     prediction_check: float = field(default=1.0, metadata={"range": (0.0, 60.0)})  # s of memory of predict(t)'s own errors (backs off when prediction does not pay); 0 = off
+    imm_hold_noise: float = field(default=0.001, metadata={"range": (0.0, 10.0)})  # imm: the still model's position noise, body heights per sqrt(s)
+    imm_switch_rate: float = field(default=2.0, metadata={"range": (0.01, 100.0)})  # imm: expected switches between still and moving, per second
     body_coupling: float = field(default=0.0, metadata={"range": (0.0, 10.0)})  # whole-body motion share of the process noise; 0 = joints independent
     joint_share: float = field(default=1.0, metadata={"range": (0.0, 10.0)})  # per-joint share of the process noise when coupled
     measurement_noise: float = field(default=0.012, metadata={"range": (0.0001, 1.0)})  # keypoint noise at confidence 1, body heights

@@ -14,6 +14,12 @@ K = 17
 BODY = 400.0  # px
 
 
+def CV(**settings) -> SmoothingConfig:
+    """The constant-velocity Kalman filter at the settings it was tuned at (the default motion model is
+    the IMM, tests/test_smooth_imm.py): these tests check its equations and behaviour."""
+    return SmoothingConfig(**{"motion_model": "constant_velocity", "acceleration": 1.0, "speed_gain": 6.0, **settings})
+
+
 def line(t, velocity=(120.0, -60.0), start=(300.0, 400.0)):
     """All joints on a constant-velocity track, spread so they are distinct points."""
     offsets = np.stack([np.arange(K) * 10.0, np.arange(K) * 5.0], axis=1)
@@ -30,7 +36,7 @@ def run(stab, times, positions, scores=None, rng=None, noise=0.0):
 
 def test_converges_on_constant_velocity_track():
     rng = np.random.default_rng(1)
-    stab = KalmanStabilizer(SmoothingConfig(), body_height_px=BODY)
+    stab = KalmanStabilizer(CV(), body_height_px=BODY)
     times = np.arange(90) / 30
     out = run(stab, times, line, rng=rng, noise=2.0)
     err = np.mean([np.linalg.norm(o[0] - line(t), axis=1).mean() for o, t in zip(out[30:], times[30:])])
@@ -41,7 +47,7 @@ def test_converges_on_constant_velocity_track():
 
 def test_future_prediction_matches_constant_velocity():
     # The motion model's extrapolation itself (the self-check, which scales it, is tested below).
-    stab = KalmanStabilizer(SmoothingConfig(extrapolation_shrink=0.0, prediction_check=0.0), body_height_px=BODY)
+    stab = KalmanStabilizer(CV(extrapolation_shrink=0.0, prediction_check=0.0), body_height_px=BODY)
     times = np.arange(60) / 30
     run(stab, times, line)
     t = times[-1] + 0.1
@@ -51,7 +57,7 @@ def test_future_prediction_matches_constant_velocity():
     # Predictions stop at hold_time ahead: a stalled pipeline does not fling the pose away.
     np.testing.assert_allclose(stab.predict(times[-1] + 5.0).keypoints, line(times[-1] + stab.config.hold_time), atol=0.5)
     # The default shrinks an uncertain velocity: it extrapolates part of the way, in the right direction.
-    shrunk = KalmanStabilizer(SmoothingConfig(prediction_check=0.0), body_height_px=BODY)
+    shrunk = KalmanStabilizer(CV(prediction_check=0.0), body_height_px=BODY)
     run(shrunk, times, line)
     ahead = shrunk.predict(t).keypoints - shrunk.predict(times[-1]).keypoints
     assert np.all(ahead[:, 0] > 0) and np.all(ahead[:, 0] <= 12.0 + 0.5)
@@ -63,7 +69,7 @@ def test_future_prediction_matches_constant_velocity():
 def test_variable_dt():
     rng = np.random.default_rng(2)
     times = np.cumsum(rng.uniform(0.01, 0.09, 80))
-    stab = KalmanStabilizer(SmoothingConfig(extrapolation_shrink=0.0, prediction_check=0.0), body_height_px=BODY)
+    stab = KalmanStabilizer(CV(extrapolation_shrink=0.0, prediction_check=0.0), body_height_px=BODY)
     out = run(stab, times, line)
     np.testing.assert_allclose(out[-1][0], line(times[-1]), atol=0.5)
     np.testing.assert_allclose(stab.predict(times[-1] + 0.05).keypoints, line(times[-1] + 0.05), atol=0.5)
@@ -71,7 +77,7 @@ def test_variable_dt():
 
 def test_gate_rejects_single_jump_and_accepts_sustained_move():
     still = lambda t: line(t, velocity=(0.0, 0.0))
-    cfg = SmoothingConfig(gate_frames=2)
+    cfg = CV(gate_frames=2)
     stab = KalmanStabilizer(cfg, body_height_px=BODY)
     times = np.arange(40) / 30
     run(stab, times, still)
@@ -93,7 +99,7 @@ def test_gate_rejects_single_jump_and_accepts_sustained_move():
 
 
 def test_dropout_then_reacquisition_without_jump():
-    cfg = SmoothingConfig(hold_time=0.2, missing_decay=0.2, reacquire_time=0.2)
+    cfg = CV(hold_time=0.2, missing_decay=0.2, reacquire_time=0.2)
     stab = KalmanStabilizer(cfg, body_height_px=BODY)
     moving = lambda t: line(t, velocity=(90.0, 0.0))
     outputs, scores = [], []
@@ -123,7 +129,7 @@ def test_dropout_then_reacquisition_without_jump():
 
 
 def test_nan_and_inf_never_propagate():
-    stab = KalmanStabilizer(SmoothingConfig(), body_height_px=None)
+    stab = KalmanStabilizer(CV(), body_height_px=None)
     rng = np.random.default_rng(3)
     for i in range(30):
         z = line(i / 30) + rng.normal(0, 1, (K, 2))
@@ -149,7 +155,7 @@ def test_confidence_weighting_trusts_confident_measurements():
     rng = np.random.default_rng(4)
     errs = {}
     for weighted in (False, True):
-        stab = KalmanStabilizer(SmoothingConfig(gate=0.0), body_height_px=BODY)
+        stab = KalmanStabilizer(CV(gate=0.0), body_height_px=BODY)
         rng = np.random.default_rng(4)
         err = []
         for i in range(90):
@@ -166,8 +172,8 @@ def test_body_height_sets_scale():
     """The same motion scaled 2x in pixels with a 2x body height gives 2x the output."""
     rng = np.random.default_rng(5)
     z = [line(i / 30) + rng.normal(0, 2, (K, 2)) for i in range(40)]
-    small = KalmanStabilizer(SmoothingConfig(), body_height_px=BODY)
-    large = KalmanStabilizer(SmoothingConfig(), body_height_px=2 * BODY)
+    small = KalmanStabilizer(CV(), body_height_px=BODY)
+    large = KalmanStabilizer(CV(), body_height_px=2 * BODY)
     for i, zi in enumerate(z):
         a, _ = small.update(zi, np.ones(K), i / 30)
         b, _ = large.update(2 * zi, np.ones(K), i / 30)
@@ -179,8 +185,8 @@ def test_body_coupling_and_constant_acceleration_models():
     times = np.arange(60) / 30
     accelerating = lambda t: line(t) + np.array([80.0, 0.0]) * t**2
     for cfg in (
-        SmoothingConfig(body_coupling=1.0, joint_share=0.5, extrapolation_shrink=0.0, prediction_check=0.0),
-        SmoothingConfig(motion_model="constant_acceleration", extrapolation_shrink=0.0, prediction_check=0.0),
+        CV(body_coupling=1.0, joint_share=0.5, extrapolation_shrink=0.0, prediction_check=0.0),
+        CV(motion_model="constant_acceleration", extrapolation_shrink=0.0, prediction_check=0.0),
     ):
         stab = KalmanStabilizer(cfg, body_height_px=BODY)
         out = run(stab, times, accelerating, rng=rng, noise=1.0)
@@ -205,8 +211,8 @@ def test_config_fields_validated_with_clear_errors():
     cfg = config_from_dict({"smoothing": {"method": "one_euro", "acceleration": 2, "beta": 0.7}}).smoothing
     assert cfg.method == "one_euro" and cfg.acceleration == 2.0
     assert isinstance(make_stabilizer(cfg), OneEuroStabilizer)
-    assert isinstance(make_stabilizer(SmoothingConfig()), KalmanStabilizer)
-    assert isinstance(make_stabilizer(SmoothingConfig(method="none")), PassThroughStabilizer)
+    assert isinstance(make_stabilizer(CV()), KalmanStabilizer)
+    assert isinstance(make_stabilizer(CV(method="none")), PassThroughStabilizer)
     with pytest.raises(ConfigError, match=r"smoothing.acceleration = -1.0 is out of range"):
         config_from_dict({"smoothing": {"acceleration": -1}})
     with pytest.raises(ConfigError, match="smoothing.motion_model = 'jerky' is not allowed"):
@@ -216,11 +222,11 @@ def test_config_fields_validated_with_clear_errors():
     with pytest.raises(ConfigError, match="smoothing.gate_frames must be an integer"):
         config_from_dict({"smoothing": {"gate_frames": 1.5}})
     with pytest.raises(ConfigError, match="smoothing.method"):
-        make_stabilizer(dataclasses.replace(SmoothingConfig(), method="median"))
+        make_stabilizer(dataclasses.replace(CV(), method="median"))
 
 
 def test_pass_through_and_predict_before_data():
-    assert np.all(KalmanStabilizer(SmoothingConfig()).predict(1.0).scores == 0)
+    assert np.all(KalmanStabilizer(CV()).predict(1.0).scores == 0)
     p = PassThroughStabilizer()
     kp, sc = p.update(line(0), np.ones(K), 0.0)
     np.testing.assert_allclose(kp, line(0))
@@ -229,7 +235,7 @@ def test_pass_through_and_predict_before_data():
 
 def test_cost_per_frame_is_small():
     """Not a speed assertion: the benchmark measures speed; this only runs many frames cleanly."""
-    stab = KalmanStabilizer(SmoothingConfig(), body_height_px=BODY)
+    stab = KalmanStabilizer(CV(), body_height_px=BODY)
     rng = np.random.default_rng(8)
     for i in range(300):
         stab.update(line(i / 30) + rng.normal(0, 2, (K, 2)), rng.uniform(0.3, 1, K), i / 30)
@@ -250,8 +256,8 @@ def test_speed_and_innovation_terms_follow_a_sudden_move_faster():
     noise = [rng.normal(0, 2, (K, 2)) for _ in times]
     lag_err, still_jitter = {}, {}
     for name, cfg in {
-        "plain": SmoothingConfig(speed_gain=0.0, innovation_gain=0.0, gate=0.0),
-        "adaptive": SmoothingConfig(gate=0.0),
+        "plain": CV(speed_gain=0.0, innovation_gain=0.0, gate=0.0),
+        "adaptive": CV(gate=0.0),
     }.items():
         stab = KalmanStabilizer(cfg, body_height_px=BODY)
         out = np.array([stab.update(onset(t) + n, np.ones(K), t).keypoints for t, n in zip(times, noise)])
@@ -263,7 +269,7 @@ def test_speed_and_innovation_terms_follow_a_sudden_move_faster():
 
 
 def test_reset_forgets_the_person():
-    stab = KalmanStabilizer(SmoothingConfig(), body_height_px=BODY)
+    stab = KalmanStabilizer(CV(), body_height_px=BODY)
     run(stab, np.arange(10) / 30, line)
     stab.reset()
     assert np.all(stab.predict(1.0).scores == 0)
@@ -294,7 +300,7 @@ def test_body_height_estimate_from_limbs():
     only_head[:5] = True
     assert estimate_body_height(kp, only_head) is None
     # The stabilizer follows it when no height is given.
-    stab = KalmanStabilizer(SmoothingConfig(), body_height_px=None)
+    stab = KalmanStabilizer(CV(), body_height_px=None)
     for i in range(60):
         stab.update(kp, np.ones(K), i / 30)
     assert stab.body_height == pytest.approx(1000.0, rel=0.02)
@@ -305,16 +311,16 @@ def test_extrapolation_uses_the_fitted_slope_of_recent_filtered_positions():
     slope of a line through the last ``extrapolation_window`` filtered positions (real timestamps)."""
     rng = np.random.default_rng(4)
     times = np.cumsum(rng.uniform(0.02, 0.05, 60))  # variable dt: the line is fitted in time
-    fitted = KalmanStabilizer(SmoothingConfig(extrapolation_fit=1.0, extrapolation_shrink=0.0, prediction_check=0.0), body_height_px=BODY)
+    fitted = KalmanStabilizer(CV(extrapolation_fit=1.0, extrapolation_shrink=0.0, prediction_check=0.0), body_height_px=BODY)
     run(fitted, times, line)
     np.testing.assert_allclose(fitted._extrapolation_velocity(), np.tile([120.0, -60.0], (K, 1)), atol=1.0)
     np.testing.assert_allclose(fitted.predict(times[-1] + 0.05).keypoints, line(times[-1] + 0.05), atol=0.5)
     # Share 0: the filter's own velocity state, unchanged.
-    state_only = KalmanStabilizer(SmoothingConfig(extrapolation_fit=0.0, prediction_check=0.0), body_height_px=BODY)
+    state_only = KalmanStabilizer(CV(extrapolation_fit=0.0, prediction_check=0.0), body_height_px=BODY)
     run(state_only, times, line)
     np.testing.assert_array_equal(state_only._extrapolation_velocity(), state_only.filter.x[K : 2 * K])
     # Too little history for the window: the state velocity alone.
-    short = KalmanStabilizer(SmoothingConfig(extrapolation_window=5, prediction_check=0.0), body_height_px=BODY)
+    short = KalmanStabilizer(CV(extrapolation_window=5, prediction_check=0.0), body_height_px=BODY)
     run(short, times[:4], line)
     np.testing.assert_array_equal(short._extrapolation_velocity(), short.filter.x[K : 2 * K])
 
@@ -331,7 +337,7 @@ def test_fitted_slope_lowers_prediction_error_on_noisy_swings():
 
     errors = {}
     for fit in (0.0, 0.5):
-        stab = KalmanStabilizer(SmoothingConfig(extrapolation_fit=fit), body_height_px=BODY)
+        stab = KalmanStabilizer(CV(extrapolation_fit=fit), body_height_px=BODY)
         noise = np.random.default_rng(6)
         err = []
         for i in range(240):
@@ -347,7 +353,7 @@ def test_relocked_or_lost_joints_extrapolate_the_state_velocity():
     """A joint whose position jumped (gated move re-locked) or that is lost keeps the filter's
     velocity state in predict: the fitted line through the jump would fling it."""
     still = lambda t: line(t, velocity=(0.0, 0.0))
-    stab = KalmanStabilizer(SmoothingConfig(gate_frames=2, extrapolation_fit=1.0, prediction_check=0.0), body_height_px=BODY)
+    stab = KalmanStabilizer(CV(gate_frames=2, extrapolation_fit=1.0, prediction_check=0.0), body_height_px=BODY)
     run(stab, np.arange(40) / 30, still)
     moved = still(0).copy()
     moved[9] += [100.0, 0.0]
@@ -362,7 +368,7 @@ def test_relocked_or_lost_joints_extrapolate_the_state_velocity():
     t = 42 / 30
     assert np.linalg.norm(stab.predict(t + 0.05).keypoints[9] - stab.predict(t).keypoints[9]) < 20.0
     # Lost past hold_time: no extrapolation at all.
-    cfg = SmoothingConfig(hold_time=0.2, extrapolation_fit=1.0, extrapolation_shrink=0.0, prediction_check=0.0)
+    cfg = CV(hold_time=0.2, extrapolation_fit=1.0, extrapolation_shrink=0.0, prediction_check=0.0)
     lost = KalmanStabilizer(cfg, body_height_px=BODY)
     moving = lambda t: line(t, velocity=(90.0, 0.0))
     for i in range(40):
@@ -386,7 +392,6 @@ def test_extrapolation_settings_validated():
 def test_rts_smoother_uses_the_future():
     """Offline RTS smoothing on a noisy oscillation: far below the noise and below the causal
     filter, no lag; a dropped joint is bridged from both sides; variable frame intervals are fine."""
-    from avatar_bridge.config import SmoothingConfig
     from avatar_bridge.smooth import make_stabilizer, rts_smooth_track
 
     rng = np.random.default_rng(0)
@@ -398,7 +403,7 @@ def test_rts_smoother_uses_the_future():
     scores = np.full((240, 17), 0.9)
     scores[100:104, 9] = 0.0  # left wrist unseen for 4 frames (0.4 s)
     noisy[100:104, 9] = np.nan
-    config = SmoothingConfig()
+    config = CV()
     smoothed, out_scores = rts_smooth_track(t, noisy, scores, config)
     assert smoothed.shape == (240, 17, 2) and out_scores.shape == (240, 17)
     assert np.all(out_scores[100:104, 9] == 0) and np.all(np.isfinite(smoothed))
@@ -436,7 +441,7 @@ def zigzag(t):
 
 
 def test_prediction_self_check_keeps_prediction_that_pays_and_backs_off_otherwise():
-    on, off = SmoothingConfig(), SmoothingConfig(prediction_check=0.0)
+    on, off = CV(), CV(prediction_check=0.0)
     # Constant velocity: extrapolating pays, the gain stays high and prediction beats holding.
     stab, rmse_on = _send_time_run(on, line)
     assert np.all(stab.prediction_gain() > 0.8)
@@ -452,7 +457,7 @@ def test_prediction_self_check_keeps_prediction_that_pays_and_backs_off_otherwis
 def test_prediction_self_check_ignores_repeated_predicts_and_past_times():
     """The output clock calls predict many times per update (and for past times): one remembered
     extrapolation per update, the latest."""
-    stab = KalmanStabilizer(SmoothingConfig(), body_height_px=BODY)
+    stab = KalmanStabilizer(CV(), body_height_px=BODY)
     for i in range(10):
         t = i / 30
         stab.update(line(t), np.ones(K), t)
@@ -556,8 +561,8 @@ def test_blocked_stabilizer_equals_filterpy_path(seed):
     covariance blocks, gives the outputs of the same stabilizer on filterpy's full-matrix
     predict/update, through gating, re-locks, dropped joints, jittered and repeated timestamps."""
     rng = np.random.default_rng(seed)
-    fast = KalmanStabilizer(SmoothingConfig())
-    reference = KalmanStabilizer(SmoothingConfig())
+    fast = KalmanStabilizer(CV())
+    reference = KalmanStabilizer(CV())
     assert fast.blocked
     reference.blocked = False  # filterpy's predict and update on the full matrices
     t = 0.0
