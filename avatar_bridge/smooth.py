@@ -236,35 +236,39 @@ class ImmState:
     """Per keypoint axis, the two models of the interacting multiple model filter (Blom and
     Bar-Shalom, "The interacting multiple model algorithm for systems with Markovian switching
     coefficients", IEEE Trans. Automatic Control 33(8), 1988): model 0 holds still (constant
-    position, velocity 0), model 1 moves (constant velocity). Arrays are (2 models, K, 2 axes); each
-    axis has its own covariance and model probabilities, because a joint often moves along one
-    image axis while the other holds still (a hop: up and down, not sideways).
+    position, velocity 0), model 1 moves (constant velocity). Each axis has its own covariance and
+    model probabilities, because a joint often moves along one image axis while the other holds
+    still (a hop: up and down, not sideways).
 
-    ``pos``, ``vel`` (px, px/s); ``p00``, ``p01``, ``p11``: each model's 2x2 (position, velocity)
-    covariance (symmetric; model 0's velocity entries stay 0); ``mu``: model probabilities, summing
-    to 1 over the first axis.
+    ``state`` (5, 2 models, K, 2 axes) stacks ``pos``, ``vel`` (px, px/s) and ``p00``, ``p01``,
+    ``p11``, each model's 2x2 (position, velocity) covariance (symmetric; model 0's velocity entries
+    stay 0); the five names are views of it. ``mu`` (2, K, 2): model probabilities, summing to 1
+    over the first axis. Every step works on the whole stack at once: on 17 joints a numpy call
+    costs more than its arithmetic, so the step is counted in calls (about 40 per update).
     """
 
     def __init__(self, pos: np.ndarray, pos_var: np.ndarray, vel_var: float) -> None:
         k = pos.shape[0]
-        self.pos = np.stack([pos, pos]).astype(np.float64)
-        self.vel = np.zeros((2, k, 2))
-        self.p00 = np.broadcast_to(pos_var[None, :, None], (2, k, 2)).copy()
-        self.p01 = np.zeros((2, k, 2))
-        self.p11 = np.zeros((2, k, 2))
-        self.p11[1] = vel_var
+        self.state = np.zeros((5, 2, k, 2))
+        self.state[0] = pos
+        self.state[2] = pos_var[None, :, None]
+        self.state[4, 1] = vel_var
         self.mu = np.full((2, k, 2), 0.5)
-        self.prior = self.mu  # the predicted model probabilities of the last step (``cbar``)
+
+    pos = property(lambda self: self.state[0])
+    vel = property(lambda self: self.state[1])
+    p00 = property(lambda self: self.state[2])
+    p01 = property(lambda self: self.state[3])
+    p11 = property(lambda self: self.state[4])
 
     def reopen(self, joints: np.ndarray, pos_var: float, vel_var: float) -> None:
         """Forget what ``joints`` were doing (a re-lock): both models at the combined position, wide open."""
         combined = (self.mu * self.pos).sum(axis=0)
-        self.pos[:, joints] = combined[joints]
-        self.vel[:, joints] = 0.0
-        self.p00[:, joints] = pos_var
-        self.p01[:, joints] = 0.0
-        self.p11[:, joints] = 0.0
-        self.p11[1, joints] = vel_var
+        state = self.state
+        state[:, :, joints] = 0.0
+        state[0][:, joints] = combined[joints]
+        state[2][:, joints] = pos_var
+        state[4, 1, joints] = vel_var
         self.mu[:, joints] = 0.5
 
     def mix_predict(self, dt: float, switch: float, hold_var: float, move_q: np.ndarray) -> None:
@@ -279,66 +283,61 @@ class ImmState:
         prior = np.empty_like(mu)  # cbar_j = sum_i PI[i, j] mu_i
         prior[0] = stay * mu[0] + switch * mu[1]
         prior[1] = switch * mu[0] + stay * mu[1]
-        prior = np.maximum(prior, 1e-300)
-        pos, vel, p00, p01, p11 = self.pos, self.vel, self.p00, self.p01, self.p11
-        new = [np.empty_like(pos) for _ in range(5)]
-        for j in range(2):
-            w0 = (stay if j == 0 else switch) * mu[0] / prior[j]  # P(was model 0 | now model j)
-            w1 = 1.0 - w0
-            mp = w0 * pos[0] + w1 * pos[1]
-            mv = w0 * vel[0] + w1 * vel[1]
-            d0p, d1p, d0v, d1v = pos[0] - mp, pos[1] - mp, vel[0] - mv, vel[1] - mv
-            new[0][j] = mp
-            new[1][j] = mv
-            new[2][j] = w0 * (p00[0] + d0p * d0p) + w1 * (p00[1] + d1p * d1p)
-            new[3][j] = w0 * (p01[0] + d0p * d0v) + w1 * (p01[1] + d1p * d1v)
-            new[4][j] = w0 * (p11[0] + d0v * d0v) + w1 * (p11[1] + d1v * d1v)
-        pos, vel, p00, p01, p11 = new
+        np.maximum(prior, 1e-300, out=prior)
+        weight = np.empty((2, 2) + mu.shape[1:])  # [i, j]: P(was model i | now model j)
+        np.divide(np.array([stay, switch])[:, None, None] * mu[0], prior, out=weight[0])
+        np.subtract(1.0, weight[0], out=weight[1])
+        state = self.state
+        means = (weight[None] * state[:2, :, None]).sum(axis=1)  # (pos/vel, j, K, 2)
+        d = state[:2, :, None] - means[:, None]  # (pos/vel, i, j, K, 2)
+        dp, dv = d
+        spread = np.stack([dp * dp, dp * dv, dv * dv])  # (3, i, j, K, 2)
+        spread += state[2:, :, None]
+        new = np.empty_like(state)
+        new[:2] = means
+        np.sum(weight[None] * spread, axis=1, out=new[2:])
         # Model 0: the position holds (velocity 0), a random walk of variance hold_var per step.
-        vel[0] = 0.0
-        p01[0] = 0.0
-        p11[0] = 0.0
-        p00[0] += hold_var
+        new[1::2, 0] = 0.0  # velocity, p01 (and p11 below)
+        new[4, 0] = 0.0
+        new[2, 0] += hold_var
         # Model 1: constant velocity, F = [[1, dt], [0, 1]], Q = white_noise_q(2, dt) * move_q.
-        q = move_q
-        pos[1] += dt * vel[1]
-        p00[1] += dt * (2.0 * p01[1] + dt * p11[1]) + 0.25 * dt**4 * q
-        p01[1] += dt * p11[1] + 0.5 * dt**3 * q
-        p11[1] += dt * dt * q
-        self.pos, self.vel, self.p00, self.p01, self.p11 = pos, vel, p00, p01, p11
-        self.mu = self.prior = prior / prior.sum(axis=0)
+        pos, vel, p00, p01, p11 = new[:, 1]
+        pos += dt * vel
+        p00 += dt * (2.0 * p01 + dt * p11) + (0.25 * dt**4) * move_q
+        p01 += dt * p11 + (0.5 * dt**3) * move_q
+        p11 += (dt * dt) * move_q
+        self.state = new
+        self.mu = prior / (prior[0] + prior[1])
 
     def update(self, z: np.ndarray, r: np.ndarray, use: np.ndarray) -> None:
         """Each model's Kalman update with the measurements ``z`` (K, 2) px of variance ``r`` (K,)
         px^2 where ``use`` (K,), and the model probabilities from their Gaussian likelihoods."""
-        s = self.p00 + r[None, :, None]
-        y = z[None] - self.pos
-        k0 = self.p00 / s
-        k1 = self.p01 / s
-        m = use[None, :, None]
-        np.copyto(self.pos, self.pos + k0 * y, where=m)
-        np.copyto(self.vel, self.vel + k1 * y, where=m)
-        p00, p01, p11 = self.p00, self.p01, self.p11
-        np.copyto(self.p11, p11 - k1 * p01, where=m)
-        np.copyto(self.p01, p01 - k0 * p01, where=m)
-        np.copyto(self.p00, p00 - k0 * p00, where=m)
+        state = self.state
+        pos, vel, p00, p01, p11 = state
+        s = p00 + r[:, None]
+        y = z - pos
+        k0 = p00 / s
+        k1 = p01 / s
+        new = np.stack([pos + k0 * y, vel + k1 * y, p00 - k0 * p00, p01 - k0 * p01, p11 - k1 * p01])
+        m = use[:, None]
+        np.copyto(state, new, where=m)
         log_likelihood = -0.5 * (y * y / s + np.log(s))
-        log_likelihood -= np.maximum(log_likelihood[0], log_likelihood[1])[None]
+        log_likelihood -= np.maximum(log_likelihood[0], log_likelihood[1])
         mu = self.mu * np.exp(log_likelihood)
-        np.copyto(self.mu, mu / (mu[0] + mu[1])[None], where=m)
+        np.copyto(self.mu, mu / (mu[0] + mu[1]), where=m)
 
     def combined(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The mixture's position and velocity (K, 2) and its 2x2 covariance per joint, averaged over
         the two axes in :func:`cv_block_index` order (4, K): what the rest of the stabilizer reads."""
-        mu = self.mu
-        pos = mu[0] * self.pos[0] + mu[1] * self.pos[1]
-        vel = mu[0] * self.vel[0] + mu[1] * self.vel[1]
-        dp, dv = self.pos - pos[None], self.vel - vel[None]
-        c00 = (mu * (self.p00 + dp * dp)).sum(axis=0)
-        c01 = (mu * (self.p01 + dp * dv)).sum(axis=0)
-        c11 = (mu * (self.p11 + dv * dv)).sum(axis=0)
-        c01 = 0.5 * (c01[:, 0] + c01[:, 1])
-        return pos, vel, np.stack([0.5 * (c00[:, 0] + c00[:, 1]), c01, c01, 0.5 * (c11[:, 0] + c11[:, 1])])
+        mu, state = self.mu, self.state
+        means = (mu * state[:2]).sum(axis=1)  # (pos/vel, K, 2)
+        d = state[:2] - means[:, None]
+        dp, dv = d
+        spread = np.stack([dp * dp, dp * dv, dv * dv])
+        spread += state[2:]
+        cov = (mu * spread).sum(axis=1)  # (3, K, 2): c00, c01, c11 per axis
+        cov = 0.5 * (cov[..., 0] + cov[..., 1])  # averaged over the axes
+        return means[0], means[1], cov[[0, 1, 1, 2]]
 
 
 class KalmanStabilizer:

@@ -1,7 +1,7 @@
 """KalmanStabilizer speed benchmark and golden-output recorder (issue #19, smoothing).
 
     PYTHONPATH=. .venv/bin/python benchmarks/bench_stabilizer_speed.py [--save GOLDEN.npz] [--compare GOLDEN.npz]
-        [--frames N] [--profile] [--configs default,coupled,accel]
+        [--frames N] [--profile] [--configs default,cv,coupled,accel]
 
 Plays the CMU walk (``../shared/fixtures/mocap/cmu_131_01_walk.bvh``) and three AMP clips (hop, walk,
 cartwheel) through :class:`~avatar_bridge.mocap.MocapSource` (fitted frontal camera) and one
@@ -14,8 +14,9 @@ in 131 arriving 10 ms before it (out of order).
 Per frame: ``update(kp, sc, t)`` then ``predict(t + 0.05)`` (latency compensation), ``predict(t + 0.05
 + 1/60)`` (the next 60 Hz output tick before the next pose: timed as "tick") and, every third
 frame, ``predict(t - 0.02)`` (Hermite interpolation between earlier updates). Configurations:
-``default`` (``load_config("default").smoothing``, the only one timed unless ``--time-all``),
-``coupled`` (``body_coupling = 0.5``) and ``accel`` (``motion_model = "constant_acceleration"``).
+``default`` (``load_config("default").smoothing``: the IMM; the only one timed unless ``--time-all``),
+``cv`` (the constant-velocity model at the settings it was tuned at), and from it ``coupled``
+(``body_coupling = 0.5``) and ``accel`` (``motion_model = "constant_acceleration"``).
 
 Timing: per call ``time.thread_time()`` (CPU time of this thread: less sensitive to other load) and
 ``time.perf_counter()`` (wall), median and p95, with the load average before and after.
@@ -55,10 +56,12 @@ GROUPS = ((7, 9), (14, 16), (0, 1, 2), (5, 7, 9), (11, 13))
 
 def configs(names: list[str]) -> dict[str, object]:
     base = load_config("default").smoothing
+    cv = dataclasses.replace(base, motion_model="constant_velocity", acceleration=1.0, speed_gain=6.0)  # as tuned
     every = {
         "default": base,
-        "coupled": dataclasses.replace(base, body_coupling=0.5),
-        "accel": dataclasses.replace(base, motion_model="constant_acceleration"),
+        "cv": cv,
+        "coupled": dataclasses.replace(cv, body_coupling=0.5),
+        "accel": dataclasses.replace(cv, motion_model="constant_acceleration"),
     }
     return {name: every[name] for name in names}
 
@@ -164,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--save", type=Path, help="write the outputs to this .npz (the golden)")
     parser.add_argument("--compare", type=Path, help="compare the outputs with this golden .npz")
     parser.add_argument("--frames", type=int, default=300, help="first N frames of each clip (default 300)")
-    parser.add_argument("--configs", default="default,coupled,accel", help="comma-separated: default, coupled, accel")
+    parser.add_argument("--configs", default="default,cv,coupled,accel", help="comma-separated: default, cv, coupled, accel")
     parser.add_argument("--time-all", action="store_true", help="time every configuration, not only default")
     parser.add_argument("--profile", action="store_true", help="cProfile the timed calls")
     args = parser.parse_args(argv)
