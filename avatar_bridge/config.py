@@ -289,6 +289,10 @@ class AppConfig:
     def validate(self) -> None:
         for f in dataclasses.fields(self):
             validate_section(getattr(self, f.name), f.name)
+        smoothing = self.smoothing
+        if smoothing.method == "kalman" and smoothing.motion_model == "imm" and smoothing.body_coupling > 0:
+            raise ConfigError("smoothing.body_coupling > 0 needs motion_model = \"constant_velocity\" or \"constant_acceleration\" "
+                              "(the default, imm, keeps every keypoint on its own): set one of them")
 
 
 def config_from_dict(data: dict) -> AppConfig:

@@ -232,6 +232,13 @@ def cv_blocks_update(x: np.ndarray, blocks: np.ndarray, use: np.ndarray, z: np.n
 
 
 
+def imm_switch_probability(rate: float, dt: float) -> float:
+    """The probability that a two-state Markov chain switching at ``rate`` per second (either way) is
+    in the other state after ``dt`` seconds: 0.5 (1 - exp(-2 rate dt)), never above 0.5 (a larger
+    "switch" probability would swap the models' probabilities in the mixing step)."""
+    return -0.5 * math.expm1(-2.0 * rate * dt)
+
+
 class ImmState:
     """Per keypoint axis, the two models of the interacting multiple model filter (Blom and
     Bar-Shalom, "The interacting multiple model algorithm for systems with Markovian switching
@@ -323,7 +330,7 @@ class ImmState:
         np.copyto(state, new, where=m)
         log_likelihood = -0.5 * (y * y / s + np.log(s))
         log_likelihood -= np.maximum(log_likelihood[0], log_likelihood[1])
-        mu = self.mu * np.exp(log_likelihood)
+        mu = np.maximum(self.mu * np.exp(log_likelihood), 1e-300)  # never 0/0, even after many steps
         np.copyto(self.mu, mu / (mu[0] + mu[1]), where=m)
 
     def combined(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -512,7 +519,10 @@ class KalmanStabilizer:
             if self._imm is not None:
                 c = self.config
                 hold_var = (c.imm_hold_noise * self.body_height) ** 2 * dt
-                self._imm.mix_predict(dt, -math.expm1(-c.imm_switch_rate * dt), hold_var, self._imm_process_noise())
+                if blocks is None:
+                    raise RuntimeError("stabilizer: motion_model = 'imm' runs on the per-joint blocks only; "
+                                       "blocked = False is for the constant-velocity model")
+                self._imm.mix_predict(dt, imm_switch_probability(c.imm_switch_rate, dt), hold_var, self._imm_process_noise())
                 self._imm_to_state(blocks)
             elif blocks is not None:
                 q = np.array([0.25 * dt**4, 0.5 * dt**3, 0.5 * dt**3, dt**2])[:, None] * self._process_noise()  # white_noise_q(2, dt)
@@ -541,7 +551,7 @@ class KalmanStabilizer:
             raise ValueError(f"stabilizer: expected {self.num_keypoints} keypoints, got {kp.shape[0]}")
         if self.fixed_body_height is None:
             height = estimate_body_height(kp, measured)
-            if height is not None:
+            if height is not None and height >= 1.0:  # a collapsed pose (every point in one place) says nothing
                 # Slow average: the scale should follow walking towards the camera, not noise.
                 a = 0.1 if self.initialized else 1.0
                 self.body_height += a * (height - self.body_height)

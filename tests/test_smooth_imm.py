@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from filterpy.kalman import KalmanFilter
+from filterpy.kalman import IMMEstimator, KalmanFilter
 
 from avatar_bridge.config import ConfigError, SmoothingConfig
-from avatar_bridge.smooth import ImmState, KalmanStabilizer, white_noise_q
+from avatar_bridge.smooth import ImmState, KalmanStabilizer, imm_switch_probability, white_noise_q
 
 K = 17
 BODY = 400.0
@@ -137,3 +137,142 @@ def test_imm_stabilizer_handles_dropouts_nan_and_outliers():
 def test_imm_needs_independent_joints():
     with pytest.raises(ConfigError, match="motion_model = 'imm' needs smoothing.body_coupling = 0"):
         KalmanStabilizer(SmoothingConfig(motion_model="imm", body_coupling=1.0))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_imm_step_is_filterpys_imm_estimator(seed):
+    """Both models, mixing, likelihoods and the combination against filterpy's IMMEstimator on each
+    axis (its own filters: model 0 F = [[1, 0], [0, 0]], Q = diag(hold, 0); model 1 constant
+    velocity), through a still stretch and a start of motion, with an asymmetric first state."""
+    rng = np.random.default_rng(seed)
+    dt, hold, q, r = 1 / 30, 0.5, 4e5, 9.0
+    p = imm_switch_probability(2.0, dt)
+    start = np.array([[5.0, -3.0]])
+    state = ImmState(start, np.array([4.0]), 900.0)
+    state.mu[:, 0, 0] = (0.8, 0.2)
+    estimators = []
+    for axis in range(2):
+        filters = []
+        for still in (True, False):
+            f = KalmanFilter(dim_x=2, dim_z=1)
+            f.x = np.array([start[0, axis], 0.0])
+            f.P = np.diag([4.0, 0.0 if still else 900.0])
+            f.F = np.array([[1.0, 0.0], [0.0, 0.0]]) if still else np.array([[1.0, dt], [0.0, 1.0]])
+            f.Q = np.diag([hold, 0.0]) if still else white_noise_q(2, dt) * q
+            f.H = np.array([[1.0, 0.0]])
+            f.R = np.array([[r]])
+            filters.append(f)
+        mu = state.mu[:, 0, axis].copy()
+        estimators.append(IMMEstimator(filters, mu, np.array([[1 - p, p], [p, 1 - p]])))
+    for i in range(60):
+        truth = np.array([0.0, 0.0]) if i < 30 else np.array([200.0, -80.0]) * (i - 30) * dt
+        z = truth + rng.normal(0, 3, 2)
+        state.mix_predict(dt, p, hold, np.full((1, 2), q))
+        state.update(z[None], np.array([r]), np.ones(1, bool))
+        pos, vel, blocks = state.combined()
+        for axis, imm in enumerate(estimators):
+            imm.predict()
+            imm.update(np.array([z[axis]]))
+        # the mixture's covariance, averaged over the two axes as the stabilizer stores it
+        expected = np.mean([[imm.P[0, 0], imm.P[0, 1], imm.P[1, 0], imm.P[1, 1]] for imm in estimators], axis=0)
+        np.testing.assert_allclose(blocks[:, 0], expected, rtol=1e-7, atol=1e-9)
+        for axis, imm in enumerate(estimators):
+            np.testing.assert_allclose([pos[0, axis], vel[0, axis]], imm.x, rtol=1e-9, atol=1e-9)
+            np.testing.assert_allclose(state.mu[:, 0, axis], imm.mu, rtol=1e-9, atol=1e-12)
+            for j, f in enumerate(imm.filters):
+                np.testing.assert_allclose([state.pos[j, 0, axis], state.vel[j, 0, axis]], f.x, rtol=1e-9, atol=1e-9)
+                np.testing.assert_allclose([state.p00[j, 0, axis], state.p01[j, 0, axis], state.p11[j, 0, axis]],
+                                           [f.P[0, 0], f.P[0, 1], f.P[1, 1]], rtol=1e-7, atol=1e-9)
+    assert state.mu[1, 0, 0] > 0.9  # moving on x at the end
+
+
+def test_still_model_alone_is_a_random_walk_filter():
+    state = ImmState(np.zeros((1, 2)), np.array([4.0]), 900.0)
+    state.mu[0], state.mu[1] = 1.0, 0.0
+    p00, x = 4.0, 0.0
+    for z in (3.0, -1.0, 2.0, 5.0):
+        state.mix_predict(1 / 30, 0.0, 0.5, np.full((1, 2), 1e5))
+        state.update(np.array([[z, z]]), np.array([9.0]), np.ones(1, bool))
+        p00 += 0.5
+        gain = p00 / (p00 + 9.0)
+        x, p00 = x + gain * (z - x), (1.0 - gain) * p00
+        np.testing.assert_allclose(state.pos[0, 0], [x, x])
+        np.testing.assert_allclose(state.p00[0, 0], [p00, p00])
+        assert np.all(state.vel[0] == 0.0) and np.all(state.p01[0] == 0.0) and np.all(state.p11[0] == 0.0)
+    np.testing.assert_array_equal(state.mu[0], 1.0)
+
+
+def test_unmeasured_joints_keep_their_model_probabilities():
+    state = ImmState(np.zeros((3, 2)), np.full(3, 4.0), 900.0)
+    state.mix_predict(1 / 30, 0.06, 0.5, np.full((3, 2), 1e5))
+    before = state.mu.copy()
+    state.update(np.full((3, 2), 40.0), np.full(3, 9.0), np.array([True, False, True]))
+    np.testing.assert_array_equal(state.mu[:, 1], before[:, 1])
+    np.testing.assert_array_equal(state.pos[:, 1], 0.0)
+    assert np.all(state.mu[1, [0, 2]] > before[1, [0, 2]])  # a 40 px surprise: the moving model gains
+
+
+@pytest.mark.parametrize("rate, dt", [(2.0, 0.3), (2.0, 5.0), (100.0, 1 / 30)])
+def test_switching_never_swaps_the_models(rate, dt):
+    p = imm_switch_probability(rate, dt)
+    assert 0.0 < p <= 0.5
+    assert imm_switch_probability(2.0, 1 / 30) == pytest.approx(0.5 * (1 - np.exp(-4 / 30)))
+    state = ImmState(np.zeros((1, 2)), np.array([4.0]), 900.0)
+    state.mu[0], state.mu[1] = 0.9, 0.1
+    state.mix_predict(dt, p, 0.5, np.full((1, 2), 1e5))
+    assert np.all(state.mu[0] >= 0.5)  # a long gap forgets, never inverts
+
+
+def test_a_joint_that_jumps_and_stays_relocks_in_one_step():
+    """Gated for gate_frames - 1 frames, then re-opened (both models forget): the output lands on the
+    new place at once instead of sliding there over several frames."""
+    base = np.stack([np.arange(K) * 10.0, np.arange(K) * 25.0], axis=1) + 300.0
+    stab = KalmanStabilizer(IMM, body_height_px=BODY)
+    rng = np.random.default_rng(5)
+    wrist = []
+    for i in range(45):
+        z = base.copy()
+        if i >= 30:
+            z[9] += (300.0, 0.0)
+        wrist.append(stab.update(z + rng.normal(0, 2, (K, 2)), np.ones(K), i / 30).keypoints[9, 0] - base[9, 0])
+    assert abs(wrist[30]) < 10.0  # the first frame away is gated (an outlier until it stays)
+    assert abs(wrist[31] - 300.0) < 5.0  # the second re-locks there
+    assert all(abs(w - 300.0) < 5.0 for w in wrist[31:])
+
+
+def test_imm_configuration_errors_are_caught_early_and_clearly():
+    from avatar_bridge.config import config_from_dict
+
+    with pytest.raises(ConfigError, match="body_coupling > 0 needs motion_model"):
+        config_from_dict({"smoothing": {"body_coupling": 0.5}}).validate()
+    config_from_dict({"smoothing": {"body_coupling": 0.5, "motion_model": "constant_velocity"}}).validate()
+    stab = KalmanStabilizer(IMM, body_height_px=BODY)
+    stab.blocked = False  # the filterpy reference path exists for the constant-velocity model only
+    stab.update(line(0.0), np.ones(K), 0.0)
+    with pytest.raises(RuntimeError, match="runs on the per-joint blocks only"):
+        stab.update(line(0.1), np.ones(K), 0.1)
+
+
+def test_a_collapsed_first_pose_does_not_poison_the_scale():
+    """Every keypoint at one point gives a body height of 0; it is ignored (it used to make the
+    measurement noise 0 and every later output NaN)."""
+    stab = KalmanStabilizer(IMM)
+    stab.update(np.full((K, 2), 200.0), np.ones(K), 0.0)
+    for i in range(1, 30):
+        kp = stab.update(line(i / 30), np.ones(K), i / 30).keypoints
+    assert np.all(np.isfinite(kp)) and stab.body_height > 1.0
+    assert np.abs(kp - line(29 / 30)).max() < 20.0
+
+
+def test_moving_model_noise_grows_with_each_axis_own_speed():
+    """speed_gain: a joint moving along x gets more process noise on x than on y, and more than a
+    still joint (the per-axis speed of the mixture's velocity)."""
+    stab = KalmanStabilizer(IMM, body_height_px=BODY)
+    stab.update(line(0.0), np.ones(K), 0.0)
+    stab.filter.x[K:] = 0.0
+    stab.filter.x[K + 3] = (500.0, 0.0)
+    q = stab._imm_process_noise()
+    assert q.shape == (K, 2)
+    still = (IMM.acceleration * BODY) ** 2
+    np.testing.assert_allclose(q[0], still)
+    np.testing.assert_allclose(q[3], [(IMM.acceleration * BODY + IMM.speed_gain * 500.0) ** 2, still])
