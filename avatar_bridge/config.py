@@ -289,10 +289,23 @@ class AppConfig:
     def validate(self) -> None:
         for f in dataclasses.fields(self):
             validate_section(getattr(self, f.name), f.name)
-        smoothing = self.smoothing
-        if smoothing.method == "kalman" and smoothing.motion_model == "imm" and smoothing.body_coupling > 0:
-            raise ConfigError("smoothing.body_coupling > 0 needs motion_model = \"constant_velocity\" or \"constant_acceleration\" "
-                              "(the default, imm, keeps every keypoint on its own): set one of them")
+        if self.smoothing.method == "kalman":
+            check_motion_model(self.smoothing)
+
+
+def check_motion_model(smoothing: SmoothingConfig) -> None:
+    """Raise ConfigError when the Kalman motion model cannot take the other smoothing settings: the
+    IMM keeps every keypoint on its own, so it has no shared body offset (``body_coupling``)."""
+    if smoothing.motion_model == "imm" and smoothing.body_coupling > 0:
+        raise ConfigError("smoothing.body_coupling > 0 needs motion_model = \"constant_velocity\" or \"constant_acceleration\" "
+                          "(the default, imm, keeps every keypoint on its own): set one of them")
+
+
+def tuned_constant_velocity(smoothing: SmoothingConfig | None = None) -> SmoothingConfig:
+    """``smoothing`` (default: the defaults) with the constant-velocity motion model at the process
+    noise it was tuned at before the IMM became the default (acceleration 1, speed gain 6;
+    docs/smoothing.md)."""
+    return dataclasses.replace(smoothing or SmoothingConfig(), motion_model="constant_velocity", acceleration=1.0, speed_gain=6.0)
 
 
 def config_from_dict(data: dict) -> AppConfig:

@@ -281,8 +281,7 @@ class Pipeline:
         if self.estimator is None:
             self._image_stages()
         detect_ms = [0.0]
-        # The whole-frame "detector" (none) always "finds" one box: no evidence of people.
-        finds_people = getattr(self.detector, "name", "") != "none"
+        finds_people = self._detector_finds_people()
 
         def detect() -> list:
             t = perf()
@@ -303,6 +302,11 @@ class Pipeline:
         timings["crop_boxes"] = (t1 - t0) * 1000.0 - detect_ms[0]
         return begun
 
+    def _detector_finds_people(self) -> bool:
+        """Whether what the detector returns says where people are: the whole-frame "detector"
+        (``none``) always "finds" one box, no evidence of people."""
+        return getattr(self.detector, "name", "") != "none"
+
     def _finish_estimate(self, begun: "_BegunFrame") -> "EstimatedFrame":
         """The second half of :meth:`estimate`: the network's poses (waiting for them), tracking."""
         frame, timings = begun.frame, begun.timings
@@ -320,8 +324,7 @@ class Pipeline:
             timings["pose"] = begun.pose_ms + (t2 - t1) * 1000.0  # crops + network + decoding (+ any wait)
             timings["track"] = (t3 - t2) * 1000.0
             driver = self.tracker.driver
-            finds_people = getattr(self.detector, "name", "") != "none"
-            if finds_people and self.orientation.should_probe(frame.timestamp, people):
+            if self._detector_finds_people() and self.orientation.should_probe(frame.timestamp, people):
                 for turn in (90, 180, 270):
                     self.orientation.probe_result(frame.timestamp, turn, len(self.detector.detect(rotate_image(image, turn))))
             warning = self.orientation.update(frame.timestamp, begun.detected, people)

@@ -73,7 +73,7 @@ from collections import deque
 import numpy as np
 from filterpy.kalman import KalmanFilter
 
-from .config import ConfigError, SmoothingConfig
+from .config import ConfigError, SmoothingConfig, check_motion_model
 from .types import StabilizedPose
 
 # Default body height when none is given and it cannot be estimated yet (px).
@@ -231,7 +231,6 @@ def cv_blocks_update(x: np.ndarray, blocks: np.ndarray, use: np.ndarray, z: np.n
     np.copyto(blocks, new.reshape(4, k), where=use)
 
 
-
 def imm_switch_probability(rate: float, dt: float) -> float:
     """The probability that a two-state Markov chain switching at ``rate`` per second (either way) is
     in the other state after ``dt`` seconds: 0.5 (1 - exp(-2 rate dt)), never above 0.5 (a larger
@@ -360,9 +359,7 @@ class KalmanStabilizer:
         # motion_model = "imm": a still and a moving model per keypoint axis (ImmState), whose mixture
         # is what the filter state holds between steps.
         self.imm = config.motion_model == "imm"
-        if self.imm and self.coupled:
-            raise ConfigError("smoothing.motion_model = 'imm' needs smoothing.body_coupling = 0 (its models are per keypoint): "
-                              "set one of them back")
+        check_motion_model(config)
         self._imm: ImmState | None = None
         # Position-like entries: one per joint, plus the shared body offset when coupled.
         self.num_pos = k + (1 if self.coupled else 0)
@@ -447,20 +444,23 @@ class KalmanStabilizer:
             share[self.num_keypoints] = c.body_coupling
             noise = noise * share
         per_entry = (noise + gain * speed) ** 2
-        # Joints whose recent innovations are larger than the model expects are manoeuvring:
-        # open them up at once instead of waiting for the (lagging) velocity to grow.
-        boost = 1.0 + c.innovation_gain * np.maximum(self.surprise - 1.0, 0.0)
+        boost = self._innovation_boost()
         if self.coupled:
             boost = np.append(boost, 1.0)
         return per_entry * boost
+
+    def _innovation_boost(self) -> np.ndarray:
+        """(K,) factor on each joint's process noise: joints whose recent innovations are larger than
+        the model expects are manoeuvring, so they are opened up at once instead of waiting for the
+        (lagging) velocity to grow."""
+        return 1.0 + self.config.innovation_gain * np.maximum(self.surprise - 1.0, 0.0)
 
     def _imm_process_noise(self) -> np.ndarray:
         """(K, 2) the moving model's process noise scale per keypoint axis: as :meth:`_process_noise`,
         with each axis's own speed (a joint moving up and down is not moving sideways)."""
         c = self.config
         speed = np.abs(self.filter.x[self.num_keypoints :])
-        boost = 1.0 + c.innovation_gain * np.maximum(self.surprise - 1.0, 0.0)
-        return (c.acceleration * self.body_height + c.speed_gain * speed) ** 2 * boost[:, None]
+        return (c.acceleration * self.body_height + c.speed_gain * speed) ** 2 * self._innovation_boost()[:, None]
 
     def _measurement_sigma(self, scores: np.ndarray) -> np.ndarray:
         c = self.config
@@ -517,11 +517,11 @@ class KalmanStabilizer:
         dt = t - self.last_time
         if dt > 0:
             if self._imm is not None:
-                c = self.config
-                hold_var = (c.imm_hold_noise * self.body_height) ** 2 * dt
                 if blocks is None:
                     raise RuntimeError("stabilizer: motion_model = 'imm' runs on the per-joint blocks only; "
                                        "blocked = False is for the constant-velocity model")
+                c = self.config
+                hold_var = (c.imm_hold_noise * self.body_height) ** 2 * dt
                 self._imm.mix_predict(dt, imm_switch_probability(c.imm_switch_rate, dt), hold_var, self._imm_process_noise())
                 self._imm_to_state(blocks)
             elif blocks is not None:
@@ -699,12 +699,13 @@ class KalmanStabilizer:
         before = self._output_positions(t) if np.count_nonzero(blend) else None
         self.lock_time[joints] = t
         if blocks is not None:
+            pos_var, vel_var = self.body_height**2, (self.body_height * 2.0) ** 2
             blocks[:, joints] = 0.0
-            blocks[0, joints] = self.body_height**2
-            blocks[3, joints] = (self.body_height * 2.0) ** 2
+            blocks[0, joints] = pos_var
+            blocks[3, joints] = vel_var
             self.filter.x[self.num_keypoints + joints] = 0.0
             if self._imm is not None:
-                self._imm.reopen(joints, self.body_height**2, (self.body_height * 2.0) ** 2)
+                self._imm.reopen(joints, pos_var, vel_var)
         else:
             P = self.filter.P
             for j in joints:

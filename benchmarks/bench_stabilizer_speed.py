@@ -40,7 +40,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from avatar_bridge.config import load_config  # noqa: E402
+from avatar_bridge.config import load_config, tuned_constant_velocity  # noqa: E402
 from avatar_bridge.metrics import load_average_line, median_p95  # noqa: E402
 from avatar_bridge.mocap import MocapSource  # noqa: E402
 from avatar_bridge.smooth import make_stabilizer  # noqa: E402
@@ -56,7 +56,7 @@ GROUPS = ((7, 9), (14, 16), (0, 1, 2), (5, 7, 9), (11, 13))
 
 def configs(names: list[str]) -> dict[str, object]:
     base = load_config("default").smoothing
-    cv = dataclasses.replace(base, motion_model="constant_velocity", acceleration=1.0, speed_gain=6.0)  # as tuned
+    cv = tuned_constant_velocity(base)
     every = {
         "default": base,
         "cv": cv,

@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from avatar_bridge.config import ConfigError, SmoothingConfig, config_from_dict
+from avatar_bridge.config import ConfigError, SmoothingConfig, config_from_dict, tuned_constant_velocity
 from avatar_bridge.smooth import KalmanStabilizer, OneEuroStabilizer, PassThroughStabilizer, make_stabilizer
 
 K = 17
@@ -17,7 +17,7 @@ BODY = 400.0  # px
 def CV(**settings) -> SmoothingConfig:
     """The constant-velocity Kalman filter at the settings it was tuned at (the default motion model is
     the IMM, tests/test_smooth_imm.py): these tests check its equations and behaviour."""
-    return SmoothingConfig(**{"motion_model": "constant_velocity", "acceleration": 1.0, "speed_gain": 6.0, **settings})
+    return dataclasses.replace(tuned_constant_velocity(), **settings)
 
 
 def line(t, velocity=(120.0, -60.0), start=(300.0, 400.0)):

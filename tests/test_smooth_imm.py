@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from filterpy.kalman import IMMEstimator, KalmanFilter
 
-from avatar_bridge.config import ConfigError, SmoothingConfig
+from avatar_bridge.config import ConfigError, SmoothingConfig, tuned_constant_velocity
 from avatar_bridge.smooth import ImmState, KalmanStabilizer, imm_switch_probability, white_noise_q
 
 K = 17
@@ -90,7 +90,7 @@ def test_reopen_forgets_only_the_given_joints():
 
 def test_imm_stabilizer_holds_still_joints_stiller_and_follows_moving_ones():
     rng = np.random.default_rng(4)
-    cv = KalmanStabilizer(SmoothingConfig(motion_model="constant_velocity", acceleration=1.0, speed_gain=6.0), body_height_px=BODY)
+    cv = KalmanStabilizer(tuned_constant_velocity(), body_height_px=BODY)
     imm = KalmanStabilizer(SmoothingConfig(motion_model="imm", prediction_check=0.0), body_height_px=BODY)
     still = line(0.0)
     outs = {id(cv): [], id(imm): []}
@@ -135,7 +135,7 @@ def test_imm_stabilizer_handles_dropouts_nan_and_outliers():
 
 
 def test_imm_needs_independent_joints():
-    with pytest.raises(ConfigError, match="motion_model = 'imm' needs smoothing.body_coupling = 0"):
+    with pytest.raises(ConfigError, match="body_coupling > 0 needs motion_model"):
         KalmanStabilizer(SmoothingConfig(motion_model="imm", body_coupling=1.0))
 
 
