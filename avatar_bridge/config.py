@@ -161,6 +161,8 @@ class PoseConfig:
     std: list = field(default_factory=lambda: [58.395, 57.12, 57.375])  # per channel, 0..255 pixel units
     max_batch: int = field(default=64, metadata={"range": (1, 1024)})  # crops per forward pass
     ort_optimization: str = field(default="all", metadata={"choices": ("disable", "basic", "extended", "all")})
+    # onnxruntime on CPU: run 4x4 stride-2 deconvolutions as sub-pixel convolutions (exact; checked at load)
+    ort_subpixel: bool = True
     weights_dir: str = ""  # where named checkpoints are cached; empty = torch hub cache (TORCH_HOME)
     download: bool = True  # false: never download, fail with the path to place the file at
 

@@ -34,9 +34,10 @@ $AB bench --source $F/video/two_people_walking_1080p.mp4 $M --detector yolox-nan
 $AB bench --source $F/video/two_people_walking_1080p.mp4 $M --detector yolox-nano --threads 1 --loop --max-frames 200 --sequential > "$OUT/two_yolox_sequential.txt" 2>&1
 $AB bench --source $F/video/two_people_walking_1080p.mp4 $M --detector light-person-detector --threads 1 --loop --max-frames 200 > "$OUT/two_light.txt" 2>&1
 $AB bench --config cpu-fast --source "$WALK" $M --people driver --compare-mediapipe > "$OUT/mediapipe.txt" 2>&1
-$AB bench-pose --model $F/models/ultralight-nano-simplepose/deploy.onnx > "$OUT/pose.txt" 2>&1
+$AB bench-pose --model $F/models/ultralight-nano-simplepose/deploy.onnx --threads 1 --repeats 40 --subpixel both > "$OUT/pose.txt" 2>&1
+$PY benchmarks/ab_subpixel_loop.py "$WALK" --pairs 6 > "$OUT/ab_subpixel_loop.txt" 2>&1
 $AB bench-convert --clip $F/video/two_people_walking_1080p.mp4 --model $F/models/ultralight-nano-simplepose/deploy.onnx \
     --detector-dir $F/models --resize 640x360 --repeats 3 > "$OUT/convert.txt" 2>&1
 $PY benchmarks/bench_retarget_speed.py > "$OUT/retarget_speed.txt" 2>&1
 $PY benchmarks/bench_stabilizer_speed.py > "$OUT/stabilizer_speed.txt" 2>&1
-grep -E "pose updates/s|overhead|output clock|median|Retargeter|update|ratio|workers" "$OUT"/*.txt
+grep -E "pose updates/s|overhead|output clock|median|Retargeter|update|ratio|workers|deploy.onnx +(onnxruntime|ort-deconv)" "$OUT"/*.txt

@@ -192,3 +192,23 @@ def test_ab_stabilizer_speed_times_two_checkouts_interleaved(tmp_path):
     assert "load average before" in run.stdout
     bad = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "is not an avatar-bridge checkout" in bad.stderr
+
+
+def test_ab_subpixel_loop_times_both_pose_graphs_in_turns(tmp_path):
+    """benchmarks/ab_subpixel_loop.py (how the sub-pixel rewrite was judged in the loop): one run of each
+    variant, each with a median and its pose stage, then the ratio and the load; a bad count is refused."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "ab_subpixel_loop.py"
+    args = [sys.executable, str(script), str(need(VIDEO)), "--model", str(need(POSE_ONNX)), "--detector-dir",
+            str(POSE_ONNX.parent.parent), "--max-frames", "6"]
+    run = subprocess.run(args + ["--pairs", "1"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    runs = re.findall(r"^run 1 (as-is|subpixel): ([0-9.]+) ms/frame, pose stage p50 ([0-9.]+) ms$", run.stdout, re.M)
+    assert [r[0] for r in runs] == ["as-is", "subpixel"] and all(float(r[1]) >= float(r[2]) > 0 for r in runs)
+    assert re.search(r"^subpixel / as-is \(medians\): [0-9.]+$", run.stdout, re.M) and "load average before" in run.stdout
+    bad = subprocess.run(args + ["--pairs", "0"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--pairs and --max-frames must be at least 1" in bad.stderr

@@ -56,3 +56,15 @@ def test_bad_requests_are_clear_errors(tmp_path, capsys):
     if not torch.cuda.is_available():
         assert cli_main(["bench-pose", "--device", "cuda"]) == 2
         assert "no CUDA GPU" in capsys.readouterr().err
+
+
+def test_subpixel_both_times_each_onnx_model_both_ways(capsys):
+    need(POSE_ONNX)
+    assert cli_main(["bench-pose", "--model", str(POSE_ONNX), "--batch", "1", "--threads", "1", "--repeats", "2",
+                     "--warmup", "1", "--subpixel", "both", "--json", "-"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["backend"] for r in rows] == ["onnxruntime", "ort-deconv"]
+    assert all(r["forward_median_ms"] > 0 for r in rows)
+    assert cli_main(["bench-pose", "--model", str(POSE_ONNX), "--batch", "1", "--repeats", "1", "--warmup", "0",
+                     "--subpixel", "off", "--json", "-"]) == 0
+    assert [r["backend"] for r in json.loads(capsys.readouterr().out)] == ["ort-deconv"]

@@ -11,7 +11,8 @@ configurations are timed round-robin so that load from other processes affects a
 Models: ``resnet50`` / ``mobilenetv2`` / any :data:`avatar_bridge.model.ARCHITECTURES` name (random
 weights: speed does not depend on them), a registry name or ``.pth`` (trained weights), or a
 ``.onnx`` file (onnxruntime only). Torch models benchmarked with ``--backend onnxruntime`` are
-exported to a temporary ONNX file first. On CUDA the torch backend uses fp16 autocast,
+exported to a temporary ONNX file first; ``--subpixel both`` times ONNX models with and without
+their deconvolutions rewritten as sub-pixel convolutions (:mod:`avatar_bridge.subpixel`). On CUDA the torch backend uses fp16 autocast,
 channels_last, a pinned host batch and non-blocking copies, and the table's crops/s column is the
 figure to compare across batch sizes.
 """
@@ -19,6 +20,7 @@ figure to compare across batch sizes.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -33,6 +35,9 @@ import numpy as np
 from ..config import PoseConfig
 from ..metrics import median_p95
 from ..model import ARCHITECTURES
+
+
+ONNX_AS_IS = "ort-deconv"  # onnxruntime, the model's transposed convolutions as they are (--subpixel off)
 
 
 @dataclass
@@ -143,7 +148,7 @@ def bench_cases(cases: list[BenchCase], repeats: int, warmup: int) -> list[Bench
     for case, f, e in zip(cases, forward, estimate):
         fm, fp = median_p95(f)
         em, ep = median_p95(e)
-        backend = "onnxruntime" if case.cfg.model.endswith(".onnx") else "torch"
+        backend = "torch" if not case.cfg.model.endswith(".onnx") else "onnxruntime" if case.cfg.ort_subpixel else ONNX_AS_IS
         rows.append(BenchRow(case.label, backend, case.cfg.device, case.batch, case.cfg.threads, fm, fp, em, ep))
     return rows
 
@@ -174,6 +179,9 @@ def configure_parser(parser: argparse.ArgumentParser, command: str) -> None:
     parser.add_argument("--input-size", default="256x192", help="HEIGHTxWIDTH for torch models")
     parser.add_argument("--repeats", type=int, default=20, help="timed runs per configuration")
     parser.add_argument("--warmup", type=int, default=3, help="untimed runs first")
+    parser.add_argument("--subpixel", choices=("on", "off", "both"), default="on",
+                        help="onnxruntime on CPU: 4x4 stride-2 deconvolutions as sub-pixel convolutions (pose.ort_subpixel); "
+                             f"both: time each ONNX model both ways ('{ONNX_AS_IS}' rows: as the file has them)")
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file ('-' = stdout only JSON)")
 
 
@@ -200,11 +208,14 @@ def run_command(args: argparse.Namespace) -> int:
                 if model.lower().endswith(".onnx") and backend == "torch":
                     continue  # an ONNX file has no torch form
                 cfg = pose_config(model, backend, args.device, args.threads, size, Path(tmp))
-                estimator = None  # one model per (model, backend), shared by its batch sizes
-                for batch in args.batch:
-                    case = BenchCase.build(cfg, Path(model).name if "/" in model else model, batch, estimator)
-                    estimator = case.estimator
-                    cases.append(case)
+                subpixel = {"on": (True,), "off": (False,), "both": (True, False)}[args.subpixel]
+                for variant in subpixel if backend == "onnxruntime" else (cfg.ort_subpixel,):
+                    cfg = dataclasses.replace(cfg, ort_subpixel=variant)
+                    estimator = None  # one model per (model, backend), shared by its batch sizes
+                    for batch in args.batch:
+                        case = BenchCase.build(cfg, Path(model).name if "/" in model else model, batch, estimator)
+                        estimator = case.estimator
+                        cases.append(case)
         rows = bench_cases(cases, args.repeats, args.warmup)
     if not quiet:
         for row in rows:
