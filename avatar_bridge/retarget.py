@@ -282,11 +282,11 @@ def face_turn_sine(k: list[list[float]], ok: list[bool]) -> float | None:
     return None if rows is None else rows[0][2]
 
 
-def _percentile90(values: list[float]) -> float:
-    """``np.percentile(values, 90)`` of a sorted, non-empty list (numpy's default linear method,
+def _percentile(values: list[float], q: float) -> float:
+    """``np.percentile(values, q)`` of a sorted, non-empty list (numpy's default linear method,
     with its interpolation written the same way)."""
     n = len(values)
-    index = (n - 1) * 0.9
+    index = (n - 1) * q / 100.0
     if index >= n - 1:
         return values[-1]
     lo = math.floor(index)
@@ -325,9 +325,19 @@ class CalibrationPool:
     def __contains__(self, key: object) -> bool:
         return key in self._keys
 
+    @staticmethod
+    def _pooled_lengths(lengths: dict[str, float], turn: float | None) -> dict[str, float]:
+        """The lengths a frame adds: its shoulder and hip widths divided by the cosine of its own
+        face turn (up to ``CALIBRATION_MAX_TURN_DEG``), every other length as measured."""
+        if turn is None:
+            return lengths
+        sine = min(max(turn, -CALIBRATION_MAX_TURN_SINE), CALIBRATION_MAX_TURN_SINE)
+        cosine = math.sqrt(1.0 - sine * sine)
+        return {name: length / cosine if name in WIDTH_SEGMENTS else length for name, length in lengths.items()}
+
     def add(self, key: object, measurement: tuple[dict[str, float], tuple[float, float] | None, float | None]) -> None:
         lengths, center, turn = measurement
-        for name, length in lengths.items():
+        for name, length in self._pooled_lengths(lengths, turn).items():
             bisect.insort(self._lengths[name], length)
         if center is not None:
             self._centers[key] = center
@@ -338,7 +348,7 @@ class CalibrationPool:
     def remove(self, key: object, measurement: tuple[dict[str, float], tuple[float, float] | None, float | None]) -> None:
         """Take out a frame added with this ``key`` and ``measurement``."""
         lengths, _, turn = measurement
-        for name, length in lengths.items():
+        for name, length in self._pooled_lengths(lengths, turn).items():
             values = self._lengths[name]
             del values[bisect.bisect_left(values, length)]
         if turn is not None:
@@ -358,7 +368,7 @@ class CalibrationPool:
         """:func:`calibration_from_frames` of the frames in the pool."""
         if not self._keys:
             raise ValueError("calibration needs at least one frame with the torso visible: stand facing the camera")
-        measured = {s: _percentile90(v) for s, v in self._lengths.items() if v}
+        measured = {s: _percentile(v, WIDTH_PERCENTILE if s in WIDTH_SEGMENTS else 90.0) for s, v in self._lengths.items() if v}
         # A side never seen borrows the other side's length (left and right bones match in people).
         for limb in ("upper_arm", "lower_arm", "upper_leg", "lower_leg"):
             left, right = measured.get(f"left_{limb}"), measured.get(f"right_{limb}")
@@ -368,17 +378,12 @@ class CalibrationPool:
                 measured[f"right_{limb}"] = left
         if not measured:
             raise ValueError("calibration saw no body segment with confident end points: stand facing the camera, whole torso in view")
-        # A user turned away from the camera shows the shoulder and hip lines shortened by the cosine
-        # of the turn (the other segments hang roughly in the image plane): undo it with the turn the
-        # face shows (median over the frames), or every later frame would read that turn as facing.
+        # The widths were undone frame by frame for the turn each frame's face shows (_pooled_lengths);
+        # the median turn is what the calibration reports.
         turn = 0.0
         if self._turns:
             sine = min(max(_median(self._turns), -CALIBRATION_MAX_TURN_SINE), CALIBRATION_MAX_TURN_SINE)
             turn = math.degrees(math.asin(sine))
-            cosine = math.sqrt(1.0 - sine * sine)
-            for width in ("shoulders", "hips"):
-                if width in measured:
-                    measured[width] /= cosine
         # Pixels per metre from what was seen (median over segments), used to fill in the rest.
         ppm = _median([measured[s] / CANONICAL_LENGTHS[s] for s in measured])
         segments = {s: measured.get(s, CANONICAL_LENGTHS[s] * ppm) for s in SEGMENTS}
@@ -413,6 +418,14 @@ CALIBRATION_PATIENCE = 10.0  # periods to wait for them before calibrating from 
 # the far ear is hidden and the face fit too uncertain to divide by its cosine.
 CALIBRATION_MAX_TURN_DEG = 60.0
 CALIBRATION_MAX_TURN_SINE = math.sin(math.radians(CALIBRATION_MAX_TURN_DEG))
+# Shoulder and hip widths: a user turned away shows them shortened by the cosine of the turn (the
+# other segments hang roughly in the image plane), so each frame's width is divided by the cosine of
+# the turn its own face shows, and the calibration takes the 60th percentile of those: noise on a
+# 28-35 px hip line lifts its 90th percentile by about 10% (a frontal torso then reads as turned
+# 25 degrees), and a face-turn error still leaves some frames short. Chosen over 50/60/75/85/90 by
+# the retargeting floors met on six clips, leave-one-clip-out (docs/retarget.md).
+WIDTH_SEGMENTS = ("shoulders", "hips")
+WIDTH_PERCENTILE = 60.0
 
 
 def calibration_pose_bend(kp: np.ndarray, sc: np.ndarray, min_score: float = 0.3) -> float:

@@ -329,8 +329,8 @@ def reference_face_turn(kp, ok):
 
 def reference_calibration(frames, image_size, min_score=0.3):
     """calibration_from_frames as it was before the pools: every frame revisited, np.percentile,
-    np.median and np.mean; then the shoulder and hip widths divided by the cosine of the median
-    face turn."""
+    np.median and np.mean; each frame's shoulder and hip widths divided by the cosine of its own face
+    turn (clamped at CALIBRATION_MAX_TURN_DEG), and the widths' 60th percentile."""
     per_segment = {s: [] for s in SEGMENTS}
     hip_centers = []
     turns = []
@@ -342,6 +342,10 @@ def reference_calibration(frames, image_size, min_score=0.3):
         lengths = {name: np.linalg.norm(kp[a] - kp[b]) if ok[a] and ok[b] else np.nan for name, (a, b) in _REF_SEGMENTS.items()}
         torso_ok = ok[L_SH] and ok[R_SH] and ok[L_HIP] and ok[R_HIP]
         lengths["torso"] = np.linalg.norm((kp[L_SH] + kp[R_SH]) / 2 - (kp[L_HIP] + kp[R_HIP]) / 2) if torso_ok else np.nan
+        if turn is not None:
+            limit = math.sin(math.radians(CALIBRATION_MAX_TURN_DEG))
+            for width in ("shoulders", "hips"):
+                lengths[width] /= math.cos(math.asin(float(np.clip(turn, -limit, limit))))
         for name, length in lengths.items():
             if math.isfinite(length) and length > 0:
                 per_segment[name].append(length)
@@ -349,13 +353,7 @@ def reference_calibration(frames, image_size, min_score=0.3):
             hip_centers.append((kp[L_HIP] + kp[R_HIP]) / 2)
         elif ok[L_SH] and ok[R_SH]:
             hip_centers.append((kp[L_SH] + kp[R_SH]) / 2)
-    measured = {s: float(np.percentile(v, 90)) for s, v in per_segment.items() if v}
-    if turns:
-        limit = math.sin(math.radians(CALIBRATION_MAX_TURN_DEG))
-        sine = float(np.clip(np.median(turns), -limit, limit))
-        for width in ("shoulders", "hips"):
-            if width in measured:
-                measured[width] /= math.cos(math.asin(sine))
+    measured = {s: float(np.percentile(v, 60 if s in ("shoulders", "hips") else 90)) for s, v in per_segment.items() if v}
     for limb in ("upper_arm", "lower_arm", "upper_leg", "lower_leg"):
         left, right = measured.get(f"left_{limb}"), measured.get(f"right_{limb}")
         if left is None and right is not None:
