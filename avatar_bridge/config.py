@@ -188,6 +188,10 @@ class SmoothingConfig:
     body_coupling: float = field(default=0.0, metadata={"range": (0.0, 10.0)})  # whole-body motion share of the process noise; 0 = joints independent
     joint_share: float = field(default=1.0, metadata={"range": (0.0, 10.0)})  # per-joint share of the process noise when coupled
     measurement_noise: float = field(default=0.012, metadata={"range": (0.0001, 1.0)})  # keypoint noise at confidence 1, body heights
+    # the keypoints' own noise measured over the last noise_window updates (0 = off) raises the
+    # measurement sigma when it is above the model's, up to noise_scale_max times (smooth.MeasuredNoise)
+    noise_window: int = field(default=30, metadata={"range": (0, 10000)})
+    noise_scale_max: float = field(default=4.0, metadata={"range": (1.0, 100.0)})
     confidence_exponent: float = field(default=1.0, metadata={"range": (0.0, 4.0)})  # sigma = measurement_noise / confidence**exponent
     gate: float = field(default=16.0, metadata={"range": (0.0, 1e6)})  # Mahalanobis^2 gate (2 dof); 0 = off
     gate_frames: int = field(default=2, metadata={"range": (1, 1000)})  # consecutive gated frames that count as a real move

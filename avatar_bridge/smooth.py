@@ -346,6 +346,52 @@ class ImmState:
         return means[0], means[1], cov[[0, 1, 1, 2]]
 
 
+class MeasuredNoise:
+    """How noisy one person's keypoints really are, against the noise the filter assumes.
+
+    The assumed noise is a share of body height (``measurement_noise``, divided by the confidence):
+    right for a heatmap model, whose error scales with its crop, wrong whenever the keypoints are
+    noisier in pixels than that (a small person, a re-encoded video, another pose model). Per
+    update, for every keypoint measured in the last three frames, the residual of the third
+    position from the line through the first two (``x2 - x1 - (x1 - x0) r``, ``r = dt2 / dt1``,
+    divided by ``sqrt(1 + (1 + r)^2 + r^2)`` so that it has the measurement's own sigma for any frame
+    gaps) gives a robust noise sigma, median(|residual|) / 0.6745 over keypoints and axes (median
+    absolute deviation: Hampel 1974). The scale is the median of those sigmas over the last
+    ``window`` updates over the median assumed sigma of the same keypoints, clipped to
+    [1, ``most``]: the filter only ever assumes more noise than its model, never less (real motion
+    also bends the line, and a fast move must not make the filter trust noise more). 1 until
+    ``MIN_FRAMES`` residuals are in.
+    """
+
+    MIN_FRAMES = 5
+
+    def __init__(self, window: int, most: float) -> None:
+        self.most = float(most)
+        self._frames: deque[tuple[float, np.ndarray, np.ndarray]] = deque(maxlen=2)  # (t, keypoints, measured)
+        self._sigmas: deque[float] = deque(maxlen=window)  # robust sigma per update, px
+        self._assumed: deque[float] = deque(maxlen=window)  # median assumed sigma per update, px
+        self.scale = 1.0
+
+    def update(self, t: float, keypoints: np.ndarray, measured: np.ndarray, assumed_sigma: np.ndarray) -> float:
+        """Take one frame (keypoints (K, 2) px, measured (K,) bool, assumed sigma (K,) px, time s);
+        returns the scale for the measurement sigma. Frames not later than the last are ignored."""
+        if self._frames and t <= self._frames[-1][0]:
+            return self.scale
+        if len(self._frames) == 2:
+            (t0, k0, m0), (t1, k1, m1) = self._frames
+            both = m0 & m1 & measured
+            if np.count_nonzero(both):
+                r = (t - t1) / (t1 - t0)
+                residual = (keypoints[both] - k1[both] - (k1[both] - k0[both]) * r) / math.sqrt(1.0 + (1.0 + r) ** 2 + r * r)
+                self._sigmas.append(small_median(np.abs(residual).ravel()) / 0.6745)
+                self._assumed.append(small_median(assumed_sigma[both]))
+                if len(self._sigmas) >= self.MIN_FRAMES:
+                    ratio = small_median(np.fromiter(self._sigmas, float)) / max(small_median(np.fromiter(self._assumed, float)), 1e-9)
+                    self.scale = min(max(ratio, 1.0), self.most)
+        self._frames.append((t, keypoints.copy(), measured.copy()))
+        return self.scale
+
+
 class KalmanStabilizer:
     """Per-joint constant-velocity (or -acceleration) Kalman filter for one person's keypoints."""
 
@@ -361,6 +407,7 @@ class KalmanStabilizer:
         self.imm = config.motion_model == "imm"
         check_motion_model(config)
         self._imm: ImmState | None = None
+        self._noise = MeasuredNoise(config.noise_window, config.noise_scale_max) if config.noise_window > 0 else None
         # Position-like entries: one per joint, plus the shared body offset when coupled.
         self.num_pos = k + (1 if self.coupled else 0)
         basis = np.eye(k, self.num_pos)
@@ -462,9 +509,14 @@ class KalmanStabilizer:
         speed = np.abs(self.filter.x[self.num_keypoints :])
         return (c.acceleration * self.body_height + c.speed_gain * speed) ** 2 * self._innovation_boost()[:, None]
 
-    def _measurement_sigma(self, scores: np.ndarray) -> np.ndarray:
+    def _assumed_sigma(self, scores: np.ndarray) -> np.ndarray:
+        """(K,) px: the model's measurement sigma, ``measurement_noise`` body heights / confidence."""
         c = self.config
         return c.measurement_noise * self.body_height / np.maximum(scores, 0.05) ** c.confidence_exponent
+
+    def _measurement_sigma(self, scores: np.ndarray) -> np.ndarray:
+        """(K,) px: the assumed sigma times the measured-noise scale (:class:`MeasuredNoise`)."""
+        return self._assumed_sigma(scores) * (self._noise.scale if self._noise is not None else 1.0)
 
     def _joint_rows(self, joints: np.ndarray) -> np.ndarray:
         """H rows (len(joints), dim_x) that read the positions of ``joints``."""
@@ -555,6 +607,8 @@ class KalmanStabilizer:
                 # Slow average: the scale should follow walking towards the camera, not noise.
                 a = 0.1 if self.initialized else 1.0
                 self.body_height += a * (height - self.body_height)
+        if self._noise is not None:
+            self._noise.update(t, kp, measured, self._assumed_sigma(sc))
         if not self.initialized:
             if not np.count_nonzero(measured):
                 return self.predict(t)

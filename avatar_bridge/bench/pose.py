@@ -180,8 +180,9 @@ def configure_parser(parser: argparse.ArgumentParser, command: str) -> None:
     parser.add_argument("--repeats", type=int, default=20, help="timed runs per configuration")
     parser.add_argument("--warmup", type=int, default=3, help="untimed runs first")
     parser.add_argument("--subpixel", choices=("on", "off", "both"), default="on",
-                        help="onnxruntime on CPU: 4x4 stride-2 deconvolutions as sub-pixel convolutions (pose.ort_subpixel); "
-                             f"both: time each ONNX model both ways ('{ONNX_AS_IS}' rows: as the file has them)")
+                        help="onnxruntime on CPU: 4x4 stride-2 deconvolutions as sub-pixel convolutions (pose.ort_subpixel; "
+                             "default: on); both: time each ONNX model both ways (rows 'onnxruntime': rewritten, "
+                             f"'{ONNX_AS_IS}': as the file has them)")
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file ('-' = stdout only JSON)")
 
 
