@@ -144,10 +144,9 @@ def _reference_quarter(heatmaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     where fewer array calls measured 0.105 -> 0.065 ms per crop (0.064 -> 0.040 warm; docs/profile.md)."""
     n, k, h, w = heatmaps.shape
     flat = heatmaps.reshape(n, k, h * w)
-    idx = flat.argmax(axis=2)
-    maxval = np.take_along_axis(flat, idx[..., None], axis=2)[..., 0]
+    px, py, maxval = _argmax(heatmaps)
     valid = ~(maxval <= 0)  # as MMPose: only a peak <= 0 is invalid (NaN stays)
-    px, py = np.where(valid, idx % w, -1), np.where(valid, idx // w, -1)
+    px, py = np.where(valid, px, -1), np.where(valid, py, -1)
     xs, ys = np.maximum(px, 0), np.maximum(py, 0)  # an invalid peak reads (0, 0): its shift is masked below
     row, col = ys * w, xs
     neighbours = np.stack([row + np.minimum(col + 1, w - 1), row + np.maximum(col - 1, 0),

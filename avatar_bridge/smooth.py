@@ -514,9 +514,11 @@ class KalmanStabilizer:
         c = self.config
         return c.measurement_noise * self.body_height / np.maximum(scores, 0.05) ** c.confidence_exponent
 
-    def _measurement_sigma(self, scores: np.ndarray) -> np.ndarray:
-        """(K,) px: the assumed sigma times the measured-noise scale (:class:`MeasuredNoise`)."""
-        return self._assumed_sigma(scores) * (self._noise.scale if self._noise is not None else 1.0)
+    def _measurement_sigma(self, scores: np.ndarray, assumed: np.ndarray | None = None) -> np.ndarray:
+        """(K,) px: the assumed sigma (``assumed``, when the caller has it) times the measured-noise
+        scale (:class:`MeasuredNoise`)."""
+        assumed = self._assumed_sigma(scores) if assumed is None else assumed
+        return assumed if self._noise is None else assumed * self._noise.scale
 
     def _joint_rows(self, joints: np.ndarray) -> np.ndarray:
         """H rows (len(joints), dim_x) that read the positions of ``joints``."""
@@ -607,8 +609,9 @@ class KalmanStabilizer:
                 # Slow average: the scale should follow walking towards the camera, not noise.
                 a = 0.1 if self.initialized else 1.0
                 self.body_height += a * (height - self.body_height)
+        assumed = self._assumed_sigma(sc)
         if self._noise is not None:
-            self._noise.update(t, kp, measured, self._assumed_sigma(sc))
+            self._noise.update(t, kp, measured, assumed)
         if not self.initialized:
             if not np.count_nonzero(measured):
                 return self.predict(t)
@@ -633,7 +636,7 @@ class KalmanStabilizer:
             never = ~self.seen
             # Re-lock joints that were lost, never seen, or gated away for too long.
             relock = measured & (stale | never)
-            sigma = self._measurement_sigma(sc)
+            sigma = self._measurement_sigma(sc, assumed)
             if blocks is not None:
                 innovation = kp - x[:k]
                 var = blocks[0] + sigma * sigma

@@ -129,7 +129,8 @@ def subpixel_deconvolutions(model: "onnx.ModelProto") -> int:
             gamma, beta, mean, var = (numpy_helper.to_array(constants[n]).astype(np.float64).reshape(-1) for n in norm.input[1:5])
             if len(gamma) == c_out:
                 scale = gamma / np.sqrt(var + eps)
-                weight = weight * scale.reshape(group, 1, -1, 1, 1).repeat(weight.shape[0] // group, 1).reshape(weight.shape[0], -1, 1, 1)
+                # weight row ci (group ci // (C_in / group)), column j: output channel group * C_out_g + j
+                weight = weight * np.repeat(scale.reshape(group, -1), weight.shape[0] // group, axis=0)[:, :, None, None]
                 bias = (bias - mean) * scale + beta
                 removed.add(id(norm))
                 output = norm.output[0]

@@ -333,12 +333,9 @@ def reference_calibration(frames, image_size, min_score=0.3):
     turn (clamped at CALIBRATION_MAX_TURN_DEG), and the widths' 60th percentile."""
     per_segment = {s: [] for s in SEGMENTS}
     hip_centers = []
-    turns = []
     for kp, sc in frames:
         ok = sc >= min_score
         turn = reference_face_turn(kp, ok)
-        if turn is not None:
-            turns.append(turn)
         lengths = {name: np.linalg.norm(kp[a] - kp[b]) if ok[a] and ok[b] else np.nan for name, (a, b) in _REF_SEGMENTS.items()}
         torso_ok = ok[L_SH] and ok[R_SH] and ok[L_HIP] and ok[R_HIP]
         lengths["torso"] = np.linalg.norm((kp[L_SH] + kp[R_SH]) / 2 - (kp[L_HIP] + kp[R_HIP]) / 2) if torso_ok else np.nan

@@ -92,6 +92,10 @@ def test_dense_deconvolution_before_a_spatial_conv_interleaves_at_once():
     assert "Split" not in ops and ops.index("DepthToSpace") < len(ops) - 1
 
 
+def test_grouped_with_batch_norm():
+    check_same(deconv_model(c_in=4, c_out=6, group=2, batch_norm=True, after="conv3x3"))
+
+
 def test_grouped_without_bias_as_the_graph_output():
     check_same(deconv_model(c_in=4, c_out=6, group=2, bias=False, after="none"))
 
