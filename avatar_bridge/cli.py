@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "weights": ("avatar_bridge.commands.weights", "list or download the named pretrained checkpoints"),
     "bench-smoothing": ("avatar_bridge.bench.smoothing", "compare stabilizers against mocap ground truth"),
     "bench-retarget": ("avatar_bridge.bench.retarget", "bone-direction error of the retargeter against mocap"),
+    "train-depth-prior": ("avatar_bridge.commands.train_depth_prior", "train the retargeter's learned depth-sign prior on mocap clips"),
     "bench-stream": ("avatar_bridge.bench.stream", "output costs and delivery delay of VMC and WebSocket on loopback"),
     "bench-soak": ("avatar_bridge.bench.soak", "soak test: 20 viewers, 2 VMC targets and a recording for minutes; memory, latency, fps"),
     "bench-convert": ("avatar_bridge.bench.convert", "convert's frames/s against the model-bound limit, and --workers scaling"),

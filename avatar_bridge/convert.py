@@ -421,13 +421,14 @@ def _smooth(tracks, pts: np.ndarray, config: AppConfig, smoother: str) -> dict[i
 
 def _retarget(tracks, smoothed, pts: np.ndarray, config: AppConfig, size: tuple[int, int], mirror: bool) -> dict[int, list[RigPose]]:
     """Track id -> one RigPose per frame of the track (performer's handedness; mirrored on request)."""
-    from .retarget import Retargeter, mirror_rig
+    from .retarget import Retargeter, load_depth_prior, mirror_rig
 
     retarget_config = copy.deepcopy(config.retarget)
     retarget_config.calibration_file = ""  # offline: calibrate from the video itself, write nothing
+    prior = load_depth_prior(retarget_config.depth_prior)  # read once for every track
     out = {}
     for track_id, items in tracks.items():
-        retargeter = Retargeter(retarget_config)
+        retargeter = Retargeter(retarget_config, depth_prior=prior)
         kp, sc = smoothed[track_id]
         rigs = []
         for j, (i, _) in enumerate(items):

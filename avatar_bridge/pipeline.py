@@ -110,6 +110,8 @@ class Pipeline:
         self.orientation = OrientationMonitor()  # warns when people are seen but never upright
         self._pose_worker = None  # process_overlapped's network thread, started on first use
         self._pending: _BegunFrame | None = None  # the frame process_overlapped began last
+        self._depth_prior = None  # the retargeters' learned depth-sign prior, read once (prepare)
+        self._depth_prior_read = False
 
     # --- stages ----------------------------------------------------------------------------------
 
@@ -120,6 +122,7 @@ class Pipeline:
         """
         from . import retarget, smooth  # noqa: F401  (imported now: their import takes a while)
 
+        self._read_depth_prior()
         if images and self.estimator is None:
             self._image_stages()
 
@@ -130,13 +133,22 @@ class Pipeline:
         self.detector = detector_from_config(self.config.detector, device=self.config.pose.device)
         self.estimator = load_estimator(self.config.pose)
 
+    def _read_depth_prior(self) -> None:
+        """Read the learned depth-sign prior once, for every person's retargeter (ValueError for a bad file)."""
+        if not self._depth_prior_read:
+            from .retarget import load_depth_prior
+
+            self._depth_prior = load_depth_prior(self.config.retarget.depth_prior)
+            self._depth_prior_read = True
+
     def _new_person(self, pose: Pose2D, timestamp: float) -> TrackedPerson:
         from .retarget import Retargeter
         from .smooth import make_stabilizer
 
+        self._read_depth_prior()
+        retargeter = Retargeter(self.config.retarget, track_id=pose.track_id, depth_prior=self._depth_prior)
         # body height None: the stabilizer measures it from the keypoints (boxes include padding)
-        return TrackedPerson(pose.track_id, make_stabilizer(self.config.smoothing), Retargeter(self.config.retarget, track_id=pose.track_id),
-                       timestamp, pose)
+        return TrackedPerson(pose.track_id, make_stabilizer(self.config.smoothing), retargeter, timestamp, pose)
 
     def calibrations(self) -> dict[int, "Calibration"]:
         """Each tracked person's finished calibration (:class:`avatar_bridge.retarget.Calibration`)."""

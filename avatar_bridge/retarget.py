@@ -40,6 +40,7 @@ import numpy as np
 
 from . import quat
 from .config import RetargetConfig
+from .depth_prior import DEFAULT_WEIGHTS, DepthSignPrior, log_prob_at
 from .keypoints import NUM_KEYPOINTS
 from .skeleton import BONE_INDEX, BONE_NAMES, LEG_BONES, PARENT_INDEX, REST_OFFSETS, mirror_rotations
 from .types import RigPose
@@ -567,6 +568,7 @@ class LifterTuning:
     plane: float = 3.0  # preference for the solution nearer the image plane
     reach: float = 2.0  # penalty per unit of missing length when a segment cannot reach its ray
     limb_scale_share: float = 0.9  # third largest limb ratio counts this much against the torso's
+    learned_weight: float = 3.0  # weight of the learned depth prior's log-probabilities (depth_prior.py)
 
 
 # The limb segments' 2D ends (LIMB_SEGMENTS order).
@@ -592,8 +594,9 @@ class ForeshorteningLifter:
 
     def __init__(self, calibration: Calibration, min_score: float = 0.3, planar: bool = False,
                  continuity_seconds: float = 0.5, focal_px: float = 0.0, image_size: tuple[int, int] | None = None,
-                 tuning: LifterTuning | None = None) -> None:
+                 tuning: LifterTuning | None = None, depth_prior: "DepthSignPrior | None" = None) -> None:
         self.calibration = calibration
+        self.depth_prior = depth_prior  # learned sign log-odds per limb segment (None: anatomy rules only)
         self.tuning = tuning or LifterTuning()
         self.min_score = min_score
         self.planar = planar  # depth 0 everywhere: the naive baseline
@@ -797,7 +800,11 @@ class ForeshorteningLifter:
         forward = _unit3(*forward) if math.sqrt(sum(f * f for f in forward)) > 1e-6 else facing
 
         metres = [length * dist_cal / focal for length in limb_cal]
-        self._place_limbs(pts, ray, seen, metres, (forward, up, left_axis), weight, extrapolated, chosen)
+        learned = None
+        if self.depth_prior is not None and not planar:
+            ratios = [r / scale for r in limb_ratios]  # NaN where unseen
+            learned = self.depth_prior.log_probs(np.asarray(keypoints, dtype=np.float64), np.array(seen), np.array(ratios)).tolist()
+        self._place_limbs(pts, ray, seen, metres, (forward, up, left_axis), weight, extrapolated, chosen, learned)
         if chosen:
             self._commit(chosen, timestamp)
 
@@ -825,7 +832,8 @@ class ForeshorteningLifter:
         return np.array([_NAN3 if p is None else (p[0] - hx, p[1] - hy, -(p[2] - hz)) for p in pts])
 
     def _place_limbs(self, pts: list, ray: list, seen: list[bool], metres: list[float], frame: tuple,
-                     weight: list[float], extrapolated: list[float], chosen: list[tuple[int, float, bool]]) -> None:
+                     weight: list[float], extrapolated: list[float], chosen: list[tuple[int, float, bool]],
+                     learned: list[float] | None = None) -> None:
         """Place the arms and legs (elbows, wrists, knees, ankles into ``pts``), one limb at a time.
 
         A limb whose parent joint is placed and whose middle joint is seen picks the nearer/farther
@@ -847,6 +855,7 @@ class ForeshorteningLifter:
         planar = self.planar
         gain, plane, reach_weight = tune.prior_gain, tune.plane, tune.reach
         upper_plane = tune.plane * tune.upper_plane_weight
+        learned_weight = tune.learned_weight
         # (max(x, c) is written as a conditional below: the builtin call costs more than the math.)
         (fx, fy, fz), (ux, uy, uz), (lx, ly, lz) = frame
         for a, b, c, upper_limb, lower_limb, upper_slot, lower_slot, arm, side, bend_sign in _LIFT_LIMB_ROWS:
@@ -877,6 +886,8 @@ class ForeshorteningLifter:
                 else:
                     score = tune.thigh_forward * along
                 cost_u = w_u * (su - e_u) ** 2 + gain * (upper_plane * abs(su) - score)
+                if learned is not None:
+                    cost_u -= learned_weight * log_prob_at(learned[upper_limb], su)
                 if not has_end:
                     if best is None or cost_u < best[0]:
                         best = (cost_u, iu, su, None, 0.0)
@@ -903,6 +914,8 @@ class ForeshorteningLifter:
                     shortfall = (0.0 if excess < 0.0 else excess) / len_l
                     cost = (cost_u + w_l * (sl - e_l) ** 2 + reach_weight * shortfall
                             + hinge_gain * (plane * abs(sl) - hinge))
+                    if learned is not None:
+                        cost -= learned_weight * log_prob_at(learned[lower_limb], sl)
                     if best is None or cost < best[0]:
                         best = (cost, iu, su, point, sl)
             _, iu, su, lower_point, sl = best
@@ -1417,6 +1430,19 @@ def _slerp(a: tuple, b: tuple, t: float) -> tuple[float, float, float, float]:
     return _normalized(tuple(wa * p + wb * q for p, q in zip(a, b)))
 
 
+def load_depth_prior(setting: str) -> DepthSignPrior | None:
+    """The learned depth-sign prior a ``retarget.depth_prior`` setting names: ``""`` none, ``"default"``
+    the shipped weights, anything else a path to weights saved by ``train-depth-prior``. Raises
+    ValueError (one line, naming the file) when the file is missing or not such weights."""
+    if not setting:
+        return None
+    path = DEFAULT_WEIGHTS if setting == "default" else Path(setting).expanduser()
+    if not path.is_file():
+        raise ValueError(f"retarget.depth_prior: {path} does not exist; give weights saved by "
+                         "`avatar-bridge train-depth-prior`, \"default\", or \"\" for none")
+    return DepthSignPrior.load(path)
+
+
 class Retargeter:
     """Per-person retargeting: 2D keypoints in, :class:`RigPose` out (one instance per track id).
 
@@ -1426,8 +1452,13 @@ class Retargeter:
     foreshortening lifter (e.g. a learned 2D-to-3D model).
     """
 
-    def __init__(self, config: RetargetConfig | None = None, lifter: Lifter | None = None, track_id: int = 0) -> None:
+    def __init__(self, config: RetargetConfig | None = None, lifter: Lifter | None = None, track_id: int = 0,
+                 depth_prior: DepthSignPrior | None = None) -> None:
         self.config = config or RetargetConfig()
+        # The learned depth-sign prior (depth_prior.py): given, or read from config.depth_prior.
+        if depth_prior is None and self.config.depth_prior:
+            depth_prior = load_depth_prior(self.config.depth_prior)
+        self.depth_prior = depth_prior
         self.limits = Limits(self.config.elbow_max_deg, self.config.knee_max_deg, self.config.spine_max_deg, self.config.neck_max_deg)
         self.calibration: Calibration | None = None
         self._custom_lifter = lifter
@@ -1497,7 +1528,8 @@ class Retargeter:
     def _make_lifter(self, calibration: Calibration) -> ForeshorteningLifter:
         width = calibration.image_size[0]
         focal = (width / 2) / math.tan(math.radians(self.config.fov_deg) / 2)
-        return ForeshorteningLifter(calibration, self.config.min_score, planar=self.config.depth == "planar", focal_px=focal)
+        return ForeshorteningLifter(calibration, self.config.min_score, planar=self.config.depth == "planar", focal_px=focal,
+                                    depth_prior=self.depth_prior)
 
     def save(self, path: str | Path) -> None:
         if self.calibration is None:

@@ -1,7 +1,7 @@
 """Retargeter speed benchmark and golden-output recorder (issue #19).
 
     PYTHONPATH=. .venv/bin/python benchmarks/bench_retarget_speed.py [--save GOLDEN.npz] [--compare GOLDEN.npz]
-        [--frames N] [--profile] [--stabilizer]
+        [--frames N] [--profile] [--stabilizer] [--depth-prior default|""|PATH]
 
 Plays the CMU walk (``../shared/fixtures/mocap/cmu_131_01_walk.bvh``) and the AMP clips
 (``../shared/fixtures/mocap/amp/*.npy``) through :class:`~avatar_bridge.mocap.MocapSource` and one
@@ -70,7 +70,7 @@ def occlusion(index: int) -> tuple[int, ...]:
     return OCCLUDE[period % len(OCCLUDE)]
 
 
-def run(frames: int | None, profiler=None, stabilizer_ms: list[float] | None = None) -> tuple[dict[str, np.ndarray], list[float], list[float]]:
+def run(frames: int | None, profiler=None, stabilizer_ms: list[float] | None = None, depth_prior: str = "default") -> tuple[dict[str, np.ndarray], list[float], list[float]]:
     rot, hips, conf, tracking = [], [], [], []
     bone_names: list[str] | None = None
     conf_names: list[str] | None = None
@@ -81,7 +81,7 @@ def run(frames: int | None, profiler=None, stabilizer_ms: list[float] | None = N
         for name, yaw, noise, occlude, advance in SCENARIOS:
             source = MocapSource(clip, fps=FPS, camera=fit_camera(world, yaw), realtime=False)
             fov = float(np.degrees(2 * np.arctan(source.camera.width / 2 / source.camera.focal_px)))
-            retargeter = Retargeter(RetargetConfig(mirror=False, fov_deg=fov))
+            retargeter = Retargeter(RetargetConfig(mirror=False, fov_deg=fov, depth_prior=depth_prior))
             stabilizer = make_stabilizer(SmoothingConfig()) if noise > 0 else None
             rng = np.random.default_rng(0)
             size = (source.width, source.height)
@@ -164,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=None, help="first N frames of each clip only")
     parser.add_argument("--profile", action="store_true", help="cProfile the update and solve calls")
     parser.add_argument("--stabilizer", action="store_true", help="also time KalmanStabilizer.update")
+    parser.add_argument("--depth-prior", default="default", help='retarget.depth_prior: "default", "" (none) or a weights file')
     args = parser.parse_args(argv)
     profiler = None
     if args.profile:
@@ -173,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     stab_ms: list[float] | None = [] if args.stabilizer else None
     start = time.perf_counter()
-    golden, update_ms, solve_ms = run(args.frames, profiler, stab_ms)
+    golden, update_ms, solve_ms = run(args.frames, profiler, stab_ms, args.depth_prior)
     seconds = time.perf_counter() - start
     load_after = os.getloadavg()
     print(f"{load_average_line(load_before, load_after)}; {seconds:.1f} s")

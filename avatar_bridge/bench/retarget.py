@@ -27,7 +27,9 @@ from ..camera import PinholeCamera
 from ..config import RetargetConfig, SmoothingConfig
 from ..keypoints import KEYPOINT_INDEX as K
 from ..metrics import median_p95
-from ..retarget import Retargeter, body_transforms
+from ..depth_prior import DepthSignPrior
+from ..depth_prior_training import train_on_clips
+from ..retarget import Retargeter, body_transforms, load_depth_prior
 from .clips import Placement, add_clip_arguments, check_clip_arguments, clip_name
 
 
@@ -96,12 +98,13 @@ def _angle_deg(a: np.ndarray, b: np.ndarray) -> float:
 def run_scenario(mocap_path: Path, scenario: Scenario, depth: str, fps: float = 30.0, seed: int = 0,
                  calibration_seconds: float = 1.0, smoothing: SmoothingConfig | None = None,
                  fov_deg: float | None = None, placement: Placement | None = None,
-                 frames: int | None = None) -> dict[str, np.ndarray]:
+                 frames: int | None = None, depth_prior: DepthSignPrior | None = None) -> dict[str, np.ndarray]:
     """Per-bone angle errors (degrees, one per frame) for one camera / noise setting and depth method.
 
     The camera stands at ``placement`` (default: fitted to the clip, see :mod:`.clips`) turned
     ``scenario.azimuth_deg`` further. Besides one array per bone, the result holds ``solve_ms`` and
-    ``in_frame`` (bool per frame: every COCO keypoint projects inside the image).
+    ``in_frame`` (bool per frame: every COCO keypoint projects inside the image). ``depth_prior``:
+    the learned depth-sign prior the retargeter uses (None: anatomy rules alone).
     """
     from ..mocap import MocapSource, coco17_world, load_motion
 
@@ -110,8 +113,8 @@ def run_scenario(mocap_path: Path, scenario: Scenario, depth: str, fps: float = 
     source = MocapSource(mocap_path, fps=fps, camera=camera, realtime=False)
     # The retargeter is told the camera's field of view, as a user sets their webcam's (fov_deg).
     fov = math.degrees(2 * math.atan(camera.width / 2 / camera.focal_px)) if fov_deg is None else fov_deg
-    config = RetargetConfig(mirror=False, depth=depth, calibration_seconds=calibration_seconds, fov_deg=fov)
-    retargeter = Retargeter(config)
+    config = RetargetConfig(mirror=False, depth=depth, calibration_seconds=calibration_seconds, fov_deg=fov, depth_prior="")
+    retargeter = Retargeter(config, depth_prior=depth_prior)
     stabilizer = None
     if scenario.noise_px > 0:
         from ..smooth import make_stabilizer
@@ -161,25 +164,38 @@ def summarize(errors: dict[str, np.ndarray], mask: np.ndarray | None = None) -> 
 
 def run_benchmark(mocap_path: Path | list[Path], scenarios=SCENARIOS, fps: float = 30.0, seed: int | list[int] = 0,
                   calibration_seconds: float = 1.0, fov_deg: float | None = None, placement: Placement | None = None,
-                  frames: int | None = None, depths: tuple[str, ...] = ("foreshortening", "planar")) -> list[dict]:
+                  frames: int | None = None, depths: tuple[str, ...] = ("foreshortening", "planar"),
+                  depth_prior: str = "default", progress: bool = False) -> list[dict]:
     """One result row per clip, scenario, depth method and seed (clean scenarios: the first seed only,
     they have no noise). ``bones`` summarizes the in-frame frames, ``out_of_frame`` the others (None
-    when there are none), ``all_frames`` both."""
+    when there are none), ``all_frames`` both.
+
+    ``depth_prior``: the retargeter's learned depth-sign prior, as ``retarget.depth_prior`` takes it
+    (``"default"``, ``""`` for none, or a weights path), or ``"loco"``: leave-one-clip-out, each clip
+    scored with a prior trained (:func:`avatar_bridge.depth_prior.train_on_clips`, shipped settings)
+    on the other clips given. Raises ValueError for ``"loco"`` with fewer than two clips.
+    """
     clips = [Path(mocap_path)] if isinstance(mocap_path, (str, Path)) else [Path(p) for p in mocap_path]
     seeds = [seed] if isinstance(seed, int) else list(seed)
+    if depth_prior == "loco" and len(clips) < 2:
+        raise ValueError("--depth-prior loco trains on the other clips: give at least two clips")
+    fixed = None if depth_prior == "loco" else load_depth_prior(depth_prior)
     results = []
     for clip in clips:
+        prior = fixed
+        if depth_prior == "loco":
+            prior = train_on_clips([c for c in clips if c != clip], progress=progress)
         for scenario in scenarios:
             for s in (seeds if scenario.noise_px > 0 else seeds[:1]):
                 for depth in depths:
                     start = time.perf_counter()
                     errors = run_scenario(clip, scenario, depth, fps=fps, seed=s, calibration_seconds=calibration_seconds,
-                                          fov_deg=fov_deg, placement=placement, frames=frames)
+                                          fov_deg=fov_deg, placement=placement, frames=frames, depth_prior=prior)
                     solve_ms, inside = errors["solve_ms"], errors["in_frame"]
                     results.append({
                         "clip": str(clip), "seed": s,
                         "scenario": scenario.name, "azimuth_deg": scenario.azimuth_deg, "noise_px": scenario.noise_px,
-                        "depth": depth, "frames": len(solve_ms), "in_frame_frames": int(inside.sum()),
+                        "depth": depth, "depth_prior": depth_prior or "none", "frames": len(solve_ms), "in_frame_frames": int(inside.sum()),
                         "seconds": time.perf_counter() - start,
                         "solve_ms": dict(zip(("median", "p95"), median_p95(solve_ms))),
                         "bones": summarize(errors, inside),
@@ -245,6 +261,9 @@ def configure_parser(parser: argparse.ArgumentParser, command: str = "bench-reta
     parser.add_argument("--calibration-seconds", type=float, default=1.0, help="automatic calibration period at the clip's start")
     parser.add_argument("--fov", type=float, default=None,
                         help="horizontal field of view the retargeter assumes (default: the benchmark camera's, 70.8 degrees)")
+    parser.add_argument("--depth-prior", default="default", metavar="default|none|loco|PATH",
+                        help="learned depth-sign prior of the retargeter: the shipped one (default), none, loco (each clip "
+                             "with a prior trained on the other clips: held-out figures) or a weights file")
     parser.add_argument("--quick", action="store_true", help="only the clean frontal scenario")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON ('-' = stdout only)")
 
@@ -259,9 +278,14 @@ def run_command(args: argparse.Namespace) -> int:
         raise ValueError(f"--fov must be between 10 and 170 degrees, got {args.fov}")
     if args.frames is not None and args.frames < 10:
         raise ValueError(f"--frames {args.frames} is too short: use at least 10 frames")
+    prior = "" if args.depth_prior == "none" else args.depth_prior
+    if prior not in ("", "default", "loco") and not Path(prior).is_file():
+        raise FileNotFoundError(f"--depth-prior {prior}: no such weights file; use default, none, loco or a file from "
+                                "`avatar-bridge train-depth-prior`")
     scenarios = SCENARIOS[:1] if args.quick else SCENARIOS
     results = run_benchmark(clips, scenarios, fps=args.fps, seed=args.seeds, calibration_seconds=args.calibration_seconds,
-                            fov_deg=args.fov, placement=placement, frames=args.frames)
+                            fov_deg=args.fov, placement=placement, frames=args.frames, depth_prior=prior,
+                            progress=args.json != "-")
     if args.json == "-":
         print(json.dumps(results, indent=2))
         return 0
