@@ -733,17 +733,26 @@ class ForeshorteningLifter:
         weight, extrapolated = self._extrapolation(timestamp)
 
         # Which way the body is turned: cos from the shoulder/hip line widths (signed: + facing the
-        # camera), sin's sign from the nose relative to the ears (or the eyes, or the shoulders).
+        # camera), sin's sign from the nose relative to the ears (or the eyes, or the shoulders). Both
+        # are measured along the body's own left-right axis in the image, perpendicular to the
+        # hips-to-shoulders line (image x for an upright body), so that a body upside down (a
+        # cartwheel, a handstand) or lying is not read as turned away.
+        across_x, across_y = 1.0, 0.0
+        if have_hips and have_shoulders and torso_px > 0.5 * segments["torso"] * scale:
+            across_x, across_y = -dy / torso_px, dx / torso_px
         cos_terms = []
         if have_shoulders:
-            cos_terms.append((k[L_SH][0] - k[R_SH][0]) / (segments["shoulders"] * scale))
+            width = (k[L_SH][0] - k[R_SH][0]) * across_x + (k[L_SH][1] - k[R_SH][1]) * across_y
+            cos_terms.append(width / (segments["shoulders"] * scale))
         if have_hips:
-            cos_terms.append((k[L_HIP][0] - k[R_HIP][0]) / (segments["hips"] * scale))
+            width = (k[L_HIP][0] - k[R_HIP][0]) * across_x + (k[L_HIP][1] - k[R_HIP][1]) * across_y
+            cos_terms.append(width / (segments["hips"] * scale))
         cos_yaw = min(max(sum(cos_terms) / len(cos_terms), -1.0), 1.0)
         nose_side = 0.0
         for a, b in ((L_EAR, R_EAR), (L_EYE, R_EYE), (L_SH, R_SH)):
             if seen[NOSE] and seen[a] and seen[b]:
-                nose_side = k[NOSE][0] - (k[a][0] + k[b][0]) / 2
+                nose_side = ((k[NOSE][0] - (k[a][0] + k[b][0]) / 2) * across_x
+                             + (k[NOSE][1] - (k[a][1] + k[b][1]) / 2) * across_y)
                 break
         sin_sign = 1.0 if nose_side >= 0 else -1.0
         sin_yaw = sin_sign * math.sqrt(max(1.0 - cos_yaw**2, 0.0))

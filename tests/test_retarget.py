@@ -81,6 +81,25 @@ def calibrated_retargeter(config=None, seconds=1.0, fps=30):
     return retargeter, int(seconds * fps) + 2
 
 
+def test_a_body_upside_down_in_the_image_keeps_its_turn():
+    """A cartwheel or a handstand turns the body in the image plane: the hip and shoulder lines are
+    read along the body's own left-right axis (perpendicular to the torso in the image), not the
+    image's x axis, which read a body upside down as turned the other way (the AMP cartwheel's hip
+    line: 28.5 -> 17.4 degrees median, frontal). Here: the performer turned 30 degrees, after an
+    upright calibration, and the same keypoints turned 180 degrees about the image centre (a camera
+    mounted upside down): the far hip and shoulder are the true ones both times."""
+    retargeter, n = calibrated_retargeter()
+    uv, scores, depth = project({"hips": rot(Y, 30), "leftUpperArm": rot(Z, -45), "rightUpperArm": rot(Z, 45)})
+    true_hips = depth[12] - depth[11]  # towards the camera: left hip minus right hip (metres)
+    assert true_hips < -0.05
+    for keypoints in (uv, np.array([1280.0, 720.0]) - uv):
+        lifter = retargeter._lifter.fork()
+        for k in range(10):
+            joints = lifter.lift(keypoints, scores, (n + k) / 30)
+        assert joints[11, 2] - joints[12, 2] == pytest.approx(true_hips, abs=0.02)
+        assert joints[5, 2] - joints[6, 2] < -0.05
+
+
 # --- rest pose and known single-joint rotations ----------------------------------------------------
 
 
