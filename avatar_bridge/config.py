@@ -225,8 +225,8 @@ class RetargetConfig:
     neck_max_deg: float = field(default=70.0, metadata={"range": (0.0, 180.0)})  # total upperChest -> head
     fov_deg: float = field(default=60.0, metadata={"range": (10.0, 170.0)})  # assumed horizontal FOV, for hips depth in metres
     auto_upper_body: bool = True  # hips never seen for calibration_seconds while calibrating: upper-body mode (logged)
-    # learned depth-sign prior (docs/retarget.md): "default" = the shipped weights, a path = weights from
-    # `avatar-bridge train-depth-prior`, "" = the anatomy rules alone
+    # learned depth-sign prior (docs/retarget.md): "default" = the shipped weights, a path (relative to
+    # the current folder) = weights from `avatar-bridge train-depth-prior`, "" or "none" = the anatomy rules alone
     depth_prior: str = "default"
 
 
@@ -301,9 +301,14 @@ class AppConfig:
         if self.smoothing.method == "kalman":
             check_motion_model(self.smoothing)
         prior = self.retarget.depth_prior
-        if prior not in ("", "default") and not Path(prior).expanduser().is_file():
-            raise ConfigError(f"retarget.depth_prior: {prior} does not exist; give weights saved by `avatar-bridge "
-                              "train-depth-prior`, \"default\" for the shipped ones, or \"\" for none")
+        if prior not in ("", "none", "default"):
+            path = Path(prior).expanduser()
+            if path.is_dir():
+                raise ConfigError(f"retarget.depth_prior: {prior} is a folder; give the .npz file `avatar-bridge train-depth-prior` wrote")
+            if not path.is_file():
+                raise ConfigError(f"retarget.depth_prior: {prior} does not exist (a relative path starts from the current folder); "
+                                  "give weights saved by `avatar-bridge train-depth-prior`, \"default\" for the shipped ones, "
+                                  "or \"\" for none")
 
 
 def check_motion_model(smoothing: SmoothingConfig) -> None:

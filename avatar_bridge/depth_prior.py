@@ -26,6 +26,7 @@ person on every pose update.
 from __future__ import annotations
 
 import math
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +52,7 @@ MIRROR_INDEX = np.array([0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 1
 MIRROR_SEGMENTS = np.array([2, 3, 0, 1, 6, 7, 4, 5])
 HIPS = (K["left_hip"], K["right_hip"])
 SHOULDERS = (K["left_shoulder"], K["right_shoulder"])
+_TORSO = HIPS + SHOULDERS
 FEATURES = 3 * NUM_KEYPOINTS + 8  # x, y (normalized) and seen per keypoint, then each limb segment's length ratio
 DEFAULT_WEIGHTS = Path(__file__).with_name("data") / "depth_prior.npz"
 PLANE_EDGE = 0.25  # |signed depth| up to this is the "close to the image plane" class
@@ -102,7 +104,7 @@ class DepthSignPrior:
     layers: tuple[tuple[np.ndarray, np.ndarray], ...]
 
     def logits(self, features: np.ndarray) -> np.ndarray:
-        """(..., 8, 3) logits for features (..., 51) from :func:`pose_features`."""
+        """(..., 8, 3) logits for features (..., 59) from :func:`pose_features`."""
         x = np.asarray(features, dtype=np.float64)
         for i, (w, b) in enumerate(self.layers):
             x = x @ w + b
@@ -118,6 +120,37 @@ class DepthSignPrior:
         out = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
         return np.maximum(out, math.log(0.002))
 
+    def log_probs_one(self, keypoints: list, seen: list[bool], ratios: list[float]) -> list[list[float]]:
+        """:meth:`log_probs` of one pose given as plain Python lists (17 [x, y] pixel pairs, 17 seen
+        flags, 8 ratios, NaN for unknown), as 8 lists of 3 floats: the lifter's per-update path, where
+        numpy's per-call cost on 17 points would be most of the work. Same values as
+        :meth:`log_probs` to float rounding (tests/test_depth_prior.py)."""
+        mask = [bool(v) and math.isfinite(p[0]) and math.isfinite(p[1]) for p, v in zip(keypoints, seen)]
+        anchor = [i for i in _TORSO if mask[i]] or [i for i in range(NUM_KEYPOINTS) if mask[i]]
+        n_seen = sum(mask)
+        features = [0.0] * FEATURES
+        if n_seen >= 2:
+            cx = sum(keypoints[i][0] for i in anchor) / len(anchor)
+            cy = sum(keypoints[i][1] for i in anchor) / len(anchor)
+            rel = [(p[0] - cx, p[1] - cy) if m else (0.0, 0.0) for p, m in zip(keypoints, mask)]
+            rms = math.sqrt(sum(x * x + y * y for x, y in rel) / n_seen)
+            if rms > 1e-9:
+                for i, (x, y) in enumerate(rel):
+                    features[2 * i] = x / rms
+                    features[2 * i + 1] = -y / rms
+                    features[2 * NUM_KEYPOINTS + i] = 1.0 if mask[i] else 0.0
+                for j, r in enumerate(ratios):
+                    features[3 * NUM_KEYPOINTS + j] = 0.0 if not math.isfinite(r) else 0.0 if r < 0.0 else 1.3 if r > 1.3 else r
+        x = np.array(features, dtype=np.float32).astype(np.float64)  # the batch path rounds to float32 too
+        for i, (w, b) in enumerate(self.layers):
+            x = x @ w + b
+            if i < len(self.layers) - 1:
+                np.maximum(x, 0.0, out=x)
+        z = x.reshape(len(PRIOR_SEGMENTS), CLASSES)
+        z = z - z.max(axis=1, keepdims=True)
+        out = np.maximum(z - np.log(np.exp(z).sum(axis=1, keepdims=True)), math.log(0.002))
+        return out.tolist()
+
     def save(self, path: str | Path) -> None:
         arrays = {}
         for i, (w, b) in enumerate(self.layers):
@@ -129,14 +162,22 @@ class DepthSignPrior:
         """Read weights saved by :meth:`save`. Raises ValueError naming the file when it is missing,
         unreadable or its shapes do not chain from ``FEATURES`` inputs to 8 x 3 outputs."""
         path = Path(path)
+        if path.is_dir():
+            raise ValueError(f"{path} is a folder, not depth-prior weights: give the .npz file `avatar-bridge train-depth-prior` wrote")
         try:
-            with np.load(path) as data:
+            data = np.load(path, allow_pickle=False)
+            if not isinstance(data, np.lib.npyio.NpzFile):  # a plain .npy array
+                raise ValueError("a single array, not an .npz archive")
+            with data:
                 count = sum(1 for k in data.files if k.startswith("w"))
                 layers = tuple((np.asarray(data[f"w{i}"], dtype=np.float64), np.asarray(data[f"b{i}"], dtype=np.float64))
                                for i in range(count))
-        except (OSError, ValueError, KeyError) as exc:
-            raise ValueError(f"{path}: cannot read depth-prior weights ({exc}); retrain with `avatar-bridge train-depth-prior` "
-                             "or set retarget.depth_prior = \"\" to run without it") from None
+        except FileNotFoundError:
+            raise ValueError(f"{path}: no such depth-prior weights file; train one with `avatar-bridge train-depth-prior` "
+                             "or run without one (retarget.depth_prior = \"\")") from None
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            raise ValueError(f"{path} is not depth-prior weights (the .npz file `avatar-bridge train-depth-prior` writes); "
+                             "retrain, or run without one (retarget.depth_prior = \"\")") from None
         width = FEATURES
         for w, b in layers:
             if w.ndim != 2 or w.shape[0] != width or b.shape != (w.shape[1],):

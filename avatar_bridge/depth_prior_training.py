@@ -87,7 +87,7 @@ def training_views(joints3d: np.ndarray, views_per_frame: int, rng: np.random.Ge
     """Random camera views of mocap poses, as training samples for :func:`train`.
 
     ``joints3d``: (N, 17, 3) COCO-17 world points, metres, Y up (:func:`avatar_bridge.mocap.coco17_world`).
-    Returns features (M, 51) float32, labels (M, 8) int64 (the class of each segment's signed depth:
+    Returns features (M, 59) float32, labels (M, 8) int64 (the class of each segment's signed depth:
     0 away, 1 close to the image plane, 2 towards the camera) and a mask (M, 8) float32 (1 where both
     ends of the segment are seen), M = 2 N ``views_per_frame`` (every view also mirrored). Each
     view's camera looks at that frame's hip centre.
@@ -137,7 +137,7 @@ def training_views(joints3d: np.ndarray, views_per_frame: int, rng: np.random.Ge
 
 
 def train(features: np.ndarray, labels: np.ndarray, weights: np.ndarray, hidden: int = 128, epochs: int = 20,
-          seed: int = 0, progress: bool = False) -> DepthSignPrior:
+          seed: int = 0, progress: bool = False, label: str = "training depth prior") -> DepthSignPrior:
     """Fit the network with masked cross-entropy over the three classes per segment (AdamW, learning
     rate 1e-3 with cosine decay, batches of 512, weight decay 1e-4) on samples from :func:`training_views`. Deterministic for a
     seed on one machine. Needs torch (a dependency of the pose stage)."""
@@ -156,7 +156,7 @@ def train(features: np.ndarray, labels: np.ndarray, weights: np.ndarray, hidden:
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
     generator = torch.Generator().manual_seed(seed)
     loss_fn = torch.nn.CrossEntropyLoss(reduction="none")
-    for _ in tqdm(range(epochs), desc="training depth prior", unit="epoch", disable=not progress):
+    for _ in tqdm(range(epochs), desc=label, unit="epoch", disable=not progress):
         order = torch.randperm(len(x), generator=generator)
         for start in range(0, len(x), batch):
             idx = order[start:start + batch]
@@ -244,8 +244,10 @@ def clip_samples(paths: list[Path], settings: TrainingSettings = TrainingSetting
     return out
 
 
-def train_on_clips(paths: list[Path], settings: TrainingSettings = TrainingSettings(), progress: bool = False) -> DepthSignPrior:
+def train_on_clips(paths: list[Path], settings: TrainingSettings = TrainingSettings(), progress: bool = False,
+                   label: str = "training depth prior") -> DepthSignPrior:
     """A prior trained on mocap clips and random poses (:func:`clip_samples` then :func:`train`)."""
     samples = clip_samples(paths, settings, random=True)
     features, labels, weights = (np.concatenate([s[i] for s in samples]) for i in range(3))
-    return train(features, labels, weights, hidden=settings.hidden, epochs=settings.epochs, seed=settings.seed, progress=progress)
+    return train(features, labels, weights, hidden=settings.hidden, epochs=settings.epochs, seed=settings.seed, progress=progress,
+                 label=label)

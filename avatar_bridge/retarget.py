@@ -811,8 +811,7 @@ class ForeshorteningLifter:
         metres = [length * dist_cal / focal for length in limb_cal]
         learned = None
         if self.depth_prior is not None and not planar:
-            ratios = [r / scale for r in limb_ratios]  # NaN where unseen
-            learned = self.depth_prior.log_probs(np.asarray(keypoints, dtype=np.float64), np.array(seen), np.array(ratios)).tolist()
+            learned = self.depth_prior.log_probs_one(k, seen, [r / scale for r in limb_ratios])  # ratio NaN: unseen
         self._place_limbs(pts, ray, seen, metres, (forward, up, left_axis), weight, extrapolated, chosen, learned)
         if chosen:
             self._commit(chosen, timestamp)
@@ -1440,15 +1439,17 @@ def _slerp(a: tuple, b: tuple, t: float) -> tuple[float, float, float, float]:
 
 
 def load_depth_prior(setting: str) -> DepthSignPrior | None:
-    """The learned depth-sign prior a ``retarget.depth_prior`` setting names: ``""`` none, ``"default"``
-    the shipped weights, anything else a path to weights saved by ``train-depth-prior``. Raises
-    ValueError (one line, naming the file) when the file is missing or not such weights."""
-    if not setting:
+    """The learned depth-sign prior a ``retarget.depth_prior`` setting names: ``""`` or ``"none"`` none,
+    ``"default"`` the shipped weights, anything else a path (relative to the current folder, ``~``
+    expanded) to weights saved by ``train-depth-prior``. Raises ValueError (one line, naming the file)
+    when the file is missing, a folder or not such weights."""
+    if not setting or setting == "none":
         return None
     path = DEFAULT_WEIGHTS if setting == "default" else Path(setting).expanduser()
-    if not path.is_file():
+    if not path.exists():
         raise ValueError(f"retarget.depth_prior: {path} does not exist; give weights saved by "
-                         "`avatar-bridge train-depth-prior`, \"default\", or \"\" for none")
+                         "`avatar-bridge train-depth-prior` (a relative path starts from the current folder), "
+                         "\"default\", or \"\" for none")
     return DepthSignPrior.load(path)
 
 

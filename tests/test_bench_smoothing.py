@@ -20,6 +20,7 @@ from avatar_bridge.bench.smoothing import (
     rmse,
 )
 from avatar_bridge.cli import main
+from avatar_bridge.config import SmoothingConfig
 
 
 def test_corruption_matches_issue_definition():
@@ -77,7 +78,10 @@ def test_short_benchmark_structure(tmp_path, capsys):
         assert set(case) >= {"raw", "one_euro_xr_defaults", "one_euro_sweep", "kalman_sweep", "kalman_default", "rts_smoother", "latency", "floors"}
         # the offline smoother uses the future: less error than the causal default (lag needs the whole clip)
         assert case["rts_smoother"]["rmse"] < case["kalman_default"]["rmse"] and case["rts_smoother"]["ms_per_frame"] > 0
-        assert len(case["one_euro_sweep"]) == 9 and len(case["kalman_sweep"]) == 6
+        assert len(case["one_euro_sweep"]) == 9 and len(case["kalman_sweep"]) == 12
+        assert sorted({p["measurement_noise"] for p in case["kalman_sweep"]}) == pytest.approx(
+            [SmoothingConfig().measurement_noise, 4 * SmoothingConfig().measurement_noise])
+        assert sum(p["process_noise_only"] for p in case["kalman_sweep"]) == 6
         latency_rows = [v for k, v in case["latency"].items() if isinstance(v, dict) and k != "linear_bound"]
         bound = case["latency"]["linear_bound"]
         assert bound["taps"] == 12 and bound["lag_bounded_rmse"] >= bound["best_rmse"] > 0 and bound["lag_bounded_lag"] <= 0.5 + 1e-6
@@ -89,6 +93,12 @@ def test_short_benchmark_structure(tmp_path, capsys):
         assert case["kalman_default"]["jitter"] < case["raw"]["jitter"]
         assert case["kalman_default"]["ms_per_predict_median"] > 0 and np.isfinite(case["kalman_default"]["ms_per_predict_p95"])
         assert all("ok" in floor for floor in case["floors"].values()) and "latency" in case["floors"]
+    # The front over the whole sweep is never worse than over its process-noise part (a superset).
+    floors = result["cases"]["iid"]["floors"]
+    full, part = floors["best_vs_one_euro"], floors["best_vs_one_euro_process_noise_only"]
+    if full["worst_excess"] is not None and part["worst_excess"] is not None and full["covered"] and part["covered"]:
+        assert full["worst_excess"] <= part["worst_excess"] + 1e-9
+    assert document["summary"][0]["iid_process_noise_only_worst_excess"] == part["worst_excess"]
     assert result["cases"]["iid"]["raw"]["rmse"] == pytest.approx(7.07, abs=0.5)  # sqrt(2) * 5 px
     # Raw keeps the measurement timing: no lag.
     assert abs(result["cases"]["iid"]["raw"]["lag"]) < 0.2
@@ -105,9 +115,10 @@ def test_full_sweep_sizes():
     """The default (non-quick) sweeps are the ones the floors are judged on."""
     from avatar_bridge.bench.smoothing import sweep_grids
 
-    mc, beta, dc, acc, speed, innov = sweep_grids(quick=False)
+    mc, beta, dc, acc, speed, innov, meas = sweep_grids(quick=False)
     assert len(mc) * len(beta) * len(dc) == 98 and min(mc) == 0.5 and max(mc) == 5.0 and min(beta) == 1 and max(beta) == 60
     assert len(acc) * len(speed) * len(innov) == 147 and 1.0 in acc and 1.0 in speed and 1.0 in innov
+    assert meas == (1.0, 2.0, 4.0)  # the measurement noise as shipped, and raised to smooth more
 
 
 def test_lag_metric_recovers_sub_frame_shifts_of_the_clip():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -113,14 +114,44 @@ def test_save_load_round_trip_and_file_errors(tmp_path):
     assert got.shape == (8, 3)
     np.testing.assert_allclose(np.exp(got).sum(axis=1), 1.0, atol=0.01)  # (floored at 0.002)
     np.testing.assert_allclose(got, prior.log_probs(kp, seen, np.ones(8)), atol=1e-5)  # float32 on disk
-    with pytest.raises(ValueError, match="cannot read depth-prior weights"):
+    with pytest.raises(ValueError, match="no such depth-prior weights file"):
         D.DepthSignPrior.load(tmp_path / "missing.npz")
+    with pytest.raises(ValueError, match="is a folder"):
+        D.DepthSignPrior.load(tmp_path)
+    (tmp_path / "text.npz").write_text("not an archive")
+    with pytest.raises(ValueError, match="is not depth-prior weights") as error:
+        D.DepthSignPrior.load(tmp_path / "text.npz")
+    assert "pickle" not in str(error.value)
+    np.save(tmp_path / "array.npy", np.zeros(3))
+    with pytest.raises(ValueError, match="is not depth-prior weights"):
+        D.DepthSignPrior.load(tmp_path / "array.npy")
     np.savez(tmp_path / "bad.npz", w0=np.zeros((10, 24)), b0=np.zeros(24))
     with pytest.raises(ValueError, match="do not chain from 59 inputs"):
         D.DepthSignPrior.load(tmp_path / "bad.npz")
     np.savez(tmp_path / "short.npz", w0=np.zeros((59, 8)), b0=np.zeros(8))
     with pytest.raises(ValueError, match="needs 24 outputs"):
         D.DepthSignPrior.load(tmp_path / "short.npz")
+
+
+def test_the_per_pose_path_matches_the_batch_path():
+    """The lifter's plain-float path gives the batch path's log-probabilities: all seen, some unseen
+    or NaN, unknown and out-of-range ratios, and too few keypoints."""
+    prior = load_depth_prior("default")
+    rng = np.random.default_rng(8)
+    for trial in range(20):
+        kp = rng.uniform(0, 1280, (17, 2))
+        seen = rng.random(17) > (0.0 if trial < 5 else 0.3)
+        if trial % 4 == 1:
+            kp[rng.integers(17)] = np.nan
+        if trial == 19:
+            seen[:] = False
+            seen[3] = True
+        ratios = rng.uniform(-0.2, 1.6, 8)
+        ratios[rng.random(8) < 0.2] = np.nan
+        ratios[0] = np.inf if trial % 3 == 0 else ratios[0]
+        batch = prior.log_probs(kp, seen, ratios)
+        one = prior.log_probs_one(kp.tolist(), seen.tolist(), ratios.tolist())
+        np.testing.assert_allclose(np.array(one), batch, atol=1e-9)
 
 
 def test_log_prob_at_interpolates_between_class_centres():
@@ -132,14 +163,19 @@ def test_log_prob_at_interpolates_between_class_centres():
 
 
 def test_settings_name_the_weights(tmp_path):
-    assert load_depth_prior("") is None
+    assert load_depth_prior("") is None and load_depth_prior("none") is None
     assert isinstance(load_depth_prior("default"), D.DepthSignPrior)
     with pytest.raises(ValueError, match="train-depth-prior"):
         load_depth_prior(str(tmp_path / "nope.npz"))
     config = AppConfig()
     config.retarget.depth_prior = str(tmp_path / "nope.npz")
-    with pytest.raises(ConfigError, match="retarget.depth_prior"):
+    with pytest.raises(ConfigError, match="retarget.depth_prior.*current folder"):
         config.validate()
+    config.retarget.depth_prior = str(tmp_path)
+    with pytest.raises(ConfigError, match="is a folder"):
+        config.validate()
+    config.retarget.depth_prior = "none"
+    config.validate()
     assert Retargeter(RetargetConfig(depth_prior="")).depth_prior is None
     assert Retargeter(RetargetConfig()).depth_prior is not None  # the shipped weights by default
 
@@ -173,11 +209,17 @@ def test_train_command_writes_usable_weights(tmp_path, capsys):
             "--views", "4", "--epochs", "2", "--hidden", "16", "--random-poses", "50"]
     assert cli.main(args) == 0
     text = capsys.readouterr().out
-    assert "from 1 clip(s) and 50 random poses" in text and "held out other.npy: side right on" in text
+    assert "from 1 clip(s) (4 views per pose) and 50 random poses (one view each)" in text
+    assert "held out other.npy: side right on" in text and "not held out" not in text
     assert isinstance(load_depth_prior(str(out)), D.DepthSignPrior)
     before = out.read_bytes()
     assert cli.main(args) == 2  # exists: refused, nothing touched
     assert "--overwrite" in capsys.readouterr().err and out.read_bytes() == before
+    # A clip given to both --clip and --validate is scored but not called held out.
+    assert cli.main([*args[:4], str(walk), *args[4:], "--overwrite"]) == 0
+    text = capsys.readouterr().out
+    assert re.search(r"held out walk\.npy: side right on [\d.]+% \(also a training clip: not held out\)", text)
+    assert re.search(r"held out other\.npy: side right on [\d.]+%\n", text)
 
 
 @pytest.mark.parametrize("args, message", [
@@ -209,6 +251,8 @@ def test_bench_retarget_depth_prior_choices(tmp_path, capsys):
     assert "no such weights file" in capsys.readouterr().err
     assert cli.main(["bench-retarget", "--clip", str(walk), "--depth-prior", "none", "--quick", "--json", "-"]) == 0
     assert '"depth_prior": "none"' in capsys.readouterr().out
+    assert cli.main(["bench-retarget", "--clip", str(walk), "--depth-prior", "none", "--quick", "--frames", "20"]) == 0
+    assert "depth prior: none (anatomy rules alone)" in capsys.readouterr().out
 
 
 def test_pipeline_reads_the_prior_once_for_every_person():

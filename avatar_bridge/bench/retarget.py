@@ -184,7 +184,7 @@ def run_benchmark(mocap_path: Path | list[Path], scenarios=SCENARIOS, fps: float
     for clip in clips:
         prior = fixed
         if depth_prior == "loco":
-            prior = train_on_clips([c for c in clips if c != clip], progress=progress)
+            prior = train_on_clips([c for c in clips if c != clip], progress=progress, label=f"depth prior without {clip_name(clip)}")
         for scenario in scenarios:
             for s in (seeds if scenario.noise_px > 0 else seeds[:1]):
                 for depth in depths:
@@ -290,6 +290,9 @@ def run_command(args: argparse.Namespace) -> int:
         print(json.dumps(results, indent=2))
         return 0
     print(placement.describe())
+    print({"": "depth prior: none (anatomy rules alone)", "default": "depth prior: the shipped one",
+           "loco": "depth prior: leave-one-clip-out (each clip with a prior trained on the other clips)"}.get(
+        prior, f"depth prior: {prior}"))
     print(format_table(results))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2), encoding="utf-8")

@@ -11,7 +11,7 @@ with a fixed seed (issue #4):
 
 Raw (last value held through dropouts), a One Euro sweep (min cutoff x beta x d cutoff, normalized
 image coordinates like XR Animator) and a Kalman sweep (its three process-noise terms: acceleration,
-speed gain, innovation gain; other settings as shipped) are scored by RMSE to
+speed gain, innovation gain, and its measurement noise; other settings as shipped) are scored by RMSE to
 the truth (px), lag (frames, from the cross-correlation of velocities, sub-frame) and jitter (mean
 absolute second difference, px/frame^2). The floors of issue #4 are checked against the One Euro
 Pareto front (lowest RMSE for a given jitter), interpolated at the Kalman default's jitter.
@@ -42,10 +42,13 @@ ONE_EURO_MIN_CUTOFFS = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
 ONE_EURO_BETAS = (1.0, 2.0, 5.0, 10.0, 20.0, 40.0, 60.0)
 ONE_EURO_D_CUTOFFS = (1.0, 2.0)
 XR_ANIMATOR_DEFAULTS = {"min_cutoff": 1.0, "beta": 1.0, "d_cutoff": 2.0}
-# Kalman sweep over its two process-noise settings (x the shipped default), as One Euro's over two.
+# Kalman sweep over the settings a user turns to smooth more or less (x the shipped default), as One
+# Euro's over its three: the process noise (acceleration, speed gain, innovation gain) and, since issue
+# #17, the measurement noise (the front over the process noise alone is reported beside it).
 KALMAN_ACCELERATION_SCALES = (0.02, 0.05, 0.1, 0.3, 0.6, 1.0, 2.0)
 KALMAN_SPEED_GAIN_SCALES = (0.0, 1 / 6, 2 / 6, 3 / 6, 4 / 6, 1.0, 1.5)
 KALMAN_INNOVATION_GAIN_SCALES = (0.0, 1.0, 3.3)
+KALMAN_MEASUREMENT_NOISE_SCALES = (1.0, 2.0, 4.0)
 FPS = 30.0
 DELIVERY_DELAY = 0.05  # s between capture and the measurement reaching the filter (latency check)
 # Latency check: a wider-band filter extrapolated with its plain motion model (no shrinking), to show
@@ -254,14 +257,16 @@ def one_euro(image_size: tuple[int, int], min_cutoff: float, beta: float, d_cuto
     return OneEuroStabilizer(min_cutoff=min_cutoff, beta=beta, d_cutoff=d_cutoff, scale=np.array(image_size, dtype=np.float64))
 
 
-def kalman_config(base: SmoothingConfig, acceleration_scale: float, speed_scale: float, innovation_scale: float = 1.0) -> SmoothingConfig:
-    """The shipped Kalman settings with its three process-noise terms scaled."""
+def kalman_config(base: SmoothingConfig, acceleration_scale: float, speed_scale: float, innovation_scale: float = 1.0,
+                  measurement_scale: float = 1.0) -> SmoothingConfig:
+    """The shipped Kalman settings with its three process-noise terms and its measurement noise scaled."""
     return dataclasses.replace(
         base,
         acceleration=base.acceleration * acceleration_scale,
         jerk=base.jerk * acceleration_scale,
         speed_gain=base.speed_gain * speed_scale,
         innovation_gain=base.innovation_gain * innovation_scale,
+        measurement_noise=base.measurement_noise * measurement_scale,
     )
 
 
@@ -286,9 +291,9 @@ def along_front(front: list[dict], jitter_value: float, key: str = "rmse") -> fl
 
 # --- benchmark --------------------------------------------------------------------------------------
 def sweep_grids(quick: bool) -> tuple[tuple, ...]:
-    """(min cutoffs, betas, d cutoffs, acceleration, speed gain, innovation gain scales)."""
+    """(min cutoffs, betas, d cutoffs, acceleration, speed gain, innovation gain, measurement noise scales)."""
     if quick:  # a coarse corner-and-centre grid for smoke tests
-        return (0.5, 1.0, 5.0), (1.0, 10.0, 60.0), (1.0,), (0.1, 1.0, 2.0), (0.0, 1.0), (1.0,)
+        return (0.5, 1.0, 5.0), (1.0, 10.0, 60.0), (1.0,), (0.1, 1.0, 2.0), (0.0, 1.0), (1.0,), (1.0, 4.0)
     return (
         ONE_EURO_MIN_CUTOFFS,
         ONE_EURO_BETAS,
@@ -296,6 +301,7 @@ def sweep_grids(quick: bool) -> tuple[tuple, ...]:
         KALMAN_ACCELERATION_SCALES,
         KALMAN_SPEED_GAIN_SCALES,
         KALMAN_INNOVATION_GAIN_SCALES,
+        KALMAN_MEASUREMENT_NOISE_SCALES,
     )
 
 
@@ -304,7 +310,7 @@ def run_benchmark(
     placement: Placement | None = None,
 ) -> dict:
     """Every case and sweep for one clip and seed; returns a JSON-ready dict (see ``docs/smoothing.md``)."""
-    min_cutoffs, betas, d_cutoffs, accelerations, speed_gains, innovation_gains = sweep_grids(quick)
+    min_cutoffs, betas, d_cutoffs, accelerations, speed_gains, innovation_gains, measurement_scales = sweep_grids(quick)
     config = config or SmoothingConfig()
     truth, source = load_clip(bvh, frames, placement)
     size = (source.width, source.height)
@@ -330,12 +336,14 @@ def run_benchmark(
                     sweep.append({"min_cutoff": mc, "beta": beta, "d_cutoff": dc, **score(est, truth)})
         case["one_euro_sweep"] = sweep
         ksweep = []
-        for a in accelerations:
-            for g in speed_gains:
-                for ig in innovation_gains:
-                    cfg = kalman_config(config, a, g, ig)
-                    est = run_stabilizer(KalmanStabilizer(cfg), noisy, conf)
-                    ksweep.append({"acceleration": cfg.acceleration, "speed_gain": cfg.speed_gain, "innovation_gain": cfg.innovation_gain, **score(est, truth)})
+        for r in measurement_scales:
+            for a in accelerations:
+                for g in speed_gains:
+                    for ig in innovation_gains:
+                        cfg = kalman_config(config, a, g, ig, r)
+                        est = run_stabilizer(KalmanStabilizer(cfg), noisy, conf)
+                        ksweep.append({"acceleration": cfg.acceleration, "speed_gain": cfg.speed_gain, "innovation_gain": cfg.innovation_gain,
+                                       "measurement_noise": cfg.measurement_noise, "process_noise_only": r == 1.0, **score(est, truth)})
         case["kalman_sweep"] = ksweep
         est = run_stabilizer(KalmanStabilizer(config), noisy, conf)
         case["kalman_default"] = {**score(est, truth), **update_cost(KalmanStabilizer(config), noisy, conf)}
@@ -408,24 +416,33 @@ def check_floors(mode: str, case: dict) -> dict:
             "ok": oe_rmse is not None and d["rmse"] <= 0.85 * oe_rmse and d["lag"] <= oe_lag + 1e-9,
         }
     else:
-        grid = np.linspace(2.5, 5.0, 26)
-        worst, worst_at, covered = -np.inf, None, True
-        for j in grid:
-            k = along_front(k_front, j)
-            o = along_front(oe_front, j)
-            if k is None or o is None:
-                covered = False
-                continue
-            if k / o - 1 > worst:
-                worst, worst_at = k / o - 1, float(j)
-        floors["best_vs_one_euro"] = {
-            "jitter_range": [2.5, 5.0],
-            "worst_excess": None if worst_at is None else float(worst),
-            "at_jitter": worst_at,
-            "covered": covered,
-            "ok": covered and worst <= 0.05,
-        }
+        floors["best_vs_one_euro"] = front_excess(k_front, oe_front)
+        # The same check over the process-noise settings alone, measurement noise as shipped (the sweep
+        # before issue #17 added the measurement noise), reported beside it.
+        floors["best_vs_one_euro_process_noise_only"] = front_excess(
+            pareto_front([p for p in case["kalman_sweep"] if p.get("process_noise_only", True)]), oe_front)
     return floors
+
+
+def front_excess(k_front: list[dict], oe_front: list[dict]) -> dict:
+    """The worst excess of the Kalman front's RMSE over One Euro's between jitter 2.5 and 5 (both
+    interpolated), where it is, whether both fronts cover the range, and ``ok`` (covered, <= 5%)."""
+    worst, worst_at, covered = -np.inf, None, True
+    for j in np.linspace(2.5, 5.0, 26):
+        k = along_front(k_front, j)
+        o = along_front(oe_front, j)
+        if k is None or o is None:
+            covered = False
+            continue
+        if k / o - 1 > worst:
+            worst, worst_at = k / o - 1, float(j)
+    return {
+        "jitter_range": [2.5, 5.0],
+        "worst_excess": None if worst_at is None else float(worst),
+        "at_jitter": worst_at,
+        "covered": covered,
+        "ok": covered and worst <= 0.05,
+    }
 
 
 # --- reporting ---------------------------------------------------------------------------------------
@@ -435,6 +452,7 @@ def summary_rows(results: list[dict]) -> list[dict]:
     for r in results:
         real = r["cases"]["realistic"]["floors"]["default_vs_one_euro"]
         iid = r["cases"]["iid"]["floors"]["best_vs_one_euro"]
+        iid_q = r["cases"]["iid"]["floors"].get("best_vs_one_euro_process_noise_only", iid)
         lat = {mode: r["cases"][mode]["floors"]["latency"] for mode in r["cases"]}
         cost = r["cases"]["realistic"]["kalman_default"]
         rows.append({
@@ -443,6 +461,8 @@ def summary_rows(results: list[dict]) -> list[dict]:
             "realistic_one_euro_rmse": real["one_euro_rmse"], "realistic_kalman_lag": real["kalman_lag"],
             "realistic_one_euro_lag": real["one_euro_lag"], "realistic_ok": real["ok"],
             "iid_worst_excess": iid["worst_excess"], "iid_at_jitter": iid["at_jitter"], "iid_covered": iid["covered"], "iid_ok": iid["ok"],
+            "iid_process_noise_only_worst_excess": iid_q["worst_excess"], "iid_process_noise_only_covered": iid_q["covered"],
+            "iid_process_noise_only_ok": iid_q["ok"],
             **{f"latency_{mode}_{k}": v for mode, f in lat.items() for k, v in f.items()},
             "ms_per_frame_median": cost["ms_per_frame_median"],
         })
@@ -458,14 +478,15 @@ def format_summary(results: list[dict]) -> str:
     iid front check and the latency check, each against its issue #17 floor."""
     rows = summary_rows(results)
     lines = [
-        "| clip | seed | realistic: Kalman / One Euro RMSE at equal jitter (reduction), lag K / OE | iid: worst Kalman front vs One Euro front, jitter 2.5-5 | latency 50 ms, realistic: RMSE comp. / uncomp. (lag) | latency, iid | ms/frame |",
+        "| clip | seed | realistic: Kalman / One Euro RMSE at equal jitter (reduction), lag K / OE | iid: worst Kalman front vs One Euro front, jitter 2.5-5 (process noise only) | latency 50 ms, realistic: RMSE comp. / uncomp. (lag) | latency, iid | ms/frame |",
         "|---|---|---|---|---|---|---|",
     ]
     for w in rows:
         oe = "-" if w["realistic_one_euro_rmse"] is None else f"{w['realistic_one_euro_rmse']:.2f}"
         oe_lag = "-" if w["realistic_one_euro_lag"] is None else f"{w['realistic_one_euro_lag']:.2f}"
         real = f"{w['realistic_kalman_rmse']:.2f} / {oe} (reduction {_pct(w['realistic_reduction'])}), lag {w['realistic_kalman_lag']:.2f} / {oe_lag} {'ok' if w['realistic_ok'] else 'FAIL'}"
-        iid = f"{_pct(w['iid_worst_excess'])}" + ("" if w["iid_covered"] else " (range not covered)") + f" {'ok' if w['iid_ok'] else 'FAIL'}"
+        iid = (f"{_pct(w['iid_worst_excess'])}" + ("" if w["iid_covered"] else " (range not covered)") + f" {'ok' if w['iid_ok'] else 'FAIL'}"
+               f" ({_pct(w['iid_process_noise_only_worst_excess'])}" + ("" if w["iid_process_noise_only_covered"] else ", not covered") + ")")
         lat = [f"{w[f'latency_{m}_compensated_rmse']:.2f} / {w[f'latency_{m}_uncompensated_rmse']:.2f} (lag {w[f'latency_{m}_compensated_lag']:.2f}) "
                f"{'ok' if w[f'latency_{m}_ok'] else 'FAIL'}" for m in ("realistic", "iid")]
         lines.append(f"| {clip_name(w['clip'])} | {w['seed']} | {real} | {iid} | {lat[0]} | {lat[1]} | {w['ms_per_frame_median']:.3f} |")
@@ -505,7 +526,8 @@ def format_table(result: dict) -> str:
         for p in pareto_front(case["one_euro_sweep"]):
             row(f"One Euro front: cutoff {p['min_cutoff']:g} beta {p['beta']:g} d {p['d_cutoff']:g}", p)
         for p in pareto_front(case["kalman_sweep"]):
-            row(f"Kalman front: accel {p['acceleration']:g} speed {p['speed_gain']:g} innov {p['innovation_gain']:g}", p)
+            row(f"Kalman front: accel {p['acceleration']:g} speed {p['speed_gain']:g} innov {p['innovation_gain']:g} "
+                f"meas {p.get('measurement_noise', float('nan')):g}", p)
         row("Kalman, shipped default", case["kalman_default"])
         row("RTS smoother (offline, convert's default)", case["rts_smoother"])
         lat = case["latency"]
@@ -548,7 +570,7 @@ def plot(result: dict, path: Path) -> None:
         front = pareto_front(oe)
         ax.plot([p["jitter"] for p in front], [p["rmse"] for p in front], "-", c="#555555", label="One Euro best (front)")
         ks = case["kalman_sweep"]
-        ax.scatter([p["jitter"] for p in ks], [p["rmse"] for p in ks], s=10, c="#f4a6a6", label="Kalman sweep (process noise)")
+        ax.scatter([p["jitter"] for p in ks], [p["rmse"] for p in ks], s=10, c="#f4a6a6", label="Kalman sweep (process and measurement noise)")
         kf = pareto_front(ks)
         ax.plot([p["jitter"] for p in kf], [p["rmse"] for p in kf], "o-", c="#d62728", ms=4, label="Kalman best (front)")
         d = case["kalman_default"]

@@ -20,7 +20,7 @@ from ..mocap import MOCAP_SUFFIXES
 def configure_parser(parser: argparse.ArgumentParser, command: str = "train-depth-prior") -> None:
     defaults = TrainingSettings()
     parser.add_argument("--clip", dest="clip", type=Path, nargs="+", action="extend", metavar=CLIP_HELP, default=None,
-                        help="mocap clips to learn from: BVH or AMP humanoid .npy, one or many (required)")
+                        help="mocap clips to learn from: BVH or AMP humanoid .npy, one or many")
     parser.add_argument("--validate", type=Path, nargs="+", action="extend", metavar=CLIP_HELP, default=None,
                         help="clips kept out of training, only scored")
     parser.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.npz", help="weights file to write")
@@ -68,12 +68,14 @@ def run_command(args: argparse.Namespace) -> int:
 
     samples = clip_samples(clips, settings, random=True)
     features, labels, weights = (np.concatenate([s[i] for s in samples]) for i in range(3))
-    extra = f" and {settings.random_poses} random poses" if len(samples) > len(clips) else ""
-    print(f"{len(features)} samples from {len(clips)} clip(s){extra} ({settings.views} views per pose, mirrored)")
+    extra = f" and {settings.random_poses} random poses (one view each)" if len(samples) > len(clips) else ""
+    print(f"{len(features)} samples from {len(clips)} clip(s) ({settings.views} views per pose){extra}, every view mirrored")
     prior = train(features, labels, weights, hidden=settings.hidden, epochs=settings.epochs, seed=settings.seed, progress=True)
     print(f"training clips: side right on {sign_accuracy(prior, features, labels, weights):.1%} of the segments out of the image plane")
+    trained = {p.resolve() for p in clips}
     for path, sample in zip(validate, clip_samples(validate, settings)):
-        print(f"held out {path.name}: side right on {sign_accuracy(prior, *sample):.1%}")
+        seen = " (also a training clip: not held out)" if path.resolve() in trained else ""
+        print(f"held out {path.name}: side right on {sign_accuracy(prior, *sample):.1%}{seen}")
     prior.save(args.output)
     print(f"wrote {args.output}: use it with retarget.depth_prior = \"{args.output}\"")
     return 0
