@@ -194,14 +194,17 @@ class TrainingSettings:
     fps: float = 30.0
     seed: int = 0
     random_poses: int = 4000  # poses with random joint angles added to the clips (0: none)
+    tumbling: float = 0.33  # share of the random poses turned to a random whole-body orientation
 
 
-def random_poses(count: int, rng: np.random.Generator) -> np.ndarray:
+def random_poses(count: int, rng: np.random.Generator, tumbling: float = 0.0) -> np.ndarray:
     """COCO-17 world points (``count``, 17, 3), metres, of poses with independent random joint angles
     within a human range: torso turn +-45 and lean +-15 degrees, upper arms raised -80..+90 and
     swung -40..+90 forwards, elbows bent 0-140, thighs swung -30..+80 forwards and +-15 sideways, knees
     bent 0-120 (a third of the poses stand: thighs -5..+10, knees 0-10). Straight limbs, arms held out
-    and standing legs are what mocap of walks and jumps barely has, and what a webcam user does most."""
+    and standing legs are what mocap of walks and jumps barely has, and what a webcam user does most.
+    A share ``tumbling`` of the poses turns the whole body to a uniformly random orientation (upside
+    down, lying, mid-flip)."""
     from .quat import from_axis_angle, mul
     from .retarget import joints_from_rig
 
@@ -214,6 +217,9 @@ def random_poses(count: int, rng: np.random.Generator) -> np.ndarray:
     for _ in range(count):
         u = rng.uniform
         r = {"hips": mul(rot(y_axis, u(-45, 45)), rot(x_axis, u(-15, 15)))}
+        if u() < tumbling:
+            q = rng.normal(size=4)  # uniform over rotations: a normalized 4D Gaussian
+            r["hips"] = mul(q / np.linalg.norm(q), r["hips"])
         standing = u() < 1 / 3
         for side, sign in (("left", 1.0), ("right", -1.0)):
             r[f"{side}UpperArm"] = mul(rot(y_axis, -sign * u(-40, 90)), rot(z_axis, sign * u(-80, 90)))
@@ -240,7 +246,7 @@ def clip_samples(paths: list[Path], settings: TrainingSettings = TrainingSetting
         out.append(training_views(joints, settings.views, np.random.default_rng((settings.seed, i))))
     if random and settings.random_poses > 0:
         rng = np.random.default_rng((settings.seed, 2**31))
-        out.append(training_views(random_poses(settings.random_poses, rng), 1, rng))
+        out.append(training_views(random_poses(settings.random_poses, rng, settings.tumbling), 1, rng))
     return out
 
 

@@ -85,6 +85,22 @@ def test_random_poses_are_rigid_skeletons():
         assert np.ptp(lengths) < 1e-9  # joint angles change, bone lengths do not
 
 
+def test_tumbling_poses_turn_the_whole_body():
+    """Without tumbling every torso points up (lean at most 15 degrees); with all poses tumbling the
+    torso's direction spreads over the sphere (about half point down), bone lengths kept."""
+    def torso_up(poses):
+        up = poses[:, [5, 6]].mean(axis=1) - poses[:, [11, 12]].mean(axis=1)
+        return up[:, 1] / np.linalg.norm(up, axis=1)
+
+    upright = T.random_poses(200, np.random.default_rng(9))
+    tumbled = T.random_poses(200, np.random.default_rng(9), tumbling=1.0)
+    assert np.all(torso_up(upright) > np.cos(np.radians(16)))
+    assert 0.35 < np.mean(torso_up(tumbled) < 0) < 0.65
+    for _, a, b in D.PRIOR_SEGMENTS:
+        np.testing.assert_allclose(np.linalg.norm(tumbled[:, b] - tumbled[:, a], axis=1),
+                                   np.linalg.norm(upright[:, b] - upright[:, a], axis=1)[0], atol=1e-9)
+
+
 def test_training_views_label_the_side_the_geometry_shows():
     """With a distant camera, no noise and an exact calibration, each segment's length ratio r and
     its signed depth s satisfy r^2 + s^2 = 1, so the class follows from r: close to the image plane
@@ -227,6 +243,7 @@ def test_train_command_writes_usable_weights(tmp_path, capsys):
     (["--clip", "missing.npy"], "missing.npy not found"),
     (["--clip", "{walk}", "-o", "{tmp}/x.pt"], "name it OUT.npz"),
     (["--clip", "{walk}", "--views", "0"], "--views must be between"),
+    (["--clip", "{walk}", "--tumbling", "1.5"], "--tumbling is a share"),
     (["--clip", "{walk}", "-o", "{tmp}/no/dir/x.npz"], "does not exist"),
 ])
 def test_train_command_errors_are_one_line(tmp_path, capsys, args, message):

@@ -32,6 +32,8 @@ def configure_parser(parser: argparse.ArgumentParser, command: str = "train-dept
     parser.add_argument("--random-poses", type=int, default=defaults.random_poses,
                         help=f"poses with random joint angles added to the clips (straight limbs, standing; 0 = none; "
                              f"default {defaults.random_poses})")
+    parser.add_argument("--tumbling", type=float, default=defaults.tumbling,
+                        help=f"share of the random poses turned to a random whole-body orientation (default {defaults.tumbling:g})")
     parser.add_argument("--seed", type=int, default=defaults.seed, help=f"views and training seed (default {defaults.seed})")
 
 
@@ -60,10 +62,12 @@ def run_command(args: argparse.Namespace) -> int:
     refuse_existing(args.output, args.overwrite)
     if not args.output.parent.is_dir():
         raise FileNotFoundError(f"folder {args.output.parent} for {args.output.name} does not exist: create it or change -o")
+    if not 0.0 <= args.tumbling <= 1.0:
+        raise ValueError(f"--tumbling is a share: give 0 to 1, got {args.tumbling}")
     if not 0 <= args.random_poses <= 1_000_000:
         raise ValueError(f"--random-poses must be between 0 and 1000000, got {args.random_poses}")
     settings = TrainingSettings(views=args.views, epochs=args.epochs, hidden=args.hidden, fps=args.fps, seed=args.seed,
-                                random_poses=args.random_poses)
+                                random_poses=args.random_poses, tumbling=args.tumbling)
     import numpy as np
 
     samples = clip_samples(clips, settings, random=True)
