@@ -5,7 +5,8 @@ project to the same pixels (docs/retarget.md, "Depth recovery"). The foreshorten
 between them with continuity and hand-written anatomy rules; with the true choice (an oracle) its
 limb error on the six mocap clips falls to within issue #17's floors on almost every clip, so the
 choice is what limits it. This module learns the choice from mocap: a small multilayer perceptron
-reads the whole body's 2D pose and gives, per limb segment, the log-probabilities of three classes
+reads the whole body's 2D pose and each limb segment's foreshortening (its image length over its
+calibrated length) and gives, per limb segment, the log-probabilities of three classes
 of its signed depth s (the far end's (elbow, wrist, knee, ankle) depth towards the camera relative
 to the near end, over the segment's length): pointing away (s < -0.25), close to the image plane
 (|s| <= 0.25) and pointing towards the camera (s > 0.25). The lifter adds that as one more term of
@@ -16,7 +17,7 @@ standing user lies near the image plane, and a two-class prior trained on walkin
 
 Training (:mod:`avatar_bridge.depth_prior_training`) uses mocap clips and random poses seen from
 random cameras. The shipped weights (``avatar_bridge/data/depth_prior.npz``) were trained on the six
-fixture clips; ``avatar-bridge train-depth-prior`` retrains on any clips (benchmarks hold one clip
+fixture clips and 4,000 random poses; ``avatar-bridge train-depth-prior`` retrains on any clips (benchmarks hold one clip
 out: README, retargeting table).
 
 Inference is plain numpy on one frame (three small matrix products, about 20 us): the lifter runs per
