@@ -300,15 +300,12 @@ class AppConfig:
             validate_section(getattr(self, f.name), f.name)
         if self.smoothing.method == "kalman":
             check_motion_model(self.smoothing)
-        prior = self.retarget.depth_prior
-        if prior not in ("", "none", "default"):
-            path = Path(prior).expanduser()
-            if path.is_dir():
-                raise ConfigError(f"retarget.depth_prior: {prior} is a folder; give the .npz file `avatar-bridge train-depth-prior` wrote")
-            if not path.is_file():
-                raise ConfigError(f"retarget.depth_prior: {prior} does not exist (a relative path starts from the current folder); "
-                                  "give weights saved by `avatar-bridge train-depth-prior`, \"default\" for the shipped ones, "
-                                  "or \"\" for none")
+        from .depth_prior import weights_path
+
+        try:
+            weights_path(self.retarget.depth_prior)
+        except ValueError as exc:
+            raise ConfigError(f"retarget.depth_prior: {exc}") from None
 
 
 def check_motion_model(smoothing: SmoothingConfig) -> None:

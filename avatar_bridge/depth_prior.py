@@ -77,7 +77,7 @@ def pose_features(keypoints: np.ndarray, seen: np.ndarray, ratios: np.ndarray) -
     mask = np.asarray(seen, dtype=bool) & np.all(np.isfinite(kp), axis=-1)
     kp = np.where(mask[..., None], kp, 0.0)
     torso = np.zeros(mask.shape, dtype=bool)
-    torso[..., list(HIPS + SHOULDERS)] = True
+    torso[..., list(_TORSO)] = True
     anchor = mask & torso
     anchor = np.where(np.any(anchor, axis=-1, keepdims=True), anchor, mask)
     count = np.maximum(anchor.sum(axis=-1, keepdims=True), 1)
@@ -116,10 +116,7 @@ class DepthSignPrior:
     def log_probs(self, keypoints: np.ndarray, seen: np.ndarray, ratios: np.ndarray) -> np.ndarray:
         """(8, 3) float64 for one pose (17, 2) pixels with ``seen`` (17,) booleans and segment
         length ``ratios`` (8,) (:func:`pose_features`); or (N, 8, 3) for (N, 17, 2)."""
-        z = self.logits(pose_features(keypoints, seen, ratios))
-        z = z - z.max(axis=-1, keepdims=True)
-        out = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
-        return np.maximum(out, math.log(0.002))
+        return _floored_log_softmax(self.logits(pose_features(keypoints, seen, ratios)))
 
     def log_probs_one(self, keypoints: list, seen: list[bool], ratios: list[float]) -> list[list[float]]:
         """:meth:`log_probs` of one pose given as plain Python lists (17 [x, y] pixel pairs, 17 seen
@@ -142,15 +139,8 @@ class DepthSignPrior:
                     features[2 * NUM_KEYPOINTS + i] = 1.0 if mask[i] else 0.0
                 for j, r in enumerate(ratios):
                     features[3 * NUM_KEYPOINTS + j] = 0.0 if not math.isfinite(r) else 0.0 if r < 0.0 else 1.3 if r > 1.3 else r
-        x = np.array(features, dtype=np.float32).astype(np.float64)  # the batch path rounds to float32 too
-        for i, (w, b) in enumerate(self.layers):
-            x = x @ w + b
-            if i < len(self.layers) - 1:
-                np.maximum(x, 0.0, out=x)
-        z = x.reshape(len(PRIOR_SEGMENTS), CLASSES)
-        z = z - z.max(axis=1, keepdims=True)
-        out = np.maximum(z - np.log(np.exp(z).sum(axis=1, keepdims=True)), math.log(0.002))
-        return out.tolist()
+        # float32 like the batch path's features
+        return _floored_log_softmax(self.logits(np.array(features, dtype=np.float32))).tolist()
 
     def save(self, path: str | Path) -> None:
         arrays = {}
@@ -189,6 +179,30 @@ class DepthSignPrior:
             raise ValueError(f"{path}: a depth prior needs {len(PRIOR_SEGMENTS) * CLASSES} outputs, this file has "
                              f"{width if layers else 0}; retrain with `avatar-bridge train-depth-prior`")
         return cls(layers)
+
+
+def weights_path(setting: str) -> Path | None:
+    """The weights file a ``retarget.depth_prior`` setting names: None for ``""`` or ``"none"``, the
+    shipped weights for ``"default"``, else the path (relative to the current folder, ``~``
+    expanded). Raises ValueError (one line) when that path is a folder or does not exist."""
+    if not setting or setting == "none":
+        return None
+    if setting == "default":
+        return DEFAULT_WEIGHTS
+    path = Path(setting).expanduser()
+    if path.is_dir():
+        raise ValueError(f"{setting} is a folder; give the .npz file `avatar-bridge train-depth-prior` wrote")
+    if not path.is_file():
+        raise ValueError(f"{setting} does not exist (a relative path starts from the current folder); give weights saved by "
+                         "`avatar-bridge train-depth-prior`, \"default\" for the shipped ones, or \"\" for none")
+    return path
+
+
+def _floored_log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Log-probabilities over the last axis of ``logits``, floored at log(0.002) so that one
+    confident class never forbids a candidate outright."""
+    z = logits - logits.max(axis=-1, keepdims=True)
+    return np.maximum(z - np.log(np.exp(z).sum(axis=-1, keepdims=True)), math.log(0.002))
 
 
 def log_prob_at(log_probs: list[float], signed: float) -> float:

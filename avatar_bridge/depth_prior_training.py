@@ -136,11 +136,33 @@ def training_views(joints3d: np.ndarray, views_per_frame: int, rng: np.random.Ge
     return features, labels, weights
 
 
-def train(features: np.ndarray, labels: np.ndarray, weights: np.ndarray, hidden: int = 128, epochs: int = 20,
-          seed: int = 0, progress: bool = False, label: str = "training depth prior") -> DepthSignPrior:
-    """Fit the network with masked cross-entropy over the three classes per segment (AdamW, learning
-    rate 1e-3 with cosine decay, batches of 512, weight decay 1e-4) on samples from :func:`training_views`. Deterministic for a
-    seed on one machine. Needs torch (a dependency of the pose stage)."""
+@dataclass(frozen=True)
+class TrainingSettings:
+    """How a prior is trained from clips; the defaults made the shipped weights. ``fps``: the rate
+    clips are resampled to (poses per second of motion), ``views``: random cameras per pose.
+    ``random_poses`` poses with random joint angles (:func:`random_poses`) join the clips."""
+
+    views: int = 32
+    epochs: int = 20
+    hidden: int = 128
+    fps: float = 30.0
+    seed: int = 0
+    random_poses: int = 4000  # poses with random joint angles added to the clips (0: none)
+    tumbling: float = 0.33  # share of the random poses turned to a random whole-body orientation
+
+
+def pool_samples(samples: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The features, labels and masks of several :func:`training_views` results, concatenated."""
+    return tuple(np.concatenate([sample[i] for sample in samples]) for i in range(3))
+
+
+def train(features: np.ndarray, labels: np.ndarray, weights: np.ndarray, settings: TrainingSettings = TrainingSettings(),
+          progress: bool = False, label: str = "training depth prior") -> DepthSignPrior:
+    """Fit the network (``settings.hidden`` wide, ``settings.epochs`` passes, ``settings.seed``) with
+    masked cross-entropy over the three classes per segment (AdamW, learning rate 1e-3 with cosine
+    decay, batches of 512, weight decay 1e-4) on samples from :func:`training_views`. Deterministic for
+    a seed on one machine. Needs torch (a dependency of the pose stage)."""
+    hidden, epochs, seed = settings.hidden, settings.epochs, settings.seed
     import torch
     from tqdm import tqdm
 
@@ -180,21 +202,6 @@ def sign_accuracy(prior: DepthSignPrior, features: np.ndarray, labels: np.ndarra
     counted = (labels != 1) & (weights > 0)
     right = towards == (labels == 2)
     return float((right & counted).sum() / max(counted.sum(), 1))
-
-
-@dataclass(frozen=True)
-class TrainingSettings:
-    """How a prior is trained from clips; the defaults made the shipped weights. ``fps``: the rate
-    clips are resampled to (poses per second of motion), ``views``: random cameras per pose.
-    ``random_poses`` poses with random joint angles (:func:`random_poses`) join the clips."""
-
-    views: int = 32
-    epochs: int = 20
-    hidden: int = 128
-    fps: float = 30.0
-    seed: int = 0
-    random_poses: int = 4000  # poses with random joint angles added to the clips (0: none)
-    tumbling: float = 0.33  # share of the random poses turned to a random whole-body orientation
 
 
 def random_poses(count: int, rng: np.random.Generator, tumbling: float = 0.0) -> np.ndarray:
@@ -253,7 +260,4 @@ def clip_samples(paths: list[Path], settings: TrainingSettings = TrainingSetting
 def train_on_clips(paths: list[Path], settings: TrainingSettings = TrainingSettings(), progress: bool = False,
                    label: str = "training depth prior") -> DepthSignPrior:
     """A prior trained on mocap clips and random poses (:func:`clip_samples` then :func:`train`)."""
-    samples = clip_samples(paths, settings, random=True)
-    features, labels, weights = (np.concatenate([s[i] for s in samples]) for i in range(3))
-    return train(features, labels, weights, hidden=settings.hidden, epochs=settings.epochs, seed=settings.seed, progress=progress,
-                 label=label)
+    return train(*pool_samples(clip_samples(paths, settings, random=True)), settings, progress=progress, label=label)

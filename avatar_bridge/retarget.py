@@ -40,7 +40,7 @@ import numpy as np
 
 from . import quat
 from .config import RetargetConfig
-from .depth_prior import DEFAULT_WEIGHTS, DepthSignPrior, log_prob_at
+from .depth_prior import DepthSignPrior, log_prob_at, weights_path
 from .keypoints import NUM_KEYPOINTS
 from .skeleton import BONE_INDEX, BONE_NAMES, LEG_BONES, PARENT_INDEX, REST_OFFSETS, mirror_rotations
 from .types import RigPose
@@ -596,7 +596,7 @@ class ForeshorteningLifter:
                  continuity_seconds: float = 0.5, focal_px: float = 0.0, image_size: tuple[int, int] | None = None,
                  tuning: LifterTuning | None = None, depth_prior: "DepthSignPrior | None" = None) -> None:
         self.calibration = calibration
-        self.depth_prior = depth_prior  # learned sign log-odds per limb segment (None: anatomy rules only)
+        self.depth_prior = depth_prior  # learned depth-class log-probabilities per limb segment (None: anatomy rules only)
         self.tuning = tuning or LifterTuning()
         self.min_score = min_score
         self.planar = planar  # depth 0 everywhere: the naive baseline
@@ -841,7 +841,7 @@ class ForeshorteningLifter:
 
     def _place_limbs(self, pts: list, ray: list, seen: list[bool], metres: list[float], frame: tuple,
                      weight: list[float], extrapolated: list[float], chosen: list[tuple[int, float, bool]],
-                     learned: list[float] | None = None) -> None:
+                     learned: list[list[float]] | None = None) -> None:
         """Place the arms and legs (elbows, wrists, knees, ankles into ``pts``), one limb at a time.
 
         A limb whose parent joint is placed and whose middle joint is seen picks the nearer/farther
@@ -1443,14 +1443,11 @@ def load_depth_prior(setting: str) -> DepthSignPrior | None:
     ``"default"`` the shipped weights, anything else a path (relative to the current folder, ``~``
     expanded) to weights saved by ``train-depth-prior``. Raises ValueError (one line, naming the file)
     when the file is missing, a folder or not such weights."""
-    if not setting or setting == "none":
-        return None
-    path = DEFAULT_WEIGHTS if setting == "default" else Path(setting).expanduser()
-    if not path.exists():
-        raise ValueError(f"retarget.depth_prior: {path} does not exist; give weights saved by "
-                         "`avatar-bridge train-depth-prior` (a relative path starts from the current folder), "
-                         "\"default\", or \"\" for none")
-    return DepthSignPrior.load(path)
+    try:
+        path = weights_path(setting)
+    except ValueError as exc:
+        raise ValueError(f"retarget.depth_prior: {exc}") from None
+    return None if path is None else DepthSignPrior.load(path)
 
 
 class Retargeter:

@@ -121,7 +121,7 @@ def test_training_views_label_the_side_the_geometry_shows():
 
 def test_save_load_round_trip_and_file_errors(tmp_path):
     features, labels, mask = T.training_views(T.random_poses(60, np.random.default_rng(6)), 2, np.random.default_rng(7))
-    prior = T.train(features, labels, mask, hidden=16, epochs=2)
+    prior = T.train(features, labels, mask, T.TrainingSettings(hidden=16, epochs=2))
     path = tmp_path / "p.npz"
     prior.save(path)
     again = D.DepthSignPrior.load(path)

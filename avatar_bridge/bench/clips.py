@@ -59,18 +59,25 @@ def add_clip_arguments(parser: argparse.ArgumentParser) -> None:
                         help="noise seeds, one run each (default: 0)")
 
 
+def check_clip_paths(paths: list[Path] | None, flag: str = "--clip") -> list[Path]:
+    """``paths`` (None: none) as a list, after checking each is an existing BVH or AMP ``.npy`` file;
+    FileNotFoundError / ValueError name the file and ``flag``."""
+    clips = [Path(p) for p in paths or []]
+    for path in clips:
+        if not path.is_file():
+            raise FileNotFoundError(f"mocap clip {path} not found: pass {flag} {CLIP_HELP}")
+        if path.suffix.lower() not in MOCAP_SUFFIXES:
+            raise ValueError(f"{path} is not a mocap clip: pass {flag} {CLIP_HELP}")
+    return clips
+
+
 def check_clip_arguments(args: argparse.Namespace, command: str) -> tuple[list[Path], Placement]:
     """The clip paths and placement from parsed arguments; ValueError/FileNotFoundError name the fix."""
     if not args.clip:
         raise ValueError(f"{command} needs a motion-capture clip as ground truth: pass --clip FILE.bvh or FILE.npy, one or many "
                          "(any BVH with a humanoid skeleton or an AMP humanoid clip; this repository's CI uses "
                          "../shared/fixtures/mocap/cmu_131_01_walk.bvh and ../shared/fixtures/mocap/amp/*.npy)")
-    clips = [Path(p) for p in args.clip]
-    for path in clips:
-        if not path.is_file():
-            raise FileNotFoundError(f"mocap clip {path} not found: pass --clip {CLIP_HELP}")
-        if path.suffix.lower() not in MOCAP_SUFFIXES:
-            raise ValueError(f"{path} is not a mocap clip: pass --clip {CLIP_HELP}")
+    clips = check_clip_paths(args.clip)
     if args.camera_distance is not None and not 0.5 <= args.camera_distance <= 100.0:
         raise ValueError(f"--camera-distance must be between 0.5 and 100 metres, got {args.camera_distance}")
     if args.camera_height is not None and not -10.0 <= args.camera_height <= 10.0:

@@ -420,7 +420,7 @@ def check_floors(mode: str, case: dict) -> dict:
         # The same check over the process-noise settings alone, measurement noise as shipped (the sweep
         # before issue #17 added the measurement noise), reported beside it.
         floors["best_vs_one_euro_process_noise_only"] = front_excess(
-            pareto_front([p for p in case["kalman_sweep"] if p.get("process_noise_only", True)]), oe_front)
+            pareto_front([p for p in case["kalman_sweep"] if p["process_noise_only"]]), oe_front)
     return floors
 
 
@@ -452,7 +452,7 @@ def summary_rows(results: list[dict]) -> list[dict]:
     for r in results:
         real = r["cases"]["realistic"]["floors"]["default_vs_one_euro"]
         iid = r["cases"]["iid"]["floors"]["best_vs_one_euro"]
-        iid_q = r["cases"]["iid"]["floors"].get("best_vs_one_euro_process_noise_only", iid)
+        iid_q = r["cases"]["iid"]["floors"]["best_vs_one_euro_process_noise_only"]
         lat = {mode: r["cases"][mode]["floors"]["latency"] for mode in r["cases"]}
         cost = r["cases"]["realistic"]["kalman_default"]
         rows.append({

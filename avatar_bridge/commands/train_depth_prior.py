@@ -11,10 +11,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..bench.clips import CLIP_HELP
-from ..depth_prior_training import TrainingSettings, clip_samples, sign_accuracy, train
+from ..bench.clips import CLIP_HELP, check_clip_paths
+from ..depth_prior_training import TrainingSettings, clip_samples, pool_samples, sign_accuracy, train
 from ..files import refuse_existing
-from ..mocap import MOCAP_SUFFIXES
 
 
 def configure_parser(parser: argparse.ArgumentParser, command: str = "train-depth-prior") -> None:
@@ -37,20 +36,11 @@ def configure_parser(parser: argparse.ArgumentParser, command: str = "train-dept
     parser.add_argument("--seed", type=int, default=defaults.seed, help=f"views and training seed (default {defaults.seed})")
 
 
-def _check_clips(paths: list[Path] | None, flag: str) -> list[Path]:
-    for path in paths or []:
-        if not path.is_file():
-            raise FileNotFoundError(f"mocap clip {path} not found: pass {flag} {CLIP_HELP}")
-        if path.suffix.lower() not in MOCAP_SUFFIXES:
-            raise ValueError(f"{path} is not a mocap clip: pass {flag} {CLIP_HELP}")
-    return list(paths or [])
-
-
 def run_command(args: argparse.Namespace) -> int:
-    clips = _check_clips(args.clip, "--clip")
+    clips = check_clip_paths(args.clip)
     if not clips:
         raise ValueError(f"train-depth-prior needs mocap clips to learn from: pass --clip {CLIP_HELP}, one or many")
-    validate = _check_clips(args.validate, "--validate")
+    validate = check_clip_paths(args.validate, "--validate")
     for name, value, low, high in (("--views", args.views, 1, 4096), ("--epochs", args.epochs, 1, 1000),
                                    ("--hidden", args.hidden, 4, 4096)):
         if not low <= value <= high:
@@ -68,13 +58,11 @@ def run_command(args: argparse.Namespace) -> int:
         raise ValueError(f"--random-poses must be between 0 and 1000000, got {args.random_poses}")
     settings = TrainingSettings(views=args.views, epochs=args.epochs, hidden=args.hidden, fps=args.fps, seed=args.seed,
                                 random_poses=args.random_poses, tumbling=args.tumbling)
-    import numpy as np
-
     samples = clip_samples(clips, settings, random=True)
-    features, labels, weights = (np.concatenate([s[i] for s in samples]) for i in range(3))
+    features, labels, weights = pool_samples(samples)
     extra = f" and {settings.random_poses} random poses (one view each)" if len(samples) > len(clips) else ""
     print(f"{len(features)} samples from {len(clips)} clip(s) ({settings.views} views per pose){extra}, every view mirrored")
-    prior = train(features, labels, weights, hidden=settings.hidden, epochs=settings.epochs, seed=settings.seed, progress=True)
+    prior = train(features, labels, weights, settings, progress=True)
     print(f"training clips: side right on {sign_accuracy(prior, features, labels, weights):.1%} of the segments out of the image plane")
     trained = {p.resolve() for p in clips}
     for path, sample in zip(validate, clip_samples(validate, settings)):
