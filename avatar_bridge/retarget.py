@@ -370,13 +370,15 @@ class CalibrationPool:
         if not self._keys:
             raise ValueError("calibration needs at least one frame with the torso visible: stand facing the camera")
         measured = {s: _percentile(v, WIDTH_PERCENTILE if s in WIDTH_SEGMENTS else 90.0) for s, v in self._lengths.items() if v}
-        # A side never seen borrows the other side's length (left and right bones match in people).
+        # Left and right bones match in people, and each side's percentile is a lower bound on its
+        # length (foreshortening only shortens): both sides take the longer one. An arm held bent
+        # all through the period (a run, a hand on a mouse) then gets the straight arm's length
+        # instead of reading as short, which made the lifter flatten it into the image plane; a side
+        # never seen borrows the other side's.
         for limb in ("upper_arm", "lower_arm", "upper_leg", "lower_leg"):
-            left, right = measured.get(f"left_{limb}"), measured.get(f"right_{limb}")
-            if left is None and right is not None:
-                measured[f"left_{limb}"] = right
-            elif right is None and left is not None:
-                measured[f"right_{limb}"] = left
+            sides = [measured[name] for name in (f"left_{limb}", f"right_{limb}") if name in measured]
+            if sides:
+                measured[f"left_{limb}"] = measured[f"right_{limb}"] = max(sides)
         if not measured:
             raise ValueError("calibration saw no body segment with confident end points: stand facing the camera, whole torso in view")
         # The widths were undone frame by frame for the turn each frame's face shows (_pooled_lengths);

@@ -405,6 +405,29 @@ def test_calibration_fills_unseen_segments_from_proportions():
     assert ratio == pytest.approx(0.40 / 0.27, rel=0.01)
 
 
+def test_an_arm_bent_all_through_the_calibration_gets_the_straight_arms_length():
+    """A user whose right forearm points 50 degrees towards the camera all through the calibration
+    (a hand on a mouse, a runner's arms): its image length is 0.64 of its length and, taken as its
+    length, made the lifter lay that forearm flat in the image plane (50 degrees off). Left and right
+    bones match, and each side's length is a lower bound, so both take the longer one. The AMP run:
+    the forearm calibrated 27% short, limb median 10.5 -> 5.8 degrees (docs/retarget.md)."""
+    bent = {"rightLowerArm": rot(Y, 50)}
+    uv, scores, depth = project(bent)
+    assert depth[10] < depth[8] - 0.1  # the right wrist is nearer the camera than the elbow
+    config = RetargetConfig(mirror=False, fov_deg=FOV, calibration_seconds=1.0)
+    retargeter = Retargeter(config)
+    for i in range(32):
+        pose = retargeter.solve(uv, scores, i / 30, (1280, 720))
+    assert retargeter.calibrated
+    segments = retargeter.calibration.segments
+    assert segments["right_lower_arm"] == pytest.approx(segments["left_lower_arm"], rel=1e-12)
+    assert segments["right_lower_arm"] == pytest.approx(np.linalg.norm(uv[7] - uv[9]), rel=1e-9)
+    _, got = body_transforms(pose.rotations)
+    _, want = body_transforms(bent)
+    cos = float((got["rightLowerArm"] @ -X) @ (want["rightLowerArm"] @ -X))
+    assert math.degrees(math.acos(min(cos, 1.0))) < 5.0
+
+
 def test_calibration_save_load_round_trip(tmp_path):
     retargeter, _ = calibrated_retargeter()
     path = tmp_path / "calibration.json"

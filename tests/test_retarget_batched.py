@@ -330,7 +330,8 @@ def reference_face_turn(kp, ok):
 def reference_calibration(frames, image_size, min_score=0.3):
     """calibration_from_frames as it was before the pools: every frame revisited, np.percentile,
     np.median and np.mean; each frame's shoulder and hip widths divided by the cosine of its own face
-    turn (clamped at CALIBRATION_MAX_TURN_DEG), and the widths' 60th percentile."""
+    turn (clamped at CALIBRATION_MAX_TURN_DEG), and the widths' 60th percentile; each limb pair the
+    longer side's length."""
     per_segment = {s: [] for s in SEGMENTS}
     hip_centers = []
     for kp, sc in frames:
@@ -351,12 +352,10 @@ def reference_calibration(frames, image_size, min_score=0.3):
         elif ok[L_SH] and ok[R_SH]:
             hip_centers.append((kp[L_SH] + kp[R_SH]) / 2)
     measured = {s: float(np.percentile(v, 60 if s in ("shoulders", "hips") else 90)) for s, v in per_segment.items() if v}
-    for limb in ("upper_arm", "lower_arm", "upper_leg", "lower_leg"):
-        left, right = measured.get(f"left_{limb}"), measured.get(f"right_{limb}")
-        if left is None and right is not None:
-            measured[f"left_{limb}"] = right
-        elif right is None and left is not None:
-            measured[f"right_{limb}"] = left
+    for limb in ("upper_arm", "lower_arm", "upper_leg", "lower_leg"):  # the longer side, for both
+        sides = [measured[n] for n in (f"left_{limb}", f"right_{limb}") if n in measured]
+        if sides:
+            measured[f"left_{limb}"] = measured[f"right_{limb}"] = max(sides)
     ppm = float(np.median([measured[s] / CANONICAL_LENGTHS[s] for s in measured]))
     segments = {s: measured.get(s, CANONICAL_LENGTHS[s] * ppm) for s in SEGMENTS}
     center = np.mean(hip_centers, axis=0) if hip_centers else np.array(image_size, float) / 2
