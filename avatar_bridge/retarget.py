@@ -32,7 +32,7 @@ import logging
 import math
 import os
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -112,6 +112,31 @@ def _hips_rest_height() -> float:
     return float(REST_OFFSETS[BONE_INDEX["hips"]][1])
 
 
+_RIG_LEG_M = CANONICAL_LENGTHS["left_upper_leg"] + CANONICAL_LENGTHS["left_lower_leg"]
+
+
+def standing_drop(joints: np.ndarray) -> float | None:
+    """How far the hips stand below their straight-leg height in one lifted pose, metres on the
+    canonical body (the avatar's legs): per leg, the share of its length (hip -> knee -> ankle) that
+    is not vertical extent (hip height above the ankle along the camera's up axis), times the
+    canonical leg length; the smaller of the two legs (the one standing on the floor), at least 0.
+
+    ``joints``: (17, 3) lifted COCO-17 joints (metres, y up; NaN = not placed). None when neither
+    leg is placed. The retargeter takes the median over the calibration frames: a user calibrating
+    with soft knees (or a take that starts in a crouch) would otherwise get the avatar's hips at
+    their straight-leg height and its bent legs floating above the floor.
+    """
+    drops = []
+    for hip, knee, ankle in ((L_HIP, L_KN, L_AN), (R_HIP, R_KN, R_AN)):
+        h, k, a = joints[hip], joints[knee], joints[ankle]
+        if not (np.isfinite(h).all() and np.isfinite(k).all() and np.isfinite(a).all()):
+            continue
+        length = float(np.linalg.norm(k - h) + np.linalg.norm(a - k))
+        if length > 1e-9:
+            drops.append(max(0.0, 1.0 - float(h[1] - a[1]) / length) * _RIG_LEG_M)
+    return min(drops) if drops else None
+
+
 # --------------------------------------------------------------------------------------------------
 # Skeleton <-> COCO-17
 
@@ -184,7 +209,10 @@ class Calibration:
     reference for the apparent-size scale); ``hip_center`` the 2D hip centre at calibration;
     ``turn_deg`` how far the face was turned from the camera while calibrating (degrees, signed,
     +- ``CALIBRATION_MAX_TURN_DEG`` at most): the shoulder and hip widths are already divided by its
-    cosine (see :meth:`CalibrationPool.calibration`).
+    cosine (see :meth:`CalibrationPool.calibration`); ``standing_drop_m`` how far below its
+    straight-leg height the hips stood while calibrating (metres on the canonical body, >= 0: knees
+    bent or a leg angled), which the hips position subtracts so that the avatar's feet stay on the
+    floor (see :func:`standing_drop`).
     """
 
     segments: dict[str, float]
@@ -194,6 +222,7 @@ class Calibration:
     frames: int = 0
     measured: list[str] = field(default_factory=list)  # segments seen (others come from proportions)
     turn_deg: float = 0.0
+    standing_drop_m: float = 0.0
 
     def save(self, path: str | Path) -> None:
         data = {"format": "avatar-bridge-calibration", "version": 1, **asdict(self)}
@@ -223,6 +252,7 @@ class Calibration:
                 frames=int(data.get("frames", 0)),
                 measured=[str(s) for s in data.get("measured", [])],
                 turn_deg=float(data.get("turn_deg", 0.0)),
+                standing_drop_m=float(data.get("standing_drop_m", 0.0)),  # files before it: 0
             )
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
             raise ValueError(f"calibration file {path} is incomplete or malformed ({exc!r}): delete it and calibrate again") from None
@@ -233,6 +263,9 @@ class Calibration:
         if bad or not (math.isfinite(calib.body_px) and calib.body_px > 0):
             key = bad[0] if bad else "body_px"
             raise ValueError(f"calibration file {path}: {key} must be a positive length in pixels: delete it and calibrate again")
+        if not (math.isfinite(calib.standing_drop_m) and 0.0 <= calib.standing_drop_m <= 1.0):
+            raise ValueError(f"calibration file {path}: standing_drop_m must be 0 to 1 metre, got {calib.standing_drop_m}: "
+                             "delete it and calibrate again")
         return calib
 
 
@@ -325,6 +358,11 @@ class CalibrationPool:
 
     def __contains__(self, key: object) -> bool:
         return key in self._keys
+
+    @property
+    def keys(self) -> frozenset:
+        """The frames in the pool."""
+        return frozenset(self._keys)
 
     @staticmethod
     def _pooled_lengths(lengths: dict[str, float], turn: float | None) -> dict[str, float]:
@@ -1533,6 +1571,8 @@ class Retargeter:
         self._calib_all = CalibrationPool()  # every frame of the period
         self._calib_ranked: list[tuple[float, int]] = []  # (bend, index) of the accepted frames, straightest first
         self._calib_best = CalibrationPool()  # the straighter half of the accepted frames (updated lazily)
+        self._calib_drops: dict[int, float] = {}  # standing_drop of each lifted frame of the period, by index
+        self._calib_pending: int | None = None  # the index of this update's frame, until its lift is measured
 
     def _make_lifter(self, calibration: Calibration) -> ForeshorteningLifter:
         width = calibration.image_size[0]
@@ -1580,6 +1620,7 @@ class Retargeter:
         index = len(self._calib_measurements)
         measurement = calibration_measurement(kp, sc, self.config.min_score)
         self._calib_measurements.append(measurement)
+        self._calib_pending = index
         self._calib_all.add(index, measurement)
         judged = sc
         if self.upper_body:  # seated: bent knees and hidden feet are expected, judge the arms only
@@ -1601,6 +1642,9 @@ class Retargeter:
         if not done and elapsed >= CALIBRATION_PATIENCE * self.config.calibration_seconds:
             done, pool = True, self._calib_all
         calibration = pool.calibration(image_size)
+        drops = [self._calib_drops[i] for i in pool.keys if i in self._calib_drops]
+        if drops and not self.upper_body:  # the avatar's hips follow the legs' bend while calibrating
+            calibration = replace(calibration, standing_drop_m=_median(drops))
         if done:
             self.set_calibration(calibration)
             if abs(calibration.turn_deg) >= 15.0:
@@ -1618,6 +1662,15 @@ class Retargeter:
                     self._lifter.calibration = calibration
                 else:
                     self._lifter = self._make_lifter(calibration)
+
+    def _measure_standing(self, joints: np.ndarray) -> None:
+        """Keep :func:`standing_drop` of the pose just lifted if its frame joined the calibration
+        period (the next provisional or final calibration takes the median over its frames)."""
+        if self._calib_pending is not None:
+            drop = standing_drop(np.asarray(joints, dtype=np.float64))
+            if drop is not None:
+                self._calib_drops[self._calib_pending] = drop
+            self._calib_pending = None
 
     @staticmethod
     def _save_calibration(calibration: Calibration, path: str) -> None:
@@ -1656,7 +1709,7 @@ class Retargeter:
         with self._state_lock:
             self._observe(kp, sc, timestamp, image_size)
             if self._lifter is not None:
-                self._lifter.lift(kp, sc, timestamp)
+                self._measure_standing(self._lifter.lift(kp, sc, timestamp))
             self._output_lifter = None
 
     def solve(self, keypoints: np.ndarray, scores: np.ndarray, timestamp: float, image_size: tuple[int, int],
@@ -1701,6 +1754,8 @@ class Retargeter:
             joints = np.asarray(lifter.lift(kp, sc, timestamp), dtype=np.float64)
             if joints.shape != (NUM_KEYPOINTS, 3):
                 raise ValueError(f"lifter returned shape {joints.shape}, expected (17, 3)")
+            if advance:
+                self._measure_standing(joints)
         if joints is not None:
             local, solved = _solve_quaternion_rows(joints, self.limits)
         else:
@@ -1786,6 +1841,7 @@ class Retargeter:
         x = (cx - width / 2) / px_per_m - (cal.hip_center[0] - width / 2) / px_per_m_cal
         y = -((cy - cal.image_size[1] / 2) / px_per_m - (cal.hip_center[1] - cal.image_size[1] / 2) / px_per_m_cal)
         z = depth_cal * (1.0 - 1.0 / scale)
+        y -= cal.standing_drop_m  # hips at the height they stood at while calibrating (0: straight legs)
         if self.upper_body:
             y = 0.0
         pos = np.array([0.0 + x, rest_y + y, 0.0 + z])

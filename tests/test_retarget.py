@@ -428,6 +428,42 @@ def test_an_arm_bent_all_through_the_calibration_gets_the_straight_arms_length()
     assert math.degrees(math.acos(min(cos, 1.0))) < 5.0
 
 
+def test_hips_stand_as_low_as_the_standing_leg_was_while_calibrating():
+    """A user calibrating with the standing (left) knee bent towards the camera and the right leg
+    out to the side: the hips are placed as low as the standing leg held them while calibrating, so
+    the avatar's standing foot is on the floor (before: hips at their straight-leg height, that foot
+    11 cm up). Depth here is exact (the lifter's sign choice is tested elsewhere); seen on the CMU
+    walk's first frames through VMC (test_vmc_avatar: standing foot 0.2-1.2 cm -> 0-0.3 cm)."""
+    from avatar_bridge.retarget import standing_drop
+    from avatar_bridge.skeleton import REST_OFFSETS
+
+    pose = {"leftUpperLeg": rot(X, -30), "leftLowerLeg": rot(X, 60), "rightUpperLeg": rot(Z, -40)}
+    rest_feet, _ = body_transforms({})
+    bent_feet, _ = body_transforms(pose)
+    drop = bent_feet["leftFoot"][1] - rest_feet["leftFoot"][1]  # how far the bent leg lifts its foot
+    assert 0.08 < drop < 0.14
+    hips = REST_OFFSETS[BONE_INDEX["hips"]] - np.array([0.0, drop, 0.0])
+    uv, scores, depth = project(pose, hips)
+    lifter = ExactDepthLifter(CAMERA)
+    lifter.depth = depth
+    retargeter = Retargeter(RetargetConfig(mirror=False, fov_deg=FOV, calibration_seconds=1.0), lifter=lifter)
+    for i in range(32):
+        rig = retargeter.solve(uv, scores, i / 30, (1280, 720))
+    assert retargeter.calibrated
+    assert retargeter.calibration.standing_drop_m == pytest.approx(drop, abs=0.01)
+    feet, _ = body_transforms(rig.rotations, rig.hips_position)
+    assert abs(feet["leftFoot"][1] - rest_feet["leftFoot"][1]) < 0.01  # on the floor
+    assert feet["rightFoot"][1] - rest_feet["rightFoot"][1] > 0.02  # the leg out to the side is off it
+    # Upright legs stand at full height; one leg missing leaves it to the other; none: no measure.
+    straight = joints_from_rig({})
+    assert standing_drop(straight) == pytest.approx(0.0, abs=1e-9)
+    one_leg = straight.copy()
+    one_leg[[13, 15]] = np.nan
+    assert standing_drop(one_leg) == pytest.approx(0.0, abs=1e-9)
+    one_leg[[14, 16]] = np.nan
+    assert standing_drop(one_leg) is None
+
+
 def test_calibration_save_load_round_trip(tmp_path):
     retargeter, _ = calibrated_retargeter()
     path = tmp_path / "calibration.json"
@@ -655,5 +691,10 @@ def test_calibration_file_keeps_the_turn_and_reads_files_without_it(tmp_path):
     assert loaded == retargeter.calibration and abs(loaded.turn_deg) > 20
     data = json.loads(path.read_text())
     del data["turn_deg"]  # a file written before the turn was recorded
+    del data["standing_drop_m"]  # or before the standing hips height
     path.write_text(json.dumps(data))
-    assert Calibration.load(path).turn_deg == 0.0
+    assert Calibration.load(path).turn_deg == 0.0 and Calibration.load(path).standing_drop_m == 0.0
+    data["standing_drop_m"] = -0.2
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="standing_drop_m must be 0 to 1 metre, got -0.2: delete it and calibrate again"):
+        Calibration.load(path)

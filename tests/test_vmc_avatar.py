@@ -156,7 +156,10 @@ def test_arms_match_the_websocket_stream_on_a_model_without_upper_chest(receiver
     """The CMU walk through the real Pipeline; every output frame goes to the WebSocket server and to
     VMC. cryptovoxels.vrm (no upperChest) posed from the VMC messages has its upper and lower arms
     within 5 degrees of our skeleton posed from the WebSocket frame; without folding upperChest into
-    chest they are not."""
+    chest they are not. While the performer stands at the start, the standing (lower) foot stays
+    within 2 cm of the floor: the hips are placed as low as the standing leg held them while
+    calibrating (retarget.standing_drop; the CMU performer stands with soft knees and the left heel
+    3-4 cm up, so the higher foot is rightly off the floor)."""
     from avatar_bridge.config import load_config
     from avatar_bridge.mocap import MocapSource
     from avatar_bridge.pipeline import Pipeline
@@ -196,19 +199,19 @@ def test_arms_match_the_websocket_stream_on_a_model_without_upper_chest(receiver
                         d_ours = ours[skeleton.BONE_INDEX[b]] - ours[skeleton.BONE_INDEX[a]]
                         cos = d_model @ d_ours / np.linalg.norm(d_model) / np.linalg.norm(d_ours)
                         errors[fold].append(np.degrees(np.arccos(np.clip(cos, -1, 1))))
-                    if fold and i < 10:  # the performer stands still at the start of the take
-                        feet.append(max(abs(pos[f][1] - model.rest[f][1]) for f in ("leftFoot", "rightFoot")))
+                    if fold and i < 10:  # the performer stands at the start of the take (left heel 3-4 cm up)
+                        feet.append(min(abs(pos[f][1] - model.rest[f][1]) for f in ("leftFoot", "rightFoot")))
     finally:
         server.stop()
         for sender in senders.values():
             sender.close()
     folded, dropped = np.array(errors[True]), np.array(errors[False])
     print(f"\narm direction error vs the WebSocket stream over {len(folded) // 4} frames: folded max {folded.max():.2f} deg, "
-          f"upperChest dropped max {dropped.max():.2f} deg; standing feet off the floor max {max(feet) * 100:.1f} cm")
+          f"upperChest dropped max {dropped.max():.2f} deg; standing foot off the floor max {max(feet) * 100:.1f} cm")
     assert len(folded) >= 4 * 100
     assert folded.max() < 5.0
     assert dropped.max() > folded.max()  # the comparison sees the upperChest bend
-    assert max(feet) < 0.03
+    assert max(feet) < 0.02  # the standing foot on the floor
 
 
 def test_a_name_resolving_to_ipv6_first_reaches_an_ipv4_receiver(receiver, caplog):
