@@ -116,8 +116,9 @@ def test_full_sweep_sizes():
     from avatar_bridge.bench.smoothing import sweep_grids
 
     mc, beta, dc, acc, speed, innov, meas = sweep_grids(quick=False)
-    assert len(mc) * len(beta) * len(dc) == 98 and min(mc) == 0.5 and max(mc) == 5.0 and min(beta) == 1 and max(beta) == 60
-    assert len(acc) * len(speed) * len(innov) == 147 and 1.0 in acc and 1.0 in speed and 1.0 in innov
+    assert len(mc) * len(beta) * len(dc) == 144 and min(mc) == 0.5 and max(mc) == 8.0 and min(beta) == 1 and max(beta) == 135
+    assert len(acc) * len(speed) * len(innov) == 216 and 1.0 in acc and 1.0 in speed and 1.0 in innov
+    assert max(acc) == 4.0 and max(speed) == 3.375  # both grids reach past the fronts' ends (the run's iid front)
     assert meas == (1.0, 2.0, 4.0)  # the measurement noise as shipped, and raised to smooth more
 
 

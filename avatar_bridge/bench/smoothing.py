@@ -38,15 +38,18 @@ from ..mocap import MocapSource, coco17_world, load_motion
 from ..smooth import KalmanStabilizer, OneEuroStabilizer, rts_smooth_track
 from .clips import CLIP_HELP, Placement, add_clip_arguments, check_clip_arguments, clip_name
 
-ONE_EURO_MIN_CUTOFFS = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
-ONE_EURO_BETAS = (1.0, 2.0, 5.0, 10.0, 20.0, 40.0, 60.0)
+ONE_EURO_MIN_CUTOFFS = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0)
+ONE_EURO_BETAS = (1.0, 2.0, 5.0, 10.0, 20.0, 40.0, 60.0, 90.0, 135.0)
 ONE_EURO_D_CUTOFFS = (1.0, 2.0)
 XR_ANIMATOR_DEFAULTS = {"min_cutoff": 1.0, "beta": 1.0, "d_cutoff": 2.0}
 # Kalman sweep over the settings a user turns to smooth more or less (x the shipped default), as One
 # Euro's over its three: the process noise (acceleration, speed gain, innovation gain) and, since issue
-# #17, the measurement noise (the front over the process noise alone is reported beside it).
-KALMAN_ACCELERATION_SCALES = (0.02, 0.05, 0.1, 0.3, 0.6, 1.0, 2.0)
-KALMAN_SPEED_GAIN_SCALES = (0.0, 1 / 6, 2 / 6, 3 / 6, 4 / 6, 1.0, 1.5)
+# #17, the measurement noise (the front over the process noise alone is reported beside it). Both
+# grids were widened one step at their responsive ends (One Euro min cutoff 8, beta 90 / 135; Kalman
+# acceleration 4, speed gain 2.25 / 3.375) when the run's iid front sat at the Kalman grid's corner
+# (docs/smoothing.md, "Wider sweeps").
+KALMAN_ACCELERATION_SCALES = (0.02, 0.05, 0.1, 0.3, 0.6, 1.0, 2.0, 4.0)
+KALMAN_SPEED_GAIN_SCALES = (0.0, 1 / 6, 2 / 6, 3 / 6, 4 / 6, 1.0, 1.5, 2.25, 3.375)
 KALMAN_INNOVATION_GAIN_SCALES = (0.0, 1.0, 3.3)
 KALMAN_MEASUREMENT_NOISE_SCALES = (1.0, 2.0, 4.0)
 FPS = 30.0
