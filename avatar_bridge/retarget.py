@@ -425,6 +425,13 @@ class CalibrationPool:
         if self._turns:
             sine = min(max(_median(self._turns), -CALIBRATION_MAX_TURN_SINE), CALIBRATION_MAX_TURN_SINE)
             turn = math.degrees(math.asin(sine))
+        # Shoulder and hip widths no narrower than WIDTH_FLOOR_SHARE of the canonical proportions
+        # (width / torso): a user calibrating side-on shows them at a fraction of their length.
+        if "torso" in measured:
+            for name in WIDTH_SEGMENTS:
+                if name in measured:
+                    floor = WIDTH_FLOOR_SHARE * CANONICAL_LENGTHS[name] / CANONICAL_LENGTHS["torso"] * measured["torso"]
+                    measured[name] = max(measured[name], floor)
         # Pixels per metre from what was seen (median over segments), used to fill in the rest.
         ppm = _median([measured[s] / CANONICAL_LENGTHS[s] for s in measured])
         segments = {s: measured.get(s, CANONICAL_LENGTHS[s] * ppm) for s in SEGMENTS}
@@ -467,6 +474,13 @@ CALIBRATION_MAX_TURN_SINE = math.sin(math.radians(CALIBRATION_MAX_TURN_DEG))
 # the retargeting floors met on six clips, leave-one-clip-out (docs/retarget.md).
 WIDTH_SEGMENTS = ("shoulders", "hips")
 WIDTH_PERCENTILE = 60.0
+# A width below this share of the canonical body's (relative to the calibrated torso) is taken as a
+# calibration seen side-on (beyond the face turn's 60-degree reach) and raised to it. The canonical
+# widths are on the narrow side of people's (COCO's shoulder points on the VRM skeleton's upper-arm
+# joints), so a share under 1 leaves a frontal calibration alone. The AMP cartwheel calibrates
+# standing side-on: hips 0.21 of the torso against 0.355 true, shoulders 0.30 against 0.77
+# (docs/retarget.md, "Calibrated side-on").
+WIDTH_FLOOR_SHARE = 0.85
 
 
 def calibration_pose_bend(kp: np.ndarray, sc: np.ndarray, min_score: float = 0.3) -> float:

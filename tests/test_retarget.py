@@ -14,6 +14,7 @@ from avatar_bridge import quat
 from avatar_bridge.camera import PinholeCamera
 from avatar_bridge.config import ConfigError, RetargetConfig, section_from_dict
 from avatar_bridge.retarget import (
+    CANONICAL_LENGTHS,
     Calibration,
     ForeshorteningLifter,
     Retargeter,
@@ -673,11 +674,43 @@ def test_calibrating_while_turned_away_keeps_the_true_shoulder_and_hip_widths():
     uncorrected = calibration_from_frames([(uv, np.where(np.arange(17) < 5, 0.0, scores))], (1280, 720))
     assert uncorrected.turn_deg == 0.0  # no face, no correction
     assert calib.segments["torso"] == pytest.approx(uncorrected.segments["torso"], rel=1e-9)
-    assert calib.segments["shoulders"] > uncorrected.segments["shoulders"] * 1.25  # 1 / cos 40 = 1.31
+    assert calib.segments["shoulders"] > np.linalg.norm(uv[5] - uv[6]) * 1.25  # 1 / cos 40 = 1.31
+    # Without the face, the widths only get the side-on floor (0.85 of the canonical proportions).
+    floor = 0.85 * CANONICAL_LENGTHS["shoulders"] / CANONICAL_LENGTHS["torso"] * uncorrected.segments["torso"]
+    assert uncorrected.segments["shoulders"] == pytest.approx(max(np.linalg.norm(uv[5] - uv[6]), floor), rel=0.02)
     # The hip line of the solved pose points where the real one does.
     solved = quat.rotate(pose.rotations["hips"], np.array([1.0, 0.0, 0.0]))
     true = quat.rotate(turned["hips"], np.array([1.0, 0.0, 0.0]))
     assert math.degrees(math.acos(float(np.clip(solved @ true, -1, 1)))) < 6.0
+
+
+def test_a_calibration_seen_side_on_keeps_plausible_widths():
+    """A user standing side-on (80 degrees) while calibrating, the face turned past what the face fit
+    corrects (60 degrees): the shoulder and hip lines show 17% of their length. Taken as measured,
+    every later turn read as facing the camera (any width was "longer than calibrated"); widths are
+    now at least 0.85 of the canonical proportions of the calibrated torso, so a turn of 45 degrees
+    reads as a turn (AMP cartwheel, calibrated side-on: frontal hip line 17.4 -> 10.1 degrees)."""
+    from avatar_bridge.retarget import WIDTH_FLOOR_SHARE
+
+    config = RetargetConfig(mirror=False, fov_deg=FOV, calibration_seconds=1.0)
+    retargeter = Retargeter(config)
+    uv, scores, _ = project({"hips": rot(Y, 80)})
+    for i in range(32):
+        retargeter.solve(uv, scores, i / 30, (1280, 720))
+    assert retargeter.calibrated
+    calib = retargeter.calibration
+    for width in ("shoulders", "hips"):
+        floor = WIDTH_FLOOR_SHARE * CANONICAL_LENGTHS[width] / CANONICAL_LENGTHS["torso"] * calib.segments["torso"]
+        assert calib.segments[width] == pytest.approx(floor, rel=1e-9), width
+    # Turned 45 degrees afterwards: the hip line comes out turned (the truth's depth difference of
+    # the hips is sin 45 x their width, 0.13 m here), not flat in the image plane.
+    turned_uv, turned_scores, depth = project({"hips": rot(Y, 45)})
+    true_dz = depth[12] - depth[11]
+    lifter = retargeter._lifter.fork()
+    for k in range(10):
+        joints = lifter.lift(turned_uv, turned_scores, (33 + k) / 30)
+    got_dz = joints[11, 2] - joints[12, 2]  # canonical z is towards the camera
+    assert abs(true_dz) > 0.1 and got_dz == pytest.approx(true_dz, abs=0.05)
 
 
 def test_calibration_file_keeps_the_turn_and_reads_files_without_it(tmp_path):

@@ -330,8 +330,8 @@ def reference_face_turn(kp, ok):
 def reference_calibration(frames, image_size, min_score=0.3):
     """calibration_from_frames as it was before the pools: every frame revisited, np.percentile,
     np.median and np.mean; each frame's shoulder and hip widths divided by the cosine of its own face
-    turn (clamped at CALIBRATION_MAX_TURN_DEG), and the widths' 60th percentile; each limb pair the
-    longer side's length."""
+    turn (clamped at CALIBRATION_MAX_TURN_DEG), and the widths' 60th percentile (at least 0.85 of
+    the canonical width / torso proportion); each limb pair the longer side's length."""
     per_segment = {s: [] for s in SEGMENTS}
     hip_centers = []
     for kp, sc in frames:
@@ -356,6 +356,10 @@ def reference_calibration(frames, image_size, min_score=0.3):
         sides = [measured[n] for n in (f"left_{limb}", f"right_{limb}") if n in measured]
         if sides:
             measured[f"left_{limb}"] = measured[f"right_{limb}"] = max(sides)
+    if "torso" in measured:  # widths no narrower than 0.85 of the canonical proportions
+        for width in ("shoulders", "hips"):
+            if width in measured:
+                measured[width] = max(measured[width], 0.85 * CANONICAL_LENGTHS[width] / CANONICAL_LENGTHS["torso"] * measured["torso"])
     ppm = float(np.median([measured[s] / CANONICAL_LENGTHS[s] for s in measured]))
     segments = {s: measured.get(s, CANONICAL_LENGTHS[s] * ppm) for s in SEGMENTS}
     center = np.mean(hip_centers, axis=0) if hip_centers else np.array(image_size, float) / 2
