@@ -113,28 +113,10 @@ def _hips_rest_height() -> float:
 
 
 _RIG_LEG_M = CANONICAL_LENGTHS["left_upper_leg"] + CANONICAL_LENGTHS["left_lower_leg"]
-
-
-def standing_drop(joints: np.ndarray) -> float | None:
-    """How far the hips stand below their straight-leg height in one lifted pose, metres on the
-    canonical body (the avatar's legs): per leg, the share of its length (hip -> knee -> ankle) that
-    is not vertical extent (hip height above the ankle along the camera's up axis), times the
-    canonical leg length; the smaller of the two legs (the one standing on the floor), at least 0.
-
-    ``joints``: (17, 3) lifted COCO-17 joints (metres, y up; NaN = not placed). None when neither
-    leg is placed. The retargeter takes the median over the calibration frames: a user calibrating
-    with soft knees (or a take that starts in a crouch) would otherwise get the avatar's hips at
-    their straight-leg height and its bent legs floating above the floor.
-    """
-    drops = []
-    for hip, knee, ankle in ((L_HIP, L_KN, L_AN), (R_HIP, R_KN, R_AN)):
-        h, k, a = joints[hip], joints[knee], joints[ankle]
-        if not (np.isfinite(h).all() and np.isfinite(k).all() and np.isfinite(a).all()):
-            continue
-        length = float(np.linalg.norm(k - h) + np.linalg.norm(a - k))
-        if length > 1e-9:
-            drops.append(max(0.0, 1.0 - float(h[1] - a[1]) / length) * _RIG_LEG_M)
-    return min(drops) if drops else None
+# The most of its leg length the hips may stand lower while calibrating (soft knees, a leg angled):
+# frames that read lower are more likely a stride that passed the standing check (recalibrating
+# mid-walk on the CMU walk read 6-16 cm) than a crouch, and the drop holds for the whole take.
+STANDING_DROP_MAX_SHARE = 0.1
 
 
 # --------------------------------------------------------------------------------------------------
@@ -210,9 +192,10 @@ class Calibration:
     ``turn_deg`` how far the face was turned from the camera while calibrating (degrees, signed,
     +- ``CALIBRATION_MAX_TURN_DEG`` at most): the shoulder and hip widths are already divided by its
     cosine (see :meth:`CalibrationPool.calibration`); ``standing_drop_m`` how far below its
-    straight-leg height the hips stood while calibrating (metres on the canonical body, >= 0: knees
-    bent or a leg angled), which the hips position subtracts so that the avatar's feet stay on the
-    floor (see :func:`standing_drop`).
+    straight-leg height the hips stood while calibrating (metres on the canonical body, 0 to its leg
+    length 0.81: knees bent or a leg angled; the median over the frames of the standing leg's
+    shortfall of its hip-to-ankle extent along the body from its calibrated length), which the hips
+    position subtracts so that the avatar's feet stay on the floor.
     """
 
     segments: dict[str, float]
@@ -252,10 +235,12 @@ class Calibration:
                 frames=int(data.get("frames", 0)),
                 measured=[str(s) for s in data.get("measured", [])],
                 turn_deg=float(data.get("turn_deg", 0.0)),
-                standing_drop_m=float(data.get("standing_drop_m", 0.0)),  # files before it: 0
+                standing_drop_m=0.0,  # checked below (files before it: 0)
             )
-        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
-            raise ValueError(f"calibration file {path} is incomplete or malformed ({exc!r}): delete it and calibrate again") from None
+        except KeyError as exc:
+            raise ValueError(f"calibration file {path} lacks {exc.args[0]!r}: delete it and calibrate again") from None
+        except (TypeError, ValueError, IndexError, AttributeError) as exc:
+            raise ValueError(f"calibration file {path} is incomplete or malformed ({exc}): delete it and calibrate again") from None
         missing = [s for s in SEGMENTS if s not in segments]
         if missing:
             raise ValueError(f"calibration file {path} lacks segment {missing[0]!r}: delete it and calibrate again")
@@ -263,20 +248,30 @@ class Calibration:
         if bad or not (math.isfinite(calib.body_px) and calib.body_px > 0):
             key = bad[0] if bad else "body_px"
             raise ValueError(f"calibration file {path}: {key} must be a positive length in pixels: delete it and calibrate again")
-        if not (math.isfinite(calib.standing_drop_m) and 0.0 <= calib.standing_drop_m <= 1.0):
-            raise ValueError(f"calibration file {path}: standing_drop_m must be 0 to 1 metre, got {calib.standing_drop_m}: "
-                             "delete it and calibrate again")
-        return calib
+        drop = data.get("standing_drop_m", 0.0)
+        if isinstance(drop, bool) or not isinstance(drop, (int, float)) or not (0.0 <= drop <= _RIG_LEG_M):
+            raise ValueError(f"calibration file {path}: standing_drop_m must be a number of metres from 0 to {_RIG_LEG_M:.2f}, "
+                             f"got {drop!r}: delete it and calibrate again")
+        if not (all(math.isfinite(v) for v in calib.hip_center) and min(calib.image_size) > 0):
+            raise ValueError(f"calibration file {path}: hip_center must be finite pixels and image_size positive, got "
+                             f"{list(calib.hip_center)} and {list(calib.image_size)}: delete it and calibrate again")
+        return replace(calib, standing_drop_m=float(drop))
 
 
-def calibration_measurement(kp: np.ndarray, sc: np.ndarray, min_score: float = 0.3) -> tuple[dict[str, float], tuple[float, float] | None, float | None]:
+# One frame's calibration measurement (see calibration_measurement).
+CalibrationMeasurement = tuple[dict[str, float], tuple[float, float] | None, float | None, tuple[float | None, float | None]]
+
+
+def calibration_measurement(kp: np.ndarray, sc: np.ndarray, min_score: float = 0.3) -> CalibrationMeasurement:
     """The per-frame part of :func:`calibration_from_frames`, for keypoints (17, 2) pixels and scores (17,).
 
     Returns the 2D length (pixels) of every segment of ``SEGMENTS`` whose end points are confident
     (only finite, positive lengths), the frame's hip centre (the shoulder centre without both hips;
-    None without either) and the sine of the face's turn away from the camera (:func:`face_turn_sine`;
-    None with fewer than four face points). Plain floats: the calibration period measures every
-    pose update once."""
+    None without either), the sine of the face's turn away from the camera (:func:`face_turn_sine`;
+    None with fewer than four face points) and each leg's (left, right) extent from hip to ankle
+    along the body's downward axis in the image (shoulder centre -> hip centre; image down without
+    the torso), pixels, None where not seen (for :attr:`Calibration.standing_drop_m`). Plain floats:
+    the calibration period measures every pose update once."""
     k = np.asarray(kp, dtype=np.float64).tolist()
     ok = [s >= min_score for s in np.asarray(sc, dtype=np.float64).reshape(-1).tolist()]
     lengths: dict[str, float] = {}
@@ -301,7 +296,13 @@ def calibration_measurement(kp: np.ndarray, sc: np.ndarray, min_score: float = 0
         center = ((lhx + rhx) / 2, (lhy + rhy) / 2)
     elif ok[L_SH] and ok[R_SH]:
         center = ((lsx + rsx) / 2, (lsy + rsy) / 2)
-    return lengths, center, face_turn_sine(k, ok)
+    down_x, down_y = 0.0, 1.0
+    torso = lengths.get("torso")
+    if torso is not None:
+        down_x, down_y = ((lhx + rhx) / 2 - (lsx + rsx) / 2) / torso, ((lhy + rhy) / 2 - (lsy + rsy) / 2) / torso
+    legs = tuple((k[ankle][0] - k[hip][0]) * down_x + (k[ankle][1] - k[hip][1]) * down_y if ok[hip] and ok[ankle] else None
+                 for hip, ankle in ((L_HIP, L_AN), (R_HIP, R_AN)))
+    return lengths, center, face_turn_sine(k, ok), legs
 
 
 def face_turn_sine(k: list[list[float]], ok: list[bool]) -> float | None:
@@ -351,6 +352,7 @@ class CalibrationPool:
         self._lengths: dict[str, list[float]] = {s: [] for s in SEGMENTS}
         self._centers: dict[object, tuple[float, float]] = {}
         self._turns: list[float] = []  # face_turn_sine of the frames that have one, sorted
+        self._legs: dict[object, tuple[float | None, float | None]] = {}  # leg extents of the frames that show a leg
         self._keys: set = set()
 
     def __len__(self) -> int:
@@ -358,11 +360,6 @@ class CalibrationPool:
 
     def __contains__(self, key: object) -> bool:
         return key in self._keys
-
-    @property
-    def keys(self) -> frozenset:
-        """The frames in the pool."""
-        return frozenset(self._keys)
 
     @staticmethod
     def _pooled_lengths(lengths: dict[str, float], turn: float | None) -> dict[str, float]:
@@ -374,25 +371,28 @@ class CalibrationPool:
         cosine = math.sqrt(1.0 - sine * sine)
         return {name: length / cosine if name in WIDTH_SEGMENTS else length for name, length in lengths.items()}
 
-    def add(self, key: object, measurement: tuple[dict[str, float], tuple[float, float] | None, float | None]) -> None:
-        lengths, center, turn = measurement
+    def add(self, key: object, measurement: CalibrationMeasurement) -> None:
+        lengths, center, turn, legs = measurement
         for name, length in self._pooled_lengths(lengths, turn).items():
             bisect.insort(self._lengths[name], length)
         if center is not None:
             self._centers[key] = center
         if turn is not None:
             bisect.insort(self._turns, turn)
+        if legs != (None, None):
+            self._legs[key] = legs
         self._keys.add(key)
 
-    def remove(self, key: object, measurement: tuple[dict[str, float], tuple[float, float] | None, float | None]) -> None:
+    def remove(self, key: object, measurement: CalibrationMeasurement) -> None:
         """Take out a frame added with this ``key`` and ``measurement``."""
-        lengths, _, turn = measurement
+        lengths, _, turn, _ = measurement
         for name, length in self._pooled_lengths(lengths, turn).items():
             values = self._lengths[name]
             del values[bisect.bisect_left(values, length)]
         if turn is not None:
             del self._turns[bisect.bisect_left(self._turns, turn)]
         self._centers.pop(key, None)
+        self._legs.pop(key, None)
         self._keys.remove(key)
 
     def hold(self, keys: set, measurements: list) -> None:
@@ -436,6 +436,17 @@ class CalibrationPool:
         ppm = _median([measured[s] / CANONICAL_LENGTHS[s] for s in measured])
         segments = {s: measured.get(s, CANONICAL_LENGTHS[s] * ppm) for s in SEGMENTS}
         body_px = segments["torso"] + (segments["left_upper_leg"] + segments["left_lower_leg"])
+        # How low the hips stood: per frame the standing leg's (the more extended one's) shortfall
+        # of its extent along the body from its calibrated length, the median over the frames, on the
+        # avatar's leg length, at most STANDING_DROP_MAX_SHARE of it. A leg whose ankle is not seen
+        # does not count.
+        drops = []
+        for extents in self._legs.values():
+            shortfalls = [1.0 - extent / (segments[f"{side}_upper_leg"] + segments[f"{side}_lower_leg"])
+                          for side, extent in zip(("left", "right"), extents) if extent is not None]
+            if shortfalls:
+                drops.append(min(max(0.0, min(shortfalls)), 1.0))
+        standing_drop_m = min(_median(drops), STANDING_DROP_MAX_SHARE) * _RIG_LEG_M if drops else 0.0
         if self._centers:
             n = len(self._centers)
             center = (math.fsum(c[0] for c in self._centers.values()) / n, math.fsum(c[1] for c in self._centers.values()) / n)
@@ -449,6 +460,7 @@ class CalibrationPool:
             frames=len(self._keys),
             measured=sorted(measured),
             turn_deg=float(turn),
+            standing_drop_m=float(standing_drop_m),
         )
 
 
@@ -1581,12 +1593,10 @@ class Retargeter:
         """Forget the calibration period's frames. Each pose update of the period is measured once
         (:func:`calibration_measurement`, by its index in the period) and kept in two pools: every
         frame, and the straighter half of the standing ones (the frames the calibration uses)."""
-        self._calib_measurements: list[tuple[dict[str, float], tuple[float, float] | None, float | None]] = []
+        self._calib_measurements: list[CalibrationMeasurement] = []
         self._calib_all = CalibrationPool()  # every frame of the period
         self._calib_ranked: list[tuple[float, int]] = []  # (bend, index) of the accepted frames, straightest first
         self._calib_best = CalibrationPool()  # the straighter half of the accepted frames (updated lazily)
-        self._calib_drops: dict[int, float] = {}  # standing_drop of each lifted frame of the period, by index
-        self._calib_pending: int | None = None  # the index of this update's frame, until its lift is measured
 
     def _make_lifter(self, calibration: Calibration) -> ForeshorteningLifter:
         width = calibration.image_size[0]
@@ -1634,7 +1644,6 @@ class Retargeter:
         index = len(self._calib_measurements)
         measurement = calibration_measurement(kp, sc, self.config.min_score)
         self._calib_measurements.append(measurement)
-        self._calib_pending = index
         self._calib_all.add(index, measurement)
         judged = sc
         if self.upper_body:  # seated: bent knees and hidden feet are expected, judge the arms only
@@ -1656,9 +1665,8 @@ class Retargeter:
         if not done and elapsed >= CALIBRATION_PATIENCE * self.config.calibration_seconds:
             done, pool = True, self._calib_all
         calibration = pool.calibration(image_size)
-        drops = [self._calib_drops[i] for i in pool.keys if i in self._calib_drops]
-        if drops and not self.upper_body:  # the avatar's hips follow the legs' bend while calibrating
-            calibration = replace(calibration, standing_drop_m=_median(drops))
+        if self.upper_body:  # seated: the legs say nothing about the hips' height
+            calibration = replace(calibration, standing_drop_m=0.0)
         if done:
             self.set_calibration(calibration)
             if abs(calibration.turn_deg) >= 15.0:
@@ -1676,15 +1684,6 @@ class Retargeter:
                     self._lifter.calibration = calibration
                 else:
                     self._lifter = self._make_lifter(calibration)
-
-    def _measure_standing(self, joints: np.ndarray) -> None:
-        """Keep :func:`standing_drop` of the pose just lifted if its frame joined the calibration
-        period (the next provisional or final calibration takes the median over its frames)."""
-        if self._calib_pending is not None:
-            drop = standing_drop(np.asarray(joints, dtype=np.float64))
-            if drop is not None:
-                self._calib_drops[self._calib_pending] = drop
-            self._calib_pending = None
 
     @staticmethod
     def _save_calibration(calibration: Calibration, path: str) -> None:
@@ -1723,7 +1722,7 @@ class Retargeter:
         with self._state_lock:
             self._observe(kp, sc, timestamp, image_size)
             if self._lifter is not None:
-                self._measure_standing(self._lifter.lift(kp, sc, timestamp))
+                self._lifter.lift(kp, sc, timestamp)
             self._output_lifter = None
 
     def solve(self, keypoints: np.ndarray, scores: np.ndarray, timestamp: float, image_size: tuple[int, int],
@@ -1768,8 +1767,6 @@ class Retargeter:
             joints = np.asarray(lifter.lift(kp, sc, timestamp), dtype=np.float64)
             if joints.shape != (NUM_KEYPOINTS, 3):
                 raise ValueError(f"lifter returned shape {joints.shape}, expected (17, 3)")
-            if advance:
-                self._measure_standing(joints)
         if joints is not None:
             local, solved = _solve_quaternion_rows(joints, self.limits)
         else:

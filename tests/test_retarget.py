@@ -431,38 +431,51 @@ def test_an_arm_bent_all_through_the_calibration_gets_the_straight_arms_length()
 
 def test_hips_stand_as_low_as_the_standing_leg_was_while_calibrating():
     """A user calibrating with the standing (left) knee bent towards the camera and the right leg
-    out to the side: the hips are placed as low as the standing leg held them while calibrating, so
-    the avatar's standing foot is on the floor (before: hips at their straight-leg height, that foot
-    11 cm up). Depth here is exact (the lifter's sign choice is tested elsewhere); seen on the CMU
-    walk's first frames through VMC (test_vmc_avatar: standing foot 0.2-1.2 cm -> 0-0.3 cm)."""
-    from avatar_bridge.retarget import standing_drop
+    out to the side: the hips are placed as low as the standing leg held them while calibrating (its
+    hip-to-ankle extent along the body against its calibrated length), so the avatar's standing foot
+    is on the floor (before: hips at their straight-leg height, that foot 5 cm up). Seen on the CMU
+    walk's first frames through VMC (test_vmc_avatar: the standing foot within 1.3 cm)."""
     from avatar_bridge.skeleton import REST_OFFSETS
 
-    pose = {"leftUpperLeg": rot(X, -30), "leftLowerLeg": rot(X, 60), "rightUpperLeg": rot(Z, -40)}
+    from avatar_bridge.retarget import STANDING_DROP_MAX_SHARE
+
+    def crouch(degrees):
+        pose = {"leftUpperLeg": rot(X, -degrees), "leftLowerLeg": rot(X, 2 * degrees), "rightUpperLeg": rot(Z, -30)}
+        bent_feet, _ = body_transforms(pose)
+        drop = bent_feet["leftFoot"][1] - rest_feet["leftFoot"][1]  # how far the bent leg lifts its foot
+        hips = REST_OFFSETS[BONE_INDEX["hips"]] - np.array([0.0, drop, 0.0])
+        return pose, drop, project(pose, hips)
+
     rest_feet, _ = body_transforms({})
-    bent_feet, _ = body_transforms(pose)
-    drop = bent_feet["leftFoot"][1] - rest_feet["leftFoot"][1]  # how far the bent leg lifts its foot
-    assert 0.08 < drop < 0.14
-    hips = REST_OFFSETS[BONE_INDEX["hips"]] - np.array([0.0, drop, 0.0])
-    uv, scores, depth = project(pose, hips)
-    lifter = ExactDepthLifter(CAMERA)
+    pose, drop, (uv, scores, depth) = crouch(20)
+    assert 0.04 < drop < 0.06
+    lifter = ExactDepthLifter(CAMERA)  # exact depth: the lifter's sign choice is tested elsewhere
     lifter.depth = depth
     retargeter = Retargeter(RetargetConfig(mirror=False, fov_deg=FOV, calibration_seconds=1.0), lifter=lifter)
     for i in range(32):
         rig = retargeter.solve(uv, scores, i / 30, (1280, 720))
     assert retargeter.calibrated
-    assert retargeter.calibration.standing_drop_m == pytest.approx(drop, abs=0.01)
+    assert retargeter.calibration.standing_drop_m == pytest.approx(drop, abs=0.006)
     feet, _ = body_transforms(rig.rotations, rig.hips_position)
-    assert abs(feet["leftFoot"][1] - rest_feet["leftFoot"][1]) < 0.01  # on the floor
+    assert abs(feet["leftFoot"][1] - rest_feet["leftFoot"][1]) < 0.006  # on the floor
     assert feet["rightFoot"][1] - rest_feet["rightFoot"][1] > 0.02  # the leg out to the side is off it
-    # Upright legs stand at full height; one leg missing leaves it to the other; none: no measure.
-    straight = joints_from_rig({})
-    assert standing_drop(straight) == pytest.approx(0.0, abs=1e-9)
-    one_leg = straight.copy()
-    one_leg[[13, 15]] = np.nan
-    assert standing_drop(one_leg) == pytest.approx(0.0, abs=1e-9)
-    one_leg[[14, 16]] = np.nan
-    assert standing_drop(one_leg) is None
+    # A deeper crouch reads as at most a tenth of the leg (a stride that passed the standing check
+    # is likelier than a crouch, and the drop holds all take).
+    _, deep, (deep_uv, deep_scores, _) = crouch(30)
+    assert deep > 0.1
+    assert calibration_from_frames([(deep_uv, deep_scores)], (1280, 720)).standing_drop_m == pytest.approx(
+        STANDING_DROP_MAX_SHARE * 0.81, abs=0.002)
+    # Straight legs stand at full height; without the ankles there is nothing to measure (0).
+    straight, straight_scores, _ = project({})
+    assert calibration_from_frames([(straight, straight_scores)], (1280, 720)).standing_drop_m == pytest.approx(0.0, abs=1e-6)
+    no_ankles = straight_scores.copy()
+    no_ankles[[15, 16]] = 0.0
+    assert calibration_from_frames([(uv, no_ankles)], (1280, 720)).standing_drop_m == 0.0
+    # Seated (upper-body mode): the hips' height is not taken from the legs.
+    seated = Retargeter(RetargetConfig(mirror=False, fov_deg=FOV, calibration_seconds=1.0, upper_body=True))
+    for i in range(32):
+        seated.solve(uv, scores, i / 30, (1280, 720))
+    assert seated.calibrated and seated.calibration.standing_drop_m == 0.0
 
 
 def test_calibration_save_load_round_trip(tmp_path):
@@ -727,7 +740,17 @@ def test_calibration_file_keeps_the_turn_and_reads_files_without_it(tmp_path):
     del data["standing_drop_m"]  # or before the standing hips height
     path.write_text(json.dumps(data))
     assert Calibration.load(path).turn_deg == 0.0 and Calibration.load(path).standing_drop_m == 0.0
-    data["standing_drop_m"] = -0.2
+    for bad in (-0.2, 0.9, True, "0.05", None):  # metres from 0 to the leg's length, a number
+        data["standing_drop_m"] = bad
+        path.write_text(json.dumps(data))
+        with pytest.raises(ValueError, match=r"standing_drop_m must be a number of metres from 0 to 0.81, got .*: delete it"):
+            Calibration.load(path)
+    data["standing_drop_m"] = 0.05
+    data["hip_center"] = [float("nan"), 1.0]
     path.write_text(json.dumps(data))
-    with pytest.raises(ValueError, match="standing_drop_m must be 0 to 1 metre, got -0.2: delete it and calibrate again"):
+    with pytest.raises(ValueError, match=r"hip_center must be finite pixels and image_size positive, got \[nan, 1.0\]"):
+        Calibration.load(path)
+    del data["hip_center"]
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="calibration.json lacks 'hip_center': delete it and calibrate again"):
         Calibration.load(path)

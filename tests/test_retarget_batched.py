@@ -334,6 +334,7 @@ def reference_calibration(frames, image_size, min_score=0.3):
     the canonical width / torso proportion); each limb pair the longer side's length."""
     per_segment = {s: [] for s in SEGMENTS}
     hip_centers = []
+    leg_extents = []  # per frame: (left, right) hip-to-ankle extent along the body's down axis, None unseen
     for kp, sc in frames:
         ok = sc >= min_score
         turn = reference_face_turn(kp, ok)
@@ -351,6 +352,13 @@ def reference_calibration(frames, image_size, min_score=0.3):
             hip_centers.append((kp[L_HIP] + kp[R_HIP]) / 2)
         elif ok[L_SH] and ok[R_SH]:
             hip_centers.append((kp[L_SH] + kp[R_SH]) / 2)
+        down = np.array([0.0, 1.0])
+        if torso_ok:
+            axis = (kp[L_HIP] + kp[R_HIP]) / 2 - (kp[L_SH] + kp[R_SH]) / 2
+            down = axis / np.linalg.norm(axis)
+        legs = tuple(float((kp[ankle] - kp[hip]) @ down) if ok[hip] and ok[ankle] else None for hip, ankle in ((11, 15), (12, 16)))
+        if legs != (None, None):
+            leg_extents.append(legs)
     measured = {s: float(np.percentile(v, 60 if s in ("shoulders", "hips") else 90)) for s, v in per_segment.items() if v}
     for limb in ("upper_arm", "lower_arm", "upper_leg", "lower_leg"):  # the longer side, for both
         sides = [measured[n] for n in (f"left_{limb}", f"right_{limb}") if n in measured]
@@ -363,7 +371,11 @@ def reference_calibration(frames, image_size, min_score=0.3):
     ppm = float(np.median([measured[s] / CANONICAL_LENGTHS[s] for s in measured]))
     segments = {s: measured.get(s, CANONICAL_LENGTHS[s] * ppm) for s in SEGMENTS}
     center = np.mean(hip_centers, axis=0) if hip_centers else np.array(image_size, float) / 2
-    return segments, segments["torso"] + segments["left_upper_leg"] + segments["left_lower_leg"], tuple(center), sorted(measured)
+    drops = [float(np.clip(min(1 - e / (segments[f"{side}_upper_leg"] + segments[f"{side}_lower_leg"])
+                                for side, e in zip(("left", "right"), legs) if e is not None), 0, 1)) for legs in leg_extents]
+    leg = CANONICAL_LENGTHS["left_upper_leg"] + CANONICAL_LENGTHS["left_lower_leg"]
+    drop = min(float(np.median(drops)), 0.1) * leg if drops else 0.0  # at most a tenth of the leg
+    return segments, segments["torso"] + segments["left_upper_leg"] + segments["left_lower_leg"], tuple(center), sorted(measured), drop
 
 
 def reference_pose_bend(kp, sc, min_score=0.3):
@@ -394,13 +406,14 @@ def random_frame(rng):
 
 
 def assert_calibration_equal(got, want):
-    segments, body_px, center, measured = want
+    segments, body_px, center, measured, drop = want
     assert set(got.segments) == set(segments)
     for name, value in segments.items():
         assert got.segments[name] == pytest.approx(value, rel=1e-12, abs=1e-12), name
     assert got.body_px == pytest.approx(body_px, rel=1e-12)
     assert np.allclose(got.hip_center, center, rtol=1e-12, atol=1e-9)
     assert got.measured == measured
+    assert got.standing_drop_m == pytest.approx(drop, rel=1e-9, abs=1e-12)
 
 
 def test_calibration_from_frames_matches_the_reference():

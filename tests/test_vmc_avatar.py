@@ -158,7 +158,7 @@ def test_arms_match_the_websocket_stream_on_a_model_without_upper_chest(receiver
     within 5 degrees of our skeleton posed from the WebSocket frame; without folding upperChest into
     chest they are not. While the performer stands at the start, the standing (lower) foot stays
     within 2 cm of the floor: the hips are placed as low as the standing leg held them while
-    calibrating (retarget.standing_drop; the CMU performer stands with soft knees and the left heel
+    calibrating (Calibration.standing_drop_m; the CMU performer stands with soft knees and the left heel
     3-4 cm up, so the higher foot is rightly off the floor)."""
     from avatar_bridge.config import load_config
     from avatar_bridge.mocap import MocapSource
