@@ -430,8 +430,7 @@ class CalibrationPool:
         if "torso" in measured:
             for name in WIDTH_SEGMENTS:
                 if name in measured:
-                    floor = WIDTH_FLOOR_SHARE * CANONICAL_LENGTHS[name] / CANONICAL_LENGTHS["torso"] * measured["torso"]
-                    measured[name] = max(measured[name], floor)
+                    measured[name] = max(measured[name], width_floor(measured, name))
         # Pixels per metre from what was seen (median over segments), used to fill in the rest.
         ppm = _median([measured[s] / CANONICAL_LENGTHS[s] for s in measured])
         segments = {s: measured.get(s, CANONICAL_LENGTHS[s] * ppm) for s in SEGMENTS}
@@ -493,6 +492,12 @@ WIDTH_PERCENTILE = 60.0
 # standing side-on: hips 0.21 of the torso against 0.355 true, shoulders 0.30 against 0.77
 # (docs/retarget.md, "Calibrated side-on").
 WIDTH_FLOOR_SHARE = 0.85
+
+
+def width_floor(segments: dict[str, float], name: str) -> float:
+    """The narrowest shoulder or hip width (``name``) a calibration keeps, pixels: ``WIDTH_FLOOR_SHARE``
+    of the canonical width / torso proportion times ``segments["torso"]``."""
+    return WIDTH_FLOOR_SHARE * CANONICAL_LENGTHS[name] / CANONICAL_LENGTHS["torso"] * segments["torso"]
 
 
 def calibration_pose_bend(kp: np.ndarray, sc: np.ndarray, min_score: float = 0.3) -> float:
@@ -1565,6 +1570,8 @@ class Retargeter:
             path = Path(self.config.calibration_file)
             if path.is_file():
                 self.set_calibration(Calibration.load(path))
+                log.info("person %d: calibration loaded from %s (delete it, press c or send 'calibrate' to "
+                         "calibrate again)", self.track_id, path)
 
     # -- calibration ---------------------------------------------------------------------------------
     @property
@@ -1668,8 +1675,16 @@ class Retargeter:
         if self.upper_body:  # seated: the legs say nothing about the hips' height
             calibration = replace(calibration, standing_drop_m=0.0)
         if done:
+            standing = pool is self._calib_best  # (set_calibration starts a new period's pools)
             self.set_calibration(calibration)
-            if abs(calibration.turn_deg) >= 15.0:
+            log.info("person %d: calibrated from %d frames%s%s", self.track_id, calibration.frames,
+                     f", saving to {self.config.calibration_file}" if self.config.calibration_file else "",
+                     "" if standing else " (nobody stood still with straight limbs: every frame used)")
+            floored = [name for name in WIDTH_SEGMENTS if calibration.segments[name] <= width_floor(calibration.segments, name) * (1 + 1e-9)]
+            if floored:
+                log.info("person %d: %s too narrow for a body facing the camera (calibrated side-on?): taken from the body's "
+                         "proportions; stand facing the camera and recalibrate for your own", self.track_id, " and ".join(floored))
+            elif abs(calibration.turn_deg) >= 15.0:
                 log.info("person %d: calibrated while turned %.0f degrees from the camera (shoulder and hip widths "
                          "corrected for it)", self.track_id, calibration.turn_deg)
             if self.config.calibration_file:

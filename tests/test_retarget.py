@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 
 import numpy as np
@@ -724,6 +725,51 @@ def test_a_calibration_seen_side_on_keeps_plausible_widths():
         joints = lifter.lift(turned_uv, turned_scores, (33 + k) / 30)
     got_dz = joints[11, 2] - joints[12, 2]  # canonical z is towards the camera
     assert abs(true_dz) > 0.1 and got_dz == pytest.approx(true_dz, abs=0.05)
+
+
+def test_calibration_logs_say_what_happened(tmp_path, caplog):
+    """A calibration says how many frames it used and where it saves, a side-on one that its widths
+    came from proportions (not from the face turn), and a loaded file that it was loaded: the only way
+    to tell before was to look at the file's modification time (a fresh user's trial)."""
+    import logging
+    import time as _time
+
+    path = tmp_path / "calibration.json"
+    config = RetargetConfig(mirror=False, fov_deg=FOV, calibration_seconds=1.0, calibration_file=str(path))
+    uv, scores, _ = project({"hips": rot(Y, 80)})
+    with caplog.at_level(logging.INFO, logger="avatar_bridge.retarget"):
+        retargeter = Retargeter(config)
+        for i in range(32):
+            retargeter.solve(uv, scores, i / 30, (1280, 720))
+        deadline = _time.monotonic() + 10
+        while not path.is_file() and _time.monotonic() < deadline:  # saved on a thread of its own
+            _time.sleep(0.01)
+        Retargeter(config, track_id=2)
+    text = caplog.text
+    assert re.search(rf"person 0: calibrated from \d+ frames, saving to {re.escape(str(path))}", text)
+    assert "person 0: shoulders and hips too narrow for a body facing the camera (calibrated side-on?)" in text
+    assert "corrected for it" not in text  # the widths did not come from the face turn
+    assert f"person 2: calibration loaded from {path}" in text
+
+
+def test_a_bad_calibration_file_stops_the_run_before_it_starts(tmp_path, capsys):
+    """Read when the configuration is checked, not when the first person appears (the run used to
+    stream until someone stepped into view, then stop)."""
+    from avatar_bridge.cli import main
+    from avatar_bridge.config import AppConfig
+
+    bad = tmp_path / "calibration.json"
+    bad.write_text("{bad")
+    config = AppConfig()
+    config.retarget.calibration_file = str(bad)
+    with pytest.raises(ConfigError, match="calibration.json is not valid JSON"):
+        config.validate()
+    assert main(["run", "--source", "synthetic", "--calibration", str(bad), "--headless", "--duration", "1",
+                 "--no-vmc", "--ws-port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "is not valid JSON" in err and "delete it and calibrate again" in err and "web viewer" not in err
+    config.retarget.calibration_file = str(tmp_path / "not-yet.json")  # written after calibrating
+    config.validate()
 
 
 def test_calibration_file_keeps_the_turn_and_reads_files_without_it(tmp_path):
