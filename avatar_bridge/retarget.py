@@ -211,8 +211,12 @@ class Calibration:
         data = {"format": "avatar-bridge-calibration", "version": 1, **asdict(self)}
         path = Path(path)
         partial = path.with_name(path.name + ".partial")
-        partial.write_text(json.dumps(data, indent=2), encoding="utf-8")
-        os.replace(partial, path)  # readers never see half a file
+        try:
+            partial.write_text(json.dumps(data, indent=2), encoding="utf-8")
+            os.replace(partial, path)  # readers never see half a file
+        except OSError:
+            partial.unlink(missing_ok=True)  # no debris beside a file that could not be written
+            raise
 
     @classmethod
     def load(cls, path: str | Path) -> "Calibration":
@@ -1566,10 +1570,12 @@ class Retargeter:
         self.auto_upper_body = False  # True once switched on automatically
         self._hipless_since: float | None = None
         self.track_id = track_id  # for log lines
+        self._loaded_from: Path | None = None  # a calibration file not yet checked against the frames' size
         if self.config.calibration_file:
             path = Path(self.config.calibration_file)
             if path.is_file():
                 self.set_calibration(Calibration.load(path))
+                self._loaded_from = path  # checked against the first frame's size (_observe)
                 log.info("person %d: calibration loaded from %s (delete it, press c or send 'calibrate' to "
                          "calibrate again)", self.track_id, path)
 
@@ -1618,6 +1624,7 @@ class Retargeter:
 
     def load(self, path: str | Path) -> None:
         self.set_calibration(Calibration.load(path))
+        self._loaded_from = Path(path)
 
     def _calibration_frame(self, kp: np.ndarray, sc: np.ndarray, timestamp: float, image_size: tuple[int, int]) -> None:
         """Add one pose update to the calibration period.
@@ -1722,6 +1729,14 @@ class Retargeter:
 
     def _observe(self, kp: np.ndarray, sc: np.ndarray, timestamp: float, image_size: tuple[int, int]) -> None:
         self._image_size = (int(image_size[0]), int(image_size[1]))
+        if self._loaded_from is not None:
+            if self.calibration is not None and tuple(self.calibration.image_size) != self._image_size:
+                # Pixel lengths from another resolution (or --resize) put the hips metres off.
+                log.warning("person %d: calibration file %s was made on %dx%d frames, these are %dx%d: calibrating "
+                            "again (stand facing the camera)", self.track_id, self._loaded_from,
+                            *self.calibration.image_size, *self._image_size)
+                self.calibrate()
+            self._loaded_from = None
         if self._calibrating:
             self._calibration_frame(kp, sc, timestamp, self._image_size)
 

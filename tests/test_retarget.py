@@ -752,6 +752,40 @@ def test_calibration_logs_say_what_happened(tmp_path, caplog):
     assert f"person 2: calibration loaded from {path}" in text
 
 
+def test_a_calibration_file_from_another_resolution_is_not_used(tmp_path, caplog):
+    """A file calibrated on 1280x720 frames, then a run on 640x360 ones (another camera mode or
+    --resize): its pixel lengths would put the hips metres off, so the retargeter says so and
+    calibrates again, on the frames it gets (a fresh user's trial: hips 3.8 m off in a BVH)."""
+    import logging
+
+    path = tmp_path / "calibration.json"
+    uv, scores, _ = project({})
+    calibration_from_frames([(uv, scores)] * 5, (1280, 720)).save(path)
+    kept = tmp_path / "kept.json"  # (the retargeter below rewrites its file once it has calibrated again)
+    kept.write_bytes(path.read_bytes())
+    retargeter = Retargeter(RetargetConfig(mirror=False, fov_deg=FOV, calibration_seconds=1.0, calibration_file=str(path)))
+    assert retargeter.calibrated
+    with caplog.at_level(logging.WARNING, logger="avatar_bridge.retarget"):
+        retargeter.solve(uv / 2, scores, 0.0, (640, 360))
+    assert f"calibration file {path} was made on 1280x720 frames, these are 640x360: calibrating again" in caplog.text
+    assert not retargeter.calibrated
+    for i in range(1, 32):
+        retargeter.solve(uv / 2, scores, i / 30, (640, 360))
+    assert retargeter.calibrated and retargeter.calibration.image_size == (640, 360)
+    same = Retargeter(RetargetConfig(mirror=False, fov_deg=FOV, calibration_file=str(kept)))
+    same.solve(uv, scores, 0.0, (1280, 720))
+    assert same.calibrated  # the same size: used as it is
+
+
+def test_a_calibration_that_cannot_be_saved_leaves_no_partial_file(tmp_path):
+    uv, scores, _ = project({})
+    folder = tmp_path / "calibration.json"
+    folder.mkdir()  # a folder where the file should go
+    with pytest.raises(OSError):
+        calibration_from_frames([(uv, scores)], (1280, 720)).save(folder)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["calibration.json"]
+
+
 def test_a_bad_calibration_file_stops_the_run_before_it_starts(tmp_path, capsys):
     """Read when the configuration is checked, not when the first person appears (the run used to
     stream until someone stepped into view, then stop)."""
