@@ -39,3 +39,16 @@ def test_cli_limits_blas_to_one_thread():
     assert out.returncode == 0, out.stderr
     pools = ast.literal_eval(out.stdout.strip())  # [(library file, threads), ...]
     assert len(pools) >= 2 and all(threads == 1 for _, threads in pools), pools
+
+
+def test_run_says_when_it_ended_before_a_calibration_was_saved(tmp_path, capsys):
+    """`--calibration FILE` on a run too short to calibrate (or a take where nobody stands still)
+    used to end without the file and without a word (a fresh user's trial)."""
+    path = tmp_path / "calibration.json"
+    args = ["run", "--source", "synthetic", "--headless", "--no-vmc", "--ws-port", "0", "--calibration", str(path)]
+    assert cli.main([*args, "--duration", "0.3"]) == 0
+    assert not path.exists()
+    assert f"no calibration saved to {path}: the run ended before anyone finished calibrating" in capsys.readouterr().err
+    assert cli.main([*args, "--duration", "2.5"]) == 0
+    err = capsys.readouterr().err
+    assert path.is_file() and "no calibration saved" not in err
