@@ -306,15 +306,6 @@ class AppConfig:
             weights_path(self.retarget.depth_prior)
         except ValueError as exc:
             raise ConfigError(f"retarget.depth_prior: {exc}") from None
-        calibration_file = Path(self.retarget.calibration_file).expanduser() if self.retarget.calibration_file else None
-        if calibration_file is not None and calibration_file.is_file():
-            # Read it now, not when the first person appears (a bad file would stop the run then).
-            from .retarget import Calibration
-
-            try:
-                Calibration.load(calibration_file)
-            except ValueError as exc:
-                raise ConfigError(str(exc)) from None
 
 
 def check_motion_model(smoothing: SmoothingConfig) -> None:

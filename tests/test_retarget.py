@@ -790,6 +790,7 @@ def test_a_bad_calibration_file_stops_the_run_before_it_starts(tmp_path, capsys)
     """Read when the configuration is checked, not when the first person appears (the run used to
     stream until someone stepped into view, then stop)."""
     from avatar_bridge.cli import main
+    from avatar_bridge.commands.options import check_calibration_file
     from avatar_bridge.config import AppConfig
 
     bad = tmp_path / "calibration.json"
@@ -797,13 +798,13 @@ def test_a_bad_calibration_file_stops_the_run_before_it_starts(tmp_path, capsys)
     config = AppConfig()
     config.retarget.calibration_file = str(bad)
     with pytest.raises(ConfigError, match="calibration.json is not valid JSON"):
-        config.validate()
+        check_calibration_file(config)
     assert main(["run", "--source", "synthetic", "--calibration", str(bad), "--headless", "--duration", "1",
                  "--no-vmc", "--ws-port", "0"]) == 2
     err = capsys.readouterr().err
     assert "is not valid JSON" in err and "delete it and calibrate again" in err and "web viewer" not in err
     config.retarget.calibration_file = str(tmp_path / "not-yet.json")  # written after calibrating
-    config.validate()
+    check_calibration_file(config)
 
 
 def test_calibration_file_keeps_the_turn_and_reads_files_without_it(tmp_path):

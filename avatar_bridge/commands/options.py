@@ -84,6 +84,7 @@ def apply_source_arguments(args: argparse.Namespace, config: AppConfig) -> AppCo
     if args.threads is not None:
         config.pose.auto_threads = False  # --threads N is the user's choice: used as given
     config.validate()
+    check_calibration_file(config)
     parse_size(config.source.resize)
     if args.max_frames is not None and args.max_frames < 1:
         raise ConfigError(f"--max-frames {args.max_frames} must be at least 1")
@@ -176,6 +177,7 @@ def build_config(args: argparse.Namespace) -> AppConfig:
     if getattr(args, "overwrite", None) is not None:
         config.record.overwrite = args.overwrite
     config.validate()
+    check_calibration_file(config)
     return config
 
 
@@ -189,3 +191,16 @@ def refuse_time_stretched_files(config: AppConfig) -> None:
             "to turn every frame of a file into motion use avatar-bridge convert SOURCE -o OUT.bvh (or .abrec, .jsonl); "
             "without --fast, files are paced at their own rate")
 
+
+
+def check_calibration_file(config: AppConfig) -> None:
+    """Read ``--calibration FILE`` now if it exists, not when the first person appears (a bad file
+    used to stop the run then): ConfigError with the loader's one-line message."""
+    from ..retarget import Calibration
+
+    name = config.retarget.calibration_file
+    if name and Path(name).expanduser().is_file():
+        try:
+            Calibration.load(Path(name).expanduser())
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
