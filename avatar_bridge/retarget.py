@@ -1687,7 +1687,8 @@ class Retargeter:
             log.info("person %d: calibrated from %d frames%s%s", self.track_id, calibration.frames,
                      f", saving to {self.config.calibration_file}" if self.config.calibration_file else "",
                      "" if standing else " (nobody stood still with straight limbs: every frame used)")
-            floored = [name for name in WIDTH_SEGMENTS if calibration.segments[name] <= width_floor(calibration.segments, name) * (1 + 1e-9)]
+            floored = [name for name in WIDTH_SEGMENTS if "torso" in calibration.measured and name in calibration.measured
+                       and calibration.segments[name] <= width_floor(calibration.segments, name) * (1 + 1e-9)]
             if floored:
                 log.info("person %d: %s too narrow for a body facing the camera (calibrated side-on?): taken from the body's "
                          "proportions; stand facing the camera and recalibrate for your own", self.track_id, " and ".join(floored))
