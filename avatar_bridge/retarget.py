@@ -228,9 +228,18 @@ class Calibration:
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ValueError(f"calibration file {path} is not valid JSON ({exc}): delete it and calibrate again") from None
         if not isinstance(data, dict) or data.get("format") != "avatar-bridge-calibration":
-            raise ValueError(f"{path} is not an avatar-bridge calibration file (missing \"format\": \"avatar-bridge-calibration\")")
+            raise ValueError(f"calibration file {path} is not an avatar-bridge calibration (missing \"format\": "
+                             "\"avatar-bridge-calibration\"): pass the file a run wrote with --calibration, or a new path to calibrate into")
+        raw = data.get("segments")
+        if not isinstance(raw, dict):
+            raise ValueError(f"calibration file {path}: segments must be an object of lengths in pixels, got {raw!r}: "
+                             "delete it and calibrate again")
+        for name, value in raw.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"calibration file {path}: segments.{name} must be a length in pixels, got {value!r}: "
+                                 "delete it and calibrate again")
         try:
-            segments = {str(k): float(v) for k, v in data["segments"].items()}
+            segments = {str(k): float(v) for k, v in raw.items()}
             calib = cls(
                 segments=segments,
                 body_px=float(data["body_px"]),

@@ -504,6 +504,10 @@ def test_calibration_file_errors_name_the_file(tmp_path):
                                  "image_size": [10, 10]}))
     with pytest.raises(ValueError, match="wrong.json lacks segment"):
         Calibration.load(wrong)
+    other = tmp_path / "other.json"
+    other.write_text("[1, 2]")  # some other JSON file
+    with pytest.raises(ValueError, match=r"calibration file .*other.json is not an avatar-bridge calibration .*: pass the file a run wrote"):
+        Calibration.load(other)
     with pytest.raises(RuntimeError, match="not been calibrated"):
         Retargeter().save(tmp_path / "x.json")
 
@@ -834,4 +838,13 @@ def test_calibration_file_keeps_the_turn_and_reads_files_without_it(tmp_path):
     del data["hip_center"]
     path.write_text(json.dumps(data))
     with pytest.raises(ValueError, match="calibration.json lacks 'hip_center': delete it and calibrate again"):
+        Calibration.load(path)
+    data["hip_center"] = [640.0, 500.0]
+    data["segments"]["torso"] = "abc"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="segments.torso must be a length in pixels, got 'abc': delete it"):
+        Calibration.load(path)
+    data["segments"] = [1, 2]
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=r"segments must be an object of lengths in pixels, got \[1, 2\]"):
         Calibration.load(path)
