@@ -689,6 +689,7 @@ class ForeshorteningLifter:
         self.image_size = image_size or calibration.image_size
         self.scale = 0.0  # current apparent size / calibration size
         self._scale_time = -math.inf
+        self._scale_frozen = False  # a fork keeps the scale of the update it was taken after
         self._signs = self._no_signs()
 
     @staticmethod
@@ -703,13 +704,17 @@ class ForeshorteningLifter:
         self._signs = self._no_signs()
 
     def fork(self) -> "ForeshorteningLifter":
-        """A copy whose continuity state (scale, depth signs) can advance without touching this one.
+        """A copy whose depth signs can advance without touching this one, at this one's scale.
 
         The output clock lifts the pose predicted for each send time on a fork, so how often outputs
-        tick never changes how depth is resolved; only pose updates advance the real state.
+        tick never changes how depth is resolved; only pose updates advance the real state. The
+        apparent size stays as the last pose update left it: the fork's ticks re-smoothing it towards
+        held keypoints (a camera gone quiet) moved the depth solutions and snapped an arm 13-42 degrees
+        between two ticks (tests/test_faults.py, lost camera).
         """
         twin = copy.copy(self)
         twin._signs = list(self._signs)
+        twin._scale_frozen = self.scale > 0
         return twin
 
     # -- scale ---------------------------------------------------------------------------------------
@@ -721,6 +726,8 @@ class ForeshorteningLifter:
         the scale. The torso is rarely foreshortened much; the third largest limb ratio guards against
         a bent-over torso while ignoring one or two limbs magnified by perspective or noise.
         """
+        if self._scale_frozen:
+            return self.scale
         limbs = sorted((r for r in limb_ratios if math.isfinite(r)), reverse=True)
         torso = torso_ratio if math.isfinite(torso_ratio) else 0.0
         observed = max(torso, self.tuning.limb_scale_share * (limbs[2] if len(limbs) > 2 else 0.0))

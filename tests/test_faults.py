@@ -296,6 +296,33 @@ def test_lost_camera_reports_tracking_lost_and_eases_the_avatar_to_rest():
     assert sum(1 for s in steps if s > 0.05) >= 10  # many intermediate poses
 
 
+def test_output_ticks_after_the_last_frame_do_not_snap_the_arms():
+    """The lost-camera test above, offline and without timing: the synthetic performer's frames stop
+    (here after 83 frames, where the old behaviour snapped most), and the output clock keeps solving
+    the held pose at 60 Hz. The output lifter's fork used to re-smooth the apparent size towards the
+    held keypoints on every tick; the depth solutions moved with it and the left upper arm jumped
+    13.5 degrees between two ticks (42 in one CI run of the test above). Now the fork keeps the
+    scale of the last pose update: steps stay under 2 degrees."""
+    from avatar_bridge import quat
+
+    pipeline = Pipeline(AppConfig())
+    source = SyntheticSource(seed=3, realtime=False)
+    try:
+        for _ in range(83):
+            frame = source.read()
+            pipeline.process(frame)
+        last = frame.timestamp
+        arm = []
+        for k in range(int(4.2 * 60)):
+            out = pipeline.sample(last + k / 60)
+            if out is not None and out.people and out.people[0].rig is not None:
+                arm.append(out.people[0].rig.rotations["leftUpperArm"])
+    finally:
+        source.close()
+    steps = [float(np.degrees(quat.angle_between(a, b))) for a, b in zip(arm, arm[1:])]
+    assert len(steps) > 100 and max(steps) < 2.0, max(steps)
+
+
 # --- files and frames -------------------------------------------------------------------------------
 
 
