@@ -235,9 +235,13 @@ class Calibration:
             raise ValueError(f"calibration file {path}: segments must be an object of lengths in pixels, got {raw!r}: "
                              "delete it and calibrate again")
         for name, value in raw.items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
+            if not _is_number(value):
                 raise ValueError(f"calibration file {path}: segments.{name} must be a length in pixels, got {value!r}: "
                                  "delete it and calibrate again")
+        drop = data.get("standing_drop_m", 0.0)  # files written before it: 0
+        if not (_is_number(drop) and 0.0 <= drop <= _RIG_LEG_M):
+            raise ValueError(f"calibration file {path}: standing_drop_m must be a number of metres from 0 to {_RIG_LEG_M:.2f}, "
+                             f"got {drop!r}: delete it and calibrate again")
         try:
             segments = {str(k): float(v) for k, v in raw.items()}
             calib = cls(
@@ -248,7 +252,7 @@ class Calibration:
                 frames=int(data.get("frames", 0)),
                 measured=[str(s) for s in data.get("measured", [])],
                 turn_deg=float(data.get("turn_deg", 0.0)),
-                standing_drop_m=0.0,  # checked below (files before it: 0)
+                standing_drop_m=float(drop),
             )
         except KeyError as exc:
             raise ValueError(f"calibration file {path} lacks {exc.args[0]!r}: delete it and calibrate again") from None
@@ -261,14 +265,15 @@ class Calibration:
         if bad or not (math.isfinite(calib.body_px) and calib.body_px > 0):
             key = bad[0] if bad else "body_px"
             raise ValueError(f"calibration file {path}: {key} must be a positive length in pixels: delete it and calibrate again")
-        drop = data.get("standing_drop_m", 0.0)
-        if isinstance(drop, bool) or not isinstance(drop, (int, float)) or not (0.0 <= drop <= _RIG_LEG_M):
-            raise ValueError(f"calibration file {path}: standing_drop_m must be a number of metres from 0 to {_RIG_LEG_M:.2f}, "
-                             f"got {drop!r}: delete it and calibrate again")
         if not (all(math.isfinite(v) for v in calib.hip_center) and min(calib.image_size) > 0):
             raise ValueError(f"calibration file {path}: hip_center must be finite pixels and image_size positive, got "
                              f"{list(calib.hip_center)} and {list(calib.image_size)}: delete it and calibrate again")
-        return replace(calib, standing_drop_m=float(drop))
+        return calib
+
+
+def _is_number(value: object) -> bool:
+    """A JSON number (JSON's true/false parse as bool, which Python counts as int)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 # One frame's calibration measurement (see calibration_measurement).

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import time
 from pathlib import Path
@@ -339,14 +340,11 @@ def run_benchmark(
                     sweep.append({"min_cutoff": mc, "beta": beta, "d_cutoff": dc, **score(est, truth)})
         case["one_euro_sweep"] = sweep
         ksweep = []
-        for r in measurement_scales:
-            for a in accelerations:
-                for g in speed_gains:
-                    for ig in innovation_gains:
-                        cfg = kalman_config(config, a, g, ig, r)
-                        est = run_stabilizer(KalmanStabilizer(cfg), noisy, conf)
-                        ksweep.append({"acceleration": cfg.acceleration, "speed_gain": cfg.speed_gain, "innovation_gain": cfg.innovation_gain,
-                                       "measurement_noise": cfg.measurement_noise, "process_noise_only": r == 1.0, **score(est, truth)})
+        for r, a, g, ig in itertools.product(measurement_scales, accelerations, speed_gains, innovation_gains):
+            cfg = kalman_config(config, a, g, ig, r)
+            est = run_stabilizer(KalmanStabilizer(cfg), noisy, conf)
+            ksweep.append({"acceleration": cfg.acceleration, "speed_gain": cfg.speed_gain, "innovation_gain": cfg.innovation_gain,
+                           "measurement_noise": cfg.measurement_noise, "process_noise_only": r == 1.0, **score(est, truth)})
         case["kalman_sweep"] = ksweep
         est = run_stabilizer(KalmanStabilizer(config), noisy, conf)
         case["kalman_default"] = {**score(est, truth), **update_cost(KalmanStabilizer(config), noisy, conf)}

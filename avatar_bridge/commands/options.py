@@ -195,12 +195,13 @@ def refuse_time_stretched_files(config: AppConfig) -> None:
 
 def check_calibration_file(config: AppConfig) -> None:
     """Read ``--calibration FILE`` now if it exists, not when the first person appears (a bad file
-    used to stop the run then): ConfigError with the loader's one-line message."""
+    used to stop the run then): ConfigError with the loader's one-line message. The path is taken as
+    the retargeter takes it (as given, no ``~`` expansion), so this reads the file it will load."""
     from ..retarget import Calibration
 
-    name = config.retarget.calibration_file
-    if name and Path(name).expanduser().is_file():
+    path = Path(config.retarget.calibration_file) if config.retarget.calibration_file else None
+    if path is not None and path.is_file():
         try:
-            Calibration.load(Path(name).expanduser())
+            Calibration.load(path)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None

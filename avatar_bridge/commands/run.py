@@ -163,7 +163,7 @@ def run_command(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     calibration_file = config.retarget.calibration_file
-    if calibration_file and snap["updates"] and not pipeline.calibrations() and not Path(calibration_file).expanduser().is_file():
+    if calibration_file and snap["updates"] and not pipeline.calibrations() and not Path(calibration_file).is_file():
         print(f"no calibration saved to {calibration_file}: the run ended before anyone finished calibrating "
               f"(stand facing the camera with straight arms and legs for {config.retarget.calibration_seconds:g} s; "
               "a take without such frames calibrates after 10 times that)", file=sys.stderr)
