@@ -21,6 +21,7 @@ import numpy as np
 _ROTATION_AXES = {"Xrotation": 0, "Yrotation": 1, "Zrotation": 2}
 _POSITION_AXES = {"Xposition": 0, "Yposition": 1, "Zposition": 2}
 VALID_CHANNELS = frozenset(_ROTATION_AXES) | frozenset(_POSITION_AXES)
+_HIERARCHY_WORDS = frozenset({"ROOT", "JOINT", "END", "OFFSET", "CHANNELS", "{", "}", "MOTION"})
 
 
 @dataclass
@@ -258,6 +259,10 @@ def parse_bvh(text: str, source: str = "<bvh>") -> BvhMotion:
             chans = []
             for _ in range(count):
                 cline, chan = next(tokens, (line, None))
+                if chan is None or (cline != line and chan.upper() in _HIERARCHY_WORDS):
+                    # The count is larger than the names given (the next joint's keyword came instead).
+                    raise fail(line, f"CHANNELS {count} names only {len(chans)} channels ({' '.join(chans) or 'none'}): "
+                                     "make the count match the channel names")
                 if chan not in VALID_CHANNELS:
                     raise fail(cline, f"unknown channel {chan!r}: allowed are {', '.join(sorted(VALID_CHANNELS))}")
                 chans.append(chan)
@@ -342,6 +347,7 @@ import warnings as _warnings
 
 from . import quat as _quat
 from . import skeleton as _skeleton
+from .files import check_writable, write_text_atomic
 from .files import refuse_existing as _refuse_existing
 
 _bvh_log = _logging.getLogger(__name__ + ".writer")
@@ -525,6 +531,8 @@ def write_bvh(
     ``offsets`` (B, 3) metres defaults to ``skeleton.REST_OFFSETS``. With ``resample`` the motion is
     resampled to ``fps`` (frame 0 = the first sample); otherwise samples are written as they are.
     ``write_bvh(path, rig_poses, fps=30)`` (one person's RigPoses, in time order) also works.
+    Raises OSError (one line, with the path) when the file cannot be written; the file is written
+    under a temporary name and renamed, so a failed write leaves nothing under ``path``.
     """
     if hips_positions is None and rotations is None:
         timestamps, hips_positions, rotations = rig_poses_to_arrays(list(timestamps))
@@ -557,10 +565,7 @@ def write_bvh(
     row_format = " ".join(["%.5f"] * values.shape[1])
     rows = "\n".join(row_format % tuple(row) for row in values.tolist())
     text = f"{hierarchy}MOTION\nFrames: {values.shape[0]}\nFrame Time: {1.0 / fps:.8f}\n{rows}\n"
-    try:
-        path.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise OSError(f"cannot write BVH file {path}: {exc.strerror or exc}") from None
+    write_text_atomic(path, text, "BVH file")  # a full disk leaves no cut-off BVH under the real name
     return BvhExport(path=path, frames=int(values.shape[0]), fps=float(fps), joints=len(order), units=units)
 
 
@@ -579,8 +584,7 @@ class BvhRecorder:
         if not fps > 0:
             raise ValueError(f"BVH frame rate {fps!r} must be positive")
         self.path = Path(path)
-        if not self.path.parent.is_dir():
-            raise FileNotFoundError(f"folder {self.path.parent} for the BVH file does not exist: create it or change --bvh")
+        check_writable(self.path, "BVH file", "create it, make it writable or change --bvh")  # before the take, not after
         self.track_id = track_id
         self.fps = fps
         self.bones = bones

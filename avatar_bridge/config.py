@@ -229,6 +229,10 @@ class RetargetConfig:
     # the current folder) = weights from `avatar-bridge train-depth-prior`, "" or "none" = the anatomy rules alone
     depth_prior: str = "default"
 
+    def calibration_path(self) -> Path | None:
+        """``calibration_file`` as the path every reader and writer uses (``~`` expanded); None when unset."""
+        return Path(self.calibration_file).expanduser() if self.calibration_file else None
+
 
 @dataclass
 class VmcConfig:

@@ -115,6 +115,21 @@ def partial_path(path: Path) -> Path:
     return path.with_name(f"{path.stem}.partial-{os.getpid()}{path.suffix}")
 
 
+def uneven_frame_rate(pts: np.ndarray, tolerance: float = 0.25) -> float | None:
+    """The rate a BVH of frames at presentation times ``pts`` (N,) seconds is resampled to when the
+    frames are unevenly spaced (a variable-frame-rate phone video, dropped frames): any interval more
+    than ``tolerance`` away from the median one. Then the rate of the shortest tenth of the
+    intervals, rounded to whole frames per second (1-240), so the fast parts keep their detail.
+    None when the spacing is even (one BVH frame per video frame is then exact)."""
+    gaps = np.diff(np.asarray(pts, dtype=np.float64))
+    if len(gaps) < 2 or not np.all(gaps > 0):
+        return None
+    median = float(np.median(gaps))
+    if np.max(np.abs(gaps - median)) <= tolerance * median:
+        return None
+    return float(min(max(round(1.0 / float(np.percentile(gaps, 10))), 1), 240))
+
+
 def bvh_track_path(path: Path, track_id: int) -> Path:
     """``walk.bvh`` -> ``walk.track3.bvh`` (one BVH per track)."""
     return path.with_name(f"{path.stem}.track{track_id}{path.suffix}")
@@ -351,7 +366,12 @@ def convert_source(
         rigs = _retarget(tracks, smoothed, pts, config, (width, height), options.mirror)
         stage["retarget"] = stage.get("retarget", 0.0) + (perf() - t0) * 1000.0
         t0 = perf()
-        written = _write_files(spec, records, pts, tracks, smoothed, rigs, (width, height), result, options, temps)
+        try:
+            written = _write_files(spec, records, pts, tracks, smoothed, rigs, (width, height), result, options, temps)
+        except OSError as exc:  # a full disk: name the files asked for, not the temporary names
+            reason = getattr(exc, "reason", None) or exc.strerror or str(exc)
+            names = ", ".join(str(p) for p in options.outputs.values())
+            raise OSError(f"cannot write {names}: {reason}: free disk space or choose another folder with -o") from None
         stage["write"] = stage.get("write", 0.0) + (perf() - t0) * 1000.0
         # Everything is complete: give the files their final names.
         for kind, pairs in written.items():
@@ -428,8 +448,16 @@ def _retarget(tracks, smoothed, pts: np.ndarray, config: AppConfig, size: tuple[
     prior = load_depth_prior(retarget_config.depth_prior)  # read once for every track
     out = {}
     for track_id, items in tracks.items():
-        retargeter = Retargeter(retarget_config, depth_prior=prior)
         kp, sc = smoothed[track_id]
+        # Two passes: the first measures the calibration over the track (live, the first frames are
+        # solved while it is still being measured, and the very first at rest); the second solves
+        # every frame, the first included, with the finished calibration.
+        measuring = Retargeter(retarget_config, track_id=track_id, depth_prior=prior)
+        for j, (i, _) in enumerate(items):
+            measuring.update(kp[j], sc[j], float(pts[i]), size)
+        retargeter = Retargeter(retarget_config, track_id=track_id, depth_prior=prior)
+        if measuring.calibration is not None:
+            retargeter.set_calibration(measuring.calibration)
         rigs = []
         for j, (i, _) in enumerate(items):
             rig = retargeter.solve(kp[j], sc[j], float(pts[i]), size, track_id, advance=True)
@@ -524,6 +552,12 @@ def _write_files(spec, records, pts, tracks, smoothed, rigs, size, result, optio
                 listing = ", ".join(f"{k} ({len(v)} frames)" for k, v in sorted(tracks.items()))
                 raise ValueError(f"track {tid} is not in {spec}: its tracks are {listing}; pass --track with one of them or all")
             chosen = [(tid, final)]
+        uneven_rate = None if options.bvh_fps else uneven_frame_rate(pts)
+        if uneven_rate is not None:
+            gaps = np.diff(pts) * 1000.0
+            log.warning("%s: frames are unevenly spaced (%.0f-%.0f ms apart, a variable frame rate): %s is resampled "
+                        "by presentation time to %g fps so it plays at the video's speed; pass --fps to choose the rate",
+                        spec, gaps.min(), gaps.max(), final.name, uneven_rate)
         pairs = []
         for tid, path in chosen:
             per_frame = _per_frame(tracks[tid], rigs[tid], len(records))
@@ -532,6 +566,8 @@ def _write_files(spec, records, pts, tracks, smoothed, rigs, size, result, optio
             temps.append(temp)
             if options.bvh_fps:  # resampled in video time
                 write_bvh(temp, pts, hips, rotations, fps=options.bvh_fps, bones=options.bvh_bones, units=options.bvh_units)
+            elif uneven_rate is not None:  # a BVH has one frame time: resampled in video time, not time-warped
+                write_bvh(temp, pts, hips, rotations, fps=uneven_rate, bones=options.bvh_bones, units=options.bvh_units)
             else:  # one BVH frame per source frame, at the video's own rate
                 write_bvh(temp, pts, hips, rotations, fps=result.fps, bones=options.bvh_bones, units=options.bvh_units,
                           resample=False)

@@ -68,6 +68,7 @@ class Outputs:
         self.recorder = None
         self._recorded_calibrations: dict[int, Any] = {}
         self.bvh = None
+        self.bvh_error: str | None = None  # why the BVH file could not be written at the end (None: it was, or none asked)
 
     def open_network(self) -> None:
         """VMC and WebSocket senders and the viewer's server (the run command opens them after the source and the
@@ -142,7 +143,13 @@ class Outputs:
             return  # nobody tracked: the take keeps a gap (the empty frames are only a liveness signal)
         poses = FramePoses(frame.frame_index or 0, frame.sample_time or frame.capture_time,
                            frame.width, frame.height, [p.pose2d for p in frame.people if p.pose2d is not None])
-        self.recorder.write(poses, [p.rig for p in frame.people if p.rig is not None])
+        try:
+            self.recorder.write(poses, [p.rig for p in frame.people if p.rig is not None])
+        except RuntimeError as exc:
+            if self.recorder.error is None:
+                raise  # not the file: a bug, the output clock logs it with its traceback
+            log.error("%s", exc)  # the disk is full: one line now (what is kept), the totals when the run ends
+            return
         # Each finished calibration goes into the take once, so an export knows the body it measured.
         for track_id, calibration in self.engine.calibrations().items():
             if self._recorded_calibrations.get(track_id) is not calibration:
@@ -161,7 +168,12 @@ class Outputs:
             self.bvh.add([p.rig for p in frame.people if p.rig is not None])
 
     def _close_bvh(self) -> None:
-        result = self.bvh.close()
+        try:
+            result = self.bvh.close()
+        except OSError as exc:  # written at the end (BVH needs its frame count first): say it, no traceback
+            self.bvh_error = str(exc)
+            log.error("%s", exc)
+            return
         if result is not None:
             print(f"wrote {result.path}: {result.frames} frames at {result.fps:g} fps", file=sys.stderr)
 

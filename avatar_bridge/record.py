@@ -33,7 +33,7 @@ from typing import BinaryIO, Iterator, Sequence
 import numpy as np
 
 from . import __version__, skeleton
-from .files import refuse_existing
+from .files import check_writable, refuse_existing
 from .keypoints import COCO_KEYPOINTS
 from .types import FramePoses, Pose2D, RigPose
 
@@ -181,8 +181,7 @@ class RecordingWriter:
     ) -> None:
         self.path = Path(path)
         self.header = header or RecordingHeader()
-        if not self.path.parent.is_dir():
-            raise FileNotFoundError(f"folder {self.path.parent} for recording {self.path.name} does not exist: create it first")
+        check_writable(self.path, "recording", "create it, make it writable or record elsewhere")
         refuse_existing(self.path, overwrite, "recording")
         if not 0.0 <= flush_seconds <= 60.0:
             raise ValueError(f"flush_seconds {flush_seconds} is out of range 0 to 60")

@@ -1592,8 +1592,8 @@ class Retargeter:
         self._hipless_since: float | None = None
         self.track_id = track_id  # for log lines
         self._loaded_from: Path | None = None  # a calibration file not yet checked against the frames' size
-        if self.config.calibration_file:
-            path = Path(self.config.calibration_file)
+        path = self.config.calibration_path()
+        if path is not None:
             if path.is_file():
                 self.set_calibration(Calibration.load(path))
                 self._loaded_from = path  # checked against the first frame's size (_observe)
@@ -1706,7 +1706,7 @@ class Retargeter:
             standing = pool is self._calib_best  # (set_calibration starts a new period's pools)
             self.set_calibration(calibration)
             log.info("person %d: calibrated from %d frames%s%s", self.track_id, calibration.frames,
-                     f", saving to {self.config.calibration_file}" if self.config.calibration_file else "",
+                     f", saving to {self.config.calibration_path()}" if self.config.calibration_file else "",
                      "" if standing else " (nobody stood still with straight limbs: every frame used)")
             floored = [name for name in WIDTH_SEGMENTS if "torso" in calibration.measured and name in calibration.measured
                        and calibration.segments[name] <= width_floor(calibration.segments, name) * (1 + 1e-9)]
@@ -1718,7 +1718,7 @@ class Retargeter:
                          "corrected for it)", self.track_id, calibration.turn_deg)
             if self.config.calibration_file:
                 # Once per calibration period, on a thread of its own: never on the output clock.
-                threading.Thread(target=self._save_calibration, args=(calibration, self.config.calibration_file),
+                threading.Thread(target=self._save_calibration, args=(calibration, self.config.calibration_path()),
                                  name="calibration-save", daemon=False).start()
         else:
             # Provisional: keep the lifter's state (scale, depth signs) but use the newest lengths.
@@ -1730,7 +1730,7 @@ class Retargeter:
                     self._lifter = self._make_lifter(calibration)
 
     @staticmethod
-    def _save_calibration(calibration: Calibration, path: str) -> None:
+    def _save_calibration(calibration: Calibration, path: Path) -> None:
         try:
             calibration.save(path)
         except OSError as exc:

@@ -57,10 +57,16 @@ BONE_MASKS: dict[str, tuple[str, ...]] = {
 
 
 def parse_target(text: str) -> tuple[str, int]:
-    """``"host:port"`` / ``"[::1]:port"`` / ``"host"`` (port 39539) -> (host, port)."""
+    """``"host:port"`` / ``"[::1]:port"`` / ``"host"`` (port 39539) / ``"port"`` (a receiver on this
+    machine, 127.0.0.1: a bare number is never meant as a host, which the resolver would read as an
+    IPv4 address, 39540 -> 0.0.154.116) -> (host, port). ValueError (one line) otherwise."""
     if not isinstance(text, str) or not text.strip():
         raise ValueError(f"VMC target {text!r} is empty: use HOST:PORT, e.g. 127.0.0.1:{DEFAULT_PORT}")
     text = text.strip()
+    if text.isdigit():
+        if not 1 <= int(text) <= 65535:
+            raise ValueError(f"VMC target {text!r} has port {text!r}: use a number from 1 to 65535")
+        return "127.0.0.1", int(text)
     if text.startswith("["):
         host, sep, rest = text[1:].partition("]")
         port_text = rest[1:] if rest.startswith(":") else ""

@@ -76,6 +76,9 @@ def test_rotation_order_matters():
         (TWO_BONES.replace("Frame Time: 0.04", "Frame Time: 0"), ["line 18", "positive"]),
         (TWO_BONES.replace("  }\n}\nMOTION", "  }\nMOTION"), ["not closed"]),
         (TWO_BONES.replace("0 0 0 0 0 0 90 0 90", "0 0 0 0 0 0 90 0 nan"), ["line 21", "NaN"]),
+        # A count larger than the names (found by a new user: it blamed the next line's JOINT).
+        (TWO_BONES.replace("CHANNELS 3 Xrotation Yrotation Zrotation", "CHANNELS 3 Xrotation Yrotation"),
+         ["line 9", "CHANNELS 3 names only 2 channels (Xrotation Yrotation)", "make the count match"]),
     ],
 )
 def test_malformed_files_name_the_line(broken, words):

@@ -20,6 +20,7 @@ from avatar_bridge.bvh import load_bvh
 from avatar_bridge.capture import VideoFileSource
 from avatar_bridge.cli import main
 from avatar_bridge.commands.convert import Progress, plan_outputs
+from avatar_bridge.convert import uneven_frame_rate
 from avatar_bridge.record import read_recording
 
 
@@ -173,6 +174,54 @@ def thigh_elevation(positions: np.ndarray, hip: int, knee: int) -> np.ndarray:
     d = positions[:, knee] - positions[:, hip]
     d /= np.linalg.norm(d, axis=1, keepdims=True)
     return np.arccos(np.clip(-d[:, 1], -1.0, 1.0))
+
+
+def test_vfr_video_without_fps_is_resampled_in_video_time(tmp_path, caplog):
+    """Without --fps a BVH used to get one frame per video frame at the average rate, so a
+    variable-frame-rate video (here 100 ms apart, then 25 ms) played its first half too fast and its
+    second too slow, silently (found by a new user). Now the BVH is resampled by presentation time at
+    the rate of the fast part, and a warning says so and names --fps."""
+    out = tmp_path / "vfr.bvh"
+    with caplog.at_level("WARNING", logger="avatar_bridge.convert"):
+        assert main(["convert", str(need(VFR_VIDEO)), "-o", str(out), "--formats", "bvh,jsonl", *model_args()]) == 0
+    pts = [line["pts"] for line in jsonl(tmp_path / "vfr.jsonl")]
+    bvh = load_bvh(out)
+    assert bvh.fps == pytest.approx(41.0)  # 1 / the shortest tenth of the intervals (24.4 ms), rounded
+    assert (bvh.num_frames - 1) / bvh.fps == pytest.approx(pts[-1] - pts[0], abs=1.0 / bvh.fps)
+    warning = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warning) == 1 and "unevenly spaced" in warning[0] and "41 fps" in warning[0] and "--fps" in warning[0]
+    no_partials(tmp_path)
+
+
+def test_uneven_frame_rate_rule():
+    assert uneven_frame_rate(np.arange(30) / 30.0) is None  # even: one BVH frame per video frame
+    assert uneven_frame_rate(np.arange(30) / 30.0 + np.random.default_rng(0).uniform(-0.003, 0.003, 30)) is None
+    dropped = np.delete(np.arange(60) / 30.0, [20, 40])  # two dropped frames of a 30 fps video
+    assert uneven_frame_rate(dropped) == 30.0
+    assert uneven_frame_rate(np.concatenate([np.arange(10) * 0.1, 1.0 + np.arange(1, 20) * 0.025])) == 40.0
+    assert uneven_frame_rate(np.array([0.0, 1.0])) is None
+
+
+def test_first_bvh_frame_is_the_performers_pose_not_the_rest_pose(tmp_path):
+    """Live, the retargeter solves the first frames while it is still calibrating and the very first
+    at rest; offline, convert measures the calibration over the track first and then solves every
+    frame with it. (A new user saw every converted BVH start with one rest-pose frame: the avatar
+    jumped from an A-pose in Blender.) Consecutive frames at 30 fps differ by a few degrees."""
+    out = tmp_path / "walk.bvh"
+    assert main(["convert", str(need(MOCAP)), "-o", str(out)]) == 0
+    angles = load_bvh(out).motion[:, 3:]  # rotation channels, degrees (the root's position left out)
+    step = lambda a, b: np.abs((a - b + 180.0) % 360.0 - 180.0).max()  # noqa: E731 (wrapped angle difference)
+    first, typical = step(angles[0], angles[1]), np.median([step(angles[i], angles[i + 1]) for i in range(1, 60)])
+    assert first < 3 * typical + 2.0, (first, typical)  # was over 50 degrees: the rest pose's arms
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc/self (a folder nobody can write into)")
+def test_output_folder_that_cannot_be_written_is_refused_before_decoding(tmp_path, capsys):
+    """Found by a new user: ``-o`` in a read-only folder failed only after the whole video was
+    decoded, naming the temporary file. Now it is refused at once, naming the folder."""
+    assert main(["convert", str(need(MOCAP)), "-o", "/proc/self/out.bvh"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "folder /proc/self for output out.bvh is not writable" in err[0], err
 
 
 def test_cmu_walk_exported_with_defaults_keeps_the_performers_sides(tmp_path):

@@ -492,6 +492,33 @@ def test_calibration_save_load_round_trip(tmp_path):
     assert third.calibrated and third.calibration.segments == retargeter.calibration.segments
 
 
+def test_calibration_file_under_the_home_folder(tmp_path, monkeypatch):
+    """``~`` in retarget.calibration_file is the home folder for reading, writing and the start
+    check alike (found by a new user: ``~/abcal.json`` was taken literally and the save failed)."""
+    from avatar_bridge.commands.options import check_calibration_file
+    from avatar_bridge.config import AppConfig
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    config = RetargetConfig(mirror=False, fov_deg=FOV, calibration_seconds=1.0, calibration_file="~/abcal.json")
+    assert config.calibration_path() == tmp_path / "abcal.json"
+    app = AppConfig()
+    app.retarget = config
+    check_calibration_file(app)  # the folder exists and can be written
+    retargeter = Retargeter(config)
+    uv, scores, _ = project({})
+    for i in range(32):
+        retargeter.solve(uv, scores, i / 30, (1280, 720))
+    assert retargeter.calibrated
+    for _ in range(100):  # saved on a thread of its own
+        if (tmp_path / "abcal.json").is_file():
+            break
+        time.sleep(0.02)
+    assert Retargeter(config).calibration == retargeter.calibration
+    app.retarget = RetargetConfig(calibration_file="~/missing-folder/abcal.json")
+    with pytest.raises(ConfigError, match=r"folder \S+missing-folder for calibration file abcal.json does not exist"):
+        check_calibration_file(app)
+
+
 def test_calibration_file_errors_name_the_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere.json"):
         Calibration.load(tmp_path / "nowhere.json")

@@ -325,7 +325,8 @@ def test_unreachable_target_is_logged_once_and_others_keep_receiving(raw, caplog
 @pytest.mark.parametrize(
     "spec, expected",
     [("127.0.0.1:39539", ("127.0.0.1", 39539)), ("localhost", ("localhost", 39539)),
-     ("[::1]:40000", ("::1", 40000)), (" 10.0.0.2:1 ", ("10.0.0.2", 1))],
+     ("[::1]:40000", ("::1", 40000)), (" 10.0.0.2:1 ", ("10.0.0.2", 1)),
+     ("39540", ("127.0.0.1", 39540))],  # a bare port (found by a new user: it was resolved as host 0.0.154.116)
 )
 def test_parse_target(spec, expected):
     assert vmc.parse_target(spec) == expected
@@ -334,7 +335,7 @@ def test_parse_target(spec, expected):
 @pytest.mark.parametrize(
     "spec, fragment",
     [("", "empty"), ("host:port", "port 'port'"), ("host:0", "1 to 65535"), ("host:70000", "1 to 65535"),
-     ("::1:39539", "brackets"), (":39539", "no host"), ("[::1", "[IPv6]:PORT")],
+     ("::1:39539", "brackets"), (":39539", "no host"), ("[::1", "[IPv6]:PORT"), ("70000", "1 to 65535")],
 )
 def test_bad_targets_are_explained(spec, fragment):
     with pytest.raises(ValueError, match="VMC target") as info:

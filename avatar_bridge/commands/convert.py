@@ -23,7 +23,7 @@ from ..config import DEFAULT_PRESET, AppConfig, load_config
 from ..convert import (
     OUTPUT_KINDS, SMOOTHERS, SUFFIXES, ConvertOptions, ConvertResult, convert_source, estimate_frames, merge_chunks, plan_chunks,
 )
-from ..files import refuse_existing
+from ..files import check_writable, refuse_existing
 
 log = logging.getLogger(__name__)
 
@@ -449,6 +449,9 @@ def run_command(args: argparse.Namespace) -> int:
     config = build_convert_config(args)
     inputs = expand_inputs(args.inputs)
     plans = plan_outputs(inputs, args.output, args.formats)
+    for plan in plans.values():  # before decoding anything: a read-only folder used to fail at the end
+        for target in plan.values():
+            check_writable(target, "output", "make it writable or choose another folder with -o")
     batch = len(inputs) > 1
     jobs: list[Job] = []
     results_by_source: dict[str, ConvertResult] = {}

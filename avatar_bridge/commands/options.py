@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..capture import parse_size
 from ..config import DEFAULT_PRESET, AppConfig, ConfigError, VmcConfig, WebSocketConfig, load_config
-from ..files import refuse_existing
+from ..files import check_writable, refuse_existing
 from ..vmc import DEFAULT_PORT, parse_target
 
 
@@ -95,7 +95,8 @@ def add_vmc_arguments(parser: argparse.ArgumentParser) -> None:
     """``--vmc HOST:PORT`` (repeatable) and ``--no-vmc``."""
     group = parser.add_argument_group("VMC output (OSC over UDP)")
     group.add_argument("--vmc", action="append", metavar="HOST:PORT", default=None,
-                       help=f"send VMC to this receiver (repeatable; default 127.0.0.1:{DEFAULT_PORT})")
+                       help=f"send VMC to this receiver (repeatable; a bare PORT means 127.0.0.1:PORT; "
+                            f"default 127.0.0.1:{DEFAULT_PORT})")
     group.add_argument("--no-vmc", action="store_true", help="do not send VMC")
     group.add_argument("--vmc-avatar", metavar="FILE.vrm",
                        help="the receiver's avatar: hips sent at its hip height, its bone offsets (vmc.avatar)")
@@ -195,13 +196,21 @@ def refuse_time_stretched_files(config: AppConfig) -> None:
 
 def check_calibration_file(config: AppConfig) -> None:
     """Read ``--calibration FILE`` now if it exists, not when the first person appears (a bad file
-    used to stop the run then): ConfigError with the loader's one-line message. The path is taken as
-    the retargeter takes it (as given, no ``~`` expansion), so this reads the file it will load."""
+    used to stop the run then): ConfigError with the loader's one-line message. A file still to be
+    written needs a folder that exists and can be written (found by a new user: the calibration was
+    lost with a warning after the run). The path is the retargeter's own (``calibration_path``)."""
     from ..retarget import Calibration
 
-    path = Path(config.retarget.calibration_file) if config.retarget.calibration_file else None
-    if path is not None and path.is_file():
+    path = config.retarget.calibration_path()
+    if path is None:
+        return
+    if path.is_file():
         try:
             Calibration.load(path)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+        return  # read, and rewritten only on a recalibration (a read-only shared file still loads)
+    try:
+        check_writable(path, "calibration file", "create it, make it writable or change --calibration")
+    except OSError as exc:
+        raise ConfigError(str(exc)) from None

@@ -6,7 +6,6 @@ import argparse
 import logging
 import sys
 import time
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -162,11 +161,13 @@ def run_command(args: argparse.Namespace) -> int:
         + f", peak RSS {peak_rss_mb()} MB",
         file=sys.stderr,
     )
-    calibration_file = config.retarget.calibration_file
-    if calibration_file and snap["updates"] and not pipeline.calibrations() and not Path(calibration_file).is_file():
+    calibration_file = config.retarget.calibration_path()
+    if calibration_file is not None and snap["updates"] and not pipeline.calibrations() and not calibration_file.is_file():
         print(f"no calibration saved to {calibration_file}: the run ended before anyone finished calibrating "
               f"(stand facing the camera with straight arms and legs for {config.retarget.calibration_seconds:g} s; "
               "a take without such frames calibrates after 10 times that)", file=sys.stderr)
     if outputs.recorder is not None and outputs.recorder.error is not None:
         raise RuntimeError(outputs.recorder.failure_message())  # a take cut short (disk full) must not exit 0
+    if outputs.bvh_error is not None:
+        raise RuntimeError(f"{outputs.bvh_error} (the take's motion is lost unless --record kept it)")
     return 0
