@@ -68,9 +68,10 @@ def test_vfr_video_every_frame_in_container_time(tmp_path, capsys):
 
 
 def test_fixture_video_outputs_have_the_source_frame_count(tmp_path, capsys):
-    """Two people, 72 frames: JSON Lines, take, overlay video and a BVH per track all have 72 frames
-    (no --fps: one BVH frame per video frame, at the video's rate: 72 frames over its 2.567 s of
-    container time, 28.05 fps; its frames are 1/30 s apart with one 0.2 s gap)."""
+    """Two people, 72 frames: JSON Lines, take and overlay video have 72 frames. Its frames are 1/30 s
+    apart with one 0.2 s gap, so the BVH per track (no --fps) is resampled in video time at 30 fps:
+    77 frames over its 2.533 s from first to last frame (it used to hold 72 frames at the average
+    28.05 fps, which played the frames around the gap at the wrong speed)."""
     assert main(["convert", str(need(VIDEO)), "-o", str(tmp_path), "--formats", "jsonl,abrec,bvh,overlay",
                  "--track", "all", "--resize", "640x360", *model_args()]) == 0
     text = capsys.readouterr().out
@@ -88,7 +89,7 @@ def test_fixture_video_outputs_have_the_source_frame_count(tmp_path, capsys):
     assert len(tracks) >= 2  # two people
     for path in tracks:
         bvh = load_bvh(path)
-        assert bvh.num_frames == 72 and bvh.fps == pytest.approx(72 / (2.5333 + 1 / 30), abs=0.01)
+        assert bvh.num_frames == 77 and bvh.fps == pytest.approx(30.0)
     no_partials(tmp_path)
 
 
