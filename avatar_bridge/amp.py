@@ -1,4 +1,5 @@
-"""AMP humanoid motion clips (``.npy``) as mocap: a 15-body skeleton's forward kinematics -> COCO-17.
+"""AMP humanoid motion clips (``.npy``) and DeepMimic humanoid3d motions (``.txt``) as mocap: a
+15-body skeleton's forward kinematics -> COCO-17.
 
 The format is the one NVIDIA's IsaacGymEnvs ships its AMP reference motions in (``assets/amp/
 motions/amp_humanoid_*.npy``, made from CMU motion capture): a NumPy ``.npy`` file holding one pickled
@@ -10,7 +11,17 @@ dict with
   ``skeleton_tree.local_translation.arr`` (15, 3) joint offsets from the parent, metres;
 - ``fps``: frames per second.
 
-Reading it unpickles only NumPy arrays, dtypes, ``OrderedDict`` and plain containers (a restricted
+The DeepMimic humanoid3d motions (Peng et al., "DeepMimic", SIGGRAPH 2018; the
+``humanoid3d_*.txt`` files, shipped for example in PyPI's ``pybullet`` wheel under
+``pybullet_data/data/motions/``) drive the same 15-body humanoid, Y up: a JSON object whose
+``"Frames"`` rows are 44 numbers: frame duration (s), root position (3, metres), then quaternions
+(w, x, y, z) for the root, chest, neck, right hip, a right knee angle (radians, about the joint's Z
+axis), right ankle, right shoulder, a right elbow angle, and the same for the left side.
+:func:`load_deepmimic` turns them into an :class:`AmpMotion` (axes turned to Z up, the humanoid's
+joint offsets :data:`HUMANOID_OFFSETS`, hands at rest); the AMP backflip is the DeepMimic backflip
+retargeted, and the two agree joint for joint (``tests/test_amp.py``).
+
+Reading an AMP clip unpickles only NumPy arrays, dtypes, ``OrderedDict`` and plain containers (a restricted
 unpickler): a ``.npy`` given as ``--source`` cannot run code.
 
 The skeleton has bodies, not anatomical landmarks: COCO shoulders, elbows, wrists, hips, knees and
@@ -23,6 +34,7 @@ rotation exactly but are not measured: face-point errors on these clips say noth
 
 from __future__ import annotations
 
+import math
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,6 +160,73 @@ class AmpMotion:
         for keypoint, offset in AMP_FACE_OFFSETS.items():
             points[:, KEYPOINT_INDEX[keypoint]] = pos[:, head] + quat.rotate(rot[:, head], np.broadcast_to(np.asarray(offset), (self.num_frames, 3)))
         return points @ _TO_CANONICAL.T
+
+
+# The 15-body humanoid of DeepMimic and AMP: bodies, parents and joint offsets from the parent
+# (metres, Z up, X forward, Y left), as the AMP clips store them (the DeepMimic character's joints).
+HUMANOID_NAMES = ["pelvis", "torso", "head", "right_upper_arm", "right_lower_arm", "right_hand", "left_upper_arm",
+                  "left_lower_arm", "left_hand", "right_thigh", "right_shin", "right_foot", "left_thigh", "left_shin",
+                  "left_foot"]
+HUMANOID_PARENTS = np.array([-1, 0, 1, 1, 3, 4, 1, 6, 7, 0, 9, 10, 0, 12, 13])
+HUMANOID_OFFSETS = np.array([
+    [0.0, 0.0, 1.0], [0.0, 0.0, 0.236151], [0.0, 0.0, 0.223894],
+    [-0.02405, -0.18311, 0.2435], [0.0, 0.0, -0.274788], [0.0, 0.0, -0.258947],
+    [-0.02405, 0.18311, 0.2435], [0.0, 0.0, -0.274788], [0.0, 0.0, -0.258947],
+    [0.0, -0.084887, 0.0], [0.0, 0.0, -0.421546], [0.0, 0.0, -0.40987],
+    [0.0, 0.084887, 0.0], [0.0, 0.0, -0.421546], [0.0, 0.0, -0.40987],
+])
+# DeepMimic's row layout after the duration and root position: (body, 4 = quaternion w x y z, 1 = hinge angle).
+_DEEPMIMIC_ROW = (("pelvis", 4), ("torso", 4), ("head", 4), ("right_thigh", 4), ("right_shin", 1), ("right_foot", 4),
+                  ("right_upper_arm", 4), ("right_lower_arm", 1), ("left_thigh", 4), ("left_shin", 1), ("left_foot", 4),
+                  ("left_upper_arm", 4), ("left_lower_arm", 1))
+_DEEPMIMIC_WIDTH = 1 + 3 + sum(n for _, n in _DEEPMIMIC_ROW)  # 44
+# Y up -> Z up (x, y, z) -> (x, -z, y): a rotation of +90 degrees about X (quaternion x y z w).
+_Y_UP_TO_Z_UP = np.array([math.sqrt(0.5), 0.0, 0.0, math.sqrt(0.5)])
+
+
+def load_deepmimic(path: str | Path) -> AmpMotion:
+    """Read a DeepMimic humanoid3d motion (see the module docstring) as an :class:`AmpMotion`.
+
+    Raises FileNotFoundError when ``path`` is missing and ValueError (one line, with the fix) when
+    it is not such a motion: not JSON, no ``Frames``, rows not 44 numbers, non-finite values, or
+    frame durations that are not positive.
+    """
+    import json
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"DeepMimic motion {path} not found")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        frames = np.asarray(data["Frames"], dtype=np.float64)
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError):
+        raise ValueError(f"{path}: not a DeepMimic humanoid3d motion (a JSON object with \"Frames\" rows of "
+                         f"{_DEEPMIMIC_WIDTH} numbers): use a humanoid3d_*.txt motion, a .bvh or an AMP .npy clip") from None
+    if frames.ndim != 2 or frames.shape[1] != _DEEPMIMIC_WIDTH or frames.shape[0] < 2:
+        raise ValueError(f"{path}: DeepMimic frames must be at least 2 rows of {_DEEPMIMIC_WIDTH} numbers (the humanoid3d "
+                         f"character), found shape {frames.shape}")
+    if not np.all(np.isfinite(frames)):
+        raise ValueError(f"{path}: DeepMimic frames hold NaN or infinite values")
+    durations = frames[:-1, 0]  # the last row's duration is often 0 (the clip's end)
+    if not np.all(durations > 0):
+        raise ValueError(f"{path}: DeepMimic frame durations must be positive seconds")
+    n = frames.shape[0]
+    c = np.broadcast_to(_Y_UP_TO_Z_UP, (n, 4))
+    c_inv = c * np.array([-1.0, -1.0, -1.0, 1.0])
+    rotations = np.tile(quat.IDENTITY, (n, len(HUMANOID_NAMES), 1))
+    column = 4
+    for body, width in _DEEPMIMIC_ROW:
+        values = frames[:, column:column + width]
+        column += width
+        if width == 4:  # w x y z -> x y z w
+            local = np.concatenate([values[:, 1:], values[:, :1]], axis=1)
+        else:  # a hinge: an angle about the joint's Z axis
+            half = values[:, 0] / 2.0
+            local = np.stack([np.zeros(n), np.zeros(n), np.sin(half), np.cos(half)], axis=1)
+        rotations[:, HUMANOID_NAMES.index(body)] = quat.mul(quat.mul(c, quat.normalize(local)), c_inv)
+    root = frames[:, 1:4] @ np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])  # (x, y, z) -> (x, -z, y)
+    return AmpMotion(path, list(HUMANOID_NAMES), HUMANOID_PARENTS.copy(), HUMANOID_OFFSETS.copy(), rotations, root,
+                     float(np.median(durations)))
 
 
 def load_amp(path: str | Path) -> AmpMotion:

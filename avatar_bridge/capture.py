@@ -665,7 +665,7 @@ def open_source(spec: str | int, **options: Any) -> FrameSource:
     """Open the frame source a ``--source`` value names.
 
     ``spec``: a camera index (``0``) or device path (``/dev/video0``) or stream URL, a video file, a
-    folder of images, ``synthetic``, a ``.bvh`` mocap file or an AMP humanoid ``.npy`` clip, or an ``.abrec`` recording. Options
+    folder of images, ``synthetic``, a ``.bvh`` mocap file, an AMP humanoid ``.npy`` clip or a DeepMimic humanoid3d ``.txt`` motion, or an ``.abrec`` recording. Options
     (all optional): ``width``, ``height``, ``fps`` (camera request / synthetic size), ``realtime``,
     ``loop``, ``seed``, ``duration`` and ``render`` (synthetic only: stop after that many seconds,
     draw a stick-figure image), ``resize`` ((w, h) applied to decoded images).
@@ -706,7 +706,7 @@ def open_source(spec: str | int, **options: Any) -> FrameSource:
         from .mocap import MocapSource
 
         return MocapSource(path, fps=fps, realtime=realtime, loop=loop)
-    if suffix == ".npy":  # an AMP humanoid clip; these travel across a room, so the camera is fitted to it
+    if suffix in (".npy", ".txt"):  # an AMP humanoid clip or a DeepMimic motion: they travel, so the camera is fitted
         from .mocap import MocapSource
 
         return MocapSource(path, fps=fps, realtime=realtime, loop=loop, camera="fit")

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from . import skeleton
-from .amp import AmpMotion, load_amp
+from .amp import AmpMotion, load_amp, load_deepmimic
 from .bvh import BvhMotion, load_bvh
 from .camera import PinholeCamera, fit_camera
 from .keypoints import KEYPOINT_INDEX, NUM_KEYPOINTS
@@ -225,19 +225,22 @@ def yaw_matrix(angle: float) -> np.ndarray:
     return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
 
 
-MOCAP_SUFFIXES = (".bvh", ".npy")
+MOCAP_SUFFIXES = (".bvh", ".npy", ".txt")
 
 
 def load_motion(path: str | Path) -> BvhMotion | AmpMotion:
-    """A mocap clip by its suffix: ``.bvh`` (:func:`avatar_bridge.bvh.load_bvh`) or an AMP humanoid
-    ``.npy`` (:func:`avatar_bridge.amp.load_amp`). Raises ValueError for any other suffix."""
+    """A mocap clip by its suffix: ``.bvh`` (:func:`avatar_bridge.bvh.load_bvh`), an AMP humanoid
+    ``.npy`` (:func:`avatar_bridge.amp.load_amp`) or a DeepMimic humanoid3d ``.txt``
+    (:func:`avatar_bridge.amp.load_deepmimic`). Raises ValueError for any other suffix."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".bvh":
         return load_bvh(path)
     if suffix == ".npy":
         return load_amp(path)
-    raise ValueError(f"{path}: not a mocap clip: use a .bvh file or an AMP humanoid .npy clip")
+    if suffix == ".txt":
+        return load_deepmimic(path)
+    raise ValueError(f"{path}: not a mocap clip: use a .bvh file, an AMP humanoid .npy clip or a DeepMimic humanoid3d .txt motion")
 
 
 def coco17_world(motion: BvhMotion | AmpMotion, fps: float = 30.0, scale: float | None = None,

@@ -414,7 +414,7 @@ def overlaps(source: FrameSource, config: AppConfig) -> bool:
 def is_keypoint_source(spec: str) -> bool:
     """Sources that deliver keypoints, not images: no detector or pose model needed."""
     text = str(spec).strip().lower()
-    return text == "synthetic" or text.endswith((".bvh", ".npy", ".abrec"))
+    return text == "synthetic" or text.endswith((".bvh", ".npy", ".txt", ".abrec"))
 
 
 def open_config_source(config: AppConfig) -> FrameSource:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections import OrderedDict
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -154,3 +156,91 @@ def test_run_command_plays_an_amp_clip(tmp_path, capsys):
 
     updates = re.search(r"(\d+) pose updates", out.out + out.err)
     assert updates and int(updates.group(1)) > 5
+
+
+# --- DeepMimic humanoid3d motions (.txt) -----------------------------------------------------------
+
+
+def deepmimic_motions() -> Path | None:
+    """pybullet_data's DeepMimic motions (the test extra installs pybullet), or None."""
+    try:
+        import pybullet_data
+    except ImportError:
+        return None
+    folder = Path(pybullet_data.getDataPath()) / "data" / "motions"
+    return folder if (folder / "humanoid3d_backflip.txt").is_file() else None
+
+
+def write_deepmimic(path: Path, rows: list[list[float]]) -> Path:
+    path.write_text(json.dumps({"Loop": "none", "Frames": rows}))
+    return path
+
+
+def deepmimic_row(knee: float = 0.0, elbow: float = 0.0, duration: float = 1 / 30) -> list[float]:
+    """One DeepMimic frame: standing at 0.9 m (Y up), every joint at rest but the left knee and elbow."""
+    identity = [1.0, 0.0, 0.0, 0.0]  # w x y z
+    row = [duration, 0.0, 0.9, 0.0] + identity * 3  # root position, root, chest, neck
+    row += identity + [0.0] + identity + identity + [0.0]  # right hip, knee, ankle, shoulder, elbow
+    row += identity + [knee] + identity + identity + [elbow]  # left hip, knee, ankle, shoulder, elbow
+    return row
+
+
+def test_deepmimic_motion_as_the_amp_humanoid(tmp_path):
+    """Rows of 44 numbers become the AMP humanoid Z up: the root at 0.9 m height, the head above it,
+    and a negative knee angle bends the shin backwards (the AMP clips' convention: the DeepMimic
+    backflip and the AMP backflip agree joint for joint, below)."""
+    from avatar_bridge.amp import load_deepmimic
+
+    path = write_deepmimic(tmp_path / "humanoid3d_test.txt", [deepmimic_row(), deepmimic_row(knee=-1.0, elbow=1.0),
+                                                              deepmimic_row(duration=0.0)])
+    motion = load_deepmimic(path)
+    assert motion.num_frames == 3 and motion.frame_time == pytest.approx(1 / 30)
+    _, pos = motion.world_transforms()
+    index = {name: i for i, name in enumerate(motion.names)}
+    np.testing.assert_allclose(pos[:, index["pelvis"]], [[0.0, 0.0, 0.9]] * 3, atol=1e-12)
+    assert pos[0, index["head"], 2] > pos[0, index["pelvis"], 2] + 0.4
+    knee, ankle = pos[1, index["left_shin"]], pos[1, index["left_foot"]]
+    assert ankle[0] < knee[0] - 0.3  # 1 rad of flexion: the ankle 0.41 x sin(1) = 0.34 m behind the knee (X forward)
+    assert ankle[1] == pytest.approx(knee[1], abs=1e-12)  # in the leg's own plane
+    assert load_motion(path).names == motion.names  # by suffix
+    source = open_source(str(path), realtime=False)  # as --source: a fitted keypoint source
+    try:
+        assert is_keypoint_source(str(path)) and isinstance(source, MocapSource)
+        assert source.read().truth.people[0].keypoints.shape == (17, 2)
+    finally:
+        source.close()
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [("not json", "not a DeepMimic humanoid3d motion"), ('{"Loop": "wrap"}', "not a DeepMimic humanoid3d motion"),
+     (json.dumps({"Frames": [[0.1] * 43, [0.1] * 43]}), "rows of 44 numbers"),
+     (json.dumps({"Frames": [deepmimic_row()]}), "at least 2 rows"),
+     (json.dumps({"Frames": [deepmimic_row(), deepmimic_row(knee=float("nan"))]}), "NaN"),
+     (json.dumps({"Frames": [deepmimic_row(duration=0.0), deepmimic_row()]}), "durations must be positive")],
+)
+def test_deepmimic_reader_explains_bad_files(tmp_path, text, fragment):
+    from avatar_bridge.amp import load_deepmimic
+
+    path = tmp_path / "motion.txt"
+    path.write_text(text)
+    with pytest.raises(ValueError, match="motion.txt") as info:
+        load_deepmimic(path)
+    assert fragment in str(info.value)
+
+
+def test_deepmimic_backflip_is_the_amp_backflip():
+    """The real files: pybullet_data's humanoid3d_backflip.txt read by :func:`load_deepmimic` and the
+    AMP fixture's backflip (the same motion, retargeted by NVIDIA and stored Z up) agree: every local
+    joint rotation within 0.5 degrees (float32 storage) and every COCO keypoint within 1 mm."""
+    from avatar_bridge.amp import load_deepmimic
+
+    folder = deepmimic_motions()
+    if folder is None:
+        pytest.skip("needs pybullet's pybullet_data (pip install pybullet; the test extra has it)")
+    ours = load_deepmimic(folder / "humanoid3d_backflip.txt")
+    amp = load_amp(need(FIXTURES / "mocap" / "amp" / "amp_humanoid_backflip.npy"))
+    assert ours.num_frames == amp.num_frames and ours.frame_time == pytest.approx(amp.frame_time, rel=1e-6)
+    dots = np.clip(np.abs(np.sum(ours.rotations * amp.rotations, axis=-1)), 0.0, 1.0)
+    assert np.degrees(2 * np.arccos(dots)).max() < 0.5
+    assert np.abs(ours.coco17_points() - amp.coco17_points()).max() < 0.001

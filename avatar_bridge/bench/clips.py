@@ -18,7 +18,7 @@ import numpy as np
 from ..camera import PinholeCamera, fit_camera
 from ..mocap import MOCAP_SUFFIXES
 
-CLIP_HELP = "FILE.bvh|FILE.npy"
+CLIP_HELP = "FILE.bvh|FILE.npy|FILE.txt"
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ def clip_name(path: str | Path) -> str:
 def add_clip_arguments(parser: argparse.ArgumentParser) -> None:
     """--clip (one or many), camera placement and --seeds, the same in both motion benchmarks."""
     parser.add_argument("--clip", "--bvh", "--mocap", dest="clip", type=Path, nargs="+", action="extend", metavar=CLIP_HELP, default=None,
-                        help="motion-capture clip(s) used as ground truth: BVH or AMP humanoid .npy, one or many "
+                        help="motion-capture clip(s) used as ground truth: BVH, AMP humanoid .npy or DeepMimic humanoid3d .txt, one or many "
                              "(required; --bvh and --mocap are old names)")
     parser.add_argument("--camera-distance", type=float, default=None,
                         help="camera distance from the middle of the clip, metres (default: fitted so the whole body stays in frame)")

@@ -18,7 +18,7 @@ from ..vmc import DEFAULT_PORT, parse_target
 def add_source_arguments(parser: argparse.ArgumentParser) -> None:
     """Options shared by ``run`` and ``bench``: config, source, models."""
     parser.add_argument("--config", metavar="NAME|PATH", help="preset name (cpu-fast, cpu-balanced, gpu-accurate, default) or a TOML file")
-    parser.add_argument("--source", help="camera index (0), /dev/videoN, video file, image folder, synthetic, FILE.bvh, an AMP humanoid FILE.npy (mocap) or FILE.abrec "
+    parser.add_argument("--source", help="camera index (0), /dev/videoN, video file, image folder, synthetic, FILE.bvh, an AMP humanoid FILE.npy or a DeepMimic humanoid3d FILE.txt (mocap) or FILE.abrec "
                         "(source.source; default: the preset's, 'synthetic' in the default preset, so no camera is opened unless you ask)")
     parser.add_argument("--model", help="pose model: .onnx file, .pth checkpoint or registry name (pose.model)")
     parser.add_argument("--detector", help="none, yolox-nano, light-person-detector, yolox:PATH.onnx, "

@@ -19,7 +19,7 @@ from ..files import refuse_existing
 def configure_parser(parser: argparse.ArgumentParser, command: str = "train-depth-prior") -> None:
     defaults = TrainingSettings()
     parser.add_argument("--clip", dest="clip", type=Path, nargs="+", action="extend", metavar=CLIP_HELP, default=None,
-                        help="mocap clips to learn from: BVH or AMP humanoid .npy, one or many")
+                        help="mocap clips to learn from: BVH, AMP humanoid .npy or DeepMimic humanoid3d .txt, one or many")
     parser.add_argument("--validate", type=Path, nargs="+", action="extend", metavar=CLIP_HELP, default=None,
                         help="clips kept out of training, only scored")
     parser.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.npz", help="weights file to write")
