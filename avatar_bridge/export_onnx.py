@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .files import default_file_mode
 from .model import SimpleBaseline
 
 
@@ -94,6 +95,7 @@ def export_checked(model: SimpleBaseline, path: str | Path, input_size: tuple[in
                 f"({diff / max(scale, 1e-12):.1e} relative > {tolerance:g}); nothing was written: "
                 "try another --opset or report the torch/onnxruntime versions"
             )
+        default_file_mode(tmp_name)
         os.replace(tmp_name, path)
     finally:
         if os.path.exists(tmp_name):

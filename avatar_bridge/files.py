@@ -57,3 +57,12 @@ def write_text_atomic(path: str | Path, text: str, what: str) -> None:
     except OSError as exc:
         temp.unlink(missing_ok=True)
         raise OutputWriteError(what, path, exc.strerror or str(exc)) from None
+
+
+def default_file_mode(path: str | Path) -> None:
+    """Give a file made with ``tempfile.mkstemp`` (mode 0600) the mode a plain ``open`` would have
+    (0666 less the umask), before it is renamed to its final name: an exported model or a
+    downloaded checkpoint is readable like any other output (found by a new user: 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)

@@ -87,7 +87,8 @@ class Outputs:
             self.server.start()
             self.closers.append(self.server.stop)
             self.sinks.append((self._view(self.server.publish), config.websocket.rate))
-            print(f"web viewer: {self.server.http_url}", file=sys.stderr, flush=True)
+            needs_token = " (add ?token= and your --ws-token value)" if config.websocket.token else ""
+            print(f"web viewer: {self.server.http_url}{needs_token}", file=sys.stderr, flush=True)
 
     def _view(self, sink: Callable[[OutputFrame], Any]) -> Callable[[OutputFrame], Any]:
         """``sink`` behind the view mirror (when on): where motion is shown or streamed live."""

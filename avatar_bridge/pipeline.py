@@ -107,7 +107,7 @@ class Pipeline:
         self._latest_frame: tuple[int, float | None] = (0, None)  # (index, pts) of that frame
         self._size = (0, 0)
         self.paused = False
-        self.orientation = OrientationMonitor()  # warns when people are seen but never upright
+        self.orientation = OrientationMonitor(rotate=config.source.rotate)  # warns when people are seen but never upright
         self._pose_worker = None  # process_overlapped's network thread, started on first use
         self._pending: _BegunFrame | None = None  # the frame process_overlapped began last
         self._depth_prior = None  # the retargeters' learned depth-sign prior, read once (prepare)

@@ -200,6 +200,7 @@ class WebSocketServer:
         self._clients: set[_Client] = set()
         self._clients_lock = threading.Lock()  # the set changes on the loop thread, stats read it elsewhere
         self._http_clients: set[str] = set()  # hosts whose page requests were logged once
+        self._refused_clients: set[str] = set()  # hosts whose refused (token) connections were logged once
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
@@ -458,10 +459,19 @@ class WebSocketServer:
             host = peer[0] if peer else "?"
             if host not in self._http_clients:
                 self._http_clients.add(host)
-                log.info("viewer page requested by %s (%s); later requests from there are not logged", host, request.path)
+                # The path without its query: a viewer URL carries the token there (?token=...).
+                log.info("viewer page requested by %s (%s); later requests from there are not logged", host,
+                         urlsplit(request.path).path)
             return self._static_response(connection, request.path)
         token = self.config.token
         if token and not hmac.compare_digest(_request_token(request).encode("utf-8"), token.encode("utf-8")):
+            peer = connection.remote_address
+            host = peer[0] if peer else "?"
+            if host not in self._refused_clients:  # once per client: a viewer retries every few seconds
+                self._refused_clients.add(host)
+                log.warning("refused a stream connection from %s: missing or wrong token (open the viewer as "
+                            "%s?token=TOKEN with the --ws-token value); later refusals from there are not logged",
+                            host, self.http_url)
             return connection.respond(401, "missing or wrong token: connect with ?token=TOKEN or an 'Authorization: Bearer TOKEN' header\n")
         if not self._origin_allowed(request):
             origin = request.headers.get("Origin")

@@ -616,10 +616,12 @@ class OrientationMonitor:
     down image, so while nobody is tracked the pipeline also *probes* every ``probe_every`` seconds:
     it runs the detector on the image turned by 90, 180 and 270 degrees and reports what it found
     (:meth:`probe_result`). ``update`` per frame returns the warning text when it is due (else None);
-    the text says which ``--rotate`` turns the bodies upright.
+    the text says which ``--rotate`` turns the bodies upright. ``rotate``: the turn already applied
+    to the frames (``source.rotate``), so the advice is the total turn, not one more on top of it.
     """
 
-    def __init__(self, warn_after: float = 3.0, probe_every: float = 2.0):
+    def __init__(self, warn_after: float = 3.0, probe_every: float = 2.0, rotate: int = 0):
+        self.rotate = int(rotate) % 360
         self.warn_after = warn_after
         self.probe_every = probe_every
         self.warned = False
@@ -674,12 +676,20 @@ class OrientationMonitor:
         fix = "--rotate 90, 180 or 270 (source.rotate)"
         if self._probe_hits:
             best = max(self._probe_hits, key=self._probe_hits.get)
-            fix = f"--rotate {best} (source.rotate = {best}): people were found in the image turned {best} degrees"
+            fix = f"{self._total_turn(best)}: people were found in the image turned {best} degrees further"
         elif self._directions:
             dx, dy = np.mean(self._directions, axis=0)
             if abs(dy) >= abs(dx):
-                fix = "--rotate 180 (source.rotate = 180)"
+                fix = self._total_turn(180)
             else:  # head towards +x: turn 270 clockwise; towards -x: 90 clockwise
-                fix = "--rotate 270 (source.rotate = 270)" if dx > 0 else "--rotate 90 (source.rotate = 90)"
+                fix = self._total_turn(270 if dx > 0 else 90)
         return (f"people are seen but no pose has been upright for {self.warn_after:g} s (head below the hips, "
                 f"or sideways): if the camera is mounted sideways or upside down, pass {fix}; --flip mirrors the image")
+
+    def _total_turn(self, more: int) -> str:
+        """The ``--rotate`` advice for turning the frames ``more`` degrees beyond what is applied now."""
+        total = (self.rotate + more) % 360
+        if total == 0:
+            return (f"--rotate 0 (source.rotate = 0) instead of {self.rotate}: the camera's own frames are upright, "
+                    f"--rotate {self.rotate} turns them over")
+        return f"--rotate {total} (source.rotate = {total})" + (f" instead of {self.rotate}" if self.rotate else "")

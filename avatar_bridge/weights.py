@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from .files import default_file_mode
 from .model import CAFFE_ARCHITECTURES, SimpleBaseline, base_arch, build_model
 
 MMPOSE_URL = "https://download.openmmlab.com/mmpose/top_down/"
@@ -138,6 +139,7 @@ def download(url: str, dest: Path, sha256_prefix: str = "", progress: bool = Tru
                 f"{url}: SHA-256 {actual[:16]}... does not start with the expected {sha256_prefix}: "
                 f"the download is corrupt or the file changed; nothing was written to {dest}, try again"
             )
+        default_file_mode(tmp_name)
         os.replace(tmp_name, dest)
     finally:
         if os.path.exists(tmp_name):

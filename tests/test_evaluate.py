@@ -205,3 +205,19 @@ def test_bad_annotation_entries_are_one_line_errors(tmp_path):
 def test_person_score_is_mmposes_bbox_keypoint_rescoring():
     assert person_score(0.5, np.array([0.9, 0.1, 0.3, 1.5])) == pytest.approx(0.5 * (0.9 + 0.3 + 1.5) / 3)
     assert person_score(0.9, np.array([0.1, 0.2])) == 0.0  # no keypoint above 0.2
+
+
+def test_missing_pycocotools_is_said_before_the_model_loads(tmp_path, capsys, monkeypatch):
+    """Found by a new user: without the eval extra the model loaded (8 s for a checkpoint) and only
+    then the run said pycocotools was missing. A model path that does not exist shows the order:
+    the pycocotools line comes first. (``sys.modules[name] = None`` makes the import fail, as when
+    the package is not installed.)"""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pycocotools.cocoeval", None)
+    annotations = tmp_path / "a.json"
+    annotations.write_text("{}")
+    assert cli_main(["eval", "--annotations", str(annotations), "--images", str(tmp_path),
+                     "--model", str(tmp_path / "missing.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert "pycocotools is not installed: pip install 'avatar-bridge[eval]'" in err and "missing.onnx" not in err, err

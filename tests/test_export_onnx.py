@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -78,6 +80,9 @@ def test_cli_export_checks_the_result(tmp_path, capsys):
                      "--out", str(out)]) == 0
     assert out.is_file()
     assert "max |torch - onnxruntime|" in capsys.readouterr().out
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # as any file the user writes, not mkstemp's 0600
 
 
 def test_bad_arguments_are_clear_errors(tmp_path, capsys):

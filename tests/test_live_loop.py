@@ -89,6 +89,16 @@ def test_orientation_monitor_names_the_fix(turn, fix):
     assert not any(monitor.update(i / 10, 1, [standing(300, 180 if i % 15 else 0)]) for i in range(60))
 
 
+@pytest.mark.parametrize("applied, turn, fix", [(180, 180, "--rotate 0 (source.rotate = 0) instead of 180"),
+                                                (90, 180, "--rotate 270 (source.rotate = 270) instead of 90")])
+def test_orientation_advice_counts_the_turn_already_applied(applied, turn, fix):
+    """The frames reach the monitor after --rotate: the advice is the total turn (found by a new user:
+    an upright video run with --rotate 180 was told to pass --rotate 180)."""
+    monitor = OrientationMonitor(warn_after=2.0, rotate=applied)
+    said = [m for m in (monitor.update(i / 10, 1, [standing(300, turn)]) for i in range(40)) if m]
+    assert len(said) == 1 and fix in said[0], said
+
+
 def test_orientation_monitor_uses_rotated_detection_probes():
     monitor = OrientationMonitor(warn_after=1.0, probe_every=0.5)
     said = []

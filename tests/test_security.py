@@ -115,6 +115,27 @@ def test_token_is_compared_in_constant_time_and_never_echoed(start_server, monke
     assert TOKEN not in caplog.text
 
 
+def test_viewer_url_with_the_token_is_not_logged_and_refusals_are(start_server, caplog):
+    """The viewer page is opened as ``/?token=TOKEN``: its access line logs the path without the
+    query (a new user found the token in the log there). A client with a missing or wrong token is
+    refused with 401 and logged once, with how to connect, so a viewer stuck on "reconnecting" has an
+    explanation on the server's side."""
+    import urllib.request
+
+    caplog.set_level("INFO", logger="avatar_bridge.server")
+    srv = start_server(host="0.0.0.0", token=TOKEN)
+    with urllib.request.urlopen(f"http://127.0.0.1:{srv.port}/?token={TOKEN}", timeout=5) as response:
+        assert response.status == 200
+    for wrong in ("", "wrong-token-123", "wrong-token-456"):
+        with pytest.raises(InvalidStatus):
+            connect(f"ws://127.0.0.1:{srv.port}/?token={wrong}", open_timeout=5)
+    assert TOKEN not in caplog.text
+    assert "viewer page requested by 127.0.0.1 (/)" in caplog.text
+    refused = [r.getMessage() for r in caplog.records if "refused a stream connection" in r.getMessage()]
+    assert len(refused) == 1 and "?token=TOKEN with the --ws-token value" in refused[0], refused
+    assert "wrong-token" not in caplog.text
+
+
 # --- HTTP static files ------------------------------------------------------------------------------
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import http.server
+import os
 import socket
 import threading
 
@@ -182,6 +183,9 @@ def test_download_checks_hash_and_shows_progress(http_root, tmp_path, capfd):
     err = capfd.readouterr().err
     assert "ckpt.pth: 100%" in err and "0.98M/0.98M" in err  # tqdm: name, percent, MiB done/total
     assert not list(dest.parent.glob("*.part"))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert dest.stat().st_mode & 0o777 == 0o666 & ~umask  # a plain file's mode, not mkstemp's 0600
 
 
 def test_hash_mismatch_leaves_nothing_behind(http_root, tmp_path):

@@ -40,6 +40,10 @@ def run_command(args: argparse.Namespace) -> int:
     if args.flip:
         pose.flip_test = True
     validate_section(pose, "pose")
+    try:  # before the model loads (seconds): the scoring needs it at the end
+        import pycocotools.cocoeval  # noqa: F401
+    except ImportError:
+        raise RuntimeError("pycocotools is not installed: pip install 'avatar-bridge[eval]' (or -e '.[eval]')") from None
     estimator = load_estimator(pose)
     num = estimator.backend.num_keypoints if hasattr(estimator.backend, "num_keypoints") else len(OKS_SIGMAS)
     subset = parse_keypoints(args.keypoints, num) if args.keypoints else None
