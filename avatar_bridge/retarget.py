@@ -491,6 +491,10 @@ CALIBRATION_BEND_DEG = 45.0
 CALIBRATION_FEET_LEVEL = 0.15
 CALIBRATION_MIN_FRAMES = 5  # accepted frames a calibration period needs
 CALIBRATION_PATIENCE = 10.0  # periods to wait for them before calibrating from every frame
+# Hips this close to the frame's bottom edge (share of its height) count as cut off while
+# calibrating, so a user framed chest-up gets upper-body mode (found by a new user: the hips sat on
+# the edge at score 0.5 and the legs swung 110 degrees).
+BOTTOM_EDGE_SHARE = 0.015
 # The largest turn from the camera the calibration corrects the shoulder/hip widths for: beyond it
 # the far ear is hidden and the face fit too uncertain to divide by its cosine.
 CALIBRATION_MAX_TURN_DEG = 60.0
@@ -1658,6 +1662,9 @@ class Retargeter:
         ``CALIBRATION_PATIENCE`` periods, the period ends with every frame (as before)."""
         ok = sc >= self.config.min_score
         shoulders, hips = bool(ok[[L_SH, R_SH]].all()), bool(ok[[L_HIP, R_HIP]].all())
+        # Hips on the frame's bottom edge are cut off by it, not seen: a heatmap model puts a joint
+        # below the frame on the edge, often at a middling score (a user at a desk, framed chest-up).
+        hips = hips and not bool(np.all(kp[[L_HIP, R_HIP], 1] >= image_size[1] * (1.0 - BOTTOM_EDGE_SHARE)))
         if shoulders and not hips and not self.upper_body and not self._calib_ranked and self.config.auto_upper_body:
             # Shoulders seen but never the hips: after calibration_seconds of that, calibrate the
             # upper body alone rather than never (the avatar would stay at rest all run).

@@ -164,9 +164,11 @@ def test_upside_down_clip_tracks_with_rotate_180(tmp_path, caplog, detector_name
 # --- seated users: automatic upper-body mode --------------------------------------------------------
 
 
-def seated_run(auto: bool, caplog):
+def seated_run(auto: bool, caplog, on_edge: bool = False):
     """The synthetic performer with hips, knees and ankles at score 0.1 (hidden by a desk) through the
-    real Pipeline; returns (pipeline, rigs solved, arm rotations seen moving)."""
+    real Pipeline; returns (pipeline, rigs solved, arm rotations seen moving). ``on_edge``: instead,
+    the frame cut off below the chest, as a heatmap model reports it: hips, knees and ankles on the
+    bottom edge at score 0.5."""
     from avatar_bridge.pipeline import Pipeline
     from avatar_bridge.synthetic import SyntheticSource
 
@@ -178,7 +180,11 @@ def seated_run(auto: bool, caplog):
     rigs = []
     while (frame := source.read()) is not None:
         for person in frame.truth.people:
-            person.scores[11:] = 0.1  # hips, knees, ankles barely seen
+            if on_edge:
+                person.keypoints[11:, 1] = frame.height - 1.0
+                person.scores[11:] = 0.5
+            else:
+                person.scores[11:] = 0.1  # hips, knees, ankles barely seen
         pipeline.process(frame)
         out = pipeline.sample(frame.timestamp)
         if out is not None and out.people and out.people[0].rig is not None:
@@ -186,8 +192,9 @@ def seated_run(auto: bool, caplog):
     return pipeline, rigs
 
 
-def test_seated_user_calibrates_in_upper_body_mode(caplog):
-    pipeline, rigs = seated_run(True, caplog)
+@pytest.mark.parametrize("on_edge", [False, True])
+def test_seated_user_calibrates_in_upper_body_mode(caplog, on_edge):
+    pipeline, rigs = seated_run(True, caplog, on_edge)
     calibrations = pipeline.calibrations()
     assert len(calibrations) == 1
     (person,) = pipeline._people.values()
