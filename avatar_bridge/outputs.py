@@ -35,7 +35,7 @@ def mirror_output_frame(frame: OutputFrame) -> OutputFrame:
     the 2D keypoints stay in image pixels as captured."""
     from .retarget import mirror_rig
 
-    people = [OutputPerson(p.track_id, p.pose2d, None if p.rig is None else mirror_rig(p.rig), p.tracking)
+    people = [OutputPerson(p.track_id, p.pose2d, None if p.rig is None else mirror_rig(p.rig), p.tracking, p.seen)
               for p in frame.people]
     return replace(frame, people=people)
 

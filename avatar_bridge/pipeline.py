@@ -395,7 +395,9 @@ class Pipeline:
             rig = state.retargeter.solve(keypoints, scores, t, size, state.track_id, advance=False)
             if rig is not None and not tracking:
                 rig.tracking = False
-            people.append(OutputPerson(state.track_id, pose, rig, tracking))
+            # seen: this person had a pose in the newest processed frame (not hidden behind someone, not
+            # just gone); tracking turns false only LOST_AFTER_S later, so a short hide does not flicker.
+            people.append(OutputPerson(state.track_id, pose, rig, tracking, seen=state.last_update >= capture_time))
         t2 = perf()
         self.metrics.add_stage("predict", (t1 - t0) * 1000.0)
         self.metrics.add_stage("retarget", (t2 - t1) * 1000.0)

@@ -144,6 +144,7 @@ def frame_message(frame: OutputFrame, seq: int, send_time: float) -> dict:
             {
                 "id": int(person.track_id),
                 "tracking": tracking,
+                "seen": bool(person.seen),
                 "keypoints": keypoints_payload(person, frame.width, frame.height),
                 "pose": pose,
                 "confidence": confidence,

@@ -126,6 +126,7 @@ class OutputPerson:
     pose2d: Pose2D | None = None  # keypoints in pixels of the capture image
     rig: RigPose | None = None
     tracking: bool = True  # False while the tracker only extrapolates (person lost)
+    seen: bool = True  # False when the newest processed frame had no pose for this person (hidden, left)
 
 
 @dataclass

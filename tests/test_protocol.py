@@ -63,7 +63,7 @@ def test_frame_message_normalizes_keypoints_and_carries_the_rig():
     assert msg["driver"] == 7
     assert [p["id"] for p in msg["people"]] == [3, 7]
     out = msg["people"][1]
-    assert out["tracking"] is True
+    assert out["tracking"] is True and out["seen"] is True
     kp = np.array(out["keypoints"])
     assert kp.shape == (17, 3)
     np.testing.assert_allclose(kp[:, 0], person.pose2d.keypoints[:, 0] / 1280, atol=1e-5)
@@ -77,6 +77,14 @@ def test_frame_message_normalizes_keypoints_and_carries_the_rig():
         np.testing.assert_allclose(out["pose"][name]["rotation"], q, atol=1e-6)
     for name, c in person.rig.confidence.items():
         assert out["confidence"][name] == pytest.approx(c, abs=1e-3)
+
+
+def test_a_hidden_person_is_sent_as_not_seen():
+    """``seen`` false: no pose for this person in the newest frame (tracking may still be true)."""
+    person = make_person()
+    person.seen = False
+    out = protocol.frame_message(OutputFrame(1.0, 1280, 720, [person]), 1, 1.0)["people"][0]
+    assert out["seen"] is False and out["tracking"] is True
 
 
 def test_frame_message_default_driver_and_empty_frame():

@@ -302,7 +302,8 @@ def test_a_pose_in_other_clothes_does_not_continue_a_track():
 def test_crossing_clip_person_keeps_id_through_occlusion_and_stays_driver(detector_name):
     """crossing.avi through the real Pipeline (fixture detector + pose net): B hides A for ~8 frames
     around frame 30. A keeps one id from start to end, no id moves to the other person, and the
-    driver stays on A."""
+    driver stays on A. The outputs say when A is hidden: ``seen`` false on the hidden frames while
+    ``tracking`` stays true (the hide is shorter than LOST_AFTER_S), ``seen`` true before and after."""
     from avatar_bridge.config import AppConfig
     from avatar_bridge.pipeline import Pipeline
 
@@ -312,9 +313,12 @@ def test_crossing_clip_person_keeps_id_through_occlusion_and_stays_driver(detect
     pipeline = Pipeline(config)
     per_id: dict[int, list[tuple[int, float]]] = {}
     drivers = []
+    outputs = []  # per frame: {track id: (seen, tracking)} as the outputs get them
     with VideoFileSource(need(CROSSING), realtime=False) as source:
         while (frame := source.read()) is not None:
             result = pipeline.process(frame)
+            sampled = pipeline.sample(frame.timestamp)
+            outputs.append({p.track_id: (p.seen, p.tracking) for p in sampled.people})
             drivers.append(pipeline.driver)
             for p in result.people:
                 if p.scores[[5, 6, 11, 12]].min() > 0.3:
@@ -337,3 +341,7 @@ def test_crossing_clip_person_keeps_id_through_occlusion_and_stays_driver(detect
     assert a_frames[0] == 0 and a_frames[-1] == n - 1, f"A's id {a_id} seen on frames {a_frames}"
     assert not [tid for tid, s in per_id.items() if tid != a_id and any(abs(x - truth_a(i)) < 80 and abs(truth_a(i) - truth_b(i)) > 150 for i, x in s)]
     assert drivers == [a_id] * n, f"driver per frame: {drivers}"
+    seen_a = [o[a_id][0] for o in outputs]
+    assert all(seen_a[:20]) and all(seen_a[45:]), seen_a
+    hidden = [i for i in range(20, 45) if not seen_a[i]]
+    assert len(hidden) >= 3 and all(outputs[i][a_id][1] for i in hidden), (hidden, outputs)
