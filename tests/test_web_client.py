@@ -272,6 +272,29 @@ def test_dropped_vrm_is_driven_with_the_right_axes(browser, kind):
         page.close()
 
 
+def test_chosen_vrm_is_loaded_again_after_a_reload(browser):
+    """The VRM a user loads is kept in the browser (IndexedDB) and comes back when the page reloads,
+    as an OBS browser source reloads it and no file can be dropped there (found by a new user: a
+    reload brought back the default avatar); *Default avatar* forgets it."""
+    from client_harness import PublishingServer
+
+    with PublishingServer(rate=30.0) as server:
+        page, console = open_page(browser, f"http://127.0.0.1:{server.port}/")
+        wait_frames(page, 3)
+        page.set_input_files("#vrm-file", str(VRM_FILES["vrm1"]))
+        page.wait_for_function("avatarBridge.avatarKind === 'vrm1'", timeout=20000)
+        page.reload()
+        page.wait_for_function("avatarBridge.avatarKind === 'vrm1'", timeout=20000)
+        wait_frames(page, 3)
+        page.click("#default-avatar")
+        page.wait_for_function("avatarBridge.avatarKind === 'procedural'", timeout=5000)
+        page.reload()
+        wait_frames(page, 10)  # time enough for a saved VRM to come back, if one were kept
+        assert page.evaluate("avatarBridge.avatarKind") == "procedural"
+        assert not [c for c in console if c.startswith("pageerror")], console
+        page.close()
+
+
 def test_viewer_against_avatar_bridge_run_synthetic(browser):
     """The real product: `avatar-bridge run --source synthetic --headless` serves the page and streams;
     the avatar's bones carry the rotations of the frames the server sent (seen by a second client)."""

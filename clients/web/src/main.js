@@ -124,6 +124,7 @@ function onHello(msg) {
     reportError(`server speaks ${msg.protocol} version ${msg.version}; this viewer needs avatar-bridge version 1 - update the viewer or the server`);
     return;
   }
+  const first = state.hello === null;
   state.hello = msg;
   panel.setEdges(msg.skeleton_edges);
   if (!state.avatar || state.avatar.kind === 'procedural') {
@@ -132,6 +133,11 @@ function onHello(msg) {
     } catch (err) {
       reportError(err.message);
     }
+  }
+  if (first) {  // the VRM chosen on an earlier visit, if any
+    savedVrm()
+      .then((saved) => (saved && state.avatar?.kind === 'procedural' ? loadVrmFile(saved.buffer, saved.name, false) : null))
+      .catch(() => {});
   }
 }
 
@@ -184,14 +190,40 @@ $('person').addEventListener('change', (e) => {
 });
 $('default-avatar').addEventListener('click', () => {
   if (state.hello) setAvatar(new ProceduralAvatar(state.hello.bones));
+  forgetVrm().catch(() => {});
 });
 
-async function loadVrmFile(buffer, name) {
+// --- the chosen VRM, kept between visits ------------------------------------------------------------
+// A VRM the user loads is stored in this browser's IndexedDB and loaded again when the page reloads
+// (an OBS browser source reloads it, and no file can be dropped on it); *Default avatar* forgets it.
+const SAVED = { db: 'avatar-bridge-viewer', store: 'avatar', key: 'vrm' };
+
+function savedStore(mode, use) {
+  return new Promise((resolve, reject) => {
+    const open = indexedDB.open(SAVED.db, 1);
+    open.onupgradeneeded = () => open.result.createObjectStore(SAVED.store);
+    open.onerror = () => reject(open.error);
+    open.onsuccess = () => {
+      const tx = open.result.transaction(SAVED.store, mode);
+      const request = use(tx.objectStore(SAVED.store));
+      tx.oncomplete = () => { open.result.close(); resolve(request?.result); };
+      tx.onerror = () => { open.result.close(); reject(tx.error); };
+    };
+  });
+}
+const saveVrm = (buffer, name) => savedStore('readwrite', (s) => s.put({ buffer, name }, SAVED.key));
+const savedVrm = () => savedStore('readonly', (s) => s.get(SAVED.key));
+const forgetVrm = () => savedStore('readwrite', (s) => s.delete(SAVED.key));
+
+async function loadVrmFile(buffer, name, remember = true) {
   $('avatar-name').textContent = `loading ${name}...`;
   try {
-    const avatar = await loadVrm(buffer, name, state.hello?.bones);
+    const avatar = await loadVrm(buffer.slice(0), name, state.hello?.bones);
     setAvatar(avatar);
     $('error').hidden = true;
+    if (remember) {
+      await saveVrm(buffer, name).catch((err) => console.warn(`could not keep ${name} for the next visit: ${err}`));
+    }
     return avatar.kind;
   } catch (err) {
     reportError(err.message);
