@@ -30,7 +30,6 @@ import copy
 import json
 import logging
 import math
-import os
 import threading
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -41,6 +40,7 @@ import numpy as np
 from . import quat
 from .config import RetargetConfig
 from .depth_prior import DepthSignPrior, log_prob_at, weights_path
+from .files import write_text_atomic
 from .keypoints import NUM_KEYPOINTS
 from .skeleton import BONE_INDEX, BONE_NAMES, LEG_BONES, PARENT_INDEX, REST_OFFSETS, mirror_rotations
 from .types import RigPose
@@ -208,15 +208,10 @@ class Calibration:
     standing_drop_m: float = 0.0
 
     def save(self, path: str | Path) -> None:
+        """Write the calibration as JSON through a temporary file (readers never see half a file, a
+        failed write leaves none): OSError (:class:`avatar_bridge.files.OutputWriteError`) when it cannot."""
         data = {"format": "avatar-bridge-calibration", "version": 1, **asdict(self)}
-        path = Path(path)
-        partial = path.with_name(path.name + ".partial")
-        try:
-            partial.write_text(json.dumps(data, indent=2), encoding="utf-8")
-            os.replace(partial, path)  # readers never see half a file
-        except OSError:
-            partial.unlink(missing_ok=True)  # no debris beside a file that could not be written
-            raise
+        write_text_atomic(Path(path), json.dumps(data, indent=2), "calibration file")
 
     @classmethod
     def load(cls, path: str | Path) -> "Calibration":
@@ -1741,7 +1736,7 @@ class Retargeter:
         try:
             calibration.save(path)
         except OSError as exc:
-            log.warning("could not save the calibration to %s (%s): check the folder exists and is writable", path, exc)
+            log.warning("%s (this run keeps using the calibration)", exc)  # names the file, the reason and the fix
 
     @staticmethod
     def _clean(keypoints: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
