@@ -415,8 +415,10 @@ def overlaps(source: FrameSource, config: AppConfig) -> bool:
 
 def is_keypoint_source(spec: str) -> bool:
     """Sources that deliver keypoints, not images: no detector or pose model needed."""
+    from .mocap import MOCAP_SUFFIXES
+
     text = str(spec).strip().lower()
-    return text == "synthetic" or text.endswith((".bvh", ".npy", ".txt", ".abrec"))
+    return text == "synthetic" or text.endswith((*MOCAP_SUFFIXES, ".abrec"))
 
 
 def open_config_source(config: AppConfig) -> FrameSource:

@@ -453,10 +453,10 @@ class WebSocketServer:
         return parts.netloc.lower() == request.headers.get("Host", "").lower()  # same origin
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        peer = connection.remote_address
+        host = peer[0] if peer else "?"  # for the log lines below, each once per client
         if "websocket" not in request.headers.get("Upgrade", "").lower():
             # One access line per client (browser), not one per file it loads.
-            peer = connection.remote_address
-            host = peer[0] if peer else "?"
             if host not in self._http_clients:
                 self._http_clients.add(host)
                 # The path without its query: a viewer URL carries the token there (?token=...).
@@ -465,8 +465,6 @@ class WebSocketServer:
             return self._static_response(connection, request.path)
         token = self.config.token
         if token and not hmac.compare_digest(_request_token(request).encode("utf-8"), token.encode("utf-8")):
-            peer = connection.remote_address
-            host = peer[0] if peer else "?"
             if host not in self._refused_clients:  # once per client: a viewer retries every few seconds
                 self._refused_clients.add(host)
                 log.warning("refused a stream connection from %s: missing or wrong token (open the viewer as "
