@@ -612,6 +612,17 @@ def start_run(tmp_path: Path, *extra: str, preexec=None) -> subprocess.Popen:
     )
 
 
+def stderr_at_exit(proc: subprocess.Popen, timeout: float) -> str:
+    """The run's stderr once it has exited by itself; killed (and the test failed) if it has not
+    within ``timeout`` seconds."""
+    try:
+        return proc.communicate(timeout=timeout)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def wait_for_frames(path: Path, frames: int, proc: subprocess.Popen, timeout: float = 60.0) -> None:
     """Until the take being written holds ``frames`` flushed frames (read while it is written)."""
     deadline = time.monotonic() + timeout
@@ -699,11 +710,8 @@ def test_disk_full_while_recording_keeps_streaming_and_says_so(tmp_path):
     proc = start_run(tmp_path, "--vmc", f"127.0.0.1:{receiver.port}", "--record", str(take), "--duration", "5",
                      preexec=_limit_file_size)
     try:
-        _, err = proc.communicate(timeout=120)
+        err = stderr_at_exit(proc, 120)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
         receiver.close()
     assert "stopped (duration)" in err, err
     assert proc.returncode == 2, err
@@ -731,12 +739,7 @@ def test_bvh_that_cannot_be_written_at_the_end_fails_the_run_and_leaves_no_half_
     0 and a file whose header said 599 frames over 206 rows, which Blender could not import.)"""
     out = tmp_path / "take.bvh"
     proc = start_run(tmp_path, "--no-vmc", "--bvh", str(out), "--duration", "3", preexec=_limit_file_size)
-    try:
-        _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    err = stderr_at_exit(proc, 120)
     assert proc.returncode == 2, err
     assert "Traceback" not in err and "closing an output failed" not in err, err
     last = err.strip().splitlines()[-1]
@@ -753,7 +756,7 @@ def test_outputs_in_a_folder_that_cannot_be_written_are_refused_before_the_run(t
     a read-only folder ran the whole session and failed at the end, ``--calibration`` lost the
     calibration with a warning). /proc/self cannot be written into, even by root."""
     proc = start_run(tmp_path, "--no-vmc", flag, "/proc/self/out.file", "--duration", "1")
-    _, err = proc.communicate(timeout=60)
+    err = stderr_at_exit(proc, 60)
     assert proc.returncode == 2, err
     last = err.strip().splitlines()[-1]
     assert "folder /proc/self for" in last and "is not writable" in last, last
