@@ -188,9 +188,9 @@ $('person').addEventListener('change', (e) => {
   const id = Number(e.target.value);
   if (Number.isInteger(id)) connection.send({ type: 'select', id });
 });
-$('default-avatar').addEventListener('click', () => {
+$('default-avatar').addEventListener('click', async () => {
+  await forgetVrm().catch(() => {});  // forgotten before the switch shows, so a reload right after keeps the default
   if (state.hello) setAvatar(new ProceduralAvatar(state.hello.bones));
-  forgetVrm().catch(() => {});
 });
 
 // --- the chosen VRM, kept between visits ------------------------------------------------------------
@@ -219,11 +219,11 @@ async function loadVrmFile(buffer, name, remember = true) {
   $('avatar-name').textContent = `loading ${name}...`;
   try {
     const avatar = await loadVrm(buffer.slice(0), name, state.hello?.bones);
-    setAvatar(avatar);
-    $('error').hidden = true;
-    if (remember) {
+    if (remember) {  // kept before it is shown, so a reload right after showing it finds it
       await saveVrm(buffer, name).catch((err) => console.warn(`could not keep ${name} for the next visit: ${err}`));
     }
+    setAvatar(avatar);
+    $('error').hidden = true;
     return avatar.kind;
   } catch (err) {
     reportError(err.message);
